@@ -1,0 +1,1074 @@
+//! The arena byte format: encoding and checking of the header and the table of contents.
+//!
+//! This module does no I/O. It parses and checks `&[u8]`, so it can be unit-tested, fuzzed and
+//! run under Miri without a mapping. docs/FORMAT.md describes the same layout byte by byte; the
+//! two must change together.
+//!
+//! Every integer is stored little-endian and read with `from_le_bytes`, so parsing never depends
+//! on the alignment of the input.
+
+use core::fmt;
+
+/// The eight bytes every arena starts with.
+pub const MAGIC: [u8; 8] = *b"SHMARENA";
+/// The format version this crate writes and reads.
+pub const FORMAT_VERSION: u32 = 1;
+/// Length of the fixed header in bytes.
+pub const HEADER_LEN: usize = 128;
+/// Length of one table-of-contents entry in bytes.
+pub const TOC_ENTRY_LEN: usize = 96;
+/// Alignment of POD and byte entries.
+pub const POD_ALIGN: usize = 64;
+/// Minimum alignment of archived (rkyv) entries.
+pub const ARCHIVED_ALIGN: usize = 16;
+/// Largest alignment an entry may declare.
+pub const MAX_ALIGN: usize = 4096;
+/// Longest entry name, in bytes.
+pub const MAX_ENTRY_NAME: usize = 255;
+/// Longest type name recorded in a fingerprint, in bytes (longer names are truncated when
+/// written; the hash still covers the whole name).
+pub const MAX_TYPE_NAME: usize = 1024;
+
+/// `state` value of an arena whose builder has not sealed it (or died).
+pub const STATE_BUILDING: u32 = 1;
+/// `state` value of a finished, read-only arena.
+pub const STATE_SEALED: u32 = 2;
+
+/// `endian` value for little-endian.
+pub const ENDIAN_LITTLE: u8 = 1;
+/// `endian` value for big-endian.
+pub const ENDIAN_BIG: u8 = 2;
+
+/// The rkyv format generation this crate archives with (0.8).
+pub const RKYV_MAJOR: u8 = 0;
+/// See [`RKYV_MAJOR`].
+pub const RKYV_MINOR: u8 = 8;
+
+/// Entry flag: the builder validated this archived entry with bytecheck before sealing.
+pub const FLAG_VALIDATED: u8 = 1;
+
+/// Endianness of the running process, as recorded in the header.
+pub const NATIVE_ENDIAN: u8 = if cfg!(target_endian = "little") {
+    ENDIAN_LITTLE
+} else {
+    ENDIAN_BIG
+};
+
+/// Width in bytes of rkyv relative pointers in this build (4, or 8 with `pointer_width_64`).
+pub const NATIVE_POINTER_WIDTH: u8 = core::mem::size_of::<rkyv::primitive::FixedUsize>() as u8;
+
+/// The kind of an entry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Kind {
+    /// An rkyv archive of one value; read with [`Arena::get`](crate::Arena::get).
+    Archived,
+    /// A slice of plain-old-data elements; read with [`Arena::slice`](crate::Arena::slice).
+    Pod,
+    /// Opaque bytes; read with [`Arena::bytes`](crate::Arena::bytes).
+    Bytes,
+}
+
+impl Kind {
+    fn code(self) -> u8 {
+        match self {
+            Kind::Archived => 1,
+            Kind::Pod => 2,
+            Kind::Bytes => 3,
+        }
+    }
+
+    fn from_code(code: u8) -> Option<Kind> {
+        match code {
+            1 => Some(Kind::Archived),
+            2 => Some(Kind::Pod),
+            3 => Some(Kind::Bytes),
+            _ => None,
+        }
+    }
+
+    /// A lowercase name for messages and tools.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Archived => "archived",
+            Kind::Pod => "pod",
+            Kind::Bytes => "bytes",
+        }
+    }
+}
+
+impl fmt::Display for Kind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The element type of a POD entry, so tools can print it without knowing the Rust type.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Prim {
+    /// Not a primitive (a `#[repr(C)]` struct, say), or not a POD entry.
+    Opaque,
+    /// `u8`
+    U8,
+    /// `u16`
+    U16,
+    /// `u32`
+    U32,
+    /// `u64`
+    U64,
+    /// `i8`
+    I8,
+    /// `i16`
+    I16,
+    /// `i32`
+    I32,
+    /// `i64`
+    I64,
+    /// `f32`
+    F32,
+    /// `f64`
+    F64,
+}
+
+impl Prim {
+    const ALL: [Prim; 11] = [
+        Prim::Opaque,
+        Prim::U8,
+        Prim::U16,
+        Prim::U32,
+        Prim::U64,
+        Prim::I8,
+        Prim::I16,
+        Prim::I32,
+        Prim::I64,
+        Prim::F32,
+        Prim::F64,
+    ];
+
+    /// The byte stored in the table of contents.
+    pub fn code(self) -> u8 {
+        Prim::ALL.iter().position(|p| *p == self).unwrap_or(0) as u8
+    }
+
+    /// Parses a stored byte.
+    pub fn from_code(code: u8) -> Option<Prim> {
+        Prim::ALL.get(usize::from(code)).copied()
+    }
+
+    /// The primitive named by a Rust type name such as `"f32"`, else `Opaque`.
+    pub fn from_type_name(name: &str) -> Prim {
+        match name {
+            "u8" => Prim::U8,
+            "u16" => Prim::U16,
+            "u32" => Prim::U32,
+            "u64" => Prim::U64,
+            "i8" => Prim::I8,
+            "i16" => Prim::I16,
+            "i32" => Prim::I32,
+            "i64" => Prim::I64,
+            "f32" => Prim::F32,
+            "f64" => Prim::F64,
+            _ => Prim::Opaque,
+        }
+    }
+
+    /// Size in bytes of one element, or `None` for `Opaque`.
+    pub fn size(self) -> Option<usize> {
+        match self {
+            Prim::Opaque => None,
+            Prim::U8 | Prim::I8 => Some(1),
+            Prim::U16 | Prim::I16 => Some(2),
+            Prim::U32 | Prim::I32 | Prim::F32 => Some(4),
+            Prim::U64 | Prim::I64 | Prim::F64 => Some(8),
+        }
+    }
+
+    /// The Rust name of the primitive (`"opaque"` for `Opaque`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Prim::Opaque => "opaque",
+            Prim::U8 => "u8",
+            Prim::U16 => "u16",
+            Prim::U32 => "u32",
+            Prim::U64 => "u64",
+            Prim::I8 => "i8",
+            Prim::I16 => "i16",
+            Prim::I32 => "i32",
+            Prim::I64 => "i64",
+            Prim::F32 => "f32",
+            Prim::F64 => "f64",
+        }
+    }
+}
+
+/// Why a byte buffer is not a valid arena. The arena layer adds which segment it was.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum FormatError {
+    /// The buffer does not start with [`MAGIC`].
+    BadMagic,
+    /// The format version is not [`FORMAT_VERSION`].
+    UnsupportedVersion {
+        /// The version found.
+        found: u32,
+    },
+    /// Archived entries use relative pointers of another width than this build.
+    PointerWidth {
+        /// Width recorded in the arena, in bytes.
+        found: u8,
+        /// Width of this build, in bytes.
+        expected: u8,
+    },
+    /// The arena was written on a machine of the other byte order, or by another rkyv generation.
+    Incompatible {
+        /// What differs.
+        detail: String,
+    },
+    /// The buffer is shorter than the arena says it is.
+    Truncated {
+        /// Bytes the arena needs.
+        needed: u64,
+        /// Bytes available.
+        len: u64,
+    },
+    /// The header says the arena is still being built (or its builder died).
+    StillBuilding,
+    /// A field is out of range or a checksum does not match.
+    Corrupted {
+        /// What is wrong, naming the field or entry.
+        detail: String,
+    },
+}
+
+impl fmt::Display for FormatError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            FormatError::BadMagic => write!(f, "bad magic: not a shmarena arena"),
+            FormatError::UnsupportedVersion { found } => write!(
+                f,
+                "unsupported format version {found} (this build reads version {FORMAT_VERSION})"
+            ),
+            FormatError::PointerWidth { found, expected } => write!(
+                f,
+                "archived with {}-bit relative pointers, but this build uses {}-bit \
+                 (toggle the `pointer_width_64` feature to match)",
+                u32::from(*found) * 8,
+                u32::from(*expected) * 8
+            ),
+            FormatError::Incompatible { detail } => write!(f, "incompatible arena: {detail}"),
+            FormatError::Truncated { needed, len } => {
+                write!(
+                    f,
+                    "truncated: needs {needed} bytes but only {len} are there"
+                )
+            }
+            FormatError::StillBuilding => {
+                write!(
+                    f,
+                    "still being built (not sealed; its builder may have died)"
+                )
+            }
+            FormatError::Corrupted { detail } => write!(f, "corrupted: {detail}"),
+        }
+    }
+}
+
+impl std::error::Error for FormatError {}
+
+fn corrupted(detail: impl Into<String>) -> FormatError {
+    FormatError::Corrupted {
+        detail: detail.into(),
+    }
+}
+
+/// Byte offsets of the header fields. Public so tools and docs can point at them.
+pub mod header_offsets {
+    /// `[u8; 8]` magic.
+    pub const MAGIC: usize = 0;
+    /// `u32` format version.
+    pub const VERSION: usize = 8;
+    /// `u8` endianness.
+    pub const ENDIAN: usize = 12;
+    /// `u8` rkyv relative pointer width in bytes.
+    pub const POINTER_WIDTH: usize = 13;
+    /// `u8` rkyv major version.
+    pub const RKYV_MAJOR: usize = 14;
+    /// `u8` rkyv minor version.
+    pub const RKYV_MINOR: usize = 15;
+    /// `u32` header length.
+    pub const HEADER_LEN: usize = 16;
+    /// `u32` state.
+    pub const STATE: usize = 20;
+    /// `u64` total length.
+    pub const TOTAL_LEN: usize = 24;
+    /// `[u8; 16]` arena id.
+    pub const ARENA_ID: usize = 32;
+    /// `u32` creator pid.
+    pub const CREATOR_PID: usize = 48;
+    /// `u32` reserved.
+    pub const RESERVED0: usize = 52;
+    /// `u64` creator start time (clock ticks after boot).
+    pub const CREATOR_START: usize = 56;
+    /// `u64` creation time (ns since the Unix epoch).
+    pub const CREATED_NS: usize = 64;
+    /// `u64` table of contents offset.
+    pub const TOC_OFFSET: usize = 72;
+    /// `u64` table of contents length.
+    pub const TOC_LEN: usize = 80;
+    /// `u32` number of entries.
+    pub const ENTRY_COUNT: usize = 88;
+    /// `u32` reserved.
+    pub const RESERVED1: usize = 92;
+    /// `u64` xxh3-64 of the table of contents.
+    pub const TOC_CHECKSUM: usize = 96;
+    /// `[u8; 16]` reserved, zero.
+    pub const RESERVED2: usize = 104;
+    /// `u64` xxh3-64 of header bytes `0..120`.
+    pub const HEADER_CHECKSUM: usize = 120;
+}
+
+use header_offsets as ho;
+
+/// The fixed header at offset 0 of every arena.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Header {
+    /// Byte order of the writer (see [`NATIVE_ENDIAN`]).
+    pub endian: u8,
+    /// Width of rkyv relative pointers in bytes.
+    pub pointer_width: u8,
+    /// rkyv format generation, major.
+    pub rkyv_major: u8,
+    /// rkyv format generation, minor.
+    pub rkyv_minor: u8,
+    /// [`STATE_BUILDING`] or [`STATE_SEALED`].
+    pub state: u32,
+    /// Length of the whole arena in bytes (header, payloads, table of contents).
+    pub total_len: u64,
+    /// Random id, fixed at creation.
+    pub arena_id: [u8; 16],
+    /// Process id of the builder.
+    pub creator_pid: u32,
+    /// Start time of the builder process, in clock ticks after boot (`/proc/PID/stat` field 22).
+    pub creator_start: u64,
+    /// Creation time, in nanoseconds since the Unix epoch.
+    pub created_ns: u64,
+    /// Offset of the table of contents.
+    pub toc_offset: u64,
+    /// Length of the table of contents (entries, then names).
+    pub toc_len: u64,
+    /// Number of entries.
+    pub entry_count: u32,
+    /// xxh3-64 of the table of contents bytes.
+    pub toc_checksum: u64,
+}
+
+impl Header {
+    /// A header for an arena being built by this process.
+    pub fn new_building(
+        arena_id: [u8; 16],
+        creator_pid: u32,
+        creator_start: u64,
+        created_ns: u64,
+    ) -> Header {
+        Header {
+            endian: NATIVE_ENDIAN,
+            pointer_width: NATIVE_POINTER_WIDTH,
+            rkyv_major: RKYV_MAJOR,
+            rkyv_minor: RKYV_MINOR,
+            state: STATE_BUILDING,
+            total_len: 0,
+            arena_id,
+            creator_pid,
+            creator_start,
+            created_ns,
+            toc_offset: 0,
+            toc_len: 0,
+            entry_count: 0,
+            toc_checksum: 0,
+        }
+    }
+
+    /// Encodes the header, computing its checksum.
+    pub fn encode(&self) -> [u8; HEADER_LEN] {
+        let mut b = [0u8; HEADER_LEN];
+        b[ho::MAGIC..ho::MAGIC + 8].copy_from_slice(&MAGIC);
+        put_u32(&mut b, ho::VERSION, FORMAT_VERSION);
+        b[ho::ENDIAN] = self.endian;
+        b[ho::POINTER_WIDTH] = self.pointer_width;
+        b[ho::RKYV_MAJOR] = self.rkyv_major;
+        b[ho::RKYV_MINOR] = self.rkyv_minor;
+        put_u32(&mut b, ho::HEADER_LEN, HEADER_LEN as u32);
+        put_u32(&mut b, ho::STATE, self.state);
+        put_u64(&mut b, ho::TOTAL_LEN, self.total_len);
+        b[ho::ARENA_ID..ho::ARENA_ID + 16].copy_from_slice(&self.arena_id);
+        put_u32(&mut b, ho::CREATOR_PID, self.creator_pid);
+        put_u64(&mut b, ho::CREATOR_START, self.creator_start);
+        put_u64(&mut b, ho::CREATED_NS, self.created_ns);
+        put_u64(&mut b, ho::TOC_OFFSET, self.toc_offset);
+        put_u64(&mut b, ho::TOC_LEN, self.toc_len);
+        put_u32(&mut b, ho::ENTRY_COUNT, self.entry_count);
+        put_u64(&mut b, ho::TOC_CHECKSUM, self.toc_checksum);
+        let sum = checksum(&b[..ho::HEADER_CHECKSUM]);
+        put_u64(&mut b, ho::HEADER_CHECKSUM, sum);
+        b
+    }
+
+    /// Parses and checks the header at the start of `bytes`.
+    ///
+    /// Checks magic, version, header checksum, byte order, rkyv generation and pointer width,
+    /// in that order, so the first error is the most telling one. It does not check the state:
+    /// tools may want to look at a header that is still building. See [`Header::require_sealed`].
+    pub fn parse(bytes: &[u8]) -> Result<Header, FormatError> {
+        if bytes.len() < 8 || bytes[..8] != MAGIC {
+            return Err(FormatError::BadMagic);
+        }
+        if bytes.len() < HEADER_LEN {
+            return Err(FormatError::Truncated {
+                needed: HEADER_LEN as u64,
+                len: bytes.len() as u64,
+            });
+        }
+        let b = &bytes[..HEADER_LEN];
+        let version = get_u32(b, ho::VERSION);
+        if version != FORMAT_VERSION {
+            return Err(FormatError::UnsupportedVersion { found: version });
+        }
+        let stored = get_u64(b, ho::HEADER_CHECKSUM);
+        let computed = checksum(&b[..ho::HEADER_CHECKSUM]);
+        if stored != computed {
+            return Err(corrupted(format!(
+                "header checksum mismatch (stored {stored:#018x}, computed {computed:#018x})"
+            )));
+        }
+        let header_len = get_u32(b, ho::HEADER_LEN);
+        if header_len as usize != HEADER_LEN {
+            return Err(corrupted(format!(
+                "header length is {header_len}, expected {HEADER_LEN}"
+            )));
+        }
+        let h = Header {
+            endian: b[ho::ENDIAN],
+            pointer_width: b[ho::POINTER_WIDTH],
+            rkyv_major: b[ho::RKYV_MAJOR],
+            rkyv_minor: b[ho::RKYV_MINOR],
+            state: get_u32(b, ho::STATE),
+            total_len: get_u64(b, ho::TOTAL_LEN),
+            arena_id: b[ho::ARENA_ID..ho::ARENA_ID + 16]
+                .try_into()
+                .expect("16 bytes"),
+            creator_pid: get_u32(b, ho::CREATOR_PID),
+            creator_start: get_u64(b, ho::CREATOR_START),
+            created_ns: get_u64(b, ho::CREATED_NS),
+            toc_offset: get_u64(b, ho::TOC_OFFSET),
+            toc_len: get_u64(b, ho::TOC_LEN),
+            entry_count: get_u32(b, ho::ENTRY_COUNT),
+            toc_checksum: get_u64(b, ho::TOC_CHECKSUM),
+        };
+        if h.endian != NATIVE_ENDIAN {
+            return Err(FormatError::Incompatible {
+                detail: format!(
+                    "written {}-endian, this machine is {}-endian",
+                    endian_name(h.endian),
+                    endian_name(NATIVE_ENDIAN)
+                ),
+            });
+        }
+        if (h.rkyv_major, h.rkyv_minor) != (RKYV_MAJOR, RKYV_MINOR) {
+            return Err(FormatError::Incompatible {
+                detail: format!(
+                    "archived with rkyv {}.{}, this build uses rkyv {RKYV_MAJOR}.{RKYV_MINOR}",
+                    h.rkyv_major, h.rkyv_minor
+                ),
+            });
+        }
+        if h.pointer_width != NATIVE_POINTER_WIDTH {
+            return Err(FormatError::PointerWidth {
+                found: h.pointer_width,
+                expected: NATIVE_POINTER_WIDTH,
+            });
+        }
+        if h.state != STATE_BUILDING && h.state != STATE_SEALED {
+            return Err(corrupted(format!("unknown state {}", h.state)));
+        }
+        Ok(h)
+    }
+
+    /// `Err(StillBuilding)` unless the header says sealed.
+    pub fn require_sealed(&self) -> Result<(), FormatError> {
+        if self.state == STATE_SEALED {
+            Ok(())
+        } else {
+            Err(FormatError::StillBuilding)
+        }
+    }
+
+    /// The state as a word for tools: `"building"` or `"sealed"`.
+    pub fn state_name(&self) -> &'static str {
+        if self.state == STATE_SEALED {
+            "sealed"
+        } else {
+            "building"
+        }
+    }
+}
+
+fn endian_name(e: u8) -> &'static str {
+    match e {
+        ENDIAN_LITTLE => "little",
+        ENDIAN_BIG => "big",
+        _ => "unknown",
+    }
+}
+
+/// One entry of the table of contents, as stored.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Entry {
+    /// Entry name (UTF-8, 1 to [`MAX_ENTRY_NAME`] bytes).
+    pub name: String,
+    /// What the payload is.
+    pub kind: Kind,
+    /// Element type of a POD entry.
+    pub prim: Prim,
+    /// [`FLAG_VALIDATED`] and future flags.
+    pub flags: u8,
+    /// Alignment of the archived root type or the element type (a power of two). Payloads
+    /// start at a multiple of it, and archived payloads at a multiple of 16 at least.
+    pub align: u32,
+    /// Offset of the payload from the start of the arena.
+    pub offset: u64,
+    /// Length of the payload in bytes.
+    pub len: u64,
+    /// Position of the rkyv root inside the payload (archived entries), else 0.
+    pub root_pos: u64,
+    /// Element count (POD), byte count (bytes) or 1 (archived).
+    pub count: u64,
+    /// Size of the archived root type or of one element.
+    pub elem_size: u64,
+    /// xxh3-64 of the full type name.
+    pub type_hash: u64,
+    /// The type name (possibly truncated to [`MAX_TYPE_NAME`] bytes).
+    pub type_name: String,
+    /// xxh3-64 of the payload bytes.
+    pub checksum: u64,
+}
+
+impl Entry {
+    /// The payload range inside the arena.
+    pub fn range(&self) -> core::ops::Range<usize> {
+        // Parsing checked offset + len <= toc_offset <= total_len <= buffer length (a usize).
+        self.offset as usize..(self.offset + self.len) as usize
+    }
+
+    /// Whether the builder validated this archived entry before sealing.
+    pub fn validated_at_build(&self) -> bool {
+        self.flags & FLAG_VALIDATED != 0
+    }
+}
+
+/// Offsets inside a table-of-contents entry.
+pub mod entry_offsets {
+    /// `u32` offset of the name in the names area.
+    pub const NAME_OFF: usize = 0;
+    /// `u32` length of the name.
+    pub const NAME_LEN: usize = 4;
+    /// `u8` kind.
+    pub const KIND: usize = 8;
+    /// `u8` primitive tag.
+    pub const PRIM: usize = 9;
+    /// `u8` flags.
+    pub const FLAGS: usize = 10;
+    /// `u8` reserved.
+    pub const RESERVED0: usize = 11;
+    /// `u32` alignment.
+    pub const ALIGN: usize = 12;
+    /// `u64` payload offset.
+    pub const OFFSET: usize = 16;
+    /// `u64` payload length.
+    pub const LEN: usize = 24;
+    /// `u64` root position.
+    pub const ROOT_POS: usize = 32;
+    /// `u64` element count.
+    pub const COUNT: usize = 40;
+    /// `u64` element or root size.
+    pub const ELEM_SIZE: usize = 48;
+    /// `u64` type name hash.
+    pub const TYPE_HASH: usize = 56;
+    /// `u32` offset of the type name in the names area.
+    pub const TYPE_NAME_OFF: usize = 64;
+    /// `u32` length of the type name.
+    pub const TYPE_NAME_LEN: usize = 68;
+    /// `u64` payload checksum.
+    pub const CHECKSUM: usize = 72;
+}
+
+use entry_offsets as eo;
+
+/// Encodes a table of contents: `entries.len()` fixed entries, then the names area.
+pub fn encode_toc(entries: &[Entry]) -> Vec<u8> {
+    let mut names = Vec::new();
+    let mut fixed = vec![0u8; entries.len() * TOC_ENTRY_LEN];
+    for (i, e) in entries.iter().enumerate() {
+        let b = &mut fixed[i * TOC_ENTRY_LEN..(i + 1) * TOC_ENTRY_LEN];
+        let type_name = truncate_utf8(&e.type_name, MAX_TYPE_NAME);
+        put_u32(b, eo::NAME_OFF, names.len() as u32);
+        put_u32(b, eo::NAME_LEN, e.name.len() as u32);
+        names.extend_from_slice(e.name.as_bytes());
+        b[eo::KIND] = e.kind.code();
+        b[eo::PRIM] = e.prim.code();
+        b[eo::FLAGS] = e.flags;
+        put_u32(b, eo::ALIGN, e.align);
+        put_u64(b, eo::OFFSET, e.offset);
+        put_u64(b, eo::LEN, e.len);
+        put_u64(b, eo::ROOT_POS, e.root_pos);
+        put_u64(b, eo::COUNT, e.count);
+        put_u64(b, eo::ELEM_SIZE, e.elem_size);
+        put_u64(b, eo::TYPE_HASH, e.type_hash);
+        put_u32(b, eo::TYPE_NAME_OFF, names.len() as u32);
+        put_u32(b, eo::TYPE_NAME_LEN, type_name.len() as u32);
+        names.extend_from_slice(type_name.as_bytes());
+        put_u64(b, eo::CHECKSUM, e.checksum);
+    }
+    fixed.extend_from_slice(&names);
+    fixed
+}
+
+/// The longest prefix of `s` of at most `max` bytes that ends on a character boundary.
+pub fn truncate_utf8(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+/// A parsed and fully bounds-checked arena: its header and table of contents.
+///
+/// Every entry's payload range lies inside the buffer it was parsed from, entries do not overlap
+/// each other, the header or the table, offsets are aligned as declared, and names are unique.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Layout {
+    /// The header.
+    pub header: Header,
+    /// The entries, in the order they were added.
+    pub entries: Vec<Entry>,
+}
+
+impl Layout {
+    /// Parses and checks a sealed arena. O(entries): payloads are not read.
+    pub fn parse(bytes: &[u8]) -> Result<Layout, FormatError> {
+        let header = Header::parse(bytes)?;
+        header.require_sealed()?;
+        Layout::parse_with(bytes, header)
+    }
+
+    /// Checks the table of contents against an already parsed, sealed header.
+    pub fn parse_with(bytes: &[u8], header: Header) -> Result<Layout, FormatError> {
+        let total = header.total_len;
+        if total < HEADER_LEN as u64 {
+            return Err(corrupted(format!(
+                "total length {total} is smaller than the header"
+            )));
+        }
+        if total > bytes.len() as u64 {
+            return Err(FormatError::Truncated {
+                needed: total,
+                len: bytes.len() as u64,
+            });
+        }
+        let toc_off = header.toc_offset;
+        let toc_len = header.toc_len;
+        let toc_end = toc_off
+            .checked_add(toc_len)
+            .ok_or_else(|| corrupted("table of contents offset + length overflows"))?;
+        if toc_off < HEADER_LEN as u64 || toc_off % 8 != 0 || toc_end != total {
+            return Err(corrupted(format!(
+                "table of contents at {toc_off}..{toc_end} does not end the arena of {total} bytes \
+                 on an 8-byte boundary"
+            )));
+        }
+        let count = u64::from(header.entry_count);
+        let fixed_len = count * TOC_ENTRY_LEN as u64;
+        if fixed_len > toc_len {
+            return Err(corrupted(format!(
+                "{count} entries need {fixed_len} bytes but the table of contents has {toc_len}"
+            )));
+        }
+        let toc = &bytes[toc_off as usize..toc_end as usize];
+        let computed = checksum(toc);
+        if computed != header.toc_checksum {
+            return Err(corrupted(format!(
+                "table of contents checksum mismatch (stored {:#018x}, computed {computed:#018x})",
+                header.toc_checksum
+            )));
+        }
+        let (fixed, names) = toc.split_at(fixed_len as usize);
+        let mut entries = Vec::with_capacity(count as usize);
+        for i in 0..count as usize {
+            let b = &fixed[i * TOC_ENTRY_LEN..(i + 1) * TOC_ENTRY_LEN];
+            entries.push(parse_entry(i, b, names, toc_off)?);
+        }
+        check_disjoint(&entries)?;
+        let mut seen: Vec<&str> = entries.iter().map(|e| e.name.as_str()).collect();
+        seen.sort_unstable();
+        if let Some(w) = seen.windows(2).find(|w| w[0] == w[1]) {
+            return Err(corrupted(format!("entry name {:?} appears twice", w[0])));
+        }
+        Ok(Layout { header, entries })
+    }
+
+    /// The entry with this name.
+    pub fn find(&self, name: &str) -> Option<(usize, &Entry)> {
+        self.entries
+            .iter()
+            .enumerate()
+            .find(|(_, e)| e.name == name)
+    }
+}
+
+fn parse_entry(i: usize, b: &[u8], names: &[u8], toc_off: u64) -> Result<Entry, FormatError> {
+    let name = read_str(names, get_u32(b, eo::NAME_OFF), get_u32(b, eo::NAME_LEN))
+        .map_err(|why| corrupted(format!("entry #{i}: name {why}")))?;
+    let at = |what: &str| format!("entry #{i} {name:?}: {what}");
+    if name.is_empty() || name.len() > MAX_ENTRY_NAME {
+        return Err(corrupted(at("name length out of range")));
+    }
+    let kind = Kind::from_code(b[eo::KIND])
+        .ok_or_else(|| corrupted(at(&format!("unknown kind {}", b[eo::KIND]))))?;
+    let prim = Prim::from_code(b[eo::PRIM])
+        .ok_or_else(|| corrupted(at(&format!("unknown primitive tag {}", b[eo::PRIM]))))?;
+    let type_name = read_str(
+        names,
+        get_u32(b, eo::TYPE_NAME_OFF),
+        get_u32(b, eo::TYPE_NAME_LEN),
+    )
+    .map_err(|why| corrupted(at(&format!("type name {why}"))))?;
+    let e = Entry {
+        name: name.clone(),
+        kind,
+        prim,
+        flags: b[eo::FLAGS],
+        align: get_u32(b, eo::ALIGN),
+        offset: get_u64(b, eo::OFFSET),
+        len: get_u64(b, eo::LEN),
+        root_pos: get_u64(b, eo::ROOT_POS),
+        count: get_u64(b, eo::COUNT),
+        elem_size: get_u64(b, eo::ELEM_SIZE),
+        type_hash: get_u64(b, eo::TYPE_HASH),
+        type_name,
+        checksum: get_u64(b, eo::CHECKSUM),
+    };
+    let align = u64::from(e.align);
+    if !e.align.is_power_of_two() || align > MAX_ALIGN as u64 {
+        return Err(corrupted(at(&format!(
+            "alignment {} is not a power of two up to {MAX_ALIGN}",
+            e.align
+        ))));
+    }
+    let end = e
+        .offset
+        .checked_add(e.len)
+        .ok_or_else(|| corrupted(at("offset + length overflows")))?;
+    if e.offset < HEADER_LEN as u64 || end > toc_off {
+        return Err(corrupted(at(&format!(
+            "payload {}..{end} lies outside the payload area {HEADER_LEN}..{toc_off}",
+            e.offset
+        ))));
+    }
+    let min_align = if kind == Kind::Archived {
+        ARCHIVED_ALIGN as u64
+    } else {
+        1
+    };
+    if e.offset % align.max(min_align) != 0 {
+        return Err(corrupted(at(&format!(
+            "offset {} is not aligned to {}",
+            e.offset,
+            align.max(min_align)
+        ))));
+    }
+    match kind {
+        Kind::Archived => {
+            let root_end = e
+                .root_pos
+                .checked_add(e.elem_size)
+                .ok_or_else(|| corrupted(at("root position + size overflows")))?;
+            if root_end > e.len || (e.offset + e.root_pos) % align != 0 || e.count != 1 {
+                return Err(corrupted(at(&format!(
+                    "root of {} bytes at {} (count {}) does not fit an aligned place in {} bytes",
+                    e.elem_size, e.root_pos, e.count, e.len
+                ))));
+            }
+        }
+        Kind::Pod | Kind::Bytes => {
+            let expect = e.count.checked_mul(e.elem_size);
+            if expect != Some(e.len) || e.root_pos != 0 {
+                return Err(corrupted(at(&format!(
+                    "{} elements of {} bytes do not make {} bytes",
+                    e.count, e.elem_size, e.len
+                ))));
+            }
+            if e.elem_size != 0 && e.elem_size % align != 0 {
+                return Err(corrupted(at(
+                    "element size is not a multiple of its alignment",
+                )));
+            }
+            if kind == Kind::Bytes && (e.elem_size != 1 || prim != Prim::U8) {
+                return Err(corrupted(at("bytes entry must have 1-byte u8 elements")));
+            }
+            if let Some(size) = prim.size() {
+                if size as u64 != e.elem_size {
+                    return Err(corrupted(at(&format!(
+                        "primitive {} has size {size}, entry says {}",
+                        prim.as_str(),
+                        e.elem_size
+                    ))));
+                }
+            }
+        }
+    }
+    Ok(e)
+}
+
+fn check_disjoint(entries: &[Entry]) -> Result<(), FormatError> {
+    let mut spans: Vec<(u64, u64, &str)> = entries
+        .iter()
+        .filter(|e| e.len > 0)
+        .map(|e| (e.offset, e.offset + e.len, e.name.as_str()))
+        .collect();
+    spans.sort_unstable();
+    for w in spans.windows(2) {
+        if w[1].0 < w[0].1 {
+            return Err(corrupted(format!(
+                "entries {:?} ({}..{}) and {:?} ({}..{}) overlap",
+                w[0].2, w[0].0, w[0].1, w[1].2, w[1].0, w[1].1
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn read_str(names: &[u8], off: u32, len: u32) -> Result<String, String> {
+    let start = off as usize;
+    let end = start
+        .checked_add(len as usize)
+        .filter(|end| *end <= names.len())
+        .ok_or_else(|| {
+            format!(
+                "at {off}+{len} lies outside the names area of {} bytes",
+                names.len()
+            )
+        })?;
+    core::str::from_utf8(&names[start..end])
+        .map(str::to_owned)
+        .map_err(|e| format!("is not UTF-8 ({e})"))
+}
+
+/// Checks an entry's payload against its stored checksum. O(payload).
+pub fn verify_payload(bytes: &[u8], entry: &Entry) -> Result<(), FormatError> {
+    let payload = bytes.get(entry.range()).ok_or(FormatError::Truncated {
+        needed: entry.offset + entry.len,
+        len: bytes.len() as u64,
+    })?;
+    let computed = checksum(payload);
+    if computed != entry.checksum {
+        return Err(corrupted(format!(
+            "entry {:?}: payload checksum mismatch (stored {:#018x}, computed {computed:#018x})",
+            entry.name, entry.checksum
+        )));
+    }
+    Ok(())
+}
+
+/// The checksum used throughout the format: xxh3-64 with seed 0.
+pub fn checksum(bytes: &[u8]) -> u64 {
+    xxhash_rust::xxh3::xxh3_64(bytes)
+}
+
+/// Rounds `n` up to a multiple of `align` (a power of two); `None` on overflow.
+pub fn align_up(n: u64, align: u64) -> Option<u64> {
+    debug_assert!(align.is_power_of_two());
+    n.checked_add(align - 1).map(|v| v & !(align - 1))
+}
+
+fn get_u32(b: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes(b[at..at + 4].try_into().expect("4 bytes"))
+}
+
+fn get_u64(b: &[u8], at: usize) -> u64 {
+    u64::from_le_bytes(b[at..at + 8].try_into().expect("8 bytes"))
+}
+
+fn put_u32(b: &mut [u8], at: usize, v: u32) {
+    b[at..at + 4].copy_from_slice(&v.to_le_bytes());
+}
+
+fn put_u64(b: &mut [u8], at: usize, v: u64) {
+    b[at..at + 8].copy_from_slice(&v.to_le_bytes());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Builds a small sealed arena image by hand: one POD entry and one bytes entry.
+    fn sample() -> Vec<u8> {
+        let mut buf = vec![0u8; HEADER_LEN];
+        buf.resize(192, 0);
+        let pod: Vec<u8> = (0u32..16).flat_map(|v| v.to_le_bytes()).collect();
+        buf.extend_from_slice(&pod); // 192..256
+        buf.extend_from_slice(b"hello"); // 256..261
+        buf.resize(264, 0);
+        let entries = vec![
+            Entry {
+                name: "nums".into(),
+                kind: Kind::Pod,
+                prim: Prim::U32,
+                flags: 0,
+                align: 4,
+                offset: 192,
+                len: 64,
+                root_pos: 0,
+                count: 16,
+                elem_size: 4,
+                type_hash: checksum(b"u32"),
+                type_name: "u32".into(),
+                checksum: checksum(&pod),
+            },
+            Entry {
+                name: "greeting".into(),
+                kind: Kind::Bytes,
+                prim: Prim::U8,
+                flags: 0,
+                align: 1,
+                offset: 256,
+                len: 5,
+                root_pos: 0,
+                count: 5,
+                elem_size: 1,
+                type_hash: checksum(b"u8"),
+                type_name: "u8".into(),
+                checksum: checksum(b"hello"),
+            },
+        ];
+        let toc = encode_toc(&entries);
+        let mut h = Header::new_building([7; 16], 42, 1, 2);
+        h.state = STATE_SEALED;
+        h.toc_offset = buf.len() as u64;
+        h.toc_len = toc.len() as u64;
+        h.total_len = h.toc_offset + h.toc_len;
+        h.entry_count = entries.len() as u32;
+        h.toc_checksum = checksum(&toc);
+        buf.extend_from_slice(&toc);
+        buf[..HEADER_LEN].copy_from_slice(&h.encode());
+        buf
+    }
+
+    #[test]
+    fn round_trip() {
+        let buf = sample();
+        let layout = Layout::parse(&buf).unwrap();
+        assert_eq!(layout.entries.len(), 2);
+        assert_eq!(layout.find("greeting").unwrap().1.range(), 256..261);
+        for e in &layout.entries {
+            verify_payload(&buf, e).unwrap();
+        }
+    }
+
+    #[test]
+    fn every_truncation_is_an_error() {
+        let buf = sample();
+        for len in 0..buf.len() {
+            assert!(
+                Layout::parse(&buf[..len]).is_err(),
+                "accepted a prefix of {len} bytes"
+            );
+        }
+    }
+
+    #[test]
+    fn every_byte_flip_in_header_and_toc_is_an_error() {
+        let buf = sample();
+        let layout = Layout::parse(&buf).unwrap();
+        let toc = layout.header.toc_offset as usize;
+        let positions = (0..HEADER_LEN).chain(toc..buf.len());
+        for at in positions {
+            for bit in 0..8 {
+                let mut bad = buf.clone();
+                bad[at] ^= 1 << bit;
+                assert!(
+                    Layout::parse(&bad).is_err(),
+                    "accepted a flip of bit {bit} at byte {at}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn building_is_refused() {
+        let h = Header::new_building([1; 16], 1, 1, 1);
+        let mut buf = h.encode().to_vec();
+        buf.resize(4096, 0);
+        assert_eq!(Layout::parse(&buf), Err(FormatError::StillBuilding));
+        assert_eq!(Header::parse(&buf).unwrap().state_name(), "building");
+    }
+
+    #[test]
+    fn foreign_bytes_are_not_an_arena() {
+        assert_eq!(Layout::parse(b"GIF89a......"), Err(FormatError::BadMagic));
+        assert_eq!(Layout::parse(&[]), Err(FormatError::BadMagic));
+    }
+
+    /// Rewrites the table with a mutated entry and fixes up every checksum, so the structural
+    /// checks, not the checksums, must catch the problem.
+    fn resealed(mutate: impl Fn(&mut Vec<Entry>)) -> Result<Layout, FormatError> {
+        let buf = sample();
+        let mut layout = Layout::parse(&buf).unwrap();
+        mutate(&mut layout.entries);
+        let toc = encode_toc(&layout.entries);
+        let mut out = buf[..layout.header.toc_offset as usize].to_vec();
+        let mut h = layout.header.clone();
+        h.toc_len = toc.len() as u64;
+        h.total_len = h.toc_offset + h.toc_len;
+        h.entry_count = layout.entries.len() as u32;
+        h.toc_checksum = checksum(&toc);
+        out.extend_from_slice(&toc);
+        out[..HEADER_LEN].copy_from_slice(&h.encode());
+        Layout::parse(&out)
+    }
+
+    #[test]
+    fn structural_errors_with_valid_checksums() {
+        type Mutation = Box<dyn Fn(&mut Vec<Entry>)>;
+        let cases: Vec<(&str, Mutation)> = vec![
+            ("overlap", Box::new(|e| e[1].offset = 200)),
+            ("past end", Box::new(|e| e[1].len = 1 << 40)),
+            ("huge count", Box::new(|e| e[0].count = u64::MAX)),
+            ("overflow", Box::new(|e| e[0].offset = u64::MAX - 3)),
+            ("misaligned", Box::new(|e| e[0].offset = 194)),
+            ("bad align", Box::new(|e| e[0].align = 3)),
+            ("into header", Box::new(|e| e[0].offset = 64)),
+            ("duplicate", Box::new(|e| e[1].name = "nums".into())),
+            ("empty name", Box::new(|e| e[1].name = String::new())),
+            ("prim size", Box::new(|e| e[0].prim = Prim::F64)),
+            (
+                "root outside",
+                Box::new(|e| {
+                    e[0].kind = Kind::Archived;
+                    e[0].count = 1;
+                    e[0].root_pos = 64;
+                }),
+            ),
+        ];
+        for (what, mutate) in cases {
+            let got = resealed(mutate);
+            assert!(
+                matches!(got, Err(FormatError::Corrupted { .. })),
+                "{what}: expected Corrupted, got {got:?}"
+            );
+        }
+    }
+}

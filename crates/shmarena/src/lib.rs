@@ -1,0 +1,100 @@
+//! Build a large read-only dataset once, in place in shared memory, seal it, and read it from
+//! many processes with typed views: no copy and no deserialization per process.
+//!
+//! ```
+//! # fn main() -> shmarena::Result<()> {
+//! use std::collections::HashMap;
+//!
+//! // Create: a sealed memfd by default (`.named("lex")` or `.file(path)` for the others).
+//! let mut b = shmarena::ArenaBuilder::new().create()?;
+//!
+//! // Archive: rkyv writes straight into the segment; POD slices are copied once.
+//! let lexicon: HashMap<String, (u8, f32)> =
+//!     [("apple".into(), (1, 0.9)), ("carrot".into(), (2, 0.7))].into();
+//! b.put("lexicon", &lexicon)?;
+//! b.put_slice("centroids", &[0.0f32, 1.0, 2.0, 3.0])?;
+//!
+//! // Seal: read-only from here, enforced by the kernel; the builder is consumed.
+//! let arena = b.seal()?;
+//!
+//! // Read in place: `View` derefs to the archived map, `SliceView` to `[f32]`.
+//! let lex = arena.get::<HashMap<String, (u8, f32)>>("lexicon")?;
+//! assert_eq!(lex.get("apple").map(|v| v.0), Some(1));
+//! assert_eq!(arena.slice::<f32>("centroids")?[3], 3.0);
+//!
+//! // Reading as the wrong type is an error, never garbage.
+//! assert!(matches!(
+//!     arena.slice::<u64>("centroids"),
+//!     Err(shmarena::Error::TypeMismatch { .. })
+//! ));
+//! # Ok(()) }
+//! ```
+//!
+//! # Backings
+//!
+//! | backing | made by | reached by | freed |
+//! |---|---|---|---|
+//! | sealed memfd (default) | [`ArenaBuilder::new`] | fork (inherited), an inherited fd ([`Arena::open_fd`]), `/proc/PID/fd/N` ([`Arena::open_memfd`]) | by the kernel when the last fd or mapping goes, even on SIGKILL |
+//! | named segment | [`ArenaBuilder::named`] | any process of the user ([`Arena::open_named`]) | unlinked when the builder's arena drops, unless [`Arena::persist`]ed |
+//! | file | [`ArenaBuilder::file`] | any process that can read it ([`Arena::open_file`]) | never (it is an image) |
+//!
+//! All three hold the same bytes, laid out as docs/FORMAT.md describes.
+//!
+//! # Trust model
+//!
+//! - The header and table of contents are bounds-checked on every open: O(entries). Corrupted,
+//!   truncated, foreign or half-built bytes give a typed [`Error`], never a panic or an
+//!   out-of-bounds read.
+//! - Archived entries are validated with bytecheck on first access in each process, and the
+//!   result is cached per entry. The one exception is a memfd owned by this user that carries
+//!   the write, grow and shrink seals, whose builder validated each entry before sealing: the
+//!   kernel guarantees those bytes cannot have changed, so [`Arena::get`] skips validation.
+//! - Named segments and files can be rewritten or truncated by another process of the same user
+//!   while mapped; the library refuses ones owned by other users (unless
+//!   [`OpenOptions::allow_foreign_owner`]) but cannot stop the same user. docs/DESIGN.md says what
+//!   each backing can and cannot promise.
+//!
+//! # Lifecycle
+//!
+//! A [`Builder`] writes a header that says "building"; [`Builder::seal`] writes the table of
+//! contents, flips the header to "sealed" and makes the segment read-only. A reader refuses an
+//! arena that is not sealed with [`Error::StillBuilding`]. A dropped builder removes what it made.
+//!
+//! # Platform support
+//!
+//! Linux only for now (memfd, `/dev/shm`, `/proc`). Segment names already follow the portable
+//! rule (30 bytes, `[A-Za-z0-9._-]`) so that a macOS port keeps them.
+//!
+//! # Features
+//!
+//! - `pointer_width_64`: rkyv relative pointers of 64 bits, lifting rkyv's 2 GiB limit per
+//!   archived entry. The width is recorded in the header; an arena of the other width is refused
+//!   with [`Error::PointerWidthMismatch`]. POD entries have no such limit either way.
+//!
+//! # Where `unsafe` lives
+//!
+//! Three files: `os/linux.rs` (mapping), `view.rs` (dereferencing views) and `arena.rs`
+//! (reading a kernel-sealed archive without re-validation). Each block carries its argument.
+
+#[cfg(not(target_os = "linux"))]
+compile_error!("shmarena supports Linux only for now (memfd, /dev/shm and /proc)");
+
+mod arena;
+mod builder;
+mod error;
+pub mod format;
+mod locator;
+mod view;
+
+#[cfg_attr(target_os = "linux", path = "os/linux.rs")]
+mod os;
+
+pub use arena::{Arena, ArenaId, OpenOptions};
+pub use builder::{ArenaBuilder, ArenaSerializer, ArenaValidator, ArenaWriter, Builder};
+pub use error::{Error, Result};
+pub use locator::{validate_entry_name, validate_segment_name, Locator, MAX_SEGMENT_NAME};
+pub use view::{SliceView, View};
+
+/// Re-exported so users name the same rkyv and bytemuck versions shmarena archives with.
+pub use bytemuck;
+pub use rkyv;

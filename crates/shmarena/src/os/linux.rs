@@ -1,0 +1,268 @@
+//! Linux system calls, behind safe functions. The rest of the crate sees only this module's
+//! safe API; the two mapping types here are the only place memory is mapped.
+
+use std::fs::File;
+use std::io;
+use std::path::Path;
+
+use memmap2::{Mmap, MmapMut, MmapOptions, RemapOptions};
+use rustix::fs::{FallocateFlags, Mode, OFlags, SealFlags};
+
+/// Where POSIX shared memory objects live on Linux.
+pub(crate) const SHM_DIR: &str = "/dev/shm";
+
+fn errno(e: rustix::io::Errno) -> io::Error {
+    io::Error::from_raw_os_error(e.raw_os_error())
+}
+
+/// An anonymous memfd that allows sealing, close-on-exec.
+pub(crate) fn memfd_create(debug_name: &str) -> io::Result<File> {
+    let flags = rustix::fs::MemfdFlags::CLOEXEC | rustix::fs::MemfdFlags::ALLOW_SEALING;
+    let fd = rustix::fs::memfd_create(debug_name, flags).map_err(errno)?;
+    // memfds start as 0777; only this user may reach it through /proc anyway, but say so.
+    rustix::fs::fchmod(&fd, Mode::from_raw_mode(0o600)).map_err(errno)?;
+    Ok(File::from(fd))
+}
+
+/// Creates `/dev/shm/<name>` exclusively, mode 0600, read-write.
+pub(crate) fn shm_create(name: &str) -> io::Result<File> {
+    create_excl(Path::new(SHM_DIR).join(name).as_path())
+}
+
+/// Opens `/dev/shm/<name>` read-only without following symlinks.
+pub(crate) fn shm_open_ro(name: &str) -> io::Result<File> {
+    open_ro(Path::new(SHM_DIR).join(name).as_path())
+}
+
+/// Removes `/dev/shm/<name>`.
+pub(crate) fn shm_unlink(name: &str) -> io::Result<()> {
+    rustix::fs::unlink(Path::new(SHM_DIR).join(name)).map_err(errno)
+}
+
+/// Creates a file exclusively (never through a symlink), mode 0600, read-write.
+pub(crate) fn create_excl(path: &Path) -> io::Result<File> {
+    let flags = OFlags::CREATE | OFlags::EXCL | OFlags::RDWR | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    let fd = rustix::fs::open(path, flags, Mode::from_raw_mode(0o600)).map_err(errno)?;
+    Ok(File::from(fd))
+}
+
+/// Opens a file read-only without following a symlink in the last component.
+pub(crate) fn open_ro(path: &Path) -> io::Result<File> {
+    let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    let fd = rustix::fs::open(path, flags, Mode::empty()).map_err(errno)?;
+    Ok(File::from(fd))
+}
+
+/// Opens a path read-only, following symlinks (for `/proc/PID/fd/N`, which is one).
+pub(crate) fn open_ro_follow(path: &Path) -> io::Result<File> {
+    let flags = OFlags::RDONLY | OFlags::CLOEXEC;
+    let fd = rustix::fs::open(path, flags, Mode::empty()).map_err(errno)?;
+    Ok(File::from(fd))
+}
+
+/// Renames `from` to `to`, failing with `AlreadyExists` if `to` exists.
+pub(crate) fn rename_noreplace(from: &Path, to: &Path) -> io::Result<()> {
+    rustix::fs::renameat_with(
+        rustix::fs::CWD,
+        from,
+        rustix::fs::CWD,
+        to,
+        rustix::fs::RenameFlags::NOREPLACE,
+    )
+    .map_err(errno)
+}
+
+/// Renames `from` to `to`, replacing `to`.
+pub(crate) fn rename_replace(from: &Path, to: &Path) -> io::Result<()> {
+    std::fs::rename(from, to)
+}
+
+/// Removes a file.
+pub(crate) fn unlink(path: &Path) -> io::Result<()> {
+    rustix::fs::unlink(path).map_err(errno)
+}
+
+/// Grows `file` from `from` to `to` bytes and reserves the blocks, so a full file system is an
+/// `ENOSPC` error here rather than a SIGBUS on first touch. Falls back to a plain (sparse)
+/// `ftruncate` where the file system has no `fallocate`.
+pub(crate) fn reserve(file: &File, from: u64, to: u64) -> io::Result<()> {
+    debug_assert!(to >= from);
+    match rustix::fs::fallocate(file, FallocateFlags::empty(), from, to - from) {
+        Ok(()) => Ok(()),
+        Err(rustix::io::Errno::OPNOTSUPP) => file.set_len(to),
+        Err(e) => {
+            // tmpfs undoes a partial allocation on failure, but make sure the size is as before.
+            let _ = file.set_len(from);
+            Err(errno(e))
+        }
+    }
+}
+
+/// Applies every seal that makes a memfd immutable: no write, grow or shrink, no further seals.
+pub(crate) fn seal_memfd(file: &File) -> io::Result<()> {
+    let seals = SealFlags::WRITE | SealFlags::GROW | SealFlags::SHRINK | SealFlags::SEAL;
+    rustix::fs::fcntl_add_seals(file, seals).map_err(errno)
+}
+
+/// The seals of a memfd, or `None` for a file that cannot carry seals.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Seals {
+    pub(crate) write: bool,
+    pub(crate) grow: bool,
+    pub(crate) shrink: bool,
+    pub(crate) seal: bool,
+}
+
+impl Seals {
+    /// Whether the contents can never change again.
+    pub(crate) fn immutable(&self) -> bool {
+        self.write && self.shrink && self.grow
+    }
+}
+
+pub(crate) fn seals(file: &File) -> Option<Seals> {
+    let s = rustix::fs::fcntl_get_seals(file).ok()?;
+    Some(Seals {
+        write: s.contains(SealFlags::WRITE),
+        grow: s.contains(SealFlags::GROW),
+        shrink: s.contains(SealFlags::SHRINK),
+        seal: s.contains(SealFlags::SEAL),
+    })
+}
+
+/// Sets the permission bits.
+pub(crate) fn chmod(file: &File, mode: u32) -> io::Result<()> {
+    rustix::fs::fchmod(file, Mode::from_raw_mode(mode)).map_err(errno)
+}
+
+/// What `fstat` says about an open file.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct FileInfo {
+    pub(crate) size: u64,
+    pub(crate) uid: u32,
+    pub(crate) mode: u32,
+    pub(crate) is_regular: bool,
+}
+
+pub(crate) fn file_info(file: &File) -> io::Result<FileInfo> {
+    let st = rustix::fs::fstat(file).map_err(errno)?;
+    let ft = rustix::fs::FileType::from_raw_mode(st.st_mode as _);
+    Ok(FileInfo {
+        size: st.st_size as u64,
+        uid: st.st_uid,
+        mode: (st.st_mode as u32) & 0o7777,
+        is_regular: ft == rustix::fs::FileType::RegularFile,
+    })
+}
+
+/// The effective uid of this process.
+pub(crate) fn euid() -> u32 {
+    rustix::process::geteuid().as_raw()
+}
+
+/// The pid of this process (changes after `fork`).
+pub(crate) fn pid() -> u32 {
+    rustix::process::getpid().as_raw_nonzero().get() as u32
+}
+
+/// 16 random bytes from the kernel.
+pub(crate) fn random_id() -> io::Result<[u8; 16]> {
+    let mut id = [0u8; 16];
+    let mut filled = 0;
+    while filled < id.len() {
+        let n = rustix::rand::getrandom(&mut id[filled..], rustix::rand::GetRandomFlags::empty())
+            .map_err(errno)?;
+        filled += n;
+    }
+    Ok(id)
+}
+
+/// Start time of a process in clock ticks after boot (`/proc/PID/stat` field 22), or `None` if
+/// it does not exist. With the pid it identifies a process even across pid reuse.
+pub(crate) fn process_start_time(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command (field 2) is in parentheses and may contain spaces; fields after the last
+    // ')' start at field 3.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    rest.split_ascii_whitespace().nth(22 - 3)?.parse().ok()
+}
+
+/// Nanoseconds since the Unix epoch.
+pub(crate) fn now_ns() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
+}
+
+/// A writable shared mapping of a whole file that the builder grows as it writes.
+///
+/// INVARIANTS: `map.len()` equals the file's length at all times (the builder reserves before it
+/// grows the mapping), and nothing else in this process maps the file writably.
+pub(crate) struct MapMut {
+    map: MmapMut,
+}
+
+impl MapMut {
+    /// Maps the first `len` bytes of `file`, which must be at least that long.
+    pub(crate) fn new(file: &File, len: usize) -> io::Result<MapMut> {
+        // SAFETY: the caller reserved `len` bytes of `file`, so no access through the mapping is
+        // past the end of the file. The file is one the builder created exclusively (an
+        // anonymous memfd, or a 0600 O_EXCL shm object or file) and only the builder writes it;
+        // another process of the same user could still truncate a named object, which
+        // docs/DESIGN.md documents as outside what a named backing can promise.
+        let map = unsafe { MmapOptions::new().len(len).map_mut(file)? };
+        Ok(MapMut { map })
+    }
+
+    /// Grows the mapping to `new_len` bytes; the file must already be that long.
+    pub(crate) fn grow(&mut self, new_len: usize) -> io::Result<()> {
+        // SAFETY: `&mut self` proves no reference into the old mapping is alive, so the mapping
+        // may move; the caller reserved `new_len` bytes of the file first.
+        unsafe { self.map.remap(new_len, RemapOptions::new().may_move(true)) }
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    pub(crate) fn bytes(&self) -> &[u8] {
+        &self.map
+    }
+
+    pub(crate) fn bytes_mut(&mut self) -> &mut [u8] {
+        &mut self.map
+    }
+
+    /// Writes dirty pages back to the file (`msync`).
+    pub(crate) fn flush(&self) -> io::Result<()> {
+        self.map.flush()
+    }
+}
+
+/// A read-only shared mapping (`PROT_READ`, `MAP_SHARED`).
+///
+/// INVARIANTS: the mapping is never writable, and it covers `len` bytes that were inside the
+/// file when it was mapped.
+pub(crate) struct MapRo {
+    map: Mmap,
+}
+
+impl MapRo {
+    /// Maps the first `len` bytes of `file` read-only. `len` must be non-zero and at most the
+    /// file's current length.
+    pub(crate) fn new(file: &File, len: usize) -> io::Result<MapRo> {
+        // SAFETY: `len` is at most the file length the caller just read with fstat, so every
+        // byte is backed when mapped. The mapping is PROT_READ, so this process cannot write it.
+        // Whether another process can change or truncate the file is the trust question
+        // docs/DESIGN.md answers per backing: a sealed memfd cannot change at all (the caller
+        // checks the seals before trusting it); a named object or file is accepted only if owned
+        // by this user, and its archived entries are validated before use.
+        let map = unsafe { MmapOptions::new().len(len).map(file)? };
+        Ok(MapRo { map })
+    }
+
+    pub(crate) fn bytes(&self) -> &[u8] {
+        &self.map
+    }
+}

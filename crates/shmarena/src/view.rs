@@ -1,0 +1,137 @@
+//! Typed views into a sealed arena. A view holds a clone of its [`Arena`], so the mapping
+//! lives at least as long as the view.
+
+use std::fmt;
+use std::marker::PhantomData;
+use std::ops::Deref;
+use std::ptr::NonNull;
+
+use bytemuck::Pod;
+use rkyv::Archive;
+
+use crate::arena::Arena;
+
+/// A checked view of an archived entry: derefs to `Archived<T>`, read in place.
+///
+/// Get one from [`Arena::get`]. It keeps the arena mapped; it is `Send` and `Sync` when the
+/// archived type is `Sync` (archived types are plain bytes, so they are).
+pub struct View<T: Archive> {
+    // INVARIANTS: `root` points to a valid, aligned `T::Archived` inside the read-only mapping
+    // of `arena`, established by `Arena::get`; that mapping is never written or remapped while
+    // `arena` (and so this view) lives.
+    root: NonNull<T::Archived>,
+    arena: Arena,
+    _type: PhantomData<fn() -> T>,
+}
+
+impl<T: Archive> View<T> {
+    pub(crate) fn new(arena: Arena, root: &T::Archived) -> View<T> {
+        View {
+            root: NonNull::from(root),
+            arena,
+            _type: PhantomData,
+        }
+    }
+
+    /// The arena this view reads from.
+    pub fn arena(&self) -> &Arena {
+        &self.arena
+    }
+}
+
+impl<T: Archive> Deref for View<T> {
+    type Target = T::Archived;
+
+    fn deref(&self) -> &T::Archived {
+        // SAFETY: by the field invariant `root` is valid and aligned for `T::Archived`, points
+        // into a mapping that `self.arena` keeps alive and unchanged, and the returned borrow is
+        // tied to `&self`, so it cannot outlive the view.
+        unsafe { self.root.as_ref() }
+    }
+}
+
+impl<T: Archive> Clone for View<T> {
+    fn clone(&self) -> Self {
+        View {
+            root: self.root,
+            arena: self.arena.clone(),
+            _type: PhantomData,
+        }
+    }
+}
+
+impl<T: Archive> fmt::Debug for View<T>
+where
+    T::Archived: fmt::Debug,
+{
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&**self, f)
+    }
+}
+
+// SAFETY: a `View` is a shared reference to immutable bytes plus an `Arena` (an `Arc` of
+// `Send + Sync` state); sending it to another thread is like sending `&T::Archived`, which is
+// `Send` exactly when `T::Archived: Sync`.
+unsafe impl<T: Archive> Send for View<T> where T::Archived: Sync {}
+// SAFETY: as above, sharing a `View` shares `&T::Archived`, sound when `T::Archived: Sync`.
+unsafe impl<T: Archive> Sync for View<T> where T::Archived: Sync {}
+
+/// A checked view of a POD entry: derefs to `[T]`, read in place.
+///
+/// Get one from [`Arena::slice`] or [`Arena::bytes`]. It keeps the arena mapped.
+pub struct SliceView<T: Pod> {
+    // INVARIANTS: `ptr` and `len` describe an aligned `[T]` inside the read-only mapping of
+    // `arena`, established by `Arena::slice` through `bytemuck::try_cast_slice`; the mapping is
+    // never written or remapped while `arena` lives.
+    ptr: NonNull<T>,
+    len: usize,
+    arena: Arena,
+}
+
+impl<T: Pod> SliceView<T> {
+    pub(crate) fn new(arena: Arena, items: &[T]) -> SliceView<T> {
+        SliceView {
+            ptr: NonNull::from(items).cast(),
+            len: items.len(),
+            arena,
+        }
+    }
+
+    /// The arena this view reads from.
+    pub fn arena(&self) -> &Arena {
+        &self.arena
+    }
+}
+
+impl<T: Pod> Deref for SliceView<T> {
+    type Target = [T];
+
+    fn deref(&self) -> &[T] {
+        // SAFETY: by the field invariant, `ptr..ptr + len` is an aligned, initialised `[T]` in a
+        // mapping that `self.arena` keeps alive and unchanged; any bytes are a valid `T` because
+        // `T: Pod`; the borrow is tied to `&self`.
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
+    }
+}
+
+impl<T: Pod> Clone for SliceView<T> {
+    fn clone(&self) -> Self {
+        SliceView {
+            ptr: self.ptr,
+            len: self.len,
+            arena: self.arena.clone(),
+        }
+    }
+}
+
+impl<T: Pod + fmt::Debug> fmt::Debug for SliceView<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&**self, f)
+    }
+}
+
+// SAFETY: a `SliceView` is a shared reference to immutable `[T]` plus an `Arena`; `T: Pod`
+// implies `T: Copy + 'static` with no interior mutability, so `&[T]` is `Send` and `Sync`.
+unsafe impl<T: Pod + Sync> Send for SliceView<T> {}
+// SAFETY: as above.
+unsafe impl<T: Pod + Sync> Sync for SliceView<T> {}

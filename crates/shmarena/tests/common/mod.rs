@@ -1,0 +1,135 @@
+//! Helpers shared by the integration tests: unique names, and checks that a test leaves
+//! `/dev/shm` and its temporary directory as it found them.
+#![allow(dead_code, unreachable_pub)]
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+fn random_tag() -> String {
+    let mut b = [0u8; 4];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut b))
+        .expect("read /dev/urandom");
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// A scope for one test: a unique prefix for segment names and a private temporary directory.
+/// `finish` (or drop) asserts that nothing with the prefix is left in /dev/shm and that the
+/// directory is empty, then removes the directory.
+pub struct Scope {
+    pub prefix: String,
+    pub dir: PathBuf,
+    finished: bool,
+}
+
+impl Scope {
+    pub fn new() -> Scope {
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        let prefix = format!("sa{}{n:x}-", random_tag());
+        let dir =
+            std::env::temp_dir().join(format!("shmarena-test-{}", prefix.trim_end_matches('-')));
+        std::fs::create_dir_all(&dir).unwrap();
+        Scope {
+            prefix,
+            dir,
+            finished: false,
+        }
+    }
+
+    /// A unique segment name (at most 30 bytes).
+    pub fn name(&self, tag: &str) -> String {
+        let name = format!("{}{tag}", self.prefix);
+        assert!(name.len() <= 30, "test name too long: {name}");
+        name
+    }
+
+    pub fn path(&self, file: &str) -> PathBuf {
+        self.dir.join(file)
+    }
+
+    /// Segments in /dev/shm that carry this scope's prefix.
+    pub fn leftover_segments(&self) -> Vec<String> {
+        shm_entries()
+            .into_iter()
+            .filter(|n| n.starts_with(&self.prefix))
+            .collect()
+    }
+
+    pub fn finish(mut self) {
+        self.finished = true;
+        self.check();
+    }
+
+    fn check(&self) {
+        let left = self.leftover_segments();
+        let files: Vec<_> = std::fs::read_dir(&self.dir)
+            .map(|rd| rd.filter_map(|e| e.ok()).map(|e| e.file_name()).collect())
+            .unwrap_or_default();
+        // Clean up before asserting so a failing test does not leak either.
+        for n in &left {
+            let _ = std::fs::remove_file(Path::new("/dev/shm").join(n));
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+        assert!(left.is_empty(), "segments left in /dev/shm: {left:?}");
+        assert!(
+            files.is_empty(),
+            "files left in {}: {files:?}",
+            self.dir.display()
+        );
+    }
+}
+
+impl Drop for Scope {
+    fn drop(&mut self) {
+        if !self.finished && !std::thread::panicking() {
+            self.check();
+        } else if !self.finished {
+            for n in self.leftover_segments() {
+                let _ = std::fs::remove_file(Path::new("/dev/shm").join(n));
+            }
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+pub fn shm_entries() -> Vec<String> {
+    std::fs::read_dir("/dev/shm")
+        .map(|rd| {
+            rd.filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Forks; the child runs `f` and exits with its return code (without unwinding or running
+/// destructors); the parent waits and returns the raw wait status.
+///
+/// The child must only touch memory prepared before the fork and must not allocate: the test
+/// harness is multi-threaded, and another thread may hold the allocator's lock.
+pub fn fork_and_wait(f: impl FnOnce() -> i32) -> i32 {
+    // SAFETY: fork has no memory-safety preconditions; the child only runs `f`, which by this
+    // helper's contract does not allocate or take locks, and then calls _exit.
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0, "fork failed");
+    if pid == 0 {
+        let code = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or(101);
+        // SAFETY: _exit ends the child at once, running no destructors or atexit handlers.
+        unsafe { libc::_exit(code) };
+    }
+    let mut status = 0;
+    // SAFETY: waiting for our own child with a valid pointer to `status`.
+    let r = unsafe { libc::waitpid(pid, &mut status, 0) };
+    assert_eq!(r, pid, "waitpid failed");
+    status
+}
+
+pub fn exited_with(status: i32) -> Option<i32> {
+    libc::WIFEXITED(status).then(|| libc::WEXITSTATUS(status))
+}
+
+pub fn killed_by(status: i32) -> Option<i32> {
+    libc::WIFSIGNALED(status).then(|| libc::WTERMSIG(status))
+}
