@@ -212,7 +212,16 @@ impl MapMut {
         // another process of the same user could still truncate a named object, which
         // docs/DESIGN.md documents as outside what a named backing can promise.
         let map = unsafe { MmapOptions::new().len(len).map_mut(file)? };
-        Ok(MapMut { map })
+        let map = MapMut { map };
+        map.dont_fork()?;
+        Ok(map)
+    }
+
+    /// Keeps the writable mapping out of children forked while the builder works (by any thread
+    /// of this process): a child holding it would make `F_SEAL_WRITE` fail with EBUSY, and could
+    /// write to the arena being built.
+    fn dont_fork(&self) -> io::Result<()> {
+        self.map.advise(memmap2::Advice::DontFork)
     }
 
     /// Grows the mapping to `new_len` bytes; the file must already be that long.
