@@ -484,8 +484,7 @@ impl Arena {
         T: Archive,
         T::Archived: Portable + for<'a> CheckBytes<ArenaValidator<'a>>,
     {
-        let (index, _) = self.entry_as(name, &Want::archived::<T>())?;
-        self.view_at(index)
+        self.view_at(self.index_of(name)?)
     }
 
     /// Entry `index` as archived `T` (after a fingerprint check); see [`Arena::get`].
@@ -534,8 +533,7 @@ impl Arena {
 
     /// Reads a POD entry as a slice of `T`, checking its type fingerprint.
     pub fn slice<T: Pod>(&self, name: &str) -> Result<SliceView<T>> {
-        let (index, _) = self.entry_as(name, &Want::pod::<T>())?;
-        self.slice_at(index)
+        self.slice_at(self.index_of(name)?)
     }
 
     /// Entry `index` as `[T]` (after a fingerprint check); see [`Arena::slice`].
@@ -567,8 +565,8 @@ impl Arena {
         Ok(SliceView::new(self.clone(), payload))
     }
 
-    /// The entry called `name`, if its fingerprint matches what is asked for.
-    fn entry_as(&self, name: &str, want: &Want<'_>) -> Result<(usize, &Entry)> {
+    /// The index of the entry called `name`.
+    fn index_of(&self, name: &str) -> Result<usize> {
         let (index, _) = self
             .shared
             .layout
@@ -577,6 +575,12 @@ impl Arena {
                 arena: self.shared.what.clone(),
                 entry: name.to_owned(),
             })?;
+        Ok(index)
+    }
+
+    /// The entry called `name`, if its fingerprint matches what is asked for.
+    fn entry_as(&self, name: &str, want: &Want<'_>) -> Result<(usize, &Entry)> {
+        let index = self.index_of(name)?;
         Ok((index, self.entry_at(index, want)?))
     }
 

@@ -88,6 +88,7 @@ mod error;
 pub mod format;
 mod handle;
 mod locator;
+pub mod metrics;
 mod view;
 
 #[cfg_attr(target_os = "linux", path = "os/linux.rs")]
