@@ -1,0 +1,77 @@
+//! Turns criterion's JSON output into the tables of docs/BENCHMARKS.md.
+//!
+//! ```text
+//! bench-report [--criterion DIR] [--write FILE]
+//! ```
+//!
+//! Without `--write`, prints the machine and the tables. With it, replaces the text between the
+//! `<!-- BEGIN GENERATED: machine -->` / `tables` markers of FILE.
+
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{bail, Context, Result};
+use shmarena_bench::report;
+
+fn run() -> Result<()> {
+    let mut dir = PathBuf::from("target/criterion");
+    let mut write: Option<PathBuf> = None;
+    let mut args = std::env::args_os().skip(1);
+    while let Some(arg) = args.next() {
+        match arg.to_str() {
+            Some("--criterion") => {
+                dir = args.next().context("--criterion needs a directory")?.into()
+            }
+            Some("--write") => write = Some(args.next().context("--write needs a file")?.into()),
+            Some("-h" | "--help") => {
+                println!("usage: bench-report [--criterion DIR] [--write FILE]");
+                return Ok(());
+            }
+            _ => bail!("unexpected argument {arg:?} (try --help)"),
+        }
+    }
+    let measurements = report::read_dir(&dir)?;
+    if measurements.is_empty() {
+        bail!(
+            "no criterion results under {}: run `cargo bench -p shmarena-bench` first",
+            dir.display()
+        );
+    }
+    let tables = report::tables(&measurements);
+    let machine = report::machine();
+    match write {
+        None => {
+            let mut out = std::io::stdout().lock();
+            write!(out, "{machine}\n{tables}")?;
+        }
+        Some(file) => {
+            let doc = std::fs::read_to_string(&file)
+                .with_context(|| format!("reading {}", file.display()))?;
+            let doc = report::splice(&doc, "machine", &machine)?;
+            let doc = report::splice(&doc, "tables", &tables)?;
+            std::fs::write(&file, doc).with_context(|| format!("writing {}", file.display()))?;
+            eprintln!(
+                "wrote {} benchmarks into {}",
+                measurements.len(),
+                file.display()
+            );
+        }
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            if e.downcast_ref::<std::io::Error>()
+                .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+            {
+                return ExitCode::SUCCESS;
+            }
+            eprintln!("bench-report: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
