@@ -5,7 +5,8 @@
 //! - an rkyv entry (`Builder::put`, which also validates what it wrote with bytecheck and
 //!   checksums it) against `rkyv::to_bytes` into an `AlignedVec` (target ≤ 1.05× the time).
 //!
-//! Freeing what an iteration built is left out of the timing on both sides.
+//! Each iteration's output is freed right after it, outside the timing, on both sides (so a
+//! sample never holds more than one segment).
 
 use std::collections::HashMap;
 use std::hint::black_box;
@@ -38,37 +39,70 @@ fn pod(c: &mut Criterion) {
             BenchmarkId::new("baseline: memfd+fallocate+mmap+memcpy", &label),
             bytes,
             |b, bytes| {
-                b.iter_with_large_drop(|| {
-                    shmarena::baseline::copy_into_fresh_segment(bytes).expect("baseline")
-                })
+                b.iter_batched(
+                    || (),
+                    |()| shmarena::baseline::copy_into_fresh_segment(bytes).expect("baseline"),
+                    BatchSize::PerIteration,
+                )
+            },
+        );
+        // Not a variant: the part of `put_slice` that the baseline does not do, for the
+        // breakdown in docs/BENCHMARKS.md.
+        g.bench_with_input(
+            BenchmarkId::new("part: xxh3 checksum of the data", &label),
+            bytes,
+            |b, bytes| b.iter(|| black_box(shmarena::format::checksum(black_box(bytes)))),
+        );
+        g.bench_with_input(
+            BenchmarkId::new("part: ArenaBuilder::create (empty)", &label),
+            &size,
+            |b, &size| {
+                b.iter_batched(
+                    || (),
+                    |()| {
+                        ArenaBuilder::new()
+                            .capacity(size as u64 + 64 * 1024)
+                            .create()
+                            .expect("create")
+                    },
+                    BatchSize::PerIteration,
+                )
             },
         );
         g.bench_with_input(
             BenchmarkId::new("create+put_slice", &label),
             &data,
             |b, data| {
-                b.iter_with_large_drop(|| {
-                    let mut builder = ArenaBuilder::new()
-                        .capacity(size as u64 + 64 * 1024)
-                        .create()
-                        .expect("create");
-                    builder.put_slice("data", data).expect("put_slice");
-                    builder
-                })
+                b.iter_batched(
+                    || (),
+                    |()| {
+                        let mut builder = ArenaBuilder::new()
+                            .capacity(size as u64 + 64 * 1024)
+                            .create()
+                            .expect("create");
+                        builder.put_slice("data", data).expect("put_slice");
+                        builder
+                    },
+                    BatchSize::PerIteration,
+                )
             },
         );
         g.bench_with_input(
             BenchmarkId::new("create+put_slice+seal", &label),
             &data,
             |b, data| {
-                b.iter_with_large_drop(|| {
-                    let mut builder = ArenaBuilder::new()
-                        .capacity(size as u64 + 64 * 1024)
-                        .create()
-                        .expect("create");
-                    builder.put_slice("data", data).expect("put_slice");
-                    builder.seal().expect("seal")
-                })
+                b.iter_batched(
+                    || (),
+                    |()| {
+                        let mut builder = ArenaBuilder::new()
+                            .capacity(size as u64 + 64 * 1024)
+                            .create()
+                            .expect("create");
+                        builder.put_slice("data", data).expect("put_slice");
+                        builder.seal().expect("seal")
+                    },
+                    BatchSize::PerIteration,
+                )
             },
         );
         g.finish();
@@ -94,21 +128,31 @@ fn rkyv_entry(c: &mut Criterion) {
     g.bench_with_input(
         BenchmarkId::new("baseline: rkyv::to_bytes", &label),
         &map,
-        |b, map| b.iter_with_large_drop(|| rkyv::to_bytes::<rancor::Error>(map).expect("to_bytes")),
+        |b, map| {
+            b.iter_batched(
+                || (),
+                |()| rkyv::to_bytes::<rancor::Error>(map).expect("to_bytes"),
+                BatchSize::PerIteration,
+            )
+        },
     );
     g.bench_with_input(
         BenchmarkId::new("rkyv::to_bytes + access (bytecheck)", &label),
         &map,
         |b, map| {
-            b.iter_with_large_drop(|| {
-                let bytes = rkyv::to_bytes::<rancor::Error>(map).expect("to_bytes");
-                black_box(
-                    rkyv::access::<rkyv::Archived<HashMap<String, u32>>, rancor::Error>(&bytes)
-                        .expect("access")
-                        .len(),
-                );
-                bytes
-            })
+            b.iter_batched(
+                || (),
+                |()| {
+                    let bytes = rkyv::to_bytes::<rancor::Error>(map).expect("to_bytes");
+                    black_box(
+                        rkyv::access::<rkyv::Archived<HashMap<String, u32>>, rancor::Error>(&bytes)
+                            .expect("access")
+                            .len(),
+                    );
+                    bytes
+                },
+                BatchSize::PerIteration,
+            )
         },
     );
     g.bench_with_input(
