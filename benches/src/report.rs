@@ -206,6 +206,57 @@ pub fn tables(measurements: &[Measurement]) -> String {
     out
 }
 
+/// A markdown table of the interleaved A/B results that the `ab` bench writes to
+/// `target/ab/results.json`: for each pair, both medians, the median of the per-round ratios
+/// B ÷ A (time) and their range.
+pub fn ab_table(json: &Value) -> Result<String> {
+    let rows = json.as_array().context("ab results: not a JSON array")?;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "| comparison | A (baseline) | median A | B (shmarena) | median B | B ÷ A (time), median | range over rounds | B throughput |"
+    );
+    let _ = writeln!(out, "|---|---|--:|---|--:|--:|--:|--:|");
+    for r in rows {
+        let s = |k: &str| r.get(k).and_then(Value::as_str).unwrap_or("?").to_owned();
+        let f = |k: &str| r.get(k).and_then(Value::as_f64).unwrap_or(f64::NAN);
+        let rate = r
+            .get("per_iter")
+            .filter(|p| !p.is_null())
+            .and_then(|p| {
+                let n = p.get("count")?.as_u64()?;
+                match p.get("unit")?.as_str()? {
+                    "bytes" => Some(fmt_rate(Throughput::Bytes(n), f("b_ns"))),
+                    _ => Some(fmt_rate(Throughput::Elements(n), f("b_ns"))),
+                }
+            })
+            .unwrap_or_else(|| "–".to_owned());
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {} | {} | **{:.2}×** | {:.2}–{:.2} ({} rounds) | {rate} |",
+            s("name"),
+            s("a"),
+            fmt_time(f("a_ns")),
+            s("b"),
+            fmt_time(f("b_ns")),
+            f("ratio"),
+            f("ratio_min"),
+            f("ratio_max"),
+            r.get("rounds").and_then(Value::as_u64).unwrap_or(0),
+        );
+    }
+    Ok(out)
+}
+
+/// Reads `path` (the `ab` bench's results) into [`ab_table`]'s table, or `None` if it does not
+/// exist.
+pub fn ab_table_from(path: &Path) -> Result<Option<String>> {
+    if !path.is_file() {
+        return Ok(None);
+    }
+    ab_table(&read_json(path)?).map(Some)
+}
+
 /// The machine, as docs/BENCHMARKS.md reports it: cores, CPU model, kernel, memory.
 pub fn machine() -> String {
     let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();

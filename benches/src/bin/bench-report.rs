@@ -1,11 +1,11 @@
 //! Turns criterion's JSON output into the tables of docs/BENCHMARKS.md.
 //!
 //! ```text
-//! bench-report [--criterion DIR] [--write FILE]
+//! bench-report [--criterion DIR] [--ab FILE] [--write FILE]
 //! ```
 //!
 //! Without `--write`, prints the machine and the tables. With it, replaces the text between the
-//! `<!-- BEGIN GENERATED: machine -->` / `tables` markers of FILE.
+//! `<!-- BEGIN GENERATED: machine -->`, `ab` and `tables` markers of FILE.
 
 use std::io::Write as _;
 use std::path::PathBuf;
@@ -17,15 +17,17 @@ use shmarena_bench::report;
 fn run() -> Result<()> {
     let mut dir = PathBuf::from("target/criterion");
     let mut write: Option<PathBuf> = None;
+    let mut ab = PathBuf::from("target/ab/results.json");
     let mut args = std::env::args_os().skip(1);
     while let Some(arg) = args.next() {
         match arg.to_str() {
             Some("--criterion") => {
                 dir = args.next().context("--criterion needs a directory")?.into()
             }
+            Some("--ab") => ab = args.next().context("--ab needs a file")?.into(),
             Some("--write") => write = Some(args.next().context("--write needs a file")?.into()),
             Some("-h" | "--help") => {
-                println!("usage: bench-report [--criterion DIR] [--write FILE]");
+                println!("usage: bench-report [--criterion DIR] [--ab FILE] [--write FILE]");
                 return Ok(());
             }
             _ => bail!("unexpected argument {arg:?} (try --help)"),
@@ -40,16 +42,23 @@ fn run() -> Result<()> {
     }
     let tables = report::tables(&measurements);
     let machine = report::machine();
+    let ab_table = report::ab_table_from(&ab)?.unwrap_or_else(|| {
+        format!(
+            "(no {} yet: run `cargo bench -p shmarena-bench --bench ab`)\n",
+            ab.display()
+        )
+    });
     match write {
         None => {
             let mut out = std::io::stdout().lock();
-            write!(out, "{machine}\n{tables}")?;
+            write!(out, "{machine}\n{ab_table}\n{tables}")?;
         }
         Some(file) => {
             let doc = std::fs::read_to_string(&file)
                 .with_context(|| format!("reading {}", file.display()))?;
             let doc = report::splice(&doc, "machine", &machine)?;
             let doc = report::splice(&doc, "tables", &tables)?;
+            let doc = report::splice(&doc, "ab", &ab_table)?;
             std::fs::write(&file, doc).with_context(|| format!("writing {}", file.display()))?;
             eprintln!(
                 "wrote {} benchmarks into {}",
