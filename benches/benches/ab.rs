@@ -24,14 +24,17 @@ type Map = HashMap<String, u32>;
 struct Plan {
     rounds: usize,
     round: Duration,
+    /// Rounds for the build pairs (one iteration takes milliseconds or more).
+    build_rounds: usize,
 }
 
 impl Plan {
     /// Rounds for slow routines (one iteration takes milliseconds or more).
     fn slow(&self) -> Plan {
         Plan {
-            rounds: self.rounds,
+            rounds: self.build_rounds,
             round: self.round * 4,
+            build_rounds: self.build_rounds,
         }
     }
 }
@@ -248,6 +251,36 @@ fn build(plan: &Plan, out: &mut Vec<AbResult>) {
         );
         r.per_iter = Some((size as u64, "bytes"));
         out.push(r);
+        // The same without `seal`, to separate its cost (unmapping the writable mapping,
+        // sealing, mapping read-only and parsing) from that of `create` + `put_slice`.
+        let mut r = compare(
+            &format!("build a POD entry, {}, without seal", size_label(size)),
+            (
+                "memfd+fallocate+mmap+memcpy",
+                batched(
+                    || (),
+                    |()| shmarena::baseline::copy_into_fresh_segment(bytes).expect("baseline"),
+                ),
+            ),
+            (
+                "create+put_slice",
+                batched(
+                    || (),
+                    |()| {
+                        let mut b = ArenaBuilder::new()
+                            .capacity(size as u64 + 64 * 1024)
+                            .create()
+                            .expect("create");
+                        b.put_slice("data", &data).expect("put_slice");
+                        b
+                    },
+                ),
+            ),
+            rounds,
+            slow.round,
+        );
+        r.per_iter = Some((size as u64, "bytes"));
+        out.push(r);
     }
 
     let n = if test_mode() { 1_000 } else { 100_000 };
@@ -284,6 +317,44 @@ fn build(plan: &Plan, out: &mut Vec<AbResult>) {
     );
     r.per_iter = Some((len as u64, "bytes"));
     out.push(r);
+    // Against a baseline that validates too, to separate bytecheck from the rest.
+    let mut r = compare(
+        &format!("build an rkyv entry, HashMap<String, u32> of {n}, vs serialize+validate"),
+        (
+            "rkyv::to_bytes + rkyv::access",
+            batched(
+                || (),
+                |()| {
+                    let bytes = rkyv::to_bytes::<rancor::Error>(&map).expect("to_bytes");
+                    black_box(
+                        rkyv::access::<rkyv::Archived<Map>, rancor::Error>(&bytes)
+                            .expect("access")
+                            .len(),
+                    );
+                    bytes
+                },
+            ),
+        ),
+        (
+            "Builder::put",
+            batched(
+                || {
+                    ArenaBuilder::new()
+                        .capacity(2 * len as u64 + MIB as u64)
+                        .create()
+                        .expect("create")
+                },
+                |mut b| {
+                    b.put("map", &map).expect("put");
+                    b
+                },
+            ),
+        ),
+        slow.rounds,
+        slow.round,
+    );
+    r.per_iter = Some((len as u64, "bytes"));
+    out.push(r);
 }
 
 fn main() {
@@ -291,11 +362,13 @@ fn main() {
         Plan {
             rounds: 3,
             round: Duration::from_millis(1),
+            build_rounds: 3,
         }
     } else {
         Plan {
-            rounds: 21,
-            round: Duration::from_millis(40),
+            rounds: 41,
+            round: Duration::from_millis(10),
+            build_rounds: 21,
         }
     };
     let mut results = Vec::new();
