@@ -83,6 +83,7 @@ mod arena;
 mod builder;
 mod error;
 pub mod format;
+pub mod inspect;
 mod locator;
 mod view;
 
