@@ -102,11 +102,11 @@ fn parse_range(spec: &str, len: u64) -> Result<Range<u64>> {
             (a, a.saturating_add(1))
         }
     };
-    if start > end {
-        bail!("bad range {spec:?}: it starts after it ends");
-    }
     if start > len || (start == len && end > start) {
         bail!("bad range {spec:?}: it starts past the end ({len})");
+    }
+    if start > end {
+        bail!("bad range {spec:?}: it starts after it ends");
     }
     Ok(start..end.min(len))
 }

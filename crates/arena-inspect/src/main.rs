@@ -29,7 +29,7 @@ Naming an arena (ARENA):
   lexicon, /lexicon       a named segment in /dev/shm
   812:5                   the memfd that process 812 holds as descriptor 5 (see `list`)
   ./lex.arena, /data/x    a file: anything with a '/' after the first character,
-                          or starting with '.' or '~'
+                          or starting with '.'
   shm:NAME, file:PATH, memfd:PID:FD
                           say the backing explicitly
 

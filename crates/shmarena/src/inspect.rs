@@ -198,7 +198,7 @@ impl ArenaStatus {
 /// 1. `shm:NAME`, `file:PATH` or `memfd:PID:FD`: that backing, explicitly.
 /// 2. `PID:FD` (two decimal numbers): the memfd arena process `PID` holds as descriptor `FD`.
 /// 3. Anything with a `/` after an optional single leading one (`/tmp/x.arena`, `data/x`), or
-///    starting with `.` or `~`: a file path (`./x.arena` for a file in the current directory).
+///    starting with `.`: a file path (`./x.arena` for a file in the current directory).
 /// 4. Anything else (`lexicon`, `/lexicon`): a named shared-memory segment, checked with
 ///    [`validate_segment_name`].
 ///
@@ -249,7 +249,7 @@ pub fn parse_locator(s: &str) -> Result<Locator> {
         });
     }
     let bare = s.strip_prefix('/').unwrap_or(s);
-    if bare.contains('/') || s.starts_with('.') || s.starts_with('~') {
+    if bare.contains('/') || s.starts_with('.') {
         return Ok(Locator::File { path: s.into() });
     }
     Ok(Locator::Shm {
