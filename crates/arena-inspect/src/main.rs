@@ -393,6 +393,8 @@ fn print_header(out: &mut dyn Write, arg: &str, h: &HeaderJson) -> io::Result<()
 
 fn info(arg: &str, json: bool, out: &mut dyn Write) -> Result<ExitCode> {
     let loc = locator(arg)?;
+    // Before opening, so this process is not counted among the users.
+    let status = inspect::status(&loc).ok();
     let opened = OpenOptions::new().allow_foreign_owner(true).open(&loc);
     let arena = match opened {
         Ok(a) => a,
@@ -402,7 +404,6 @@ fn info(arg: &str, json: bool, out: &mut dyn Write) -> Result<ExitCode> {
         }
         Err(e) => return Err(open_error(e, &loc, arg)),
     };
-    let status = inspect::status(&loc).ok();
     let layout = arena.layout();
     let header = header_json(&layout.header);
     let entries: Vec<EntryJson> = layout.entries.iter().map(entry_json).collect();
