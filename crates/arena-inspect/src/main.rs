@@ -120,6 +120,17 @@ fn is_corruption(e: &shmarena::Error) -> bool {
     )
 }
 
+/// A short word for machine output naming what is wrong with an arena.
+fn problem_code(e: &shmarena::Error) -> &'static str {
+    match e {
+        shmarena::Error::Corrupted { .. } => "corrupted",
+        shmarena::Error::Truncated { .. } => "truncated",
+        shmarena::Error::NotAnArena { .. } => "not-an-arena",
+        shmarena::Error::StillBuilding { .. } => "still-building",
+        _ => "other",
+    }
+}
+
 fn is_broken_pipe(err: &anyhow::Error) -> bool {
     err.chain().any(|c| {
         c.downcast_ref::<io::Error>()
@@ -419,6 +430,7 @@ fn info(arg: &str, json: bool, out: &mut dyn Write) -> Result<ExitCode> {
             "users": status.as_ref().map(|s| s.holders.len()),
             "header": header,
             "entries": entries,
+            "error": null,
         });
         serde_json::to_writer_pretty(&mut *out, &v)?;
         writeln!(out)?;
@@ -555,7 +567,13 @@ fn verify(arg: &str, json: bool, out: &mut dyn Write) -> Result<ExitCode> {
                 }
             }
             if json {
-                let v = json!({"arena": arg, "ok": false, "error": msg, "entries": null});
+                let v = json!({
+                    "arena": arg,
+                    "ok": false,
+                    "problem": problem_code(&e),
+                    "error": msg,
+                    "entries": null,
+                });
                 serde_json::to_writer_pretty(&mut *out, &v)?;
                 writeln!(out)?;
             } else {
@@ -586,6 +604,7 @@ fn verify(arg: &str, json: bool, out: &mut dyn Write) -> Result<ExitCode> {
         let v = json!({
             "arena": arg,
             "ok": bad == 0,
+            "problem": (bad > 0).then_some("checksum"),
             "error": (bad > 0).then(|| format!("{bad} of {} entries fail their checksum", results.len())),
             "entries": results,
         });

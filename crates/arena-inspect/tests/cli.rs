@@ -368,6 +368,7 @@ fn file_arena_and_corrupted_copies() {
     assert!(line.contains(&w.offset.to_string()), "names where: {line}");
     let v = run(&["verify", &flipped, "--json"]).json();
     assert_eq!(v["ok"], false);
+    assert_eq!(v["problem"], "checksum");
     let bad: Vec<&str> = v["entries"]
         .as_array()
         .unwrap()
@@ -409,7 +410,9 @@ fn file_arena_and_corrupted_copies() {
     let cut = copy("truncated", &|b| b.truncate(b.len() - 100));
     let r = run(&["verify", &cut, "--json"]);
     assert_eq!(r.code, 1);
-    let msg = r.json()["error"].as_str().unwrap().to_owned();
+    let j = r.json();
+    assert_eq!(j["problem"], "truncated");
+    let msg = j["error"].as_str().unwrap().to_owned();
     assert!(
         msg.contains("truncated") && msg.contains(&layout.header.total_len.to_string()),
         "{msg}"
@@ -665,6 +668,23 @@ fn other_users_segments_are_never_touched() {
     run(&["info", &name]).ok();
     std::fs::remove_file(&path).unwrap();
     scope.finish();
+}
+
+#[test]
+fn help_has_examples() {
+    let help = run(&["--help"]).ok().stdout;
+    for want in [
+        "Examples:",
+        "arena-inspect gc --dry-run",
+        "Naming an arena",
+        "Exit status",
+    ] {
+        assert!(help.contains(want), "--help lacks {want:?}:\n{help}");
+    }
+    for cmd in ["list", "info", "verify", "dump", "who", "gc"] {
+        run(&[cmd, "--help"]).ok();
+    }
+    assert_eq!(run(&["frobnicate"]).code, 2);
 }
 
 #[test]
