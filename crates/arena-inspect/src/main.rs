@@ -502,8 +502,10 @@ fn info_unopened(
     let header = status.header.as_ref().ok().map(header_json);
     let code = if building {
         ExitCode::SUCCESS
-    } else {
+    } else if is_corruption(&err) {
         ExitCode::from(1)
+    } else {
+        ExitCode::from(2)
     };
     if json {
         let v = json!({

@@ -46,6 +46,14 @@ use crate::os;
 /// `/memfd:shmarena (deleted)`.
 const MEMFD_LINK_PREFIX: &str = "/memfd:shmarena";
 
+/// Whether a `/proc/PID/fd` link or `/proc/PID/maps` path names a shmarena memfd (and not, say,
+/// a memfd called `shmarena-cache`).
+fn is_arena_memfd(target: &str) -> bool {
+    target
+        .strip_prefix(MEMFD_LINK_PREFIX)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with(' '))
+}
+
 /// The identity of an open file: device and inode, as `fstat` reports them. Two paths or
 /// descriptors with the same key are the same segment.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -357,7 +365,7 @@ impl Scan {
             if !target.starts_with('/') {
                 continue;
             }
-            let is_memfd = target.starts_with(MEMFD_LINK_PREFIX);
+            let is_memfd = is_arena_memfd(&target);
             if !is_memfd && !target.starts_with(shm_prefix) && extra.is_empty() {
                 continue;
             }
@@ -413,9 +421,8 @@ impl Scan {
                 dev: makedev(major, minor),
                 ino,
             };
-            let wanted = path.starts_with(MEMFD_LINK_PREFIX)
-                || path.starts_with(shm_prefix)
-                || extra.contains(&key);
+            let wanted =
+                is_arena_memfd(path) || path.starts_with(shm_prefix) || extra.contains(&key);
             if wanted && seen.insert(key) {
                 self.uses.entry(key).or_default().entry(pid).or_default().0 = true;
             }
@@ -514,6 +521,9 @@ pub fn list() -> Result<Vec<ArenaStatus>> {
         let Some((mut locator, probe)) = probed else {
             continue;
         };
+        if matches!(probe.header, Err(FormatError::BadMagic)) {
+            continue;
+        }
         // Prefer the creator's own descriptor when it still holds one.
         if let Ok(h) = &probe.header {
             if let Some(&(pid, fd)) = holders.iter().find(|(p, _)| *p == h.creator_pid) {
@@ -883,6 +893,14 @@ mod tests {
         ] {
             assert!(parse_locator(bad).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn memfd_links() {
+        assert!(is_arena_memfd("/memfd:shmarena (deleted)"));
+        assert!(is_arena_memfd("/memfd:shmarena"));
+        assert!(!is_arena_memfd("/memfd:shmarena-cache (deleted)"));
+        assert!(!is_arena_memfd("/dev/shm/shmarena"));
     }
 
     #[test]
