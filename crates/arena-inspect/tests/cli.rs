@@ -336,6 +336,38 @@ fn memfd_arena_by_pid_fd() {
 }
 
 #[test]
+fn memfd_arena_of_another_process() {
+    let scope = Scope::new();
+    let mut child = KillOnDrop(spawn_child("memfd", ""));
+    let lines = BufReader::new(child.0.stdout.take().unwrap()).lines();
+    let ready = lines
+        .map(|l| l.unwrap())
+        .find(|l| l.contains("READY"))
+        .expect("child never got ready");
+    let arg = ready.rsplit(' ').next().unwrap().to_owned();
+    let pid = child.0.id();
+    assert!(arg.starts_with(&format!("{pid}:")), "{arg}");
+
+    let row = list_row(&arg).unwrap_or_else(|| panic!("{arg} not listed"));
+    assert_eq!(row["owner_pid"], pid);
+    assert_eq!(row["owner_alive"], true);
+    assert_eq!(row["users"], 1);
+    run(&["verify", &arg]).ok();
+    let d = run(&["dump", &arg, "ids", "--json"]).ok().json();
+    assert_eq!(d["values"], serde_json::json!([-1, 7, 1u64 << 40]));
+    let who = run(&["who", &arg, "--json"]).ok().json();
+    assert_eq!(who.as_array().unwrap().len(), 1);
+    assert_eq!(who[0]["pid"], pid);
+    assert_eq!(who[0]["mapped"], true);
+
+    // The kernel frees it with its last holder.
+    drop(child);
+    assert!(list_row(&arg).is_none());
+    assert_eq!(run(&["info", &arg]).code, 2);
+    scope.finish();
+}
+
+#[test]
 fn file_arena_and_corrupted_copies() {
     let scope = Scope::new();
     let path = scope.path("good.arena");
@@ -449,13 +481,22 @@ fn file_arena_and_corrupted_copies() {
 
 /// What a child started by [`spawn_child`] does, by the value of [`CHILD_ENV`]:
 /// `persist:NAME` builds, seals and persists a named arena, then exits;
-/// `hang:NAME` starts building one, prints `READY` and sleeps until killed.
+/// `hang:NAME` starts building one, prints `READY` and sleeps until killed;
+/// `memfd:` builds a memfd arena, prints `READY PID:FD` and sleeps until killed.
 #[test]
 fn child_builder() {
     let Ok(what) = std::env::var(CHILD_ENV) else {
         return;
     };
     let (mode, name) = what.split_once(':').unwrap();
+    if mode == "memfd" {
+        let mut b = ArenaBuilder::new().create().unwrap();
+        fill(&mut b);
+        let arena = b.seal().unwrap();
+        println!("READY {}", spell(arena.locator()));
+        std::thread::sleep(std::time::Duration::from_secs(600));
+        unreachable!("the parent kills this child");
+    }
     let mut b = ArenaBuilder::new().named(name).create().unwrap();
     fill(&mut b);
     match mode {
@@ -485,6 +526,16 @@ fn spawn_child(mode: &str, name: &str) -> std::process::Child {
         .unwrap()
 }
 
+/// Kills and reaps a child when dropped, so a failing test leaves no sleeper behind.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 fn shm_exists(name: &str) -> bool {
     Path::new("/dev/shm").join(name).exists()
 }
@@ -500,16 +551,15 @@ fn orphans_of_killed_children_are_collected() {
     assert!(status.success());
     // A child SIGKILLed mid-build.
     let half = scope.name("half");
-    let mut child = spawn_child("hang", &half);
-    let half_pid = child.id();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut child = KillOnDrop(spawn_child("hang", &half));
+    let half_pid = child.0.id();
+    let mut lines = BufReader::new(child.0.stdout.take().unwrap()).lines();
     assert!(
         lines.any(|l| l.unwrap().contains("READY")),
         "child never got ready"
     );
-    child.kill().unwrap();
-    child.wait().unwrap();
-    // An orphan that this process still maps: gc must keep it.
+    drop(child); // SIGKILL, then reap
+                 // An orphan that this process still maps: gc must keep it.
     let used = scope.name("used");
     assert!(spawn_child("persist", &used).wait().unwrap().success());
     let reader = Arena::open_named(&used).unwrap();
