@@ -95,7 +95,7 @@ mod view;
 mod os;
 
 pub use arena::{Arena, ArenaId, OpenOptions};
-pub use builder::{ArenaBuilder, ArenaSerializer, ArenaValidator, ArenaWriter, Builder};
+pub use builder::{ArenaBuilder, ArenaSerializer, ArenaValidator, ArenaWriter, Builder, SealError};
 pub use error::{Error, Result};
 pub use handle::{detach_all, Handle, RawHandle, SliceHandle, INHERITED_FDS_ENV};
 pub use locator::{validate_entry_name, validate_segment_name, Locator, MAX_SEGMENT_NAME};
