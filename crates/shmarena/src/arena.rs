@@ -254,6 +254,26 @@ struct Want<'a> {
     align: usize,
 }
 
+impl Want<'static> {
+    fn archived<T: Archive>() -> Want<'static> {
+        Want {
+            kind: Kind::Archived,
+            type_name: std::any::type_name::<T>(),
+            size: size_of::<T::Archived>(),
+            align: align_of::<T::Archived>(),
+        }
+    }
+
+    fn pod<T: Pod>() -> Want<'static> {
+        Want {
+            kind: Kind::Pod,
+            type_name: std::any::type_name::<T>(),
+            size: size_of::<T>(),
+            align: align_of::<T>(),
+        }
+    }
+}
+
 impl fmt::Display for Want<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
@@ -464,13 +484,18 @@ impl Arena {
         T: Archive,
         T::Archived: Portable + for<'a> CheckBytes<ArenaValidator<'a>>,
     {
-        let want = Want {
-            kind: Kind::Archived,
-            type_name: std::any::type_name::<T>(),
-            size: size_of::<T::Archived>(),
-            align: align_of::<T::Archived>(),
-        };
-        let (index, entry) = self.entry_as(name, &want)?;
+        self.view_at(self.index_of(name)?)
+    }
+
+    /// Entry `index` as archived `T` (after a fingerprint check); see [`Arena::get`].
+    pub(crate) fn view_at<T>(&self, index: usize) -> Result<View<T>>
+    where
+        T: Archive,
+        T::Archived: Portable + for<'a> CheckBytes<ArenaValidator<'a>>,
+    {
+        let want = Want::archived::<T>();
+        let entry = self.entry_at(index, &want)?;
+        let name = entry.name.as_str();
         let payload = &self.shared.map.bytes()[entry.range()];
         let root_pos = entry.root_pos as usize;
         let skip =
@@ -508,13 +533,14 @@ impl Arena {
 
     /// Reads a POD entry as a slice of `T`, checking its type fingerprint.
     pub fn slice<T: Pod>(&self, name: &str) -> Result<SliceView<T>> {
-        let want = Want {
-            kind: Kind::Pod,
-            type_name: std::any::type_name::<T>(),
-            size: size_of::<T>(),
-            align: align_of::<T>(),
-        };
-        let (_, entry) = self.entry_as(name, &want)?;
+        self.slice_at(self.index_of(name)?)
+    }
+
+    /// Entry `index` as `[T]` (after a fingerprint check); see [`Arena::slice`].
+    pub(crate) fn slice_at<T: Pod>(&self, index: usize) -> Result<SliceView<T>> {
+        let want = Want::pod::<T>();
+        let entry = self.entry_at(index, &want)?;
+        let name = entry.name.as_str();
         let payload = &self.shared.map.bytes()[entry.range()];
         let items: &[T] = bytemuck::try_cast_slice(payload).map_err(|e| Error::Corrupted {
             arena: self.shared.what.clone(),
@@ -539,9 +565,9 @@ impl Arena {
         Ok(SliceView::new(self.clone(), payload))
     }
 
-    /// The entry called `name`, if its fingerprint matches what is asked for.
-    fn entry_as(&self, name: &str, want: &Want<'_>) -> Result<(usize, &Entry)> {
-        let (index, entry) = self
+    /// The index of the entry called `name`.
+    fn index_of(&self, name: &str) -> Result<usize> {
+        let (index, _) = self
             .shared
             .layout
             .find(name)
@@ -549,17 +575,59 @@ impl Arena {
                 arena: self.shared.what.clone(),
                 entry: name.to_owned(),
             })?;
+        Ok(index)
+    }
+
+    /// The entry called `name`, if its fingerprint matches what is asked for.
+    fn entry_as(&self, name: &str, want: &Want<'_>) -> Result<(usize, &Entry)> {
+        let index = self.index_of(name)?;
+        Ok((index, self.entry_at(index, want)?))
+    }
+
+    /// Entry `index`, if it exists and its fingerprint matches what is asked for.
+    fn entry_at(&self, index: usize, want: &Want<'_>) -> Result<&Entry> {
+        let entry = self
+            .shared
+            .layout
+            .entries
+            .get(index)
+            .ok_or_else(|| Error::BadHandle {
+                handle: format!("entry #{index} of {}", self.shared.what),
+                reason: format!("the arena has {} entries", self.shared.layout.entries.len()),
+            })?;
         let matches = entry.kind == want.kind
             && entry.type_hash == format::checksum(want.type_name.as_bytes())
             && entry.elem_size == want.size as u64
             && entry.align as usize == want.align;
         if !matches {
             return Err(Error::TypeMismatch {
-                entry: name.to_owned(),
+                entry: entry.name.clone(),
                 expected: want.to_string(),
                 found: describe_entry(entry),
             });
         }
-        Ok((index, entry))
+        Ok(entry)
+    }
+
+    /// The index and type hash of entry `name` read as archived `T` (for handles).
+    pub(crate) fn locate_archived<T: Archive>(&self, name: &str) -> Result<(usize, u64, Kind)> {
+        let want = Want::archived::<T>();
+        let (index, entry) = self.entry_as(name, &want)?;
+        Ok((index, entry.type_hash, entry.kind))
+    }
+
+    /// The index and type hash of entry `name` read as `[T]` (for handles).
+    pub(crate) fn locate_slice<T: Pod>(&self, name: &str) -> Result<(usize, u64, Kind)> {
+        let want = Want::pod::<T>();
+        let (index, entry) = self.entry_as(name, &want)?;
+        Ok((index, entry.type_hash, entry.kind))
+    }
+
+    pub(crate) fn downgrade(&self) -> std::sync::Weak<Shared> {
+        Arc::downgrade(&self.shared)
+    }
+
+    pub(crate) fn from_shared(shared: Arc<Shared>) -> Arena {
+        Arena { shared }
     }
 }

@@ -123,6 +123,20 @@ pub enum Error {
         /// Its size in bytes.
         size: u64,
     },
+    /// A handle names an arena that is gone, or a place now holding another arena.
+    StaleHandle {
+        /// The handle, in its string form.
+        handle: String,
+        /// What was found instead.
+        reason: String,
+    },
+    /// A handle string or value is malformed, or names an entry the arena does not have.
+    BadHandle {
+        /// The handle as given.
+        handle: String,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// Any other OS error, with what was being done.
     Io {
         /// What was being done, naming the segment or path.
@@ -188,6 +202,8 @@ impl fmt::Display for Error {
                 write!(f, "failed to archive entry {entry:?}: {message}")
             }
             Error::TooLarge { what, size } => write!(f, "{what} is too large ({size} bytes)"),
+            Error::StaleHandle { handle, reason } => write!(f, "stale handle {handle}: {reason}"),
+            Error::BadHandle { handle, reason } => write!(f, "bad handle {handle:?}: {reason}"),
             Error::Io { context, source } => write!(f, "{context}: {source}"),
         }
     }

@@ -71,6 +71,9 @@
 //!   archived entry. The width is recorded in the header; an arena of the other width is refused
 //!   with [`Error::PointerWidthMismatch`]. POD entries have no such limit either way.
 //!
+//! - `serde`: `Serialize`/`Deserialize` for [`Handle`] and [`SliceHandle`] (as their string
+//!   form).
+//!
 //! # Where `unsafe` lives
 //!
 //! Three files: `os/linux.rs` (mapping), `view.rs` (dereferencing views) and `arena.rs`
@@ -83,18 +86,26 @@ mod arena;
 mod builder;
 mod error;
 pub mod format;
+mod handle;
 pub mod inspect;
 mod locator;
+pub mod metrics;
 mod view;
 
 #[cfg_attr(target_os = "linux", path = "os/linux.rs")]
 mod os;
 
 pub use arena::{Arena, ArenaId, OpenOptions};
-pub use builder::{ArenaBuilder, ArenaSerializer, ArenaValidator, ArenaWriter, Builder};
+pub use builder::{ArenaBuilder, ArenaSerializer, ArenaValidator, ArenaWriter, Builder, SealError};
 pub use error::{Error, Result};
+pub use handle::{detach_all, Handle, RawHandle, SliceHandle, INHERITED_FDS_ENV};
 pub use locator::{validate_entry_name, validate_segment_name, Locator, MAX_SEGMENT_NAME};
 pub use view::{SliceView, View};
+
+/// The README's example, compiled as a doctest so it cannot drift from the API.
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+struct ReadmeExample;
 
 /// Re-exported so users name the same rkyv and bytemuck versions shmarena archives with.
 pub use bytemuck;

@@ -275,3 +275,43 @@ impl MapRo {
         &self.map
     }
 }
+
+/// Makes descriptor `fd` survive `exec` in the child `cmd` spawns, and only there: the
+/// close-on-exec flag is cleared between fork and exec, in the child.
+pub(crate) fn inherit_fd_in(cmd: &mut std::process::Command, fd: std::os::fd::RawFd) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: the closure runs in the forked child before exec, where only async-signal-safe
+    // work is allowed: it makes one fcntl system call through rustix (no allocation, no locks)
+    // on a descriptor number that the parent holds open for as long as it holds `cmd`'s arena.
+    // BorrowedFd::borrow_raw needs `fd` open for the borrow: it is, inherited from the parent,
+    // which keeps the arena (and so the descriptor) alive while it spawns.
+    unsafe {
+        cmd.pre_exec(move || {
+            let borrowed = std::os::fd::BorrowedFd::borrow_raw(fd);
+            rustix::io::fcntl_setfd(borrowed, rustix::io::FdFlags::empty())
+                .map_err(|e| io::Error::from_raw_os_error(e.raw_os_error()))
+        });
+    }
+}
+
+/// Takes ownership of an inherited descriptor number, after checking it is open.
+pub(crate) fn adopt_inherited_fd(fd: std::os::fd::RawFd) -> io::Result<File> {
+    use std::os::fd::BorrowedFd;
+    if fd < 0 {
+        return Err(io::Error::from_raw_os_error(libc_ebadf()));
+    }
+    // SAFETY: `fd` is non-negative; fcntl(F_GETFD) on any number is harmless and tells
+    // whether it is open (EBADF otherwise). The borrow ends with the call.
+    let flags = rustix::io::fcntl_getfd(unsafe { BorrowedFd::borrow_raw(fd) });
+    flags.map_err(errno)?;
+    // Duplicate rather than take the number, so a wrong guess about who owns `fd` cannot close
+    // somebody else's descriptor; the duplicate is close-on-exec.
+    // SAFETY: as above, `fd` is open for the duration of this call.
+    let dup =
+        rustix::io::fcntl_dupfd_cloexec(unsafe { BorrowedFd::borrow_raw(fd) }, 3).map_err(errno)?;
+    Ok(File::from(dup))
+}
+
+fn libc_ebadf() -> i32 {
+    rustix::io::Errno::BADF.raw_os_error()
+}

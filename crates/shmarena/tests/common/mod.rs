@@ -133,3 +133,33 @@ pub fn exited_with(status: i32) -> Option<i32> {
 pub fn killed_by(status: i32) -> Option<i32> {
     libc::WIFSIGNALED(status).then(|| libc::WTERMSIG(status))
 }
+
+/// Runs the ignored test `name` of the current test binary in a fresh, single-threaded process
+/// with extra environment variables, and asserts it printed `OK:<name>`.
+pub fn run_isolated(name: &str, envs: &[(&str, String)]) -> String {
+    let mut cmd = std::process::Command::new(std::env::current_exe().unwrap());
+    cmd.args([
+        "--exact",
+        name,
+        "--ignored",
+        "--nocapture",
+        "--test-threads=1",
+    ]);
+    for (k, v) in envs {
+        cmd.env(k, v);
+    }
+    run_checked(&mut cmd, name)
+}
+
+/// Runs a prepared command and asserts it succeeded and printed `OK:<name>`.
+pub fn run_checked(cmd: &mut std::process::Command, name: &str) -> String {
+    let out = cmd.output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success() && stdout.contains(&format!("OK:{name}")),
+        "{name} failed: {}\n{stdout}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}

@@ -1,0 +1,144 @@
+//! The embedded default dataset, generated deterministically: a lexicon of words mapped to
+//! (label, weight), a POD matrix of label centroids, and CSV rows of text to classify.
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+
+/// Number of labels.
+pub const LABELS: usize = 16;
+/// Dimensions of the feature vectors and centroids.
+pub const DIMS: usize = 64;
+/// Label names, for the summary.
+pub const LABEL_NAMES: [&str; LABELS] = [
+    "sports", "politics", "science", "music", "film", "food", "travel", "health", "finance", "tech", "art",
+    "history", "nature", "fashion", "games", "law",
+];
+
+/// The archived part of the classifier: word -> (label, weight).
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub struct Classifier {
+    pub lexicon: HashMap<String, (u16, f32)>,
+}
+
+/// A small, fast, deterministic generator (SplitMix64).
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed)
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next_u64() % n
+    }
+
+    pub fn unit(&mut self) -> f32 {
+        (self.next_u64() >> 40) as f32 / (1u64 << 24) as f32
+    }
+}
+
+const SYLLABLES: [&str; 32] = [
+    "ka", "lo", "mi", "ne", "ru", "sa", "to", "vi", "ze", "po", "qui", "da", "fe", "gu", "hi", "jo", "bra", "cle",
+    "dri", "fro", "glu", "pla", "sto", "tri", "an", "el", "is", "on", "ur", "ex", "ith", "ow",
+];
+
+/// The `i`-th word of the lexicon: distinct for every `i` (a base-32 spelling in syllables).
+pub fn word(i: u64) -> String {
+    let mut w = String::new();
+    let mut n = i + 32; // at least two syllables
+    while n > 0 {
+        w.push_str(SYLLABLES[(n % 32) as usize]);
+        n /= 32;
+    }
+    w
+}
+
+/// The lexicon: `words` distinct words, each with a label and a weight in (0, 1].
+pub fn lexicon(words: u64) -> HashMap<String, (u16, f32)> {
+    let mut rng = Rng::new(0x1e81c0);
+    (0..words)
+        .map(|i| {
+            let label = rng.below(LABELS as u64) as u16;
+            let weight = 0.05 + 0.95 * rng.unit();
+            (word(i), (label, weight))
+        })
+        .collect()
+}
+
+/// The centroid matrix, `LABELS x DIMS`, row-major.
+pub fn fill_centroids(dst: &mut [f32]) {
+    let mut rng = Rng::new(0xce7701d);
+    for x in dst.iter_mut() {
+        *x = rng.unit() * 2.0 - 1.0;
+    }
+}
+
+/// `rows` CSV lines `id,text`, each text 6 to 14 words, about 1 in 10 of them unknown.
+pub fn rows(rows: u64, words: u64) -> Vec<String> {
+    let mut rng = Rng::new(0xda7a);
+    (0..rows)
+        .map(|id| {
+            let mut line = String::with_capacity(96);
+            write!(line, "{id},").expect("write to a String");
+            for k in 0..6 + rng.below(9) {
+                if k > 0 {
+                    line.push(' ');
+                }
+                if rng.below(10) == 0 {
+                    line.push_str("zzunknown");
+                } else {
+                    line.push_str(&word(rng.below(words)));
+                }
+            }
+            line
+        })
+        .collect()
+}
+
+/// A feature vector for a word, hashed into `DIMS` buckets (FNV-1a).
+fn feature_bucket(word: &str) -> usize {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in word.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x100_0000_01b3);
+    }
+    (h % DIMS as u64) as usize
+}
+
+/// Classifies the text of one CSV row: lexicon votes per label, plus the similarity of the row's
+/// hashed bag of words to each label centroid. Returns the label index.
+pub fn classify_text<F>(text: &str, lookup: F, centroids: &[f32]) -> u16
+where
+    F: Fn(&str) -> Option<(u16, f32)>,
+{
+    let mut votes = [0f32; LABELS];
+    let mut features = [0f32; DIMS];
+    for w in text.split_ascii_whitespace() {
+        if let Some((label, weight)) = lookup(w) {
+            votes[usize::from(label) % LABELS] += weight;
+        }
+        features[feature_bucket(w)] += 1.0;
+    }
+    let mut best = (0u16, f32::MIN);
+    for (label, centroid) in centroids.chunks_exact(DIMS).enumerate().take(LABELS) {
+        let sim: f32 = centroid.iter().zip(&features).map(|(c, f)| c * f).sum();
+        let score = votes[label] + 0.01 * sim;
+        if score > best.1 {
+            best = (label as u16, score);
+        }
+    }
+    best.0
+}
+
+/// The text part of a CSV row `id,text`.
+pub fn text_of(row: &str) -> &str {
+    row.split_once(',').map_or(row, |(_, t)| t)
+}
