@@ -20,8 +20,8 @@ const DEFAULT_BYTES: u64 = 512;
 pub(crate) struct DumpArgs {
     /// The arena (see "Naming an arena" in `arena-inspect --help`).
     arena: String,
-    /// The entry's name.
-    entry: String,
+    /// The entry's name (optional when ARENA is a handle string: then the entry it names).
+    entry: Option<String>,
     /// Which part to show: `a..b`, `a..`, `..b`, `..` (all) or `a` (one). In elements for a POD
     /// entry of a primitive type, in bytes otherwise. Default: the first 100 elements, or 512
     /// bytes (for an archived entry the last 512, where rkyv puts the root); `--raw` defaults to
@@ -129,7 +129,25 @@ fn default_hex_window(e: &Entry) -> Range<u64> {
 pub(crate) fn dump(args: &DumpArgs, json: bool, out: &mut dyn Write) -> Result<ExitCode> {
     let loc = crate::locator(&args.arena)?;
     let arena = crate::open(&loc, &args.arena)?;
-    let Some((_, entry)) = arena.layout().find(&args.entry) else {
+    crate::check_handle(&arena, &args.arena)?;
+    let wanted = match (&args.entry, crate::handle_of(&args.arena)) {
+        (Some(name), _) => name.clone(),
+        (None, Some(h)) => arena
+            .layout()
+            .entries
+            .get(h.entry_index() as usize)
+            .map(|e| e.name.clone())
+            .with_context(|| {
+                format!(
+                    "the handle names entry #{}, but {} has only {} entries",
+                    h.entry_index(),
+                    arena.locator(),
+                    arena.layout().entries.len()
+                )
+            })?,
+        (None, None) => bail!("name the entry to dump: arena-inspect dump ARENA ENTRY"),
+    };
+    let Some((_, entry)) = arena.layout().find(&wanted) else {
         let names: Vec<&str> = arena
             .layout()
             .entries
@@ -139,7 +157,7 @@ pub(crate) fn dump(args: &DumpArgs, json: bool, out: &mut dyn Write) -> Result<E
         bail!(
             "{} has no entry {:?}; its entries are: {}",
             args.arena,
-            args.entry,
+            wanted,
             if names.is_empty() {
                 "(none)".to_string()
             } else {

@@ -20,7 +20,7 @@ use serde_json::json;
 
 use shmarena::format::{Entry, Header, FORMAT_VERSION};
 use shmarena::inspect::{self, ArenaStatus, GcOptions};
-use shmarena::{Arena, Locator, OpenOptions};
+use shmarena::{Arena, Locator, OpenOptions, RawHandle};
 
 use output::Table;
 
@@ -32,6 +32,8 @@ Naming an arena (ARENA):
                           or starting with '.'
   shm:NAME, file:PATH, memfd:PID:FD
                           say the backing explicitly
+  shmarena1:...           a handle string (Handle::to_string); `dump` then needs
+                          no ENTRY, and a handle to a replaced arena is refused
 
 Exit status: 0 ok; 1 the arena is corrupt, truncated, not an arena or (verify) not
 sealed; 2 usage error, not found, permission denied or another error.
@@ -46,6 +48,7 @@ Examples:
   arena-inspect dump lexicon weights --range .. --format csv > weights.csv
   arena-inspect dump 812:5 records        hex dump, rkyv root marked
   arena-inspect dump lexicon blob --raw > blob.bin
+  arena-inspect dump \"$HANDLE\"            the entry a handle string names
   arena-inspect who lexicon               which processes map it
   arena-inspect gc --dry-run              what gc would remove, and why it keeps the rest
   arena-inspect gc --prefix myjob-        remove orphans whose names start with myjob-";
@@ -172,8 +175,29 @@ fn run(cli: &Cli, out: &mut dyn Write) -> Result<ExitCode> {
 
 /// Parses an ARENA argument (see `inspect::parse_locator` for the rule).
 pub(crate) fn locator(arg: &str) -> Result<Locator> {
-    // TODO(handle): accept the library's handle strings here once it has a handle type.
     inspect::parse_locator(arg).with_context(|| format!("bad arena name {arg:?}"))
+}
+
+/// The handle an ARENA argument is, if it is one.
+pub(crate) fn handle_of(arg: &str) -> Option<RawHandle> {
+    inspect::is_handle_string(arg)
+        .then(|| arg.parse().ok())
+        .flatten()
+}
+
+/// A handle names an arena id as well as a place: refuse a newer arena at the same place.
+pub(crate) fn check_handle(arena: &Arena, arg: &str) -> Result<()> {
+    if let Some(h) = handle_of(arg) {
+        if h.arena_id() != arena.id() {
+            anyhow::bail!(
+                "stale handle: {} now holds arena {}, but the handle names arena {}",
+                arena.locator(),
+                arena.id(),
+                h.arena_id()
+            );
+        }
+    }
+    Ok(())
 }
 
 /// The spelling of a locator that this tool accepts back.
@@ -415,6 +439,7 @@ fn info(arg: &str, json: bool, out: &mut dyn Write) -> Result<ExitCode> {
         }
         Err(e) => return Err(open_error(e, &loc, arg)),
     };
+    check_handle(&arena, arg)?;
     let layout = arena.layout();
     let header = header_json(&layout.header);
     let entries: Vec<EntryJson> = layout.entries.iter().map(entry_json).collect();
@@ -585,6 +610,7 @@ fn verify(arg: &str, json: bool, out: &mut dyn Write) -> Result<ExitCode> {
         }
         Err(e) => return Err(open_error(e, &loc, arg)),
     };
+    check_handle(&arena, arg)?;
     let bytes = arena.as_bytes();
     let results: Vec<VerifyEntry> = arena
         .layout()

@@ -303,6 +303,57 @@ fn named_arena() {
 }
 
 #[test]
+fn handle_strings() {
+    let scope = Scope::new();
+    let name = scope.name("handles");
+    let build = || {
+        let mut b = ArenaBuilder::new().named(&name).create().unwrap();
+        fill(&mut b);
+        b.seal().unwrap()
+    };
+    let arena = build();
+    let weights = arena.slice_handle::<f32>("weights").unwrap().to_string();
+    let map = arena
+        .handle::<HashMap<String, u32>>("map")
+        .unwrap()
+        .to_string();
+    assert!(weights.starts_with("shmarena1:"), "{weights}");
+
+    // A handle names the arena and, for dump, the entry.
+    let d = run(&["dump", &weights, "--range", "4..6", "--json"])
+        .ok()
+        .json();
+    assert_eq!(
+        (d["entry"].clone(), d["values"].clone()),
+        ("weights".into(), serde_json::json!([1.0, 1.25]))
+    );
+    let hex = run(&["dump", &map]).ok().stdout;
+    assert!(hex.starts_with("entry \"map\""), "{hex}");
+    run(&["dump", &weights, "ids"]).ok();
+    let info = run(&["info", &weights, "--json"]).ok().json();
+    assert_eq!(info["header"]["id"], arena.id().to_string());
+    run(&["verify", &weights]).ok();
+    assert_eq!(
+        run(&["who", &weights, "--json"]).ok().json()[0]["pid"],
+        std::process::id()
+    );
+
+    // A newer arena at the same name is not the one the handle names.
+    drop(arena);
+    let newer = build();
+    for cmd in ["info", "verify", "dump"] {
+        let r = run(&[cmd, &weights]);
+        assert_eq!(r.code, 2, "{cmd}: {}", r.stdout);
+        assert!(r.stderr.contains("stale handle"), "{cmd}: {}", r.stderr);
+    }
+    let r = run(&["info", "shmarena1:nonsense"]);
+    assert_eq!(r.code, 2);
+    assert!(r.stderr.contains("bad handle"), "{}", r.stderr);
+    drop(newer);
+    scope.finish();
+}
+
+#[test]
 fn memfd_arena_by_pid_fd() {
     let scope = Scope::new();
     let mut b = ArenaBuilder::new().create().unwrap();

@@ -39,6 +39,7 @@ use std::time::Duration;
 
 use crate::error::{Error, Result};
 use crate::format::{FormatError, Header, HEADER_LEN};
+use crate::handle::RawHandle;
 use crate::locator::{validate_segment_name, Locator};
 use crate::os;
 
@@ -210,8 +211,8 @@ impl ArenaStatus {
 /// 4. Anything else (`lexicon`, `/lexicon`): a named shared-memory segment, checked with
 ///    [`validate_segment_name`].
 ///
-/// Handle strings are not accepted yet: the library has no handle type. When it gets one, this
-/// is where its string form belongs (TODO(handle)).
+/// Before all of these, a handle string (`shmarena1:...`, see [`RawHandle`]) gives the locator
+/// it carries. Parse it as a [`RawHandle`] too to get the arena id and entry it names.
 ///
 /// ```
 /// use shmarena::{inspect::parse_locator, Locator};
@@ -222,6 +223,13 @@ impl ArenaStatus {
 /// assert!(matches!(parse_locator("file:lex.arena").unwrap(), Locator::File { .. }));
 /// ```
 pub fn parse_locator(s: &str) -> Result<Locator> {
+    if is_handle_string(s) {
+        let handle: RawHandle = s.parse()?;
+        return handle.locator().ok_or_else(|| Error::BadHandle {
+            handle: s.to_owned(),
+            reason: "it names its file by the hash of a long path; give the path instead".into(),
+        });
+    }
     if let Some(name) = s.strip_prefix("shm:") {
         return Ok(Locator::Shm {
             name: validate_segment_name(name)?.to_owned(),
@@ -263,6 +271,13 @@ pub fn parse_locator(s: &str) -> Result<Locator> {
     Ok(Locator::Shm {
         name: validate_segment_name(s)?.to_owned(),
     })
+}
+
+/// Whether `s` looks like a handle string (`shmarena<version>:...`) rather than a locator.
+pub fn is_handle_string(s: &str) -> bool {
+    s.strip_prefix("shmarena")
+        .and_then(|rest| rest.split_once(':'))
+        .is_some_and(|(v, _)| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()))
 }
 
 /// Opens a path read-only for a header read: never blocks (a FIFO in /dev/shm, say) and, unless
@@ -882,7 +897,19 @@ mod tests {
         assert_eq!(parse_locator("./x").unwrap(), file("./x"));
         assert_eq!(parse_locator("file:x").unwrap(), file("x"));
         assert_eq!(parse_locator("file:1:2").unwrap(), file("1:2"));
+        let id = "00112233445566778899aabbccddeeff";
+        assert_eq!(
+            parse_locator(&format!("shmarena1:{id}:0:p:0000000000000001:shm/lex")).unwrap(),
+            shm("lex")
+        );
+        assert_eq!(
+            parse_locator(&format!("shmarena1:{id}:2:a:0000000000000001:memfd/12/5")).unwrap(),
+            Locator::Memfd { pid: 12, fd: 5 }
+        );
+        assert!(is_handle_string("shmarena1:x"));
+        assert!(!is_handle_string("shmarena-x") && !is_handle_string("shmarena:1"));
         for bad in [
+            "shmarena1:zz",
             "",
             "a b",
             "memfd:x",

@@ -42,7 +42,10 @@ fn nospace_child_entry() {
     );
 
     // Sealing with no room left for the table of contents hands the builder back.
-    let mut b = ArenaBuilder::new().named("sa-nospace-toc").create().unwrap();
+    let mut b = ArenaBuilder::new()
+        .named("sa-nospace-toc")
+        .create()
+        .unwrap();
     let mut added = 0;
     loop {
         let name = format!("{added:0>250}");
@@ -58,7 +61,10 @@ fn nospace_child_entry() {
     let b = failed.into_builder().expect("the builder comes back");
     assert_eq!(b.entry_count(), added);
     drop(b);
-    assert!(std::fs::read_dir("/dev/shm").unwrap().next().is_none(), "segment left behind");
+    assert!(
+        std::fs::read_dir("/dev/shm").unwrap().next().is_none(),
+        "segment left behind"
+    );
     println!("NOSPACE-OK");
 }
 
