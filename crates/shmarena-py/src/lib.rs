@@ -167,11 +167,15 @@ impl PyBuilder {
     /// The sealed arena.
     #[getter]
     fn arena(&self, py: Python<'_>) -> PyResult<Py<PyArena>> {
-        self.arena.as_ref().map(|a| a.clone_ref(py)).ok_or_else(|| {
-            PyRuntimeError::new_err(
+        match (&self.arena, &self.inner) {
+            (Some(a), _) => Ok(a.clone_ref(py)),
+            (None, Some(_)) => Err(PyRuntimeError::new_err(
                 "the arena is not sealed yet: leave the `with` block or call seal()",
-            )
-        })
+            )),
+            (None, None) => Err(PyRuntimeError::new_err(
+                "this builder was discarded (its block raised an error)",
+            )),
+        }
     }
 
     /// Entries added so far.
@@ -272,6 +276,17 @@ fn _attached_count() -> usize {
     handle::cache_len()
 }
 
+/// Ids (hex) of the arenas in this process's attach cache.
+#[pyfunction]
+fn _attached_ids() -> Vec<String> {
+    let mut ids: Vec<String> = handle::cached()
+        .iter()
+        .map(|s| s.arena.id().to_string())
+        .collect();
+    ids.sort();
+    ids
+}
+
 /// Unlinks the names of named arenas this process built (registered with `atexit`).
 #[pyfunction]
 fn _close_owned() -> PyResult<()> {
@@ -298,6 +313,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(_restore, m)?)?;
     m.add_function(wrap_pyfunction!(_attached_count, m)?)?;
     m.add_function(wrap_pyfunction!(_close_owned, m)?)?;
+    m.add_function(wrap_pyfunction!(_attached_ids, m)?)?;
     m.add("ShmarenaError", py.get_type::<ShmarenaError>())?;
     m.add("StaleHandleError", py.get_type::<StaleHandleError>())?;
     m.add("BadHandleError", py.get_type::<BadHandleError>())?;

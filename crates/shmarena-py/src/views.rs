@@ -638,7 +638,7 @@ impl MapIter {
 }
 
 /// A read-only `collections.abc.Sequence` over an archived list or tuple, with lazy slicing.
-#[pyclass(frozen, module = "shmarena", name = "ListView")]
+#[pyclass(frozen, sequence, module = "shmarena", name = "ListView")]
 pub(crate) struct ListView {
     root: Arc<Root>,
     path: Vec<u32>,

@@ -46,6 +46,7 @@ __all__ = [
     "ShmarenaError",
     "StaleHandleError",
     "attached_count",
+    "attached_ids",
     "build",
     "open",
 ]
@@ -100,9 +101,11 @@ def _prepare_array(array: _np.ndarray) -> tuple[str, tuple[int, ...], memoryview
         )
     if not dt.isnative:
         array = array.astype(dt.newbyteorder("="))
-    array = _np.ascontiguousarray(array)
+    shape = tuple(int(d) for d in array.shape)
+    if not array.flags.c_contiguous:
+        array = array.copy(order="C")
     flat = array.reshape(-1).view(_np.uint8)
-    return array.dtype.str, tuple(int(d) for d in array.shape), memoryview(flat)
+    return array.dtype.str, shape, memoryview(flat)
 
 
 def _copy_array(array: _np.ndarray) -> _np.ndarray:
@@ -118,6 +121,11 @@ def _restore(handle: bytes):
 def attached_count() -> int:
     """Number of arenas this process has attached (or built) and keeps in its cache."""
     return _native._attached_count()
+
+
+def attached_ids() -> list[str]:
+    """Ids of the arenas in this process's attach cache (sorted)."""
+    return _native._attached_ids()
 
 
 atexit.register(_native._close_owned)
