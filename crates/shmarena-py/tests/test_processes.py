@@ -225,3 +225,20 @@ def test_whole_run_leaves_nothing_and_warns_nothing(tmp_path):
     assert "leaked" not in out.stderr, out.stderr
     assert "Warning" not in out.stderr, out.stderr
     assert not os.path.exists(f"/dev/shm/{name}"), "the owner's exit did not remove the name"
+
+
+def test_classify_example_runs():
+    example = os.path.join(HERE, "..", "..", "..", "examples", "python", "classify.py")
+    if not os.path.exists(example):
+        pytest.skip("examples/python/classify.py is not in this checkout")
+    out = subprocess.run(
+        [sys.executable, "-W", "always", example, "--rows", "3000"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert [ln.split(":")[0].strip() for ln in lines[:3]] == ["fork", "forkserver", "spawn"]
+    assert all("3000 rows" in ln for ln in lines[:3])
+    assert "Warning" not in out.stderr, out.stderr
