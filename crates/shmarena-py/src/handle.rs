@@ -17,7 +17,7 @@
 use std::collections::HashMap;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 
 use pyo3::prelude::*;
 use shmarena::{ArenaId, Locator};
@@ -201,22 +201,48 @@ impl Handle {
     }
 }
 
+/// How the cache holds an arena.
+enum Held {
+    /// Attached from a handle: kept for the life of the process, so a worker attaches once
+    /// however many tasks come and go.
+    Attached(Arc<ArenaState>),
+    /// Built or opened here: the cache does not keep it alive; when the last Python object
+    /// using it goes, the memfd is freed (or the name unlinked) and handles to it go stale.
+    Local(Weak<ArenaState>),
+}
+
+impl Held {
+    fn get(&self) -> Option<Arc<ArenaState>> {
+        match self {
+            Held::Attached(s) => Some(s.clone()),
+            Held::Local(w) => w.upgrade(),
+        }
+    }
+}
+
 /// Arenas attached (or built) in this process, by id. A fork child inherits the map together
 /// with the mappings it points to, so it attaches nothing again.
-static CACHE: Mutex<Option<HashMap<ArenaId, Arc<ArenaState>>>> = Mutex::new(None);
+static CACHE: Mutex<Option<HashMap<ArenaId, Held>>> = Mutex::new(None);
 
-fn with_cache<R>(f: impl FnOnce(&mut HashMap<ArenaId, Arc<ArenaState>>) -> R) -> R {
+fn with_cache<R>(f: impl FnOnce(&mut HashMap<ArenaId, Held>) -> R) -> R {
     // Every caller holds the GIL and never releases it inside `f`, so no thread can hold the
     // lock while another thread forks; a poisoned lock still holds a consistent map.
     let mut guard = CACHE.lock().unwrap_or_else(|e| e.into_inner());
-    f(guard.get_or_insert_with(HashMap::new))
+    let cache = guard.get_or_insert_with(HashMap::new);
+    cache.retain(|_, h| !matches!(h, Held::Local(w) if w.strong_count() == 0));
+    f(cache)
 }
 
-/// Registers an arena this process built or opened.
-pub(crate) fn remember(state: &Arc<ArenaState>) {
+/// Registers an arena this process built or opened by name or path (held weakly), and
+/// returns the one to use: an arena already cached under the same id wins.
+pub(crate) fn remember(state: Arc<ArenaState>) -> Arc<ArenaState> {
     with_cache(|c| {
-        c.entry(state.arena.id()).or_insert_with(|| state.clone());
-    });
+        if let Some(s) = c.get(&state.arena.id()).and_then(Held::get) {
+            return s;
+        }
+        c.insert(state.arena.id(), Held::Local(Arc::downgrade(&state)));
+        state
+    })
 }
 
 /// Forgets an arena (after `close`).
@@ -226,21 +252,16 @@ pub(crate) fn forget(id: ArenaId) {
     });
 }
 
-/// Every arena this process holds in its cache.
+/// Every live arena in this process's cache.
 pub(crate) fn cached() -> Vec<Arc<ArenaState>> {
-    with_cache(|c| c.values().cloned().collect())
-}
-
-/// Number of arenas attached in this process (for tests).
-pub(crate) fn cache_len() -> usize {
-    with_cache(|c| c.len())
+    with_cache(|c| c.values().filter_map(Held::get).collect())
 }
 
 /// The arena a handle names: from the cache, or opened once and cached.
 pub(crate) fn attach(h: &Handle) -> PyResult<Arc<ArenaState>> {
     with_cache(|c| {
-        if let Some(s) = c.get(&h.id) {
-            return Ok(s.clone());
+        if let Some(s) = c.get(&h.id).and_then(Held::get) {
+            return Ok(s);
         }
         let arena = shmarena::Arena::open(&h.locator).map_err(|e| match e {
             shmarena::Error::NotFound { .. }
@@ -262,7 +283,7 @@ pub(crate) fn attach(h: &Handle) -> PyResult<Arc<ArenaState>> {
             )));
         }
         let state = Arc::new(ArenaState::new(arena, false));
-        c.insert(h.id, state.clone());
+        c.insert(h.id, Held::Attached(state.clone()));
         Ok(state)
     })
 }

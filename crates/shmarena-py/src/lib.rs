@@ -152,8 +152,7 @@ impl PyBuilder {
                 return Err(err);
             }
         };
-        let state = Arc::new(ArenaState::new(arena, true));
-        handle::remember(&state);
+        let state = handle::remember(Arc::new(ArenaState::new(arena, true)));
         let a = Py::new(py, PyArena { state })?;
         self.arena = Some(a.clone_ref(py));
         Ok(a)
@@ -253,12 +252,7 @@ fn open(py: Python<'_>, name: Option<String>, path: Option<PathBuf>) -> PyResult
         _ => return Err(PyValueError::new_err("give exactly one of name= or path=")),
     }
     .map_err(lib_err)?;
-    let state = Arc::new(ArenaState::new(arena, false));
-    handle::remember(&state);
-    let state = handle::cached()
-        .into_iter()
-        .find(|s| s.arena.id() == state.arena.id())
-        .unwrap_or(state);
+    let state = handle::remember(Arc::new(ArenaState::new(arena, false)));
     Ok(PyArena { state })
 }
 
@@ -270,10 +264,10 @@ fn _restore(py: Python<'_>, handle: &Bound<'_, PyBytes>) -> PyResult<Py<PyAny>> 
     state.resolve(py, &h)
 }
 
-/// Number of arenas in this process's attach cache.
+/// Number of live arenas in this process's attach cache.
 #[pyfunction]
 fn _attached_count() -> usize {
-    handle::cache_len()
+    handle::cached().len()
 }
 
 /// Ids (hex) of the arenas in this process's attach cache.

@@ -981,6 +981,17 @@ impl PyArena {
         Ok(false)
     }
 
+    fn __eq__(&self, other: &Bound<'_, PyAny>) -> bool {
+        other
+            .cast::<PyArena>()
+            .is_ok_and(|o| o.get().state.arena.id() == self.state.arena.id())
+    }
+
+    fn __hash__(&self) -> u64 {
+        let id = self.state.arena.id().to_bytes();
+        u64::from_le_bytes([id[0], id[1], id[2], id[3], id[4], id[5], id[6], id[7]])
+    }
+
     fn __repr__(&self) -> String {
         format!(
             "<shmarena.Arena {} at {}, {} entries, {} bytes>",

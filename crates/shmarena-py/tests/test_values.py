@@ -5,6 +5,7 @@ from __future__ import annotations
 import collections.abc as abc
 import itertools
 import math
+import os
 import pickle
 import random
 
@@ -418,3 +419,40 @@ def test_forged_paths_raise_not_crash(closing):
     forged = handle[:-3] + bytes([1, 9, 0])
     with pytest.raises(shmarena.ShmarenaError, match="no container"):
         shmarena._restore(forged)
+
+
+def _memfds():
+    n = 0
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            if os.readlink(f"/proc/self/fd/{fd}").startswith("/memfd:shmarena"):
+                n += 1
+        except OSError:
+            pass
+    return n
+
+
+def test_dropped_arenas_are_freed_without_close():
+    import gc
+
+    gc.collect()
+    before = _memfds()
+    for i in range(30):
+        with shmarena.build() as b:
+            b.put("v", {"i": i})
+        view = b.arena["v"]
+        assert pickle.loads(pickle.dumps(view))["i"] == i
+        del b, view
+    gc.collect()
+    assert _memfds() == before
+
+
+def test_arena_identity(closing):
+    arena = build(closing, v=1)
+    again = pickle.loads(pickle.dumps(arena))
+    assert again == arena and hash(again) == hash(arena) and again is not arena
+    views = build(closing, m={"a": [1]})
+    with pytest.raises(TypeError):
+        hash(views["m"])  # views are unhashable, like dict and list
+    with pytest.raises(TypeError):
+        hash(views["m"]["a"])
