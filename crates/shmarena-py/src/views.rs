@@ -172,7 +172,7 @@ impl ArenaState {
         match entry.kind {
             Kind::Archived => {
                 let root = self.root(name)?;
-                node_to_py(py, &root, &root.view, &[])
+                node_to_py(py, &root, &root.view, &[], None)
             }
             Kind::Pod | Kind::Bytes => {
                 let (dtype, shape) = match self.arrays().get(name) {
@@ -243,7 +243,7 @@ impl ArenaState {
             )?
             .into_py_any(py),
             (_, Some(_)) => Err(bad_path(&root, &h.path)),
-            (node, None) => node_to_py(py, &root, node, &h.path),
+            (node, None) => node_to_py(py, &root, node, &h.path, None),
         }
     }
 }
@@ -309,8 +309,16 @@ fn node_to_py(
     py: Python<'_>,
     root: &Arc<Root>,
     node: &ArchivedValue,
-    path: &[u32],
+    parent: &[u32],
+    last: Option<usize>,
 ) -> PyResult<Py<PyAny>> {
+    // The node's path, built only for the nodes that keep one (containers and arrays).
+    let path = || {
+        let mut p = Vec::with_capacity(parent.len() + 1);
+        p.extend_from_slice(parent);
+        p.extend(last.map(|i| i as u32));
+        p
+    };
     match node {
         ArchivedValue::None => Ok(py.None()),
         ArchivedValue::Bool(b) => b.into_py_any(py),
@@ -322,7 +330,7 @@ fn node_to_py(
             py,
             MapView {
                 root: root.clone(),
-                path: path.to_vec(),
+                path: path(),
             },
         )?
         .into_py_any(py),
@@ -330,7 +338,7 @@ fn node_to_py(
             py,
             ListView {
                 root: root.clone(),
-                path: path.to_vec(),
+                path: path(),
                 slice: None,
             },
         )?
@@ -347,7 +355,7 @@ fn node_to_py(
                 data.len(),
                 a.dtype.as_str(),
                 &shape,
-                root.handle(path, None).encode(),
+                root.handle(&path(), None).encode(),
             )
         }
     }
@@ -395,10 +403,10 @@ fn node_to_python(
                     .getattr("_copy_array")
                     .map(Bound::unbind)
             })?;
-            let view = node_to_py(py, root, node, path)?;
+            let view = node_to_py(py, root, node, path, None)?;
             copy.bind(py).call1((view,)).map(Bound::unbind)
         }
-        other => node_to_py(py, root, other, path),
+        other => node_to_py(py, root, other, path, None),
     }
 }
 
@@ -460,19 +468,13 @@ impl MapView {
         })
         .flatten())
     }
-
-    fn child(&self, i: usize) -> Vec<u32> {
-        let mut p = self.path.clone();
-        p.push(i as u32);
-        p
-    }
 }
 
 #[pymethods]
 impl MapView {
     fn __getitem__(&self, py: Python<'_>, key: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
         match self.find(key)? {
-            Some((i, v)) => node_to_py(py, &self.root, v, &self.child(i)),
+            Some((i, v)) => node_to_py(py, &self.root, v, &self.path, Some(i)),
             None => Err(PyKeyError::new_err(key.clone().unbind())),
         }
     }
@@ -485,7 +487,7 @@ impl MapView {
         default: Option<Py<PyAny>>,
     ) -> PyResult<Py<PyAny>> {
         match self.find(key)? {
-            Some((i, v)) => node_to_py(py, &self.root, v, &self.child(i)),
+            Some((i, v)) => node_to_py(py, &self.root, v, &self.path, Some(i)),
             None => Ok(default.unwrap_or_else(|| py.None())),
         }
     }
@@ -620,14 +622,14 @@ impl MapIter {
         let Some((k, v)) = m.get_index(i) else {
             return Ok(None);
         };
-        let mut child = self.path.clone();
-        child.push(i as u32);
         let out = match self.what {
             IterWhat::Keys => key_to_py(py, k)?,
-            IterWhat::Values => node_to_py(py, &self.root, v, &child)?,
-            IterWhat::Items => {
-                (key_to_py(py, k)?, node_to_py(py, &self.root, v, &child)?).into_py_any(py)?
-            }
+            IterWhat::Values => node_to_py(py, &self.root, v, &self.path, Some(i))?,
+            IterWhat::Items => (
+                key_to_py(py, k)?,
+                node_to_py(py, &self.root, v, &self.path, Some(i))?,
+            )
+                .into_py_any(py)?,
         };
         Ok(Some(out))
     }
@@ -676,9 +678,7 @@ impl ListView {
             .underlying(s, i)
             .filter(|j| *j < items.len())
             .ok_or_else(|| bad_path(&self.root, &self.path))?;
-        let mut child = self.path.clone();
-        child.push(j as u32);
-        node_to_py(py, &self.root, &items[j], &child)
+        node_to_py(py, &self.root, &items[j], &self.path, Some(j))
     }
 }
 
@@ -689,7 +689,24 @@ impl ListView {
     }
 
     fn __getitem__(&self, py: Python<'_>, index: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
-        let s = self.sel()?;
+        let (items, _) = self.items()?;
+        let s = self.slice.unwrap_or(Slice {
+            start: 0,
+            step: 1,
+            len: items.len(),
+        });
+        if let Ok(i) = index.extract::<isize>() {
+            let n = s.len as isize;
+            let i = if i < 0 { i + n } else { i };
+            if i < 0 || i >= n {
+                return Err(PyIndexError::new_err("ListView index out of range"));
+            }
+            let j = self
+                .underlying(s, i as usize)
+                .filter(|j| *j < items.len())
+                .ok_or_else(|| bad_path(&self.root, &self.path))?;
+            return node_to_py(py, &self.root, &items[j], &self.path, Some(j));
+        }
         if let Ok(sl) = index.cast::<PySlice>() {
             let ix = sl.indices(s.len as isize)?;
             let len = ix.slicelength;
@@ -713,26 +730,19 @@ impl ListView {
             )?
             .into_py_any(py);
         }
-        let i: isize = index
-            .call_method0("__index__")
-            .map_err(|_| {
-                PyTypeError::new_err(format!(
-                    "ListView indices must be integers or slices, not {}",
-                    index
-                        .get_type()
-                        .name()
-                        .map(|n| n.to_string())
-                        .unwrap_or_default()
-                ))
-            })?
-            .extract()
-            .map_err(|_| PyIndexError::new_err("ListView index out of range"))?;
-        let n = s.len as isize;
-        let i = if i < 0 { i + n } else { i };
-        if i < 0 || i >= n {
-            return Err(PyIndexError::new_err("ListView index out of range"));
+        if index.cast::<PyInt>().is_ok() {
+            return Err(PyIndexError::new_err(
+                "cannot fit the index into an index-sized integer",
+            ));
         }
-        self.element(py, s, i as usize)
+        Err(PyTypeError::new_err(format!(
+            "ListView indices must be integers or slices, not {}",
+            index
+                .get_type()
+                .name()
+                .map(|n| n.to_string())
+                .unwrap_or_default()
+        )))
     }
 
     fn __iter__(&self) -> PyResult<ListIter> {
