@@ -88,7 +88,9 @@ impl PyBuilder {
     fn put(&mut self, py: Python<'_>, name: &str, value: &Bound<'_, PyAny>) -> PyResult<()> {
         Self::check_name(name)?;
         let v = Converter::new(py)?.convert(value)?;
-        self.builder()?.put(name, &v).map_err(lib_err)
+        let b = self.builder()?;
+        // Archiving touches only Rust data: let other Python threads run meanwhile.
+        py.detach(|| b.put(name, &v)).map_err(lib_err)
     }
 
     /// Stores a numpy array of any numeric dtype as entry `name`: its bytes in a 64-byte aligned

@@ -72,6 +72,20 @@ def test_each_worker_attaches_once(method, closing):
     assert {len_ for _, _, len_ in views} == {len(lex), 2, len(arena)}
 
 
+@pytest.mark.parametrize("method", METHODS)
+def test_worker_arrays_are_the_shared_read_only_mapping(method, closing):
+    with shmarena.build() as b:
+        b.put_array("top", np.arange(1000, dtype=np.float64))
+        b.put("nested", {"a": [np.arange(10, dtype=np.int32)]})
+    closing(b.arena)
+    arrays = [b.arena["top"], b.arena["nested"]["a"][0]]
+    with mp.get_context(method).Pool(1) as pool:
+        got = pool.map(workers.mapping_of, arrays)
+    for perms, path in got:
+        assert perms == "r--s", perms  # read-only, shared: the worker copied nothing
+        assert path.startswith("/memfd:shmarena"), path
+
+
 def test_fork_children_reuse_the_parents_mapping(closing):
     arena, _ = make_arena(closing)
     parent_ids = shmarena.attached_ids()

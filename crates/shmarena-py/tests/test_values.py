@@ -137,7 +137,7 @@ def random_tree(rng: random.Random, depth: int = 0):
     return items if kind == 1 else tuple(items)
 
 
-@pytest.mark.parametrize("seed", range(40))
+@pytest.mark.parametrize("seed", range(100))
 def test_random_trees_round_trip(seed, closing):
     rng = random.Random(seed)
     tree = {"root": random_tree(rng), "list": [random_tree(rng) for _ in range(3)]}
