@@ -256,3 +256,21 @@ def test_classify_example_runs():
     assert [ln.split(":")[0].strip() for ln in lines[:3]] == ["fork", "forkserver", "spawn"]
     assert all("3000 rows" in ln for ln in lines[:3])
     assert "Warning" not in out.stderr, out.stderr
+
+
+def test_unrelated_process_opens_a_named_arena(closing, shm_name):
+    arena, lexicon = make_arena(closing, name=shm_name)
+    code = textwrap.dedent(
+        f"""
+        import shmarena
+        a = shmarena.open(name={shm_name!r})
+        assert not a.owner
+        print(a["lexicon"]["w7"].to_python(), a["centroids"].shape)
+        a.close()  # not the owner: must not remove the name
+        """
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split("(", 1)[1].startswith(repr(lexicon["w7"])[1:])
+    assert os.path.exists(f"/dev/shm/{shm_name}")
+    arena.close()

@@ -85,7 +85,10 @@ class SharedArray(_np.ndarray):
 
 def _make_array(buffer: object, dtype: str, shape: tuple[int, ...], handle: bytes) -> SharedArray:
     """Called from Rust: a read-only array over ``buffer`` (an ArenaBuffer)."""
-    flat = _np.frombuffer(buffer, dtype=_np.dtype(dtype))  # type: ignore[call-overload]
+    dt = _np.dtype(dtype)
+    if dt.hasobject or dt.kind not in _KINDS:
+        raise ShmarenaError(f"the arena records dtype {dtype!r}, which shmarena never stores")
+    flat = _np.frombuffer(buffer, dtype=dt)  # type: ignore[call-overload]
     arr = flat.reshape(shape).view(SharedArray)
     arr._shmarena_handle = handle
     return arr
