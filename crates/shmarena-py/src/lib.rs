@@ -287,7 +287,7 @@ fn _attached_ids() -> Vec<String> {
 #[pyfunction]
 fn _close_owned() -> PyResult<()> {
     for s in handle::cached() {
-        if s.owner {
+        if s.is_owner() {
             close_state(&s)?;
         }
     }

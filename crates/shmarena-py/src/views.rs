@@ -66,20 +66,27 @@ impl Root {
 /// dtype/shape of arrays stored with `put_array`.
 pub(crate) struct ArenaState {
     pub(crate) arena: shmarena::Arena,
-    /// Whether this process built the arena (and so unlinks a named one on close or exit).
-    pub(crate) owner: bool,
+    /// The process that built the arena (and so unlinks a named one on close or exit); a fork
+    /// child inherits this state but is not the owner.
+    owner_pid: Option<u32>,
     roots: Mutex<HashMap<String, Arc<Root>>>,
     arrays: OnceLock<HashMap<String, (String, Vec<usize>)>>,
 }
 
 impl ArenaState {
     pub(crate) fn new(arena: shmarena::Arena, owner: bool) -> ArenaState {
+        let owner_pid = owner.then(std::process::id);
         ArenaState {
             arena,
-            owner,
+            owner_pid,
             roots: Mutex::new(HashMap::new()),
             arrays: OnceLock::new(),
         }
+    }
+
+    /// Whether this process built the arena.
+    pub(crate) fn is_owner(&self) -> bool {
+        self.owner_pid == Some(std::process::id())
     }
 
     fn what(&self) -> String {
@@ -962,7 +969,7 @@ impl PyArena {
     /// Whether this process built the arena.
     #[getter]
     fn owner(&self) -> bool {
-        self.state.owner
+        self.state.is_owner()
     }
 
     /// Checks every entry against its checksum (reads the whole arena).
@@ -1023,7 +1030,7 @@ impl PyArena {
 /// Unlinks the name of a named arena this process built, and forgets the arena.
 pub(crate) fn close_state(state: &ArenaState) -> PyResult<()> {
     handle::forget(state.arena.id());
-    if state.owner {
+    if state.is_owner() {
         state.arena.unlink().map_err(lib_err)?;
     }
     Ok(())

@@ -274,3 +274,10 @@ def test_unrelated_process_opens_a_named_arena(closing, shm_name):
     assert out.stdout.split("(", 1)[1].startswith(repr(lexicon["w7"])[1:])
     assert os.path.exists(f"/dev/shm/{shm_name}")
     arena.close()
+
+
+def test_fork_child_is_not_the_owner(closing):
+    arena, _ = make_arena(closing)
+    with mp.get_context("fork").Pool(1) as pool:
+        assert pool.apply(getattr, (arena, "owner")) is False
+    assert arena.owner is True
