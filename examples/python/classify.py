@@ -106,8 +106,8 @@ def main() -> None:
             write_sample(data_file, args.rows, spec["n_words"])
         methods = [args.method] if args.method else ["fork", "forkserver", "spawn"]
         for method in methods:
-            by = collections.Counter()
-            labels = collections.Counter()
+            by: collections.Counter[str] = collections.Counter()
+            labels: collections.Counter[str] = collections.Counter()
             for _id, label, how in classify(spec, data_file, method):
                 by[how] += 1
                 labels[label] += 1

@@ -108,7 +108,7 @@ def _prepare_array(array: _np.ndarray) -> tuple[str, tuple[int, ...], memoryview
     if not array.flags.c_contiguous:
         array = array.copy(order="C")
     flat = array.reshape(-1).view(_np.uint8)
-    return array.dtype.str, shape, memoryview(flat)
+    return array.dtype.str, shape, memoryview(flat)  # type: ignore[arg-type]
 
 
 def _copy_array(array: _np.ndarray) -> _np.ndarray:
