@@ -40,5 +40,9 @@ pub(crate) fn chain(e: &dyn std::error::Error) -> String {
 
 /// A library error as a Python `ShmarenaError`.
 pub(crate) fn lib_err(e: shmarena::Error) -> PyErr {
-    ShmarenaError::new_err(chain(&e))
+    match e {
+        shmarena::Error::StaleHandle { .. } => StaleHandleError::new_err(chain(&e)),
+        shmarena::Error::BadHandle { .. } => BadHandleError::new_err(chain(&e)),
+        _ => ShmarenaError::new_err(chain(&e)),
+    }
 }

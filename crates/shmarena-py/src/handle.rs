@@ -263,16 +263,15 @@ pub(crate) fn attach(h: &Handle) -> PyResult<Arc<ArenaState>> {
         if let Some(s) = c.get(&h.id).and_then(Held::get) {
             return Ok(s);
         }
+        // As the library's own handles do: anything but a permission or I/O failure means the
+        // arena the handle names is no longer there.
         let arena = shmarena::Arena::open(&h.locator).map_err(|e| match e {
-            shmarena::Error::NotFound { .. }
-            | shmarena::Error::NotAnArena { .. }
-            | shmarena::Error::Truncated { .. }
-            | shmarena::Error::StillBuilding { .. } => StaleHandleError::new_err(format!(
+            shmarena::Error::PermissionDenied { .. } | shmarena::Error::Io { .. } => lib_err(e),
+            other => StaleHandleError::new_err(format!(
                 "arena {} is gone: {}: the process that built it exited or closed it",
                 h.id,
-                crate::errors::chain(&e)
+                crate::errors::chain(&other)
             )),
-            other => lib_err(other),
         })?;
         if arena.id() != h.id {
             return Err(StaleHandleError::new_err(format!(
