@@ -11,8 +11,12 @@
 //! | path: count, then positions inside the value (LEB128 each) | 1 + … |
 //! | list slice: 0, or 1 + start + zigzag step + length (LEB128 each) | 1 or 4 + … |
 //!
-//! When `shmarena::Handle` lands in the library, only `encode`/`decode` here need to change:
-//! the rest of the crate sees [`Handle`].
+//! Why not the library's `shmarena::RawHandle`: it is a fixed 64 bytes naming one entry by
+//! index, so a pickled view would take about 110 bytes with the path and slice added (the
+//! target is under 100), and it cannot name the arena itself. Switching over needs changes only
+//! here: `encode`/`decode` for the bytes, and `attach` for the cache (the library's cache holds
+//! arenas built in this process weakly and attached ones strongly, as this one does); the rest
+//! of the crate sees [`Handle`].
 
 use std::collections::HashMap;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
