@@ -48,8 +48,7 @@ __all__ = [
     "attached_count",
     "attached_ids",
     "build",
-    "open",
-]
+]  # `open` is left out so that `from shmarena import *` does not shadow the builtin
 
 _abc.Mapping.register(MapView)
 _abc.Sequence.register(ListView)
