@@ -281,3 +281,39 @@ def test_fork_child_is_not_the_owner(closing):
     with mp.get_context("fork").Pool(1) as pool:
         assert pool.apply(getattr, (arena, "owner")) is False
     assert arena.owner is True
+
+
+@pytest.mark.parametrize("method", ["fork", "spawn"])
+def test_parent_reads_an_arena_a_child_built(method):
+    ctx = mp.get_context(method)
+    recv, send = ctx.Pipe(duplex=False)
+    done = ctx.Event()
+    p = ctx.Process(target=workers.build_send_and_wait, args=(send, done))
+    p.start()
+    try:
+        view = pickle.loads(recv.recv())
+        assert view["from"] == "child" and view["pid"] == p.pid
+        assert view["arr"].tolist() == [0.0, 1.0, 2.0, 3.0, 4.0]
+    finally:
+        done.set()
+        p.join(60)
+    assert p.exitcode == 0
+    # Attached here, so the mapping outlives the child that built it.
+    assert view["arr"].sum() == 10.0
+
+
+def test_threads_read_views_concurrently(closing):
+    arena, lexicon = make_arena(closing)
+    lex, arr = arena["lexicon"], arena["centroids"]
+    words = list(lexicon)
+
+    def work(seed):
+        rng = np.random.default_rng(seed)
+        for i in rng.integers(len(words), size=2000):
+            w = words[i]
+            assert lex[w].to_python() == lexicon[w]
+        return float(arr.sum())
+
+    with cf.ThreadPoolExecutor(8) as ex:
+        sums = list(ex.map(work, range(16)))
+    assert len(set(sums)) == 1

@@ -71,3 +71,14 @@ def mapping_of(arr):
             if lo <= addr < hi:
                 return fields[1], fields[5].strip() if len(fields) > 5 else ""
     return None
+
+
+def build_send_and_wait(conn, done):
+    """Builds an arena in this (child) process, sends a pickled view, and keeps it alive until
+    the parent has read it."""
+    import pickle
+
+    with shmarena.build() as b:
+        b.put("v", {"from": "child", "pid": os.getpid(), "arr": np.arange(5.0)})
+    conn.send(pickle.dumps(b.arena["v"]))
+    done.wait(60)
