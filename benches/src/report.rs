@@ -175,7 +175,7 @@ pub fn tables(measurements: &[Measurement]) -> String {
     }
     let mut out = String::new();
     for (group, rows) in groups {
-        let _ = writeln!(out, "#### `{group}`\n");
+        let _ = writeln!(out, "### `{group}`\n");
         let _ = writeln!(
             out,
             "| size | variant | median | spread (MAD) | throughput | time ÷ baseline |"
