@@ -257,6 +257,208 @@ pub fn ab_table_from(path: &Path) -> Result<Option<String>> {
     ab_table(&read_json(path)?).map(Some)
 }
 
+/// One line of a chart: a label and its (x, y) points.
+pub type Series = (String, Vec<(f64, f64)>);
+
+/// A small line chart as a standalone SVG document: x on a log-2 axis (labelled with
+/// [`fmt_size`]-style sizes), y linear from 0, one coloured line with points per series, and a
+/// legend. Hand-written so the report needs no plotting dependency.
+pub fn svg_line_chart(title: &str, y_label: &str, series: &[Series]) -> String {
+    const W: f64 = 720.0;
+    const H: f64 = 420.0;
+    const L: f64 = 70.0;
+    const R: f64 = 230.0;
+    const T: f64 = 40.0;
+    const B: f64 = 50.0;
+    const COLORS: [&str; 8] = [
+        "#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#7f7f7f",
+    ];
+    let points = series.iter().flat_map(|(_, p)| p.iter());
+    let (mut x0, mut x1, mut y1) = (f64::INFINITY, f64::NEG_INFINITY, 0.0f64);
+    for &(x, y) in points {
+        x0 = x0.min(x.log2());
+        x1 = x1.max(x.log2());
+        y1 = y1.max(y);
+    }
+    if !x0.is_finite() || x1 <= x0 {
+        x0 = 0.0;
+        x1 = 1.0;
+    }
+    let y1 = nice_ceiling(y1.max(1e-9));
+    let px = |x: f64| L + (x.log2() - x0) / (x1 - x0) * (W - L - R);
+    let py = |y: f64| H - B - y / y1 * (H - T - B);
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" viewBox="0 0 {W} {H}" font-family="sans-serif" font-size="12">"#
+    );
+    let _ = writeln!(out, r#"<rect width="{W}" height="{H}" fill="white"/>"#);
+    let _ = writeln!(
+        out,
+        r#"<text x="{}" y="22" text-anchor="middle" font-size="15">{}</text>"#,
+        (L + W - R) / 2.0,
+        xml(title)
+    );
+    // Axes, grid and ticks.
+    for i in 0..=5 {
+        let y = y1 * f64::from(i) / 5.0;
+        let _ = writeln!(
+            out,
+            r##"<line x1="{L}" x2="{}" y1="{:.1}" y2="{:.1}" stroke="#ddd"/><text x="{}" y="{:.1}" text-anchor="end">{}</text>"##,
+            W - R,
+            py(y),
+            py(y),
+            L - 6.0,
+            py(y) + 4.0,
+            trim_float(y)
+        );
+    }
+    let mut xs: Vec<f64> = series
+        .iter()
+        .flat_map(|(_, p)| p.iter().map(|&(x, _)| x))
+        .collect();
+    xs.sort_by(f64::total_cmp);
+    xs.dedup();
+    for x in xs {
+        let _ = writeln!(
+            out,
+            r##"<line x1="{:.1}" x2="{:.1}" y1="{T}" y2="{}" stroke="#eee"/><text x="{:.1}" y="{}" text-anchor="middle">{}</text>"##,
+            px(x),
+            px(x),
+            H - B,
+            px(x),
+            H - B + 16.0,
+            size_text(x)
+        );
+    }
+    let _ = writeln!(
+        out,
+        r##"<line x1="{L}" x2="{L}" y1="{T}" y2="{}" stroke="#333"/><line x1="{L}" x2="{}" y1="{}" y2="{}" stroke="#333"/>"##,
+        H - B,
+        W - R,
+        H - B,
+        H - B
+    );
+    let _ = writeln!(
+        out,
+        r#"<text transform="translate(18 {:.1}) rotate(-90)" text-anchor="middle">{}</text>"#,
+        (T + H - B) / 2.0,
+        xml(y_label)
+    );
+    let _ = writeln!(
+        out,
+        r#"<text x="{:.1}" y="{}" text-anchor="middle">arena size (log scale)</text>"#,
+        (L + W - R) / 2.0,
+        H - 10.0
+    );
+    // Lines, points and legend.
+    for (i, (label, pts)) in series.iter().enumerate() {
+        let color = COLORS[i % COLORS.len()];
+        let path: Vec<String> = pts
+            .iter()
+            .map(|&(x, y)| format!("{:.1},{:.1}", px(x), py(y)))
+            .collect();
+        let _ = writeln!(
+            out,
+            r#"<polyline points="{}" fill="none" stroke="{color}" stroke-width="2"/>"#,
+            path.join(" ")
+        );
+        for &(x, y) in pts {
+            let _ = writeln!(
+                out,
+                r#"<circle cx="{:.1}" cy="{:.1}" r="3" fill="{color}"/>"#,
+                px(x),
+                py(y)
+            );
+        }
+        let ly = T + 10.0 + 20.0 * i as f64;
+        let _ = writeln!(
+            out,
+            r#"<line x1="{}" x2="{}" y1="{ly}" y2="{ly}" stroke="{color}" stroke-width="2"/><text x="{}" y="{}">{}</text>"#,
+            W - R + 12.0,
+            W - R + 32.0,
+            W - R + 38.0,
+            ly + 4.0,
+            xml(label)
+        );
+    }
+    out.push_str("</svg>\n");
+    out
+}
+
+fn xml(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
+
+fn trim_float(v: f64) -> String {
+    let s = format!("{v:.2}");
+    s.trim_end_matches('0').trim_end_matches('.').to_owned()
+}
+
+fn size_text(bytes: f64) -> String {
+    let b = bytes as u64;
+    if b >= 1 << 30 {
+        format!("{} GiB", b >> 30)
+    } else if b >= 1 << 20 {
+        format!("{} MiB", b >> 20)
+    } else {
+        format!("{} KiB", b >> 10)
+    }
+}
+
+/// The smallest of 1, 2, 2.5, 5 × 10^k at or above `v`.
+fn nice_ceiling(v: f64) -> f64 {
+    let mag = 10f64.powf(v.log10().floor());
+    for m in [1.0, 2.0, 2.5, 5.0, 10.0] {
+        if m * mag >= v {
+            return m * mag;
+        }
+    }
+    10.0 * mag
+}
+
+/// The attach chart of docs/BENCHMARKS.md: median attach time (µs) against arena size, one line
+/// per criterion `attach/*` function. `None` if there are no attach results.
+pub fn attach_chart(measurements: &[Measurement]) -> Option<String> {
+    let mut lines: BTreeMap<String, Vec<(f64, f64)>> = BTreeMap::new();
+    for m in measurements
+        .iter()
+        .filter(|m| m.group.starts_with("attach/"))
+    {
+        let (bytes, _) = value_key(&m.value);
+        if bytes == 0 {
+            continue;
+        }
+        let backing = m.group.trim_start_matches("attach/");
+        let label = if m.is_baseline() {
+            format!("{backing}: raw floor")
+        } else {
+            m.function.clone()
+        };
+        lines
+            .entry(label)
+            .or_default()
+            .push((bytes as f64, m.median_ns / 1e3));
+    }
+    if lines.is_empty() {
+        return None;
+    }
+    let series: Vec<Series> = lines
+        .into_iter()
+        .map(|(k, mut v)| {
+            v.sort_by(|a, b| a.0.total_cmp(&b.0));
+            (k, v)
+        })
+        .collect();
+    Some(svg_line_chart(
+        "Attach: open + first value (criterion medians)",
+        "µs",
+        &series,
+    ))
+}
+
 /// The machine, as docs/BENCHMARKS.md reports it: cores, CPU model, kernel, memory.
 pub fn machine() -> String {
     let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
@@ -322,6 +524,25 @@ mod tests {
             "a\n<!-- BEGIN GENERATED: t -->\nnew\n<!-- END GENERATED: t -->\nz\n"
         );
         assert!(splice(doc, "other", "x").is_err());
+    }
+
+    #[test]
+    fn charts_are_svg() {
+        let svg = svg_line_chart(
+            "t <1>",
+            "µs",
+            &[("a".into(), vec![(1048576.0, 5.0), (1073741824.0, 9.0)])],
+        );
+        assert!(
+            svg.starts_with("<svg") && svg.ends_with("</svg>\n"),
+            "{svg}"
+        );
+        assert!(
+            svg.contains("t &lt;1&gt;") && svg.contains("1 GiB"),
+            "{svg}"
+        );
+        assert_eq!(nice_ceiling(7.3), 10.0);
+        assert_eq!(nice_ceiling(0.21), 0.25);
     }
 
     #[test]

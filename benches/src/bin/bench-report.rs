@@ -5,7 +5,8 @@
 //! ```
 //!
 //! Without `--write`, prints the machine and the tables. With it, replaces the text between the
-//! `<!-- BEGIN GENERATED: machine -->`, `ab` and `tables` markers of FILE.
+//! `<!-- BEGIN GENERATED: machine -->`, `ab` and `tables` markers of FILE, and writes the
+//! charts to `charts/` beside FILE.
 
 use std::io::Write as _;
 use std::path::PathBuf;
@@ -60,6 +61,15 @@ fn run() -> Result<()> {
             let doc = report::splice(&doc, "tables", &tables)?;
             let doc = report::splice(&doc, "ab", &ab_table)?;
             std::fs::write(&file, doc).with_context(|| format!("writing {}", file.display()))?;
+            if let Some(svg) = report::attach_chart(&measurements) {
+                let charts = file.with_file_name("charts");
+                std::fs::create_dir_all(&charts)
+                    .with_context(|| format!("creating {}", charts.display()))?;
+                let path = charts.join("attach.svg");
+                std::fs::write(&path, svg)
+                    .with_context(|| format!("writing {}", path.display()))?;
+                eprintln!("wrote {}", path.display());
+            }
             eprintln!(
                 "wrote {} benchmarks into {}",
                 measurements.len(),
