@@ -260,8 +260,8 @@ pub fn ab_table_from(path: &Path) -> Result<Option<String>> {
 /// One line of a chart: a label and its (x, y) points.
 pub type Series = (String, Vec<(f64, f64)>);
 
-/// A small line chart as a standalone SVG document: x on a log-2 axis (labelled with
-/// [`fmt_size`]-style sizes), y linear from 0, one coloured line with points per series, and a
+/// A small line chart as a standalone SVG document: x (a size in bytes) on a log-2 axis, y
+/// linear from 0, one coloured line with points per series, and a
 /// legend. Hand-written so the report needs no plotting dependency.
 pub fn svg_line_chart(title: &str, y_label: &str, series: &[Series]) -> String {
     const W: f64 = 720.0;

@@ -43,14 +43,15 @@ pub fn map_and_touch(file: &File) -> io::Result<u64> {
 /// A fresh writable segment that [`copy_into_fresh_segment`] filled; dropping it unmaps and
 /// frees it. Kept separate so a benchmark can leave the freeing out of its timing.
 pub struct FreshSegment {
-    _map: os::MapMut,
+    map: os::MapMut,
+    /// Held only to keep the memfd open until the segment is dropped.
     _file: File,
 }
 
 impl std::fmt::Debug for FreshSegment {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("FreshSegment")
-            .field("len", &self._map.len())
+            .field("len", &self.map.len())
             .finish()
     }
 }
@@ -73,8 +74,5 @@ pub fn copy_into_fresh_segment(bytes: &[u8]) -> io::Result<FreshSegment> {
     os::reserve(&file, 0, len as u64)?;
     let mut map = os::MapMut::new(&file, len)?;
     map.bytes_mut()[..bytes.len()].copy_from_slice(bytes);
-    Ok(FreshSegment {
-        _map: map,
-        _file: file,
-    })
+    Ok(FreshSegment { map, _file: file })
 }
