@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use shmarena::rkyv::{self, rancor};
 use shmarena::{Arena, ArenaBuilder, Handle};
-use shmarena_bench::ab::{batched, compare, each, AbResult};
+use shmarena_bench::ab::{self, batched, each, AbResult, Routine};
 use shmarena_bench::{
     attach_sizes, big, lookup_keys, make_map, map_entries, size_label, test_mode, unique_name, GIB,
     MIB,
@@ -35,6 +35,41 @@ impl Plan {
             rounds: self.build_rounds,
             round: self.round * 4,
             build_rounds: self.build_rounds,
+        }
+    }
+}
+
+/// Comparisons to run: the arguments that are not flags, matched as substrings of the
+/// comparison's name (`cargo bench --bench ab -- attach`); all of them if there are none.
+fn wanted(name: &str) -> bool {
+    let filters: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with("--"))
+        .collect();
+    filters.is_empty() || filters.iter().any(|f| name.contains(f.as_str()))
+}
+
+/// [`ab::compare`] if `name` is wanted; otherwise an empty result that `main` drops.
+fn compare(
+    name: &str,
+    a: (&str, Routine<'_>),
+    b: (&str, Routine<'_>),
+    rounds: usize,
+    round: Duration,
+) -> AbResult {
+    if wanted(name) {
+        ab::compare(name, a, b, rounds, round)
+    } else {
+        AbResult {
+            name: name.to_owned(),
+            a: a.0.to_owned(),
+            b: b.0.to_owned(),
+            rounds: 0,
+            a_ns: f64::NAN,
+            b_ns: f64::NAN,
+            ratio: f64::NAN,
+            ratio_range: (f64::NAN, f64::NAN),
+            per_iter: None,
         }
     }
 }
@@ -251,6 +286,34 @@ fn build(plan: &Plan, out: &mut Vec<AbResult>) {
         );
         r.per_iter = Some((size as u64, "bytes"));
         out.push(r);
+        // The baseline plus an xxh3 pass over the same bytes: how much of the gap the payload
+        // checksum that the builder computes explains on its own.
+        let mut r = compare(
+            &format!("checksum share: baseline + xxh3, {}", size_label(size)),
+            (
+                "memfd+fallocate+mmap+memcpy",
+                batched(
+                    || (),
+                    |()| shmarena::baseline::copy_into_fresh_segment(bytes).expect("baseline"),
+                ),
+            ),
+            (
+                "the same + xxh3 of the bytes",
+                batched(
+                    || (),
+                    |()| {
+                        let seg =
+                            shmarena::baseline::copy_into_fresh_segment(bytes).expect("baseline");
+                        black_box(shmarena::format::checksum(bytes));
+                        seg
+                    },
+                ),
+            ),
+            rounds,
+            slow.round,
+        );
+        r.per_iter = Some((size as u64, "bytes"));
+        out.push(r);
         // The same without `seal`, to separate its cost (unmapping the writable mapping,
         // sealing, mapping read-only and parsing) from that of `create` + `put_slice`.
         let mut r = compare(
@@ -376,13 +439,15 @@ fn main() {
     resolve(&plan, &mut results);
     reads(&plan, &mut results);
     build(&plan, &mut results);
+    results.retain(|r| r.rounds > 0);
     for r in &results {
         println!(
             "{:<55} {:>10.0} ns {:>10.0} ns  B/A median {:.3} (range {:.3}–{:.3}, {} rounds)",
             r.name, r.a_ns, r.b_ns, r.ratio, r.ratio_range.0, r.ratio_range.1, r.rounds
         );
     }
-    if test_mode() {
+    if test_mode() || std::env::args().skip(1).any(|a| !a.starts_with("--")) {
+        // Test mode, or a filtered run: print only, keep the last full results.
         return;
     }
     // target/release/deps/ab-HASH -> target/ab/results.json

@@ -79,8 +79,8 @@ fn calibrate(f: &mut Routine<'_>, round: Duration) -> u64 {
     }
 }
 
-/// Runs A and B alternately for `rounds` rounds of about `round` each side, after one warm-up
-/// round each, and returns the median per-round ratio B ÷ A.
+/// Runs A and B alternately for `rounds` rounds of about `round` each side, after a calibration
+/// and `rounds / 4` unrecorded warm-up rounds, and returns the median per-round ratio B ÷ A.
 pub fn compare(
     name: &str,
     (a_label, mut a): (&str, Routine<'_>),
@@ -90,6 +90,12 @@ pub fn compare(
 ) -> AbResult {
     let a_iters = calibrate(&mut a, round);
     let b_iters = calibrate(&mut b, round);
+    // Warm-up rounds, not recorded: the first rounds in a process ran measurably off in trials
+    // (caches, page tables and the allocator settling), in either direction.
+    for _ in 0..(rounds / 4).max(1) {
+        a(a_iters);
+        b(b_iters);
+    }
     let mut a_times = Vec::with_capacity(rounds);
     let mut b_times = Vec::with_capacity(rounds);
     let mut ratios = Vec::with_capacity(rounds);
