@@ -84,6 +84,7 @@ mod builder;
 mod error;
 pub mod format;
 mod locator;
+pub mod pool;
 mod view;
 
 #[cfg_attr(target_os = "linux", path = "os/linux.rs")]
