@@ -66,9 +66,11 @@ pub(crate) fn thread_count() -> io::Result<usize> {
 /// Ends this process at once: no destructors, no atexit handlers, no unwinding. The worker
 /// side of a forked worker leaves only through here, so it never returns into the parent's
 /// stack frames or drops the parent's copies of its values.
+///
+/// It does not flush stdout: taking std's stdout lock in a forked child could block forever
+/// if another parent thread held it at the fork. `println!` output is line-buffered and
+/// already written; only a trailing partial line of `print!` output is lost.
 pub(crate) fn exit_now(code: i32) -> ! {
-    let _ = io::stdout().flush();
-    let _ = io::stderr().flush();
     // SAFETY: `_exit` has no preconditions; it ends the process without touching its memory.
     unsafe { libc::_exit(code) }
 }
@@ -82,7 +84,7 @@ pub(crate) fn exit_now(code: i32) -> ! {
 pub(crate) fn fork_worker(
     close_in_child: &[RawFd],
     pipe_size: usize,
-    serve: &mut dyn FnMut(File, File) -> i32,
+    serve: &mut dyn FnMut(&mut File, &mut File) -> i32,
 ) -> io::Result<Child> {
     let p = pipes(pipe_size)?;
     let parent = rustix::process::getpid();
@@ -102,6 +104,13 @@ pub(crate) fn fork_worker(
         return Err(io::Error::last_os_error());
     }
     if pid == 0 {
+        let Pipes {
+            task_r,
+            task_w,
+            result_r,
+            result_w,
+        } = p;
+        let (mut task_r, mut result_w) = (File::from(task_r), File::from(result_w));
         let code = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             // PR_SET_PDEATHSIG: the kernel kills this worker when the parent (thread) exits,
             // even by SIGKILL, so a crashed parent leaves no orphans.
@@ -119,18 +128,13 @@ pub(crate) fn fork_worker(
                 // later use refer to a wrong or closed descriptor.
                 unsafe { libc::close(fd) };
             }
-            let Pipes {
-                task_r,
-                task_w,
-                result_r,
-                result_w,
-            } = p;
             // The parent's ends: closing them here keeps EOF exact in both directions.
             drop(task_w);
             drop(result_r);
-            serve(File::from(task_r), File::from(result_w))
+            serve(&mut task_r, &mut result_w)
         }))
         .unwrap_or(101);
+        // Exit with the pipes still open: the parent takes EOF on them to mean "exiting".
         exit_now(code);
     }
     let pid = Pid::from_raw(pid).expect("fork returned a positive pid");

@@ -56,13 +56,17 @@ pub fn serve_worker_if_child(jobs: &[&dyn WorkerJob]) {
         }
         adopt_worker_fds(t, r)
     }) {
-        Ok((task_r, result_w)) => serve(jobs, task_r, result_w),
+        Ok((mut task_r, mut result_w)) => {
+            let code = serve(jobs, &mut task_r, &mut result_w);
+            let _ = io::stdout().flush();
+            // Exit with the pipes still open: the parent takes EOF on them to mean "exiting".
+            std::process::exit(code);
+        }
         Err(e) => {
             eprintln!("shmarena pool worker: cannot start: {e}");
             2
         }
     };
-    let _ = io::stdout().flush();
     std::process::exit(code);
 }
 
@@ -119,7 +123,7 @@ fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
 
 /// The worker loop: says hello, then answers batches until EOF. Returns the exit code: 0 on
 /// EOF, 101 after a job panicked (the parent has been told), 2 on a broken pipe or frame.
-pub(crate) fn serve(jobs: &[&dyn WorkerJob], mut task_r: File, mut result_w: File) -> i32 {
+pub(crate) fn serve(jobs: &[&dyn WorkerJob], task_r: &mut File, result_w: &mut File) -> i32 {
     let mut hello = FrameWriter::new(KIND_HELLO);
     hello
         .u32(PROTOCOL_VERSION)
@@ -137,17 +141,16 @@ pub(crate) fn serve(jobs: &[&dyn WorkerJob], mut task_r: File, mut result_w: Fil
     }
     let mut buf = AlignedVec::<16>::new();
     loop {
-        match read_frame(&mut task_r, &mut buf) {
+        match read_frame(task_r, &mut buf) {
             Ok(Some(KIND_BATCH)) => {}
             Ok(None) => return 0,
             Ok(Some(_)) | Err(_) => return 2,
         }
-        match run_batch(jobs, &buf[HEADER..], &mut result_w) {
+        match run_batch(jobs, &buf[HEADER..], result_w) {
             Ok(None) => {}
             Ok(Some(code)) => return code,
             Err(_) => return 2,
         }
-        let _ = io::stdout().flush();
     }
 }
 
