@@ -8,9 +8,10 @@
 //!
 //! The libtest harness runs tests on several threads, so fork-mode pools here opt in with
 //! `allow_threads_at_fork(true)`; the jobs take no lock that another test thread could hold.
-//! No test panics in the parent while others run (a panic hook holds std's backtrace lock,
-//! which a worker forked meanwhile would inherit locked, and that worker's own panic would
-//! then hang): the parent-panic case unwinds with `resume_unwind`, which runs no hook.
+//! One such lock is std's: the default panic hook holds a process-wide backtrace lock while it
+//! prints, so a worker forked while any other thread is printing a panic inherits that lock
+//! locked, and hangs when its own job panics. Every pool test therefore first installs (once,
+//! before any fork) a panic hook that takes no lock; forked workers inherit it.
 
 mod common;
 
@@ -62,10 +63,25 @@ static UNREGISTERED: Job<u64, u64> = Job::new("unregistered", square);
 /// The worker entry point: a no-op in a normal run; in a spawned worker it serves and exits.
 #[test]
 fn pool_worker_entry() {
-    shmarena::pool::serve_worker_if_child(&[&SQUARE, &FRAGILE, &SUM_NAMED]);
+    shmarena::pool::serve_worker_if_child(&[&SQUARE, &FRAGILE, &SUM_NAMED, &TWO_THEN_HANG]);
+}
+
+/// Installs a panic hook that writes the message straight to fd 2 and takes no lock. Runs
+/// once, before the first pool of this process is built; every test builds its pools through
+/// `fork_pool`/`spawn_pool`, so no fork can overlap the `set_hook`.
+fn lock_free_panic_hook() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        std::panic::set_hook(Box::new(|info| {
+            let msg = format!("panic in pid {}: {info}\n", std::process::id());
+            // SAFETY: write(2) on fd 2 with a valid buffer and its length.
+            let _ = unsafe { libc::write(2, msg.as_ptr().cast(), msg.len()) };
+        }));
+    });
 }
 
 fn fork_pool(workers: usize) -> PoolBuilder {
+    lock_free_panic_hook();
     Pool::builder()
         .mode(Mode::Fork)
         .workers(workers)
@@ -73,6 +89,7 @@ fn fork_pool(workers: usize) -> PoolBuilder {
 }
 
 fn spawn_pool(workers: usize) -> PoolBuilder {
+    lock_free_panic_hook();
     Pool::builder()
         .mode(Mode::Spawn)
         .workers(workers)
@@ -383,9 +400,7 @@ fn spawn_mode_rejects_closures_and_unknown_jobs() {
 fn spawn_without_the_hook_fails_fast() {
     // The re-executed binary runs no test that calls the hook: it exits at once, and the
     // pool says so instead of waiting.
-    let err = Pool::builder()
-        .mode(Mode::Spawn)
-        .workers(2)
+    let err = spawn_pool(2)
         .worker_args(["--exact", "no_such_test", "--quiet"])
         .build()
         .unwrap_err();
@@ -398,7 +413,7 @@ fn fork_mode_refuses_a_threaded_process() {
     // Make sure another thread exists while the pool checks.
     let (tx, rx) = std::sync::mpsc::channel::<()>();
     let t = std::thread::spawn(move || rx.recv());
-    let mut pool = Pool::builder().mode(Mode::Fork).workers(1).build().unwrap();
+    let mut pool = fork_pool(1).allow_threads_at_fork(false).build().unwrap();
     let err = pool.map(square, 0..3u64).unwrap_err();
     assert!(
         matches!(err, PoolError::ThreadsAtFork { threads } if threads >= 2),
@@ -406,4 +421,92 @@ fn fork_mode_refuses_a_threaded_process() {
     );
     drop(tx);
     let _ = t.join();
+}
+
+/// Set in the sub-parent that `workers_die_with_a_killed_parent` starts and then SIGKILLs.
+const SUB_PARENT_ENV: &str = "SHMARENA_POOL_TEST_SUB_PARENT";
+
+/// Answers inputs 0 and 1 at once and sleeps for an hour on the others: after two results,
+/// both workers of a two-worker pool are known to be serving and then stay busy.
+fn two_then_hang(x: u64) -> u64 {
+    if x >= 2 {
+        std::thread::sleep(std::time::Duration::from_secs(3600));
+    }
+    x
+}
+static TWO_THEN_HANG: Job<u64, u64> = Job::new("two_then_hang", two_then_hang);
+
+/// A no-op in a normal run. In the sub-parent: starts a fork-mode and a spawn-mode pool whose
+/// workers are all busy in a job, prints their pids, and waits to be killed.
+#[test]
+fn sub_parent_entry() {
+    if std::env::var_os(SUB_PARENT_ENV).is_none() {
+        return;
+    }
+    let mut fork = fork_pool(2).build().unwrap();
+    let mut spawn = spawn_pool(2).build().unwrap();
+    let mut a = fork.imap_unordered(&TWO_THEN_HANG, 0..10u64).unwrap();
+    let mut b = spawn.imap_unordered(&TWO_THEN_HANG, 0..10u64).unwrap();
+    // The first dispatch round hands inputs 0 and 1 to different workers.
+    for it in [&mut a as &mut dyn Iterator<Item = _>, &mut b] {
+        it.next().unwrap().unwrap();
+        it.next().unwrap().unwrap();
+    }
+    let mut pids = a.worker_pids();
+    pids.extend(b.worker_pids());
+    let list: Vec<String> = pids.iter().map(u32::to_string).collect();
+    println!("PIDS {}", list.join(" "));
+    use std::io::Write;
+    std::io::stdout().flush().unwrap();
+    let _ = a.next(); // blocks until this process is killed
+    unreachable!("the sub-parent is SIGKILLed while it waits");
+}
+
+/// Gone, or a zombie waiting for its new parent (init) to reap it: either way, not running.
+fn is_dead(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        Ok(stat) => {
+            let after = &stat[stat.rfind(')').unwrap() + 2..];
+            after.starts_with('Z') || after.starts_with('X')
+        }
+    }
+}
+
+#[test]
+fn workers_die_with_a_killed_parent() {
+    use std::io::BufRead;
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "sub_parent_entry", "--nocapture", "--quiet"])
+        .env(SUB_PARENT_ENV, "1")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = std::io::BufReader::new(child.stdout.take().unwrap());
+    let pids: Vec<u32> = out
+        .lines()
+        .map(Result::unwrap)
+        .find_map(|l| {
+            l.strip_prefix("PIDS ")
+                .map(|p| p.split(' ').map(|x| x.parse().unwrap()).collect())
+        })
+        .expect("the sub-parent prints its workers' pids");
+    assert_eq!(pids.len(), 4, "{pids:?}");
+    assert!(
+        pids.iter().all(|&p| !is_dead(p)),
+        "workers run before the kill"
+    );
+    child.kill().unwrap();
+    child.wait().unwrap();
+    // PR_SET_PDEATHSIG makes the kernel SIGKILL each worker when its parent dies; give the
+    // kernel a bounded moment to deliver it (this is a liveness bound, not a timing claim).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !pids.iter().all(|&p| is_dead(p)) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "orphaned workers still running: {:?}",
+            pids.iter().filter(|&&p| !is_dead(p)).collect::<Vec<_>>()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
 }

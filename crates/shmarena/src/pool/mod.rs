@@ -43,10 +43,11 @@
 //!
 //! # Fork before spawning threads
 //!
-//! `fork` copies only the calling thread. A lock another thread held at that moment (inside
-//! the allocator, stdout, a logger, a `Mutex` of yours) stays locked forever in the child, and
-//! the worker deadlocks the first time it needs it. glibc resets its malloc locks around fork,
-//! but nothing does that for the rest. So in fork mode the pool counts the entries of
+//! `fork` copies only the calling thread. A lock another thread held at that moment (stdout,
+//! a logger, a `Mutex` of yours, or std's backtrace lock, which the default panic hook holds
+//! while it prints) stays locked forever in the child, and the worker deadlocks the first
+//! time it needs it (with the default hook: the first time its job panics). glibc resets its
+//! malloc locks around fork, but nothing does that for the rest. So in fork mode the pool counts the entries of
 //! `/proc/self/task` before every fork (the first ones and each replacement) and returns
 //! [`PoolError::ThreadsAtFork`] if there is more than one thread. Build and use fork-mode
 //! pools before starting threads (or thread pools such as rayon), use [`Mode::Spawn`], or, if
