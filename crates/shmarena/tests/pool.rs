@@ -80,6 +80,15 @@ fn lock_free_panic_hook() {
     });
 }
 
+/// Held for reading by every test while it may fork, and for writing while a test builds a
+/// memfd arena: sealing a memfd fails with EBUSY while any process maps it writable, and a
+/// worker forked by another test during the build would inherit the builder's mapping.
+static FORKS: std::sync::RwLock<()> = std::sync::RwLock::new(());
+
+fn forks_allowed() -> std::sync::RwLockReadGuard<'static, ()> {
+    FORKS.read().unwrap_or_else(|e| e.into_inner())
+}
+
 fn fork_pool(workers: usize) -> PoolBuilder {
     lock_free_panic_hook();
     Pool::builder()
@@ -168,11 +177,13 @@ fn check_results(mode: Mode, mut pool: Pool) {
 
 #[test]
 fn fork_results_are_complete_and_correct() {
+    let _forks = forks_allowed();
     check_results(Mode::Fork, fork_pool(3).build().unwrap());
 }
 
 #[test]
 fn spawn_results_are_complete_and_correct() {
+    let _forks = forks_allowed();
     let pool = spawn_pool(3).build().unwrap();
     let pids = pool.worker_pids();
     assert_eq!(pids.len(), 3);
@@ -182,6 +193,7 @@ fn spawn_results_are_complete_and_correct() {
 
 #[test]
 fn spawn_workers_persist_across_calls() {
+    let _forks = forks_allowed();
     let mut pool = spawn_pool(2).build().unwrap();
     let before: BTreeSet<u32> = pool.worker_pids().into_iter().collect();
     for _ in 0..3 {
@@ -198,10 +210,14 @@ fn spawn_workers_persist_across_calls() {
 fn fork_closures_capture_borrowed_state_and_views() {
     // A borrowed local and a view into a sealed memfd arena, both inherited by fork.
     let offsets: Vec<u64> = (0..10).map(|i| i * 1000).collect();
-    let mut b = ArenaBuilder::new().create().unwrap();
-    b.put_slice("numbers", &(0..1000u64).collect::<Vec<_>>())
-        .unwrap();
-    let arena = b.seal().unwrap();
+    let arena = {
+        let _no_forks = FORKS.write().unwrap_or_else(|e| e.into_inner());
+        let mut b = ArenaBuilder::new().create().unwrap();
+        b.put_slice("numbers", &(0..1000u64).collect::<Vec<_>>())
+            .unwrap();
+        b.seal().unwrap()
+    };
+    let _forks = forks_allowed();
     let numbers = arena.slice::<u64>("numbers").unwrap();
 
     let mut pool = fork_pool(2).chunksize(16).build().unwrap();
@@ -217,6 +233,7 @@ fn fork_closures_capture_borrowed_state_and_views() {
 
 #[test]
 fn spawn_workers_attach_a_named_arena() {
+    let _forks = forks_allowed();
     let scope = Scope::new();
     let name = scope.name("pool");
     {
@@ -286,12 +303,14 @@ fn check_deaths(mode: Mode, mut pool: Pool) {
 
 #[test]
 fn fork_dead_workers_are_reported_and_replaced() {
+    let _forks = forks_allowed();
     check_deaths(Mode::Fork, fork_pool(2).build().unwrap());
     check_deaths(Mode::Fork, fork_pool(2).chunksize(4).build().unwrap());
 }
 
 #[test]
 fn spawn_dead_workers_are_reported_and_replaced() {
+    let _forks = forks_allowed();
     let pool = spawn_pool(2).chunksize(4).build().unwrap();
     let first = pool.worker_pids();
     check_deaths(Mode::Spawn, pool);
@@ -300,6 +319,7 @@ fn spawn_dead_workers_are_reported_and_replaced() {
 
 #[test]
 fn a_worker_killed_from_outside_is_reported() {
+    let _forks = forks_allowed();
     // The parent kills the worker that holds a task which never ends on its own.
     let mut pool = fork_pool(1).build().unwrap();
     let mut it = pool
@@ -330,6 +350,7 @@ fn a_worker_killed_from_outside_is_reported() {
 
 #[test]
 fn dropping_the_pool_leaves_no_children() {
+    let _forks = forks_allowed();
     let slow = |x: u64| {
         std::thread::sleep(std::time::Duration::from_millis(if x == 0 {
             0
@@ -380,6 +401,7 @@ fn dropping_the_pool_leaves_no_children() {
 
 #[test]
 fn spawn_mode_rejects_closures_and_unknown_jobs() {
+    let _forks = forks_allowed();
     let mut pool = spawn_pool(1).build().unwrap();
     assert!(matches!(
         pool.imap_unordered(|x: u64| x, 0..1u64),
@@ -398,6 +420,7 @@ fn spawn_mode_rejects_closures_and_unknown_jobs() {
 
 #[test]
 fn spawn_without_the_hook_fails_fast() {
+    let _forks = forks_allowed();
     // The re-executed binary runs no test that calls the hook: it exits at once, and the
     // pool says so instead of waiting.
     let err = spawn_pool(2)
@@ -410,6 +433,7 @@ fn spawn_without_the_hook_fails_fast() {
 
 #[test]
 fn fork_mode_refuses_a_threaded_process() {
+    let _forks = forks_allowed();
     // Make sure another thread exists while the pool checks.
     let (tx, rx) = std::sync::mpsc::channel::<()>();
     let t = std::thread::spawn(move || rx.recv());
@@ -475,6 +499,7 @@ fn is_dead(pid: u32) -> bool {
 
 #[test]
 fn workers_die_with_a_killed_parent() {
+    let _forks = forks_allowed();
     use std::io::BufRead;
     let mut child = std::process::Command::new(std::env::current_exe().unwrap())
         .args(["--exact", "sub_parent_entry", "--nocapture", "--quiet"])
