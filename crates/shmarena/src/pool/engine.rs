@@ -663,7 +663,7 @@ where
         let mut batches = std::mem::take(&mut w.in_flight);
         if let Some(mut front) = batches.pop_front() {
             let mut rest = front.items.split_off(front.done);
-            if let Some(msg) = w.panic.take() {
+            if let (Some(msg), false) = (w.panic.take(), rest.is_empty()) {
                 // The panic names the culprit: the first unfinished item. The others of the
                 // batch never ran; they go to another worker.
                 let (index, _) = rest.remove(0);

@@ -250,6 +250,10 @@ pub(crate) fn fingerprint<I, O>(name: &str) -> u64 {
     h.digest()
 }
 
+fn clamp_chunksize(n: usize) -> usize {
+    n.clamp(1, u32::MAX as usize)
+}
+
 #[derive(Debug, Clone)]
 pub(crate) struct Config {
     mode: Mode,
@@ -281,9 +285,10 @@ impl PoolBuilder {
         self
     }
 
-    /// Tasks per batch sent over the pipe (default 1; at least 1). Raise it for small tasks.
+    /// Tasks per batch sent over the pipe (default 1; at least 1, at most `u32::MAX`). Raise
+    /// it for small tasks.
     pub fn chunksize(mut self, n: usize) -> Self {
-        self.cfg.chunksize = n.max(1);
+        self.cfg.chunksize = clamp_chunksize(n);
         self
     }
 
@@ -403,9 +408,9 @@ impl Pool {
         self.cfg.chunksize
     }
 
-    /// Changes the batch size for later calls.
+    /// Changes the batch size for later calls (at least 1, at most `u32::MAX`).
     pub fn set_chunksize(&mut self, n: usize) {
-        self.cfg.chunksize = n.max(1);
+        self.cfg.chunksize = clamp_chunksize(n);
     }
 
     /// Pids of the worker processes alive now (none between calls in fork mode).
