@@ -32,8 +32,8 @@
 //!
 //! - [`Mode::Fork`]: each call forks fresh workers that inherit the whole process, so the job
 //!   may be any `Fn(I) -> O` closure, borrowing anything (a view, a handle, a config). Workers
-//!   end when the call's iterator is dropped. Cheap: fork copies page tables, and the dataset is
-//!   a shared mapping (about 0.1 ms per worker for a 1 GiB arena on our reference machine).
+//!   end when the call's iterator is dropped. Cheap: fork copies page tables, and since the
+//!   dataset is a shared mapping its size barely adds to that.
 //! - [`Mode::Spawn`]: workers re-execute the current binary (`std::env::current_exe`) once,
 //!   when the pool is built, and serve every later call. Only named [`Job`]s cross `exec`: a
 //!   `static` holding a plain `fn`, listed in [`serve_worker_if_child`] on the first line of
