@@ -90,6 +90,7 @@ mod handle;
 pub mod inspect;
 mod locator;
 pub mod metrics;
+pub mod pool;
 mod view;
 
 #[cfg_attr(target_os = "linux", path = "os/linux.rs")]
