@@ -11,15 +11,22 @@ use std::os::fd::AsFd;
 use std::sync::Arc;
 use std::time::Duration;
 
+use shmarena::pool::{Job, Mode, Pool};
 use shmarena::rkyv::{self, rancor};
 use shmarena::{Arena, ArenaBuilder, Handle};
 use shmarena_bench::ab::{self, batched, each, AbResult, Routine};
+use shmarena_bench::echo::{self, frame, Echo};
 use shmarena_bench::{
     attach_sizes, big, lookup_keys, make_map, map_entries, size_label, test_mode, unique_name, GIB,
     MIB,
 };
 
 type Map = HashMap<String, u32>;
+
+fn echo_msg(m: [u8; 64]) -> [u8; 64] {
+    m
+}
+static ECHO: Job<[u8; 64], [u8; 64]> = Job::new("echo64", echo_msg);
 
 struct Plan {
     rounds: usize,
@@ -420,7 +427,45 @@ fn build(plan: &Plan, out: &mut Vec<AbResult>) {
     out.push(r);
 }
 
+fn pool(plan: &Plan, out: &mut Vec<AbResult>) {
+    let mut echo = Echo::spawn();
+    let msg = frame(&[7u8; 64]);
+    let mut pool = Pool::builder()
+        .mode(Mode::Spawn)
+        .workers(1)
+        .chunksize(1)
+        .prefetch(1)
+        .build()
+        .expect("spawn the pool");
+    out.push(compare(
+        "round trip of a 64 B task to another process",
+        (
+            "raw pipe to an echo process",
+            each(|| {
+                black_box(echo.round_trip(&msg)[4]);
+            }),
+        ),
+        (
+            "pool, spawn, 1 worker, one task in flight",
+            Box::new(|iters| {
+                let start = std::time::Instant::now();
+                let it = pool
+                    .imap(&ECHO, (0..iters).map(|_| [7u8; 64]))
+                    .expect("imap");
+                for r in it {
+                    black_box(r.expect("task")[0]);
+                }
+                start.elapsed()
+            }),
+        ),
+        plan.rounds,
+        plan.round,
+    ));
+}
+
 fn main() {
+    shmarena::pool::serve_worker_if_child(&[&ECHO]);
+    echo::serve_if_child();
     let plan = if test_mode() {
         Plan {
             rounds: 3,
@@ -439,6 +484,7 @@ fn main() {
     resolve(&plan, &mut results);
     reads(&plan, &mut results);
     build(&plan, &mut results);
+    pool(&plan, &mut results);
     results.retain(|r| r.rounds > 0);
     for r in &results {
         println!(

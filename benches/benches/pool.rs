@@ -8,15 +8,13 @@
 //! workers are this binary re-executed too, served by the hook on the first line of `main`.
 
 use std::hint::black_box;
-use std::io::{Read, Write};
-use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, Throughput};
 use shmarena::pool::{Job, Mode, Pool};
+use shmarena_bench::echo::{self, frame, Echo};
 use shmarena_bench::test_mode;
 
-const ECHO_ENV: &str = "SHMARENA_BENCH_ECHO";
 const MSG: usize = 64;
 
 fn echo_msg(m: [u8; MSG]) -> [u8; MSG] {
@@ -28,83 +26,6 @@ fn add_one(x: u64) -> u64 {
     x.wrapping_add(1)
 }
 static ADD_ONE: Job<u64, u64> = Job::new("add_one", add_one);
-
-/// In the echo child: echo frames (`u32` length, little-endian, then that many bytes) until
-/// stdin closes.
-fn echo() {
-    let mut stdin = std::io::stdin().lock();
-    let mut stdout = std::io::stdout().lock();
-    let mut buf = Vec::new();
-    loop {
-        let mut len = [0u8; 4];
-        if stdin.read_exact(&mut len).is_err() {
-            break;
-        }
-        buf.resize(u32::from_le_bytes(len) as usize, 0);
-        if stdin.read_exact(&mut buf).is_err() {
-            break;
-        }
-        let sent = stdout
-            .write_all(&len)
-            .and_then(|()| stdout.write_all(&buf))
-            .and_then(|()| stdout.flush());
-        if sent.is_err() {
-            break;
-        }
-    }
-}
-
-/// The parent's side of an echo child; the child exits when this is dropped.
-struct Echo {
-    child: Child,
-    to: Option<ChildStdin>,
-    from: ChildStdout,
-    back: Vec<u8>,
-}
-
-impl Echo {
-    fn spawn() -> Echo {
-        let exe = std::env::current_exe().expect("current_exe");
-        let mut child = Command::new(exe)
-            .env(ECHO_ENV, "1")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("spawn the echo child");
-        let to = child.stdin.take();
-        let from = child.stdout.take().expect("child stdout");
-        Echo {
-            child,
-            to,
-            from,
-            back: Vec::new(),
-        }
-    }
-
-    /// Sends `frame` (length header included) and reads the echo back.
-    fn round_trip(&mut self, frame: &[u8]) -> &[u8] {
-        let to = self.to.as_mut().expect("child stdin");
-        to.write_all(frame).expect("write to the echo child");
-        self.back.resize(frame.len(), 0);
-        self.from
-            .read_exact(&mut self.back)
-            .expect("read from the echo child");
-        &self.back
-    }
-}
-
-impl Drop for Echo {
-    fn drop(&mut self) {
-        drop(self.to.take());
-        let _ = self.child.wait();
-    }
-}
-
-fn frame(payload: &[u8]) -> Vec<u8> {
-    let mut f = (payload.len() as u32).to_le_bytes().to_vec();
-    f.extend_from_slice(payload);
-    f
-}
 
 fn round_trip(c: &mut Criterion) {
     let mut echo = Echo::spawn();
@@ -242,10 +163,7 @@ fn config() -> Criterion {
 
 fn main() {
     shmarena::pool::serve_worker_if_child(&[&ECHO, &ADD_ONE]);
-    if std::env::var_os(ECHO_ENV).is_some() {
-        echo();
-        return;
-    }
+    echo::serve_if_child();
     let mut c = config();
     round_trip(&mut c);
     tiny_tasks(&mut c);

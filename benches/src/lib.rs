@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 
 pub mod ab;
+pub mod echo;
 pub mod report;
 
 /// One MiB.
