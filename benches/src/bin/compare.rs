@@ -193,6 +193,8 @@ struct Run {
     label_sum: u64,
     setup: Vec<Duration>,
     peak: ProcessMemory,
+    /// The parent's own `Pss + VmPTE` at the peak sample, in KiB.
+    parent_kib: u64,
     dataset: u64,
 }
 
@@ -208,13 +210,14 @@ impl Run {
             .map(|d| d.as_nanos().to_string())
             .collect();
         format!(
-            "RESULT {} {} {} {} {} {} {} {}",
+            "RESULT {} {} {} {} {} {} {} {} {}",
             self.wall.as_nanos(),
             self.rows,
             self.label_sum,
             self.peak.pss_kib,
             self.peak.pss_shmem_kib,
             self.peak.pte_kib,
+            self.parent_kib,
             self.dataset,
             setup.join(",")
         )
@@ -232,6 +235,7 @@ impl Run {
             pte_kib: num()?,
             rss_kib: 0,
         };
+        let parent_kib = num()?;
         let dataset = num()?;
         let setup = f
             .next()
@@ -246,6 +250,7 @@ impl Run {
             label_sum,
             setup,
             peak,
+            parent_kib,
             dataset,
         })
     }
@@ -278,11 +283,13 @@ fn run_variant(v: Variant, p: Params) -> Result<Run> {
     let mut run = Run::default();
     let mut setups: HashMap<u32, Duration> = HashMap::new();
     let mut peak = ProcessMemory::default();
+    let mut parent_kib = 0;
     let mut sample = |pids: Vec<u32>, n: u64| {
         if n % 4 == 1 {
             let m = ProcessMemory::sum(std::iter::once(me).chain(pids));
             if m.total_kib() > peak.total_kib() {
                 peak = m;
+                parent_kib = ProcessMemory::of(me).map_or(0, |p| p.total_kib());
             }
         }
     };
@@ -377,6 +384,7 @@ fn run_variant(v: Variant, p: Params) -> Result<Run> {
     setup.sort();
     run.setup = setup;
     run.peak = peak;
+    run.parent_kib = parent_kib;
     Ok(run)
 }
 
@@ -449,9 +457,9 @@ fn main_table(p: Params, rounds: usize) -> Result<String> {
     );
     let _ = writeln!(
         out,
-        "| variant | wall time | rows/s | worker attach / setup (median) | peak memory: Pss + VmPTE, all processes | of which page tables | dataset |"
+        "| variant | wall time | rows/s | worker attach / setup (median) | peak memory: Pss + VmPTE, all processes | of which the parent | of which shared memory | of which page tables | dataset |"
     );
-    let _ = writeln!(out, "|---|--:|--:|--:|--:|--:|--:|");
+    let _ = writeln!(out, "|---|--:|--:|--:|--:|--:|--:|--:|--:|");
     for v in Variant::ALL {
         let rs = &runs[&v];
         let wall = median(rs.iter().map(|r| r.wall.as_secs_f64()).collect());
@@ -462,6 +470,8 @@ fn main_table(p: Params, rounds: usize) -> Result<String> {
         );
         let mem = median(rs.iter().map(|r| mib(r.peak.total_kib())).collect());
         let pte = median(rs.iter().map(|r| mib(r.peak.pte_kib)).collect());
+        let parent = median(rs.iter().map(|r| mib(r.parent_kib)).collect());
+        let shmem = median(rs.iter().map(|r| mib(r.peak.pss_shmem_kib)).collect());
         let setup = if setup.is_nan() {
             "none (inherited)".to_owned()
         } else if setup >= 1000.0 {
@@ -472,7 +482,7 @@ fn main_table(p: Params, rounds: usize) -> Result<String> {
         let dataset = rs[0].dataset;
         let _ = writeln!(
             out,
-            "| {} | {wall:.3} s | {:.0} | {setup} | {mem:.1} MiB | {pte:.1} MiB | {} |",
+            "| {} | {wall:.3} s | {:.0} | {setup} | {mem:.1} MiB | {parent:.1} MiB | {shmem:.1} MiB | {pte:.1} MiB | {} |",
             v.describe(),
             rate(v),
             if dataset == 0 {
