@@ -223,18 +223,7 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         None => Some(args.rows),
     };
     let batches = row_batches(&args, args.batch)?;
-    let mut progress = Progress::new(total_rows);
-    let mut summary = Summary::default();
-    let t = Instant::now();
-    let mut peak = ProcessMemory::default();
-    let mut sample = |pids: Vec<u32>, summary: &Summary| {
-        if summary.batches % 16 == 1 {
-            let m = ProcessMemory::sum(std::iter::once(std::process::id()).chain(pids));
-            if m.total_kib() > peak.total_kib() {
-                peak = m;
-            }
-        }
-    };
+    let mut run = Run::new(total_rows);
     match fat {
         None => {
             let tasks = batches.map(|rows| Task {
@@ -244,9 +233,7 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
             });
             let mut results = pool.imap_unordered(&CLASSIFY, tasks)?;
             while let Some(r) = results.next() {
-                summary.add(r?);
-                sample(results.worker_pids(), &summary);
-                progress.update(summary.rows);
+                run.record(r?, || results.worker_pids());
             }
         }
         Some((bytes, cents)) => {
@@ -257,13 +244,18 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
             });
             let mut results = pool.imap_unordered(&CLASSIFY_SERIALIZED, tasks)?;
             while let Some(r) = results.next() {
-                summary.add(r?);
-                sample(results.worker_pids(), &summary);
-                progress.update(summary.rows);
+                run.record(r?, || results.worker_pids());
             }
         }
     }
-    let elapsed = t.elapsed();
+    let Run {
+        summary,
+        progress,
+        peak,
+        started,
+        ..
+    } = run;
+    let elapsed = started.elapsed();
     progress.finish();
     drop(pool);
 
@@ -295,6 +287,44 @@ fn row_batches(
                 (!chunk.is_empty()).then_some(chunk)
             })))
         }
+    }
+}
+
+/// The state of a run: results so far, progress, and the memory peak sampled on the way.
+struct Run {
+    summary: Summary,
+    progress: Progress,
+    peak: ProcessMemory,
+    started: Instant,
+    last_sample: Option<Instant>,
+}
+
+impl Run {
+    fn new(total_rows: Option<u64>) -> Run {
+        Run {
+            summary: Summary::default(),
+            progress: Progress::new(total_rows),
+            peak: ProcessMemory::default(),
+            started: Instant::now(),
+            last_sample: None,
+        }
+    }
+
+    /// Adds a batch's counts; samples the memory of the parent and the live workers (given by
+    /// `pids`) on the first batch and then every 100 ms.
+    fn record(&mut self, counts: Counts, pids: impl FnOnce() -> Vec<u32>) {
+        self.summary.add(counts);
+        if self
+            .last_sample
+            .is_none_or(|t| t.elapsed() >= Duration::from_millis(100))
+        {
+            self.last_sample = Some(Instant::now());
+            let m = ProcessMemory::sum(std::iter::once(std::process::id()).chain(pids()));
+            if m.total_kib() > self.peak.total_kib() {
+                self.peak = m;
+            }
+        }
+        self.progress.update(self.summary.rows);
     }
 }
 
