@@ -195,6 +195,10 @@ struct Run {
     peak: ProcessMemory,
     /// The parent's own `Pss + VmPTE` at the peak sample, in KiB.
     parent_kib: u64,
+    /// The workers' `Pss - Pss_Shmem + VmPTE` at the peak sample, in KiB: what they hold
+    /// besides the shared segment (in fork mode this includes their share of pages still
+    /// shared copy-on-write with the parent).
+    workers_own_kib: u64,
     dataset: u64,
 }
 
@@ -210,7 +214,7 @@ impl Run {
             .map(|d| d.as_nanos().to_string())
             .collect();
         format!(
-            "RESULT {} {} {} {} {} {} {} {} {}",
+            "RESULT {} {} {} {} {} {} {} {} {} {}",
             self.wall.as_nanos(),
             self.rows,
             self.label_sum,
@@ -218,6 +222,7 @@ impl Run {
             self.peak.pss_shmem_kib,
             self.peak.pte_kib,
             self.parent_kib,
+            self.workers_own_kib,
             self.dataset,
             setup.join(",")
         )
@@ -236,6 +241,7 @@ impl Run {
             rss_kib: 0,
         };
         let parent_kib = num()?;
+        let workers_own_kib = num()?;
         let dataset = num()?;
         let setup = f
             .next()
@@ -251,6 +257,7 @@ impl Run {
             setup,
             peak,
             parent_kib,
+            workers_own_kib,
             dataset,
         })
     }
@@ -284,12 +291,15 @@ fn run_variant(v: Variant, p: Params) -> Result<Run> {
     let mut setups: HashMap<u32, Duration> = HashMap::new();
     let mut peak = ProcessMemory::default();
     let mut parent_kib = 0;
+    let mut workers_own_kib = 0;
     let mut sample = |pids: Vec<u32>, n: u64| {
         if n % 4 == 1 {
-            let m = ProcessMemory::sum(std::iter::once(me).chain(pids));
+            let m = ProcessMemory::sum(std::iter::once(me).chain(pids.iter().copied()));
             if m.total_kib() > peak.total_kib() {
                 peak = m;
                 parent_kib = ProcessMemory::of(me).map_or(0, |p| p.total_kib());
+                let w = ProcessMemory::sum(pids);
+                workers_own_kib = w.pss_kib.saturating_sub(w.pss_shmem_kib) + w.pte_kib;
             }
         }
     };
@@ -385,6 +395,7 @@ fn run_variant(v: Variant, p: Params) -> Result<Run> {
     run.setup = setup;
     run.peak = peak;
     run.parent_kib = parent_kib;
+    run.workers_own_kib = workers_own_kib;
     Ok(run)
 }
 
@@ -457,9 +468,9 @@ fn main_table(p: Params, rounds: usize) -> Result<String> {
     );
     let _ = writeln!(
         out,
-        "| variant | wall time | rows/s | worker attach / setup (median) | peak memory: Pss + VmPTE, all processes | of which the parent | of which shared memory | of which page tables | dataset |"
+        "| variant | wall time | rows/s | worker attach / setup (median) | peak memory: Pss + VmPTE, all processes | of which the parent | of which shared memory | of which page tables | workers' own (Pss − shared + page tables), all workers | dataset |"
     );
-    let _ = writeln!(out, "|---|--:|--:|--:|--:|--:|--:|--:|--:|");
+    let _ = writeln!(out, "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|");
     for v in Variant::ALL {
         let rs = &runs[&v];
         let wall = median(rs.iter().map(|r| r.wall.as_secs_f64()).collect());
@@ -472,6 +483,7 @@ fn main_table(p: Params, rounds: usize) -> Result<String> {
         let pte = median(rs.iter().map(|r| mib(r.peak.pte_kib)).collect());
         let parent = median(rs.iter().map(|r| mib(r.parent_kib)).collect());
         let shmem = median(rs.iter().map(|r| mib(r.peak.pss_shmem_kib)).collect());
+        let own = median(rs.iter().map(|r| mib(r.workers_own_kib)).collect());
         let setup = if setup.is_nan() {
             "none (inherited)".to_owned()
         } else if setup >= 1000.0 {
@@ -482,7 +494,7 @@ fn main_table(p: Params, rounds: usize) -> Result<String> {
         let dataset = rs[0].dataset;
         let _ = writeln!(
             out,
-            "| {} | {wall:.3} s | {:.0} | {setup} | {mem:.1} MiB | {parent:.1} MiB | {shmem:.1} MiB | {pte:.1} MiB | {} |",
+            "| {} | {wall:.3} s | {:.0} | {setup} | {mem:.1} MiB | {parent:.1} MiB | {shmem:.1} MiB | {pte:.1} MiB | {own:.1} MiB | {} |",
             v.describe(),
             rate(v),
             if dataset == 0 {
