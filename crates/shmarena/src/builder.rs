@@ -479,7 +479,17 @@ impl Builder {
 
     /// Copies a slice of plain-old-data elements into the segment, 64-byte aligned.
     pub fn put_slice<T: Pod>(&mut self, name: &str, items: &[T]) -> Result<()> {
-        self.put_slice_with::<T>(name, items.len(), |dst| dst.copy_from_slice(items))
+        let type_name = std::any::type_name::<T>();
+        self.put_pod_with(
+            name,
+            Kind::Pod,
+            Prim::from_type_name(type_name),
+            type_name,
+            size_of::<T>(),
+            align_of::<T>(),
+            items.len(),
+            |dst| Some(copy_and_checksum(dst, bytemuck::cast_slice(items))),
+        )
     }
 
     /// Reserves `count` elements of `T` in the segment and lets `fill` write them in place, with
@@ -513,7 +523,10 @@ impl Builder {
             size_of::<T>(),
             align_of::<T>(),
             count,
-            |bytes| fill(bytemuck::cast_slice_mut(bytes)),
+            |bytes| {
+                fill(bytemuck::cast_slice_mut(bytes));
+                None
+            },
         )
     }
 
@@ -528,7 +541,7 @@ impl Builder {
             1,
             1,
             bytes.len(),
-            |dst| dst.copy_from_slice(bytes),
+            |dst| Some(copy_and_checksum(dst, bytes)),
         )
     }
 
@@ -542,7 +555,7 @@ impl Builder {
         elem_size: usize,
         elem_align: usize,
         count: usize,
-        fill: impl FnOnce(&mut [u8]),
+        fill: impl FnOnce(&mut [u8]) -> Option<u64>,
     ) -> Result<()> {
         self.check_new_name(name)?;
         let len = elem_size
@@ -561,8 +574,10 @@ impl Builder {
         self.seg.zero_reused(self.pos, end);
         self.seg.high_water = self.seg.high_water.max(end);
         let dst = &mut self.seg.bytes_mut()[start..end];
-        fill(dst);
-        let checksum = format::checksum(&self.seg.bytes()[start..end]);
+        let checksum = match fill(dst) {
+            Some(sum) => sum,
+            None => format::checksum(&self.seg.bytes()[start..end]),
+        };
         self.push(Entry {
             name: name.to_owned(),
             kind,
@@ -738,6 +753,19 @@ impl Builder {
     }
 }
 
+/// Copies `src` into `dst` (of equal length) and returns the xxh3 checksum of the bytes, hashing
+/// each chunk right after copying it, while it is still in cache, instead of reading the whole
+/// payload a second time.
+fn copy_and_checksum(dst: &mut [u8], src: &[u8]) -> u64 {
+    const CHUNK: usize = 128 << 10;
+    let mut hasher = xxhash_rust::xxh3::Xxh3::new();
+    for (d, s) in dst.chunks_mut(CHUNK).zip(src.chunks(CHUNK)) {
+        d.copy_from_slice(s);
+        hasher.update(d);
+    }
+    hasher.digest()
+}
+
 /// A failed [`Builder::seal`]. If it failed before changing anything (no space left for the
 /// table of contents, say), it hands the builder back, so the work is not lost: free some space
 /// and seal again.
@@ -790,5 +818,27 @@ impl std::error::Error for SealError {
 impl From<SealError> for Error {
     fn from(e: SealError) -> Error {
         e.error
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn chunked_checksum_equals_the_one_shot_checksum() {
+        for len in [
+            0,
+            1,
+            4095,
+            128 << 10,
+            (128 << 10) + 1,
+            1 << 20,
+            (3 << 20) + 17,
+        ] {
+            let src: Vec<u8> = (0..len).map(|i| (i * 7 + i / 251) as u8).collect();
+            let mut dst = vec![0u8; len];
+            let sum = super::copy_and_checksum(&mut dst, &src);
+            assert_eq!(dst, src);
+            assert_eq!(sum, crate::format::checksum(&src), "len {len}");
+        }
     }
 }
