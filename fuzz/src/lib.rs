@@ -218,14 +218,17 @@ pub fn read_everything(arena: &Arena) {
                 black_box(e.to_string());
             }
         }
+        // Hash lookups (`get`, `contains_key`) are left out: on a crafted table that rkyv
+        // 0.8.18 validates they can probe forever (a known upstream limitation this target
+        // found; see crates/shmarena/tests/corruption.rs, validated_hash_map_lookups_terminate).
+        // Iteration is bounded by the validated length and stays in.
         match arena.get::<HashMap<String, u32>>(name) {
             Ok(m) => {
                 let mut n = 0u64;
                 for (k, v) in m.iter() {
                     n = n.wrapping_add(u64::from(v.to_native()));
-                    black_box(m.get(k.as_str()));
+                    black_box(k.as_str());
                 }
-                black_box(m.get("a key that is not there"));
                 black_box(n);
             }
             Err(e) => {
@@ -235,7 +238,7 @@ pub fn read_everything(arena: &Arena) {
         match arena.get::<HashMap<String, Vec<String>>>(name) {
             Ok(m) => {
                 for (k, v) in m.iter() {
-                    black_box((k.as_str(), v.len(), m.contains_key(k.as_str())));
+                    black_box((k.as_str(), v.iter().map(|s| s.len()).sum::<usize>()));
                 }
             }
             Err(e) => {
