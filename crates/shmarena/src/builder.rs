@@ -637,15 +637,20 @@ impl Builder {
     /// - named segment: shrinks it, sets mode 0400 and maps it read-only;
     /// - file: shrinks it, syncs it to disk, sets mode 0400 and renames it into place.
     ///
-    /// The builder is consumed; on error everything it made is removed.
-    pub fn seal(mut self) -> Result<Arena> {
-        let toc = format::encode_toc(&self.entries);
-        let toc_off = self.aligned_pos(8)?;
-        let total = toc_off.checked_add(toc.len()).ok_or(Error::TooLarge {
-            what: self.seg.what.clone(),
-            size: u64::MAX,
-        })?;
-        self.seg.ensure(total)?;
+    /// The builder is consumed. If sealing fails before anything changed (no room for the
+    /// table of contents), [`SealError::into_builder`] gives it back; after that point, a
+    /// failure removes everything it made.
+    pub fn seal(mut self) -> std::result::Result<Arena, SealError> {
+        let (toc_off, total, toc) = match self.place_toc() {
+            Ok(placed) => placed,
+            // Nothing has changed yet: hand the builder back.
+            Err(error) => {
+                return Err(SealError {
+                    error,
+                    builder: Some(Box::new(self)),
+                })
+            }
+        };
         self.seg.zero_reused(self.pos, total);
         self.seg.bytes_mut()[toc_off..total].copy_from_slice(&toc);
         self.header.state = format::STATE_SEALED;
@@ -656,7 +661,26 @@ impl Builder {
         self.header.toc_checksum = format::checksum(&toc);
         let head = self.header.encode();
         self.seg.bytes_mut()[..format::HEADER_LEN].copy_from_slice(&head);
+        self.finish(total).map_err(|error| SealError {
+            error,
+            builder: None,
+        })
+    }
 
+    /// Encodes the table of contents and makes room for it: `(offset, total length, bytes)`.
+    fn place_toc(&mut self) -> Result<(usize, usize, Vec<u8>)> {
+        let toc = format::encode_toc(&self.entries);
+        let toc_off = self.aligned_pos(8)?;
+        let total = toc_off.checked_add(toc.len()).ok_or(Error::TooLarge {
+            what: self.seg.what.clone(),
+            size: u64::MAX,
+        })?;
+        self.seg.ensure(total)?;
+        Ok((toc_off, total, toc))
+    }
+
+    /// Makes the written segment read-only and maps it as an arena.
+    fn finish(self, total: usize) -> Result<Arena> {
         let Builder { seg, mut site, .. } = self;
         let Segment {
             map, file, what, ..
@@ -711,5 +735,60 @@ impl Builder {
             }
         };
         Arena::from_sealed_segment(file, backing, what)
+    }
+}
+
+/// A failed [`Builder::seal`]. If it failed before changing anything (no space left for the
+/// table of contents, say), it hands the builder back, so the work is not lost: free some space
+/// and seal again.
+///
+/// It converts into [`Error`], so `builder.seal()?` works in functions returning
+/// [`shmarena::Result`](crate::Result).
+pub struct SealError {
+    error: Error,
+    builder: Option<Box<Builder>>,
+}
+
+impl SealError {
+    /// What went wrong.
+    pub fn error(&self) -> &Error {
+        &self.error
+    }
+
+    /// The builder, unchanged, if sealing failed before it changed anything.
+    pub fn into_builder(self) -> Option<Builder> {
+        self.builder.map(|b| *b)
+    }
+
+    /// The error, dropping the builder (which removes what it made).
+    pub fn into_error(self) -> Error {
+        self.error
+    }
+}
+
+impl std::fmt::Debug for SealError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SealError")
+            .field("error", &self.error)
+            .field("builder_returned", &self.builder.is_some())
+            .finish()
+    }
+}
+
+impl std::fmt::Display for SealError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Display::fmt(&self.error, f)
+    }
+}
+
+impl std::error::Error for SealError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.error)
+    }
+}
+
+impl From<SealError> for Error {
+    fn from(e: SealError) -> Error {
+        e.error
     }
 }

@@ -87,6 +87,7 @@ mod builder;
 mod error;
 pub mod format;
 mod handle;
+pub mod inspect;
 mod locator;
 pub mod metrics;
 mod view;
@@ -95,11 +96,16 @@ mod view;
 mod os;
 
 pub use arena::{Arena, ArenaId, OpenOptions};
-pub use builder::{ArenaBuilder, ArenaSerializer, ArenaValidator, ArenaWriter, Builder};
+pub use builder::{ArenaBuilder, ArenaSerializer, ArenaValidator, ArenaWriter, Builder, SealError};
 pub use error::{Error, Result};
 pub use handle::{detach_all, Handle, RawHandle, SliceHandle, INHERITED_FDS_ENV};
 pub use locator::{validate_entry_name, validate_segment_name, Locator, MAX_SEGMENT_NAME};
 pub use view::{SliceView, View};
+
+/// The README's example, compiled as a doctest so it cannot drift from the API.
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+struct ReadmeExample;
 
 /// Re-exported so users name the same rkyv and bytemuck versions shmarena archives with.
 pub use bytemuck;

@@ -40,6 +40,31 @@ fn nospace_child_entry() {
         std::fs::read_dir(&dir).unwrap().next().is_none(),
         "temporary file left behind"
     );
+
+    // Sealing with no room left for the table of contents hands the builder back.
+    let mut b = ArenaBuilder::new()
+        .named("sa-nospace-toc")
+        .create()
+        .unwrap();
+    let mut added = 0;
+    loop {
+        let name = format!("{added:0>250}");
+        match b.put_bytes(&name, &[9u8; 300]) {
+            Ok(()) => added += 1,
+            Err(Error::NoSpace { .. }) => break,
+            Err(e) => panic!("unexpected: {e}"),
+        }
+    }
+    assert!(added > 1000, "only {added} entries fit");
+    let failed = b.seal().unwrap_err();
+    assert!(matches!(failed.error(), Error::NoSpace { .. }), "{failed}");
+    let b = failed.into_builder().expect("the builder comes back");
+    assert_eq!(b.entry_count(), added);
+    drop(b);
+    assert!(
+        std::fs::read_dir("/dev/shm").unwrap().next().is_none(),
+        "segment left behind"
+    );
     println!("NOSPACE-OK");
 }
 

@@ -1,0 +1,827 @@
+//! Runs the real `arena-inspect` binary against arenas built here, in every backing: valid ones,
+//! corrupted ones, and orphans left by killed children.
+//!
+//! Tests run in parallel, and other test binaries may run at the same time: every segment name
+//! carries a per-test random prefix, and every `gc` is limited to that prefix with `--prefix`.
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Read};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use serde_json::Value;
+use shmarena::{Arena, ArenaBuilder, Builder, Locator};
+
+const BIN: &str = env!("CARGO_BIN_EXE_arena-inspect");
+
+/// Set in a child process started by [`spawn_child`]: what the child should do.
+const CHILD_ENV: &str = "ARENA_INSPECT_TEST_CHILD";
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// One test's unique segment prefix and temporary directory; checks on `finish` that nothing
+/// with the prefix is left in /dev/shm and that the directory holds nothing unexpected.
+struct Scope {
+    prefix: String,
+    dir: PathBuf,
+}
+
+impl Scope {
+    fn new() -> Scope {
+        let mut b = [0u8; 4];
+        std::fs::File::open("/dev/urandom")
+            .and_then(|mut f| f.read_exact(&mut b))
+            .expect("read /dev/urandom");
+        let tag: String = b.iter().map(|x| format!("{x:02x}")).collect();
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        // Same shape as the library tests' prefixes (`sa*-`), which CI checks for leftovers.
+        let prefix = format!("sa{tag}{n:x}-");
+        let dir = std::env::temp_dir().join(format!("arena-inspect-test-{tag}{n:x}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        Scope { prefix, dir }
+    }
+
+    fn name(&self, tag: &str) -> String {
+        let name = format!("{}{tag}", self.prefix);
+        assert!(name.len() <= 30, "name too long: {name}");
+        name
+    }
+
+    fn path(&self, file: &str) -> PathBuf {
+        self.dir.join(file)
+    }
+
+    fn leftovers(&self) -> Vec<String> {
+        std::fs::read_dir("/dev/shm")
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with(&self.prefix))
+            .collect()
+    }
+
+    fn cleanup(&self) -> Vec<String> {
+        let left = self.leftovers();
+        for n in &left {
+            let _ = std::fs::remove_file(Path::new("/dev/shm").join(n));
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+        left
+    }
+
+    fn finish(self) {
+        let left = self.cleanup();
+        std::mem::forget(self);
+        assert!(left.is_empty(), "segments left in /dev/shm: {left:?}");
+    }
+}
+
+impl Drop for Scope {
+    fn drop(&mut self) {
+        // A failed test still cleans up.
+        self.cleanup();
+    }
+}
+
+struct Run {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+impl Run {
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.stdout).unwrap_or_else(|e| {
+            panic!(
+                "stdout is not JSON ({e}):\n{}\nstderr:\n{}",
+                self.stdout, self.stderr
+            )
+        })
+    }
+
+    fn ok(self) -> Run {
+        assert_eq!(
+            self.code, 0,
+            "stdout:\n{}\nstderr:\n{}",
+            self.stdout, self.stderr
+        );
+        self
+    }
+}
+
+fn run(args: &[&str]) -> Run {
+    let Output {
+        status,
+        stdout,
+        stderr,
+    } = Command::new(BIN)
+        .args(args)
+        .output()
+        .expect("run arena-inspect");
+    Run {
+        code: status.code().expect("arena-inspect was killed by a signal"),
+        stdout: String::from_utf8(stdout).expect("stdout is UTF-8"),
+        stderr: String::from_utf8(stderr).expect("stderr is UTF-8"),
+    }
+}
+
+fn weights() -> Vec<f32> {
+    (0..1000).map(|i| i as f32 * 0.25).collect()
+}
+
+fn fill(b: &mut Builder) {
+    let map: HashMap<String, u32> = (0..50).map(|i| (format!("k{i}"), i)).collect();
+    b.put("map", &map).unwrap();
+    b.put_slice("weights", &weights()).unwrap();
+    b.put_slice("ids", &[-1i64, 7, 1 << 40]).unwrap();
+    b.put_bytes("blob", b"\x00\x01binary\xff").unwrap();
+}
+
+/// Spelling of a locator that arena-inspect accepts.
+fn spell(loc: &Locator) -> String {
+    match loc {
+        Locator::Shm { name } => format!("/{name}"),
+        Locator::Memfd { pid, fd } => format!("{pid}:{fd}"),
+        Locator::File { path } => path.display().to_string(),
+        other => panic!("unexpected locator {other:?}"),
+    }
+}
+
+fn list_row(arena: &str) -> Option<Value> {
+    let list = run(&["list", "--json"]).ok().json();
+    list.as_array()
+        .expect("list --json is an array")
+        .iter()
+        .find(|r| r["arena"] == arena)
+        .cloned()
+}
+
+/// Everything a valid arena must show, whatever its backing.
+fn check_valid(arena: &Arena, arg: &str) {
+    let me = std::process::id();
+
+    let info = run(&["info", arg, "--json"]).ok().json();
+    assert_eq!(info["header"]["state"], "sealed");
+    assert_eq!(info["header"]["entry_count"], 4);
+    assert_eq!(info["header"]["id"], arena.id().to_string());
+    assert_eq!(info["header"]["creator_pid"], me);
+    assert_eq!(info["header"]["creator_alive"], true);
+    let entries = info["entries"].as_array().unwrap();
+    let names: Vec<&str> = entries
+        .iter()
+        .map(|e| e["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["map", "weights", "ids", "blob"]);
+    let w = &entries[1];
+    assert_eq!(w["kind"], "pod");
+    assert_eq!(w["type_name"], "f32");
+    assert_eq!(w["count"], 1000);
+    assert_eq!(w["len"], 4000);
+    assert_eq!(w["align"], 4);
+    assert_eq!(entries[0]["kind"], "archived");
+    assert!(entries[0]["type_name"]
+        .as_str()
+        .unwrap()
+        .contains("HashMap"));
+    assert_eq!(entries[0]["fingerprint"].as_str().unwrap().len(), 16);
+
+    let table = run(&["info", arg]).ok().stdout;
+    assert!(table.contains("FINGERPRINT"), "{table}");
+    assert!(
+        table.contains("weights") && table.contains("f32"),
+        "{table}"
+    );
+
+    let verify = run(&["verify", arg]).ok().stdout;
+    assert!(verify.contains("ok"), "{verify}");
+    let v = run(&["verify", arg, "--json"]).ok().json();
+    assert_eq!(v["ok"], true);
+    assert_eq!(v["entries"].as_array().unwrap().len(), 4);
+
+    // Elements of a primitive POD entry, in every format.
+    let d = run(&["dump", arg, "weights", "--range", "10..13", "--json"])
+        .ok()
+        .json();
+    assert_eq!(d["values"], serde_json::json!([2.5, 2.75, 3.0]));
+    assert_eq!(
+        (d["start"].clone(), d["end"].clone()),
+        (10.into(), 13.into())
+    );
+    let csv = run(&["dump", arg, "ids", "--format", "csv"]).ok().stdout;
+    assert_eq!(csv, "index,value\n0,-1\n1,7\n2,1099511627776\n");
+    let t = run(&["dump", arg, "weights", "--range", "999"]).ok().stdout;
+    assert!(t.lines().last().unwrap().ends_with("999  249.75"), "{t}");
+    // Default window: the first 100 elements, with a note on stderr.
+    let d = run(&["dump", arg, "weights", "--format", "json"]);
+    assert_eq!(d.json()["values"].as_array().unwrap().len(), 100);
+    assert!(d.stderr.contains("use --range"), "{}", d.stderr);
+
+    // Hex dump of an archived entry with the root marked; raw bytes.
+    let hex = run(&["dump", arg, "map"]).ok().stdout;
+    assert!(hex.contains("rkyv root"), "{hex}");
+    assert!(hex.contains("<- root"), "{hex}");
+    let blob = run(&["dump", arg, "blob", "--json"]).ok().json();
+    assert_eq!(blob["hex"], "000162696e617279ff");
+    let raw = Command::new(BIN)
+        .args(["dump", arg, "blob", "--raw"])
+        .output()
+        .unwrap();
+    assert!(raw.status.success());
+    assert_eq!(raw.stdout, b"\x00\x01binary\xff");
+    let raw = Command::new(BIN)
+        .args(["dump", arg, "ids", "--raw", "--range", "1..2"])
+        .output()
+        .unwrap();
+    assert_eq!(raw.stdout, 7i64.to_ne_bytes());
+
+    // This test process maps the arena and holds its descriptor.
+    let who = run(&["who", arg, "--json"]).ok().json();
+    let me_row = who
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|h| h["pid"] == me)
+        .unwrap_or_else(|| panic!("this process is not in `who`: {who}"));
+    assert_eq!(me_row["mapped"], true);
+    assert!(!me_row["fds"].as_array().unwrap().is_empty());
+    let who = run(&["who", arg]).ok().stdout;
+    assert!(who.contains(&me.to_string()), "{who}");
+
+    // Errors that name the thing.
+    let e = run(&["dump", arg, "nope"]);
+    assert_eq!(e.code, 2);
+    assert!(
+        e.stderr.contains("no entry \"nope\"") && e.stderr.contains("weights"),
+        "{}",
+        e.stderr
+    );
+    let e = run(&["dump", arg, "map", "--format", "csv"]);
+    assert_eq!(e.code, 2);
+    assert!(e.stderr.contains("csv needs a POD entry"), "{}", e.stderr);
+    let e = run(&["dump", arg, "weights", "--range", "2000.."]);
+    assert_eq!(e.code, 2);
+    assert!(e.stderr.contains("past the end"), "{}", e.stderr);
+}
+
+#[test]
+fn named_arena() {
+    let scope = Scope::new();
+    let name = scope.name("named");
+    let mut b = ArenaBuilder::new().named(&name).create().unwrap();
+    fill(&mut b);
+    let arena = b.seal().unwrap();
+    let arg = format!("/{name}");
+    check_valid(&arena, &arg);
+    // The bare name works too.
+    run(&["verify", &name]).ok();
+
+    let row = list_row(&arg).expect("the arena is listed");
+    assert_eq!(row["backing"], "shm");
+    assert_eq!(row["state"], "sealed");
+    assert_eq!(row["entries"], 4);
+    assert_eq!(row["owner_pid"], std::process::id());
+    assert_eq!(row["owner_alive"], true);
+    assert_eq!(row["users"], 1);
+    assert_eq!(row["size"], arena.len());
+    assert!(row["age_secs"].as_f64().unwrap() >= 0.0);
+    assert!(row["error"].is_null());
+    let table = run(&["list"]).ok().stdout;
+    let line = table.lines().find(|l| l.starts_with(&arg)).expect("listed");
+    assert!(line.contains("sealed") && line.contains("alive"), "{line}");
+
+    // Alive owner: gc keeps it and says why.
+    let gc = run(&["gc", "--prefix", &scope.prefix, "--json"])
+        .ok()
+        .json();
+    assert_eq!(gc["removed"], serde_json::json!([]));
+    assert_eq!(gc["skipped"][0]["reason"], "owner-alive");
+    drop(arena);
+    assert!(list_row(&arg).is_none(), "dropped arenas are unlinked");
+    scope.finish();
+}
+
+#[test]
+fn handle_strings() {
+    let scope = Scope::new();
+    let name = scope.name("handles");
+    let build = || {
+        let mut b = ArenaBuilder::new().named(&name).create().unwrap();
+        fill(&mut b);
+        b.seal().unwrap()
+    };
+    let arena = build();
+    let weights = arena.slice_handle::<f32>("weights").unwrap().to_string();
+    let map = arena
+        .handle::<HashMap<String, u32>>("map")
+        .unwrap()
+        .to_string();
+    assert!(weights.starts_with("shmarena1:"), "{weights}");
+
+    // A handle names the arena and, for dump, the entry.
+    let d = run(&["dump", &weights, "--range", "4..6", "--json"])
+        .ok()
+        .json();
+    assert_eq!(
+        (d["entry"].clone(), d["values"].clone()),
+        ("weights".into(), serde_json::json!([1.0, 1.25]))
+    );
+    let hex = run(&["dump", &map]).ok().stdout;
+    assert!(hex.starts_with("entry \"map\""), "{hex}");
+    run(&["dump", &weights, "ids"]).ok();
+    let info = run(&["info", &weights, "--json"]).ok().json();
+    assert_eq!(info["header"]["id"], arena.id().to_string());
+    run(&["verify", &weights]).ok();
+    assert_eq!(
+        run(&["who", &weights, "--json"]).ok().json()[0]["pid"],
+        std::process::id()
+    );
+
+    // A newer arena at the same name is not the one the handle names.
+    drop(arena);
+    let newer = build();
+    for cmd in ["info", "verify", "dump"] {
+        let r = run(&[cmd, &weights]);
+        assert_eq!(r.code, 2, "{cmd}: {}", r.stdout);
+        assert!(r.stderr.contains("stale handle"), "{cmd}: {}", r.stderr);
+    }
+    let r = run(&["info", "shmarena1:nonsense"]);
+    assert_eq!(r.code, 2);
+    assert!(r.stderr.contains("bad handle"), "{}", r.stderr);
+    drop(newer);
+    scope.finish();
+}
+
+#[test]
+fn memfd_arena_by_pid_fd() {
+    let scope = Scope::new();
+    let mut b = ArenaBuilder::new().create().unwrap();
+    fill(&mut b);
+    let arena = b.seal().unwrap();
+    let arg = spell(arena.locator());
+    assert!(
+        arg.starts_with(&format!("{}:", std::process::id())),
+        "{arg}"
+    );
+    check_valid(&arena, &arg);
+    run(&["info", &format!("memfd:{arg}")]).ok();
+
+    // `list` finds it through /proc/*/fd and names it by the creator's descriptor.
+    let row = list_row(&arg).unwrap_or_else(|| panic!("{arg} not listed"));
+    assert_eq!(row["backing"], "memfd");
+    assert_eq!(row["state"], "sealed");
+    assert_eq!(row["entries"], 4);
+    assert_eq!(row["owner_alive"], true);
+    assert_eq!(row["id"], arena.id().to_string());
+
+    let info = run(&["info", &arg, "--json"]).ok().json();
+    assert_eq!(info["kernel_sealed"], true);
+
+    // A descriptor that is not a memfd arena.
+    let e = run(&["verify", &format!("{}:999999", std::process::id())]);
+    assert_eq!(e.code, 2, "{}", e.stderr);
+    assert!(e.stderr.contains("not found"), "{}", e.stderr);
+    drop(arena);
+    scope.finish();
+}
+
+#[test]
+fn memfd_arena_of_another_process() {
+    let scope = Scope::new();
+    let mut child = KillOnDrop(spawn_child("memfd", ""));
+    let lines = BufReader::new(child.0.stdout.take().unwrap()).lines();
+    let ready = lines
+        .map(|l| l.unwrap())
+        .find(|l| l.contains("READY"))
+        .expect("child never got ready");
+    let arg = ready.rsplit(' ').next().unwrap().to_owned();
+    let pid = child.0.id();
+    assert!(arg.starts_with(&format!("{pid}:")), "{arg}");
+
+    let row = list_row(&arg).unwrap_or_else(|| panic!("{arg} not listed"));
+    assert_eq!(row["owner_pid"], pid);
+    assert_eq!(row["owner_alive"], true);
+    assert_eq!(row["users"], 1);
+    run(&["verify", &arg]).ok();
+    let d = run(&["dump", &arg, "ids", "--json"]).ok().json();
+    assert_eq!(d["values"], serde_json::json!([-1, 7, 1u64 << 40]));
+    let who = run(&["who", &arg, "--json"]).ok().json();
+    assert_eq!(who.as_array().unwrap().len(), 1);
+    assert_eq!(who[0]["pid"], pid);
+    assert_eq!(who[0]["mapped"], true);
+
+    // The kernel frees it with its last holder.
+    drop(child);
+    assert!(list_row(&arg).is_none());
+    assert_eq!(run(&["info", &arg]).code, 2);
+    scope.finish();
+}
+
+#[test]
+fn file_arena_and_corrupted_copies() {
+    let scope = Scope::new();
+    let path = scope.path("good.arena");
+    let mut b = ArenaBuilder::new().file(&path).create().unwrap();
+    fill(&mut b);
+    let arena = b.seal().unwrap();
+    let arg = path.display().to_string();
+    check_valid(&arena, &arg);
+    let layout = arena.layout().clone();
+    drop(arena);
+
+    let copy = |tag: &str, mutate: &dyn Fn(&mut Vec<u8>)| -> String {
+        let mut bytes = std::fs::read(&path).unwrap();
+        mutate(&mut bytes);
+        let p = scope.path(tag);
+        std::fs::write(&p, &bytes).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
+        p.display().to_string()
+    };
+
+    // A flipped byte inside the "weights" payload: the checksum names the entry.
+    let w = layout.entries.iter().find(|e| e.name == "weights").unwrap();
+    let at = (w.offset + 123) as usize;
+    let flipped = copy("flipped", &|b| b[at] ^= 0x40);
+    let r = run(&["verify", &flipped]);
+    assert_eq!(r.code, 1, "{}", r.stdout);
+    assert!(r.stdout.contains("CORRUPT"), "{}", r.stdout);
+    let line = r.stdout.lines().find(|l| l.starts_with("weights")).unwrap();
+    assert!(line.contains("checksum mismatch"), "{line}");
+    assert!(line.contains(&w.offset.to_string()), "names where: {line}");
+    let v = run(&["verify", &flipped, "--json"]).json();
+    assert_eq!(v["ok"], false);
+    assert_eq!(v["problem"], "checksum");
+    let bad: Vec<&str> = v["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["ok"] == false)
+        .map(|e| e["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(bad, ["weights"]);
+    // info and dump still work on it: only verify reads payloads.
+    run(&["info", &flipped]).ok();
+    run(&["dump", &flipped, "ids"]).ok();
+
+    // A flipped byte in the table of contents.
+    let toc = layout.header.toc_offset as usize + 20;
+    let bad_toc = copy("bad-toc", &|b| b[toc] ^= 1);
+    let r = run(&["verify", &bad_toc]);
+    assert_eq!(r.code, 1);
+    assert!(
+        r.stdout.contains("table of contents checksum"),
+        "{}",
+        r.stdout
+    );
+    // info shows the header and the error, exit 1.
+    let r = run(&["info", &bad_toc]);
+    assert_eq!(r.code, 1);
+    assert!(r.stdout.contains("state:          sealed"), "{}", r.stdout);
+    assert!(r.stdout.contains("error:"), "{}", r.stdout);
+    let j = run(&["info", &bad_toc, "--json"]).json();
+    assert_eq!(j["header"]["state"], "sealed");
+    assert!(j["error"].as_str().unwrap().contains("corrupted"));
+
+    // A flipped byte in the header.
+    let bad_header = copy("bad-header", &|b| b[40] ^= 1);
+    let r = run(&["verify", &bad_header]);
+    assert_eq!(r.code, 1);
+    assert!(r.stdout.contains("header checksum"), "{}", r.stdout);
+
+    // Truncated: verify names the lengths.
+    let cut = copy("truncated", &|b| b.truncate(b.len() - 100));
+    let r = run(&["verify", &cut, "--json"]);
+    assert_eq!(r.code, 1);
+    let j = r.json();
+    assert_eq!(j["problem"], "truncated");
+    let msg = j["error"].as_str().unwrap().to_owned();
+    assert!(
+        msg.contains("truncated") && msg.contains(&layout.header.total_len.to_string()),
+        "{msg}"
+    );
+
+    // Not an arena, empty, missing, a directory.
+    let junk = copy("junk", &|b| *b = b"GIF89a not an arena".to_vec());
+    let r = run(&["verify", &junk]);
+    assert_eq!(r.code, 1);
+    assert!(r.stdout.contains("not a shmarena arena"), "{}", r.stdout);
+    let empty = copy("empty", &|b| b.clear());
+    assert_eq!(run(&["verify", &empty]).code, 1);
+    let r = run(&["verify", &scope.path("missing").display().to_string()]);
+    assert_eq!(r.code, 2);
+    assert!(r.stderr.contains("not found"), "{}", r.stderr);
+    assert_eq!(run(&["verify"]).code, 2, "usage error");
+    assert_eq!(run(&["verify", "bad name!"]).code, 2);
+
+    // Corrupt files are never mistaken for named segments in `list`.
+    assert!(list_row(&flipped).is_none());
+    for f in [
+        "good.arena",
+        "flipped",
+        "bad-toc",
+        "bad-header",
+        "truncated",
+        "junk",
+        "empty",
+    ] {
+        std::fs::remove_file(scope.path(f)).unwrap();
+    }
+    scope.finish();
+}
+
+/// What a child started by [`spawn_child`] does, by the value of [`CHILD_ENV`]:
+/// `persist:NAME` builds, seals and persists a named arena, then exits;
+/// `hang:NAME` starts building one, prints `READY` and sleeps until killed;
+/// `memfd:` builds a memfd arena, prints `READY PID:FD` and sleeps until killed.
+#[test]
+fn child_builder() {
+    let Ok(what) = std::env::var(CHILD_ENV) else {
+        return;
+    };
+    let (mode, name) = what.split_once(':').unwrap();
+    if mode == "memfd" {
+        let mut b = ArenaBuilder::new().create().unwrap();
+        fill(&mut b);
+        let arena = b.seal().unwrap();
+        println!("READY {}", spell(arena.locator()));
+        std::thread::sleep(std::time::Duration::from_secs(600));
+        unreachable!("the parent kills this child");
+    }
+    let mut b = ArenaBuilder::new().named(name).create().unwrap();
+    fill(&mut b);
+    match mode {
+        "persist" => b.seal().unwrap().persist(),
+        "hang" => {
+            println!("READY");
+            std::thread::sleep(std::time::Duration::from_secs(600));
+            unreachable!("the parent kills this child");
+        }
+        other => panic!("unknown child mode {other}"),
+    }
+}
+
+/// Runs [`child_builder`] in a new process of this test binary.
+fn spawn_child(mode: &str, name: &str) -> std::process::Child {
+    Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "child_builder",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(CHILD_ENV, format!("{mode}:{name}"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+/// Kills and reaps a child when dropped, so a failing test leaves no sleeper behind.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn shm_exists(name: &str) -> bool {
+    Path::new("/dev/shm").join(name).exists()
+}
+
+#[test]
+fn orphans_of_killed_children_are_collected() {
+    let scope = Scope::new();
+    let me = std::process::id();
+
+    // A child that persisted a sealed arena and exited.
+    let sealed = scope.name("sealed");
+    let status = spawn_child("persist", &sealed).wait().unwrap();
+    assert!(status.success());
+    // A child SIGKILLed mid-build.
+    let half = scope.name("half");
+    let mut child = KillOnDrop(spawn_child("hang", &half));
+    let half_pid = child.0.id();
+    let mut lines = BufReader::new(child.0.stdout.take().unwrap()).lines();
+    assert!(
+        lines.any(|l| l.unwrap().contains("READY")),
+        "child never got ready"
+    );
+    drop(child); // SIGKILL, then reap
+                 // An orphan that this process still maps: gc must keep it.
+    let used = scope.name("used");
+    assert!(spawn_child("persist", &used).wait().unwrap().success());
+    let reader = Arena::open_named(&used).unwrap();
+    // A segment whose creator (this process) is alive: gc must keep it.
+    let mine = scope.name("mine");
+    let mut b = ArenaBuilder::new().named(&mine).create().unwrap();
+    fill(&mut b);
+    let own = b.seal().unwrap();
+    own.persist();
+    drop(own);
+    // Not an arena at all, and an arena whose header is corrupt.
+    let junk = scope.name("junk");
+    std::fs::write(Path::new("/dev/shm").join(&junk), b"hello").unwrap();
+    let broken = scope.name("broken");
+    // Magic and version 1, then garbage: the header checksum fails.
+    let mut bad = b"SHMARENA".to_vec();
+    bad.extend_from_slice(&1u32.to_le_bytes());
+    bad.resize(4096, 0xee);
+    std::fs::write(Path::new("/dev/shm").join(&broken), &bad).unwrap();
+
+    // list shows the orphans with dead owners, the building one as such, and the broken one
+    // with its error, without failing.
+    let row = list_row(&format!("/{half}")).expect("half-built segment listed");
+    assert_eq!(row["state"], "building");
+    assert_eq!(row["owner_pid"], half_pid);
+    assert_eq!(row["owner_alive"], false);
+    assert_eq!(row["users"], 0);
+    assert!(row["entries"].is_null());
+    let row = list_row(&format!("/{sealed}")).unwrap();
+    assert_eq!(
+        (row["state"].clone(), row["owner_alive"].clone()),
+        ("sealed".into(), false.into())
+    );
+    let row = list_row(&format!("/{used}")).unwrap();
+    assert_eq!(row["users"], 1);
+    let row = list_row(&format!("/{broken}")).unwrap();
+    assert_eq!(row["state"], "unreadable");
+    assert!(
+        row["error"].as_str().unwrap().contains("corrupted"),
+        "{row}"
+    );
+    assert!(
+        list_row(&format!("/{junk}")).is_none(),
+        "non-arenas are not listed"
+    );
+
+    // info and verify on the half-built segment.
+    let r = run(&["info", &half]).ok();
+    assert!(
+        r.stdout.contains("state:          building"),
+        "{}",
+        r.stdout
+    );
+    assert!(
+        r.stdout.contains(&format!("pid {half_pid} (dead)")),
+        "{}",
+        r.stdout
+    );
+    let r = run(&["verify", &half]);
+    assert_eq!(r.code, 1);
+    assert!(
+        r.stdout.contains("still being built") && r.stdout.contains("is dead"),
+        "{}",
+        r.stdout
+    );
+    let r = run(&["who", &used, "--json"]).ok().json();
+    assert_eq!(r[0]["pid"], me);
+
+    // A dry run removes nothing and says what it would.
+    let gc = run(&["gc", "--dry-run", "--prefix", &scope.prefix, "--json"])
+        .ok()
+        .json();
+    assert_eq!(gc["dry_run"], true);
+    let mut would: Vec<&str> = gc["removed"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["name"].as_str().unwrap())
+        .collect();
+    would.sort_unstable();
+    let mut expect = vec![half.as_str(), sealed.as_str()];
+    expect.sort_unstable();
+    assert_eq!(would, expect);
+    assert!(gc["bytes_freed"].as_u64().unwrap() > 0);
+    for n in [&half, &sealed, &used, &mine, &junk, &broken] {
+        assert!(shm_exists(n), "dry run removed {n}");
+    }
+    let reasons: HashMap<String, String> = gc["skipped"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            (
+                s["name"].as_str().unwrap().to_owned(),
+                s["reason"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(reasons[&used], "in-use");
+    assert_eq!(reasons[&mine], "owner-alive");
+    assert_eq!(reasons[&junk], "not-an-arena");
+    assert_eq!(reasons[&broken], "unreadable");
+    assert_eq!(reasons.len(), 4, "{reasons:?}");
+    let table = run(&["gc", "--dry-run", "--prefix", &scope.prefix])
+        .ok()
+        .stdout;
+    assert!(
+        table.contains("would remove") && table.contains("dry run"),
+        "{table}"
+    );
+    assert!(table.contains(&format!("pid {me}")), "{table}");
+
+    // The real thing removes exactly the two orphans.
+    let gc = run(&["gc", "--prefix", &scope.prefix]).ok().stdout;
+    assert!(gc.contains("removed 2 segments"), "{gc}");
+    assert!(!shm_exists(&half) && !shm_exists(&sealed));
+    for n in [&used, &mine, &junk, &broken] {
+        assert!(shm_exists(n), "gc removed {n}");
+    }
+    // Once nobody maps it, the third orphan goes too.
+    drop(reader);
+    let gc = run(&["gc", "--prefix", &scope.prefix, "--json"])
+        .ok()
+        .json();
+    assert_eq!(gc["removed"][0]["name"], used.as_str());
+    assert_eq!(gc["removed"].as_array().unwrap().len(), 1);
+
+    for n in [&mine, &junk, &broken] {
+        std::fs::remove_file(Path::new("/dev/shm").join(n)).unwrap();
+    }
+    scope.finish();
+}
+
+#[test]
+fn other_users_segments_are_never_touched() {
+    if std::fs::metadata("/proc/self").unwrap().uid() != 0 {
+        eprintln!("skipped: needs root to give a segment to another user");
+        return;
+    }
+    let scope = Scope::new();
+    let name = scope.name("foreign");
+    assert!(spawn_child("persist", &name).wait().unwrap().success());
+    let path = Path::new("/dev/shm").join(&name);
+    std::os::unix::fs::chown(&path, Some(65534), Some(65534)).unwrap();
+    let gc = run(&["gc", "--prefix", &scope.prefix, "--json"])
+        .ok()
+        .json();
+    assert_eq!(gc["removed"], serde_json::json!([]));
+    assert_eq!(gc["skipped"][0]["reason"], "other-user");
+    assert!(gc["skipped"][0]["detail"]
+        .as_str()
+        .unwrap()
+        .contains("uid 65534"));
+    assert!(path.exists());
+    // The read-only commands still look at it.
+    run(&["info", &name]).ok();
+    std::fs::remove_file(&path).unwrap();
+    scope.finish();
+}
+
+#[test]
+fn help_has_examples() {
+    let help = run(&["--help"]).ok().stdout;
+    for want in [
+        "Examples:",
+        "arena-inspect gc --dry-run",
+        "Naming an arena",
+        "Exit status",
+    ] {
+        assert!(help.contains(want), "--help lacks {want:?}:\n{help}");
+    }
+    for cmd in ["list", "info", "verify", "dump", "who", "gc"] {
+        run(&[cmd, "--help"]).ok();
+    }
+    assert_eq!(run(&["frobnicate"]).code, 2);
+}
+
+#[test]
+fn broken_pipe_is_success() {
+    let scope = Scope::new();
+    let mut b = ArenaBuilder::new().create().unwrap();
+    b.put_slice_with::<u64>("big", 200_000, |d| {
+        for (i, x) in d.iter_mut().enumerate() {
+            *x = i as u64;
+        }
+    })
+    .unwrap();
+    let arena = b.seal().unwrap();
+    let arg = spell(arena.locator());
+    let mut child = Command::new(BIN)
+        .args(["dump", &arg, "big", "--range", ".."])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    // The reader is gone now, like `| head -1`.
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    let status = child.wait().unwrap();
+    assert!(first.starts_with("entry \"big\""), "{first}");
+    assert_eq!(status.code(), Some(0), "stderr: {err}");
+    assert!(err.is_empty(), "{err}");
+    drop(arena);
+    scope.finish();
+}
