@@ -474,3 +474,43 @@ fn the_owner_killed_after_sealing() {
     }
     scope.finish();
 }
+
+/// What the named backing cannot promise: the same user can truncate a sealed segment (mode
+/// 0400 only stops accidents; the owner can chmod it back), and a reader that then touches a
+/// page past the new end gets SIGBUS. The library cannot prevent it; docs/RELIABILITY.md and
+/// docs/DESIGN.md say so, and point at sealed memfds, which refuse the truncate
+/// (processes.rs, `a_sealed_memfd_refuses_truncate_and_write`).
+#[test]
+fn a_named_segment_truncated_under_a_reader_faults_that_reader() {
+    use std::os::unix::fs::PermissionsExt;
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let scope = Scope::new();
+    let name = scope.name("trunc");
+    let mut b = ArenaBuilder::new().named(&name).create().unwrap();
+    b.put_slice("ids", &(0..1_000_000u32).collect::<Vec<_>>())
+        .unwrap();
+    let owner = b.seal().unwrap();
+    let reader = Arena::open_named(&name).unwrap();
+    let ids = reader.slice::<u32>("ids").unwrap();
+    let last = &ids[999_999] as *const u32;
+    let path = format!("/dev/shm/{name}");
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .set_len(4096)
+        .unwrap();
+    let status = common::fork_and_wait(|| {
+        // SAFETY: deliberately touches a page the truncation removed, to show the fault; the
+        // child dies with SIGBUS before the read returns.
+        let v = unsafe { std::ptr::read_volatile(last) };
+        i32::from(v != 999_999)
+    });
+    assert_eq!(common::killed_by(status), Some(libc::SIGBUS), "{status:#x}");
+    // New opens see the damage as a typed error.
+    let e = Arena::open_named(&name).unwrap_err();
+    assert!(matches!(e, Error::Truncated { .. }), "{e}");
+    drop((ids, reader, owner));
+    scope.finish();
+}
