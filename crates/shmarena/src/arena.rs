@@ -452,6 +452,22 @@ impl Arena {
         self.shared.persist.store(true, Ordering::Relaxed);
     }
 
+    /// Removes a named segment's name now, if this process built it and it was not persisted;
+    /// mappings that exist stay valid, but no process can open the name any more. Returns
+    /// whether a name was removed. No effect on memfd and file arenas or in other processes, and
+    /// the drop of the last clone then unlinks nothing.
+    pub fn unlink(&self) -> Result<bool> {
+        if let Backing::Shm { name, owner_pid } = &self.shared.backing {
+            if *owner_pid == os::pid() && !self.shared.persist.swap(true, Ordering::Relaxed) {
+                let what = self.shared.what.as_str();
+                os::shm_unlink(name)
+                    .map_err(|e| Error::os(format!("unlinking {what}"), what, e))?;
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
     /// Checks every payload against its checksum. O(arena size).
     pub fn verify(&self) -> Result<()> {
         let bytes = self.shared.map.bytes();

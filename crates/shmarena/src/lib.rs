@@ -76,8 +76,9 @@
 //!
 //! # Where `unsafe` lives
 //!
-//! Three files: `os/linux.rs` (mapping), `view.rs` (dereferencing views) and `arena.rs`
-//! (reading a kernel-sealed archive without re-validation). Each block carries its argument.
+//! Four files: `os/linux.rs` (mapping, the pre-exec descriptor hook), `view.rs` (dereferencing
+//! views), `arena.rs` (reading a kernel-sealed archive without re-validation) and
+//! `pool/process.rs` (fork, pipes, pidfds, reaping). Each block carries its argument.
 
 #[cfg(not(target_os = "linux"))]
 compile_error!("shmarena supports Linux only for now (memfd, /dev/shm and /proc)");
@@ -90,6 +91,7 @@ mod handle;
 pub mod inspect;
 mod locator;
 pub mod metrics;
+pub mod pool;
 mod view;
 
 #[cfg_attr(target_os = "linux", path = "os/linux.rs")]

@@ -5,30 +5,30 @@ use std::collections::HashMap;
 use std::fmt::Write as _;
 
 /// Number of labels.
-pub const LABELS: usize = 16;
+pub(crate) const LABELS: usize = 16;
 /// Dimensions of the feature vectors and centroids.
-pub const DIMS: usize = 64;
+pub(crate) const DIMS: usize = 64;
 /// Label names, for the summary.
-pub const LABEL_NAMES: [&str; LABELS] = [
-    "sports", "politics", "science", "music", "film", "food", "travel", "health", "finance", "tech", "art",
-    "history", "nature", "fashion", "games", "law",
+pub(crate) const LABEL_NAMES: [&str; LABELS] = [
+    "sports", "politics", "science", "music", "film", "food", "travel", "health", "finance",
+    "tech", "art", "history", "nature", "fashion", "games", "law",
 ];
 
 /// The archived part of the classifier: word -> (label, weight).
 #[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
-pub struct Classifier {
-    pub lexicon: HashMap<String, (u16, f32)>,
+pub(crate) struct Classifier {
+    pub(crate) lexicon: HashMap<String, (u16, f32)>,
 }
 
 /// A small, fast, deterministic generator (SplitMix64).
-pub struct Rng(u64);
+pub(crate) struct Rng(u64);
 
 impl Rng {
-    pub fn new(seed: u64) -> Rng {
+    pub(crate) fn new(seed: u64) -> Rng {
         Rng(seed)
     }
 
-    pub fn next_u64(&mut self) -> u64 {
+    pub(crate) fn next_u64(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
@@ -36,22 +36,23 @@ impl Rng {
         z ^ (z >> 31)
     }
 
-    pub fn below(&mut self, n: u64) -> u64 {
+    pub(crate) fn below(&mut self, n: u64) -> u64 {
         self.next_u64() % n
     }
 
-    pub fn unit(&mut self) -> f32 {
+    pub(crate) fn unit(&mut self) -> f32 {
         (self.next_u64() >> 40) as f32 / (1u64 << 24) as f32
     }
 }
 
 const SYLLABLES: [&str; 32] = [
-    "ka", "lo", "mi", "ne", "ru", "sa", "to", "vi", "ze", "po", "qui", "da", "fe", "gu", "hi", "jo", "bra", "cle",
-    "dri", "fro", "glu", "pla", "sto", "tri", "an", "el", "is", "on", "ur", "ex", "ith", "ow",
+    "ka", "lo", "mi", "ne", "ru", "sa", "to", "vi", "ze", "po", "qui", "da", "fe", "gu", "hi",
+    "jo", "bra", "cle", "dri", "fro", "glu", "pla", "sto", "tri", "an", "el", "is", "on", "ur",
+    "ex", "ith", "ow",
 ];
 
 /// The `i`-th word of the lexicon: distinct for every `i` (a base-32 spelling in syllables).
-pub fn word(i: u64) -> String {
+pub(crate) fn word(i: u64) -> String {
     let mut w = String::new();
     let mut n = i + 32; // at least two syllables
     while n > 0 {
@@ -62,7 +63,7 @@ pub fn word(i: u64) -> String {
 }
 
 /// The lexicon: `words` distinct words, each with a label and a weight in (0, 1].
-pub fn lexicon(words: u64) -> HashMap<String, (u16, f32)> {
+pub(crate) fn lexicon(words: u64) -> HashMap<String, (u16, f32)> {
     let mut rng = Rng::new(0x1e81c0);
     (0..words)
         .map(|i| {
@@ -74,33 +75,55 @@ pub fn lexicon(words: u64) -> HashMap<String, (u16, f32)> {
 }
 
 /// The centroid matrix, `LABELS x DIMS`, row-major.
-pub fn fill_centroids(dst: &mut [f32]) {
+pub(crate) fn fill_centroids(dst: &mut [f32]) {
     let mut rng = Rng::new(0xce7701d);
     for x in dst.iter_mut() {
         *x = rng.unit() * 2.0 - 1.0;
     }
 }
 
-/// `rows` CSV lines `id,text`, each text 6 to 14 words, about 1 in 10 of them unknown.
-pub fn rows(rows: u64, words: u64) -> Vec<String> {
-    let mut rng = Rng::new(0xda7a);
-    (0..rows)
-        .map(|id| {
-            let mut line = String::with_capacity(96);
-            write!(line, "{id},").expect("write to a String");
-            for k in 0..6 + rng.below(9) {
-                if k > 0 {
-                    line.push(' ');
-                }
-                if rng.below(10) == 0 {
-                    line.push_str("zzunknown");
-                } else {
-                    line.push_str(&word(rng.below(words)));
-                }
+/// CSV lines `id,text`, generated lazily: each text 6 to 14 words, about 1 in 10 unknown.
+pub(crate) struct RowGen {
+    rng: Rng,
+    next: u64,
+    rows: u64,
+    words: u64,
+}
+
+impl RowGen {
+    pub(crate) fn new(rows: u64, words: u64) -> RowGen {
+        RowGen {
+            rng: Rng::new(0xda7a),
+            next: 0,
+            rows,
+            words: words.max(1),
+        }
+    }
+}
+
+impl Iterator for RowGen {
+    type Item = String;
+
+    fn next(&mut self) -> Option<String> {
+        if self.next >= self.rows {
+            return None;
+        }
+        let id = self.next;
+        self.next += 1;
+        let mut line = String::with_capacity(96);
+        write!(line, "{id},").expect("write to a String");
+        for k in 0..6 + self.rng.below(9) {
+            if k > 0 {
+                line.push(' ');
             }
-            line
-        })
-        .collect()
+            if self.rng.below(10) == 0 {
+                line.push_str("zzunknown");
+            } else {
+                line.push_str(&word(self.rng.below(self.words)));
+            }
+        }
+        Some(line)
+    }
 }
 
 /// A feature vector for a word, hashed into `DIMS` buckets (FNV-1a).
@@ -115,7 +138,7 @@ fn feature_bucket(word: &str) -> usize {
 
 /// Classifies the text of one CSV row: lexicon votes per label, plus the similarity of the row's
 /// hashed bag of words to each label centroid. Returns the label index.
-pub fn classify_text<F>(text: &str, lookup: F, centroids: &[f32]) -> u16
+pub(crate) fn classify_text<F>(text: &str, lookup: F, centroids: &[f32]) -> u16
 where
     F: Fn(&str) -> Option<(u16, f32)>,
 {
@@ -139,6 +162,6 @@ where
 }
 
 /// The text part of a CSV row `id,text`.
-pub fn text_of(row: &str) -> &str {
+pub(crate) fn text_of(row: &str) -> &str {
     row.split_once(',').map_or(row, |(_, t)| t)
 }

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Builds the Python bindings the way a user installs them and runs their pytest suite.
+# Run from anywhere: `bash crates/shmarena-py/ci.sh`. Needs python3 (>= 3.11) with venv and
+# network access to PyPI for maturin, numpy and pytest only.
+set -euo pipefail
+here="$(cd "$(dirname "$0")" && pwd)"
+py="${PYTHON:-python3}"
+
+"$py" -c 'import sys; assert sys.version_info >= (3, 11), "shmarena needs Python >= 3.11"'
+work="$(mktemp -d)"
+trap 'rm -rf "$work"' EXIT
+"$py" -m venv "$work/venv"
+pip=("$work/venv/bin/python" -m pip --disable-pip-version-check --quiet)
+"${pip[@]}" install 'maturin>=1.16,<2' 'numpy>=1.23' 'pytest>=7'
+# The documented install command (with the maturin just installed, so nothing else is fetched).
+"${pip[@]}" install --no-build-isolation "$here"
+
+cd "$here"
+rc=0
+"$work/venv/bin/python" -m pytest -q -p no:cacheprovider tests || rc=$?
+if [ "$rc" -ne 0 ]; then
+    # 1: tests failed, 2: interrupted, 3: internal error, 4: usage error, 5: no tests collected.
+    echo "python tests failed (pytest exit code $rc)"
+    exit "$rc"
+fi

@@ -1,0 +1,48 @@
+//! Python exception types and the mapping from `shmarena::Error`.
+
+use pyo3::create_exception;
+use pyo3::exceptions::{PyException, PyValueError};
+use pyo3::PyErr;
+
+create_exception!(
+    shmarena,
+    ShmarenaError,
+    PyException,
+    "An arena could not be created, opened or read; the message names the arena and the cause."
+);
+create_exception!(
+    shmarena,
+    StaleHandleError,
+    ShmarenaError,
+    "A pickled arena or view names an arena that no longer exists (its owner exited or closed it)."
+);
+create_exception!(
+    shmarena,
+    BadHandleError,
+    PyValueError,
+    "Bytes given to `shmarena._restore` are not a shmarena handle."
+);
+
+/// An error and its sources, joined with `: `.
+pub(crate) fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        let msg = c.to_string();
+        if !s.contains(&msg) {
+            s.push_str(": ");
+            s.push_str(&msg);
+        }
+        cur = c.source();
+    }
+    s
+}
+
+/// A library error as a Python `ShmarenaError`.
+pub(crate) fn lib_err(e: shmarena::Error) -> PyErr {
+    match e {
+        shmarena::Error::StaleHandle { .. } => StaleHandleError::new_err(chain(&e)),
+        shmarena::Error::BadHandle { .. } => BadHandleError::new_err(chain(&e)),
+        _ => ShmarenaError::new_err(chain(&e)),
+    }
+}

@@ -1,0 +1,302 @@
+//! The pickled form of arenas and views, and the per-process cache of attached arenas.
+//!
+//! A handle is a few dozen bytes:
+//!
+//! | field | bytes |
+//! |---|---|
+//! | format version (1) | 1 |
+//! | arena id | 16 |
+//! | locator: tag 0 memfd + pid u32 + fd i32, tag 1 shm + u8 length + name, tag 2 file + u16 length + path | 9, 2 + n or 3 + n |
+//! | entry name (empty for the arena itself) | 1 + n |
+//! | path: count, then positions inside the value (LEB128 each) | 1 + … |
+//! | list slice: 0, or 1 + start + zigzag step + length (LEB128 each) | 1 or 4 + … |
+//!
+//! Why not the library's `shmarena::RawHandle`: it is a fixed 64 bytes naming one entry by
+//! index, so a pickled view would take about 110 bytes with the path and slice added (the
+//! target is under 100), and it cannot name the arena itself. Switching over needs changes only
+//! here: `encode`/`decode` for the bytes, and `attach` for the cache (the library's cache holds
+//! arenas built in this process weakly and attached ones strongly, as this one does); the rest
+//! of the crate sees [`Handle`].
+
+use std::collections::HashMap;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, Weak};
+
+use pyo3::prelude::*;
+use shmarena::{ArenaId, Locator};
+
+use crate::errors::{lib_err, BadHandleError, StaleHandleError};
+use crate::views::ArenaState;
+
+const VERSION: u8 = 1;
+
+/// A slice of a list: elements `start, start + step, …`, `len` of them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Slice {
+    pub(crate) start: usize,
+    pub(crate) step: isize,
+    pub(crate) len: usize,
+}
+
+/// What a pickled arena or view names.
+#[derive(Clone, Debug)]
+pub(crate) struct Handle {
+    pub(crate) id: ArenaId,
+    pub(crate) locator: Locator,
+    /// Empty for the arena itself.
+    pub(crate) entry: String,
+    /// Positions of nested containers inside the entry's value.
+    pub(crate) path: Vec<u32>,
+    pub(crate) slice: Option<Slice>,
+}
+
+fn put_varint(out: &mut Vec<u8>, mut v: u64) {
+    loop {
+        let byte = (v & 0x7f) as u8;
+        v >>= 7;
+        if v == 0 {
+            out.push(byte);
+            return;
+        }
+        out.push(byte | 0x80);
+    }
+}
+
+struct Reader<'a> {
+    bytes: &'a [u8],
+}
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        if self.bytes.len() < n {
+            return None;
+        }
+        let (head, rest) = self.bytes.split_at(n);
+        self.bytes = rest;
+        Some(head)
+    }
+
+    fn u8(&mut self) -> Option<u8> {
+        self.take(1).map(|b| b[0])
+    }
+
+    fn varint(&mut self) -> Option<u64> {
+        let mut v = 0u64;
+        for shift in (0..64).step_by(7) {
+            let b = self.u8()?;
+            v |= u64::from(b & 0x7f).checked_shl(shift)?;
+            if b & 0x80 == 0 {
+                return Some(v);
+            }
+        }
+        None
+    }
+}
+
+impl Handle {
+    /// The bytes a pickle carries.
+    pub(crate) fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(48 + self.entry.len());
+        out.push(VERSION);
+        out.extend_from_slice(&self.id.to_bytes());
+        match &self.locator {
+            Locator::Memfd { pid, fd } => {
+                out.push(0);
+                out.extend_from_slice(&pid.to_le_bytes());
+                out.extend_from_slice(&fd.to_le_bytes());
+            }
+            Locator::Shm { name } => {
+                out.push(1);
+                // Segment names are at most 30 bytes (validated by the library).
+                out.push(name.len() as u8);
+                out.extend_from_slice(name.as_bytes());
+            }
+            Locator::File { path } => {
+                let bytes = path.as_os_str().as_bytes();
+                out.push(2);
+                let n = bytes.len().min(u16::MAX as usize);
+                out.extend_from_slice(&(n as u16).to_le_bytes());
+                out.extend_from_slice(&bytes[..n]);
+            }
+            // Locator is non_exhaustive; a new kind would need a new tag here.
+            _ => out.push(0xff),
+        }
+        // Entry names are at most 255 bytes (validated by the library).
+        out.push(self.entry.len() as u8);
+        out.extend_from_slice(self.entry.as_bytes());
+        put_varint(&mut out, self.path.len() as u64);
+        for &p in &self.path {
+            put_varint(&mut out, u64::from(p));
+        }
+        match self.slice {
+            None => out.push(0),
+            Some(s) => {
+                out.push(1);
+                put_varint(&mut out, s.start as u64);
+                let step = s.step as i64;
+                put_varint(&mut out, ((step << 1) ^ (step >> 63)) as u64);
+                put_varint(&mut out, s.len as u64);
+            }
+        }
+        out
+    }
+
+    /// Parses handle bytes; `None` if they are not a handle of this version.
+    pub(crate) fn decode(bytes: &[u8]) -> Option<Handle> {
+        let mut r = Reader { bytes };
+        if r.u8()? != VERSION {
+            return None;
+        }
+        let id = ArenaId::from_bytes(r.take(16)?.try_into().ok()?);
+        let locator = match r.u8()? {
+            0 => {
+                let pid = u32::from_le_bytes(r.take(4)?.try_into().ok()?);
+                let fd = i32::from_le_bytes(r.take(4)?.try_into().ok()?);
+                Locator::Memfd { pid, fd }
+            }
+            1 => {
+                let n = r.u8()? as usize;
+                let name = std::str::from_utf8(r.take(n)?).ok()?.to_owned();
+                Locator::Shm { name }
+            }
+            2 => {
+                let n = u16::from_le_bytes(r.take(2)?.try_into().ok()?) as usize;
+                let path = PathBuf::from(std::ffi::OsString::from_vec(r.take(n)?.to_vec()));
+                Locator::File { path }
+            }
+            _ => return None,
+        };
+        let n = r.u8()? as usize;
+        let entry = std::str::from_utf8(r.take(n)?).ok()?.to_owned();
+        let count = usize::try_from(r.varint()?).ok()?;
+        if count > r.bytes.len() {
+            return None;
+        }
+        let mut path = Vec::with_capacity(count);
+        for _ in 0..count {
+            path.push(u32::try_from(r.varint()?).ok()?);
+        }
+        let slice = match r.u8()? {
+            0 => None,
+            1 => {
+                let start = usize::try_from(r.varint()?).ok()?;
+                let z = r.varint()?;
+                let step = ((z >> 1) as i64) ^ -((z & 1) as i64);
+                let len = usize::try_from(r.varint()?).ok()?;
+                Some(Slice {
+                    start,
+                    step: isize::try_from(step).ok()?,
+                    len,
+                })
+            }
+            _ => return None,
+        };
+        if !r.bytes.is_empty() {
+            return None;
+        }
+        Some(Handle {
+            id,
+            locator,
+            entry,
+            path,
+            slice,
+        })
+    }
+}
+
+/// How the cache holds an arena.
+enum Held {
+    /// Attached from a handle: kept for the life of the process, so a worker attaches once
+    /// however many tasks come and go.
+    Attached(Arc<ArenaState>),
+    /// Built or opened here: the cache does not keep it alive; when the last Python object
+    /// using it goes, the memfd is freed (or the name unlinked) and handles to it go stale.
+    Local(Weak<ArenaState>),
+}
+
+impl Held {
+    fn get(&self) -> Option<Arc<ArenaState>> {
+        match self {
+            Held::Attached(s) => Some(s.clone()),
+            Held::Local(w) => w.upgrade(),
+        }
+    }
+}
+
+/// Arenas attached (or built) in this process, by id. A fork child inherits the map together
+/// with the mappings it points to, so it attaches nothing again.
+static CACHE: Mutex<Option<HashMap<ArenaId, Held>>> = Mutex::new(None);
+
+fn with_cache<R>(f: impl FnOnce(&mut HashMap<ArenaId, Held>) -> R) -> R {
+    // Every caller holds the GIL and never releases it inside `f`, so no thread can hold the
+    // lock while another thread forks; a poisoned lock still holds a consistent map.
+    let mut guard = CACHE.lock().unwrap_or_else(|e| e.into_inner());
+    let cache = guard.get_or_insert_with(HashMap::new);
+    cache.retain(|_, h| !matches!(h, Held::Local(w) if w.strong_count() == 0));
+    f(cache)
+}
+
+/// Registers an arena this process built or opened by name or path (held weakly), and
+/// returns the one to use: an arena already cached under the same id wins.
+pub(crate) fn remember(state: Arc<ArenaState>) -> Arc<ArenaState> {
+    with_cache(|c| {
+        if let Some(s) = c.get(&state.arena.id()).and_then(Held::get) {
+            return s;
+        }
+        c.insert(state.arena.id(), Held::Local(Arc::downgrade(&state)));
+        state
+    })
+}
+
+/// Forgets an arena (after `close`).
+pub(crate) fn forget(id: ArenaId) {
+    with_cache(|c| {
+        c.remove(&id);
+    });
+}
+
+/// Every live arena in this process's cache.
+pub(crate) fn cached() -> Vec<Arc<ArenaState>> {
+    with_cache(|c| c.values().filter_map(Held::get).collect())
+}
+
+/// The arena a handle names: from the cache, or opened once and cached.
+pub(crate) fn attach(h: &Handle) -> PyResult<Arc<ArenaState>> {
+    with_cache(|c| {
+        if let Some(s) = c.get(&h.id).and_then(Held::get) {
+            return Ok(s);
+        }
+        // As the library's own handles do: anything but a permission or I/O failure means the
+        // arena the handle names is no longer there.
+        let arena = shmarena::Arena::open(&h.locator).map_err(|e| match e {
+            shmarena::Error::PermissionDenied { .. } | shmarena::Error::Io { .. } => lib_err(e),
+            other => StaleHandleError::new_err(format!(
+                "arena {} is gone: {}: the process that built it exited or closed it",
+                h.id,
+                crate::errors::chain(&other)
+            )),
+        })?;
+        if arena.id() != h.id {
+            return Err(StaleHandleError::new_err(format!(
+                "stale handle: {} now holds arena {}, not arena {} (the arena the handle names was closed)",
+                h.locator,
+                arena.id(),
+                h.id
+            )));
+        }
+        let state = Arc::new(ArenaState::new(arena, false));
+        c.insert(h.id, Held::Attached(state.clone()));
+        Ok(state)
+    })
+}
+
+/// Decodes handle bytes or raises `BadHandleError`.
+pub(crate) fn parse(bytes: &[u8]) -> PyResult<Handle> {
+    Handle::decode(bytes).ok_or_else(|| {
+        BadHandleError::new_err(format!(
+            "not a shmarena handle (version {VERSION}): {} bytes",
+            bytes.len()
+        ))
+    })
+}

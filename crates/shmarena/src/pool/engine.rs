@@ -1,0 +1,776 @@
+//! The parent side: one thread, no helper threads (fork mode must stay forkable). Batches go
+//! out on non-blocking pipes, results come back the same way, and `poll` waits on every
+//! worker's result pipe, task pipe (when output is pending) and pidfd at once, so a dead worker
+//! is noticed the moment it exits and nothing ever spins.
+
+use std::collections::VecDeque;
+use std::io;
+use std::marker::PhantomData;
+use std::os::fd::RawFd;
+use std::process::ExitStatus;
+use std::time::{Duration, Instant};
+
+use rkyv::util::AlignedVec;
+use rustix::event::{PollFd, PollFlags, Timespec};
+use rustix::process::Signal;
+
+use super::codec::{
+    parse_header, FrameWriter, Message, Reader, HEADER, KIND_BATCH, KIND_HELLO, KIND_PANIC,
+    KIND_RESULTS, PROTOCOL_VERSION, TAG_CODEC, TAG_OK, TAG_UNKNOWN_JOB,
+};
+use super::process::{self, Child};
+use super::{worker, Mode, Pool, PoolError, PoolJob, WorkerJob};
+
+/// Spawned workers that die before saying hello this many times in a row are not replaced.
+const MAX_START_FAILURES: u32 = 3;
+
+fn errno(e: rustix::io::Errno) -> io::Error {
+    io::Error::from_raw_os_error(e.raw_os_error())
+}
+
+/// Tasks sent to a worker together, and how many results have come back.
+pub(crate) struct Batch {
+    id: u64,
+    /// (input index, archived task), in order.
+    items: Vec<(u64, AlignedVec)>,
+    done: usize,
+}
+
+/// The parent's view of one worker process. Dropping it kills and reaps the process.
+pub(crate) struct Worker {
+    child: Child,
+    outbox: Vec<u8>,
+    out_pos: usize,
+    inbox: AlignedVec<16>,
+    in_flight: VecDeque<Batch>,
+    /// The jobs the worker registered (its hello); `None` until it has said hello.
+    pub(crate) jobs: Option<Vec<(String, u64)>>,
+    panic: Option<String>,
+    broken: Option<String>,
+    read_closed: bool,
+    write_closed: bool,
+    exited: bool,
+    reaped: bool,
+}
+
+impl Worker {
+    pub(crate) fn new(child: Child) -> Worker {
+        Worker {
+            child,
+            outbox: Vec::new(),
+            out_pos: 0,
+            inbox: AlignedVec::new(),
+            in_flight: VecDeque::new(),
+            jobs: None,
+            panic: None,
+            broken: None,
+            read_closed: false,
+            write_closed: false,
+            exited: false,
+            reaped: false,
+        }
+    }
+
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.pid.as_raw_nonzero().get() as u32
+    }
+
+    /// True if the worker holds unfinished work or unread bytes, or is not healthy: reusing it
+    /// for another call would mix that call's results with this one's.
+    pub(crate) fn dirty(&self) -> bool {
+        !self.in_flight.is_empty()
+            || !self.outbox.is_empty()
+            || !self.inbox.is_empty()
+            || self.read_closed
+            || self.write_closed
+            || self.exited
+            || self.broken.is_some()
+    }
+
+    fn usable(&self) -> bool {
+        !(self.read_closed || self.write_closed || self.exited || self.broken.is_some())
+    }
+
+    /// SIGKILL through the pidfd, which cannot hit a recycled pid.
+    pub(crate) fn kill(&self) {
+        if !self.reaped {
+            let _ = rustix::process::pidfd_send_signal(&self.child.pidfd, Signal::KILL);
+        }
+    }
+
+    fn reap(&mut self) -> Option<ExitStatus> {
+        if self.reaped {
+            return None;
+        }
+        self.reaped = true;
+        process::reap(self.child.pid)
+    }
+
+    fn mark_broken(&mut self, why: String) {
+        if self.broken.is_none() {
+            self.broken = Some(why);
+        }
+        self.kill();
+    }
+
+    fn queue(&mut self, batch: Batch, name: &str, fingerprint: u64) {
+        let mut f = FrameWriter::new(KIND_BATCH);
+        f.u64(batch.id)
+            .u64(fingerprint)
+            .u32(u32::try_from(batch.items.len() - batch.done).expect("chunk fits u32"))
+            .u32(u32::try_from(name.len()).expect("job name fits u32"))
+            .padded(name.as_bytes());
+        for (_, bytes) in &batch.items[batch.done..] {
+            f.item(TAG_OK, bytes);
+        }
+        self.outbox.extend_from_slice(&f.finish());
+        self.in_flight.push_back(batch);
+    }
+
+    /// Writes what the pipe takes now.
+    fn flush_out(&mut self) {
+        while self.out_pos < self.outbox.len() && !self.write_closed {
+            match rustix::io::write(&self.child.task_w, &self.outbox[self.out_pos..]) {
+                Ok(n) => self.out_pos += n,
+                Err(rustix::io::Errno::AGAIN) => return,
+                Err(rustix::io::Errno::INTR) => {}
+                Err(e) => {
+                    // EPIPE: the worker is gone or closed its end; its pidfd will tell.
+                    self.write_closed = true;
+                    self.mark_broken(format!("task pipe: {}", errno(e)));
+                }
+            }
+        }
+        self.outbox.clear();
+        self.out_pos = 0;
+    }
+
+    /// Reads what the pipe holds now.
+    fn fill_in(&mut self) {
+        let mut tmp = [0u8; 64 * 1024];
+        while !self.read_closed {
+            match rustix::io::read(&self.child.result_r, &mut tmp[..]) {
+                Ok(0) => self.read_closed = true,
+                Ok(n) => self.inbox.extend_from_slice(&tmp[..n]),
+                Err(rustix::io::Errno::AGAIN) => return,
+                Err(rustix::io::Errno::INTR) => {}
+                Err(e) => {
+                    self.read_closed = true;
+                    self.mark_broken(format!("result pipe: {}", errno(e)));
+                }
+            }
+        }
+    }
+
+    /// Handles every complete frame in the inbox; `on_item(index, tag, bytes)` gets each
+    /// result. A malformed frame marks the worker broken (and kills it).
+    fn process_frames(&mut self, on_item: &mut dyn FnMut(u64, u32, &[u8])) {
+        let mut at = 0;
+        let res = loop {
+            let (kind, total) = match parse_header(&self.inbox[at..]) {
+                Ok(Some(h)) => h,
+                Ok(None) => break Ok(()),
+                Err(e) => break Err(e),
+            };
+            if self.inbox.len() - at < total {
+                break Ok(());
+            }
+            let payload = &self.inbox[at + HEADER..at + total];
+            let r = frame(
+                kind,
+                payload,
+                &mut self.in_flight,
+                &mut self.jobs,
+                &mut self.panic,
+                on_item,
+            );
+            if let Err(e) = r {
+                break Err(e);
+            }
+            at += total;
+        };
+        if at > 0 {
+            let len = self.inbox.len();
+            self.inbox.as_mut_slice().copy_within(at..len, 0);
+            self.inbox.resize(len - at, 0);
+        }
+        if let Err(e) = res {
+            self.inbox.clear();
+            self.mark_broken(format!("sent a malformed frame: {e}"));
+        }
+    }
+}
+
+fn frame(
+    kind: u32,
+    payload: &[u8],
+    in_flight: &mut VecDeque<Batch>,
+    jobs: &mut Option<Vec<(String, u64)>>,
+    panic: &mut Option<String>,
+    on_item: &mut dyn FnMut(u64, u32, &[u8]),
+) -> Result<(), String> {
+    let mut r = Reader::new(payload);
+    match kind {
+        KIND_HELLO => {
+            let version = r.u32()?;
+            if version != PROTOCOL_VERSION {
+                return Err(format!(
+                    "protocol version {version}, this parent speaks {PROTOCOL_VERSION} (was the \
+                     binary replaced on disk?)"
+                ));
+            }
+            let _pid = r.u32()?;
+            let n = r.u32()?;
+            r.u32()?;
+            let mut list = Vec::new();
+            for _ in 0..n {
+                let fp = r.u64()?;
+                let len = r.u64()?;
+                list.push((r.text(len)?, fp));
+            }
+            *jobs = Some(list);
+        }
+        KIND_RESULTS => {
+            let id = r.u64()?;
+            let count = r.u32()?;
+            r.u32()?;
+            let batch = in_flight
+                .front_mut()
+                .filter(|b| b.id == id)
+                .ok_or_else(|| format!("results for batch {id}, which is not the next one"))?;
+            for _ in 0..count {
+                let (tag, bytes) = r.item()?;
+                let (index, _) = batch
+                    .items
+                    .get(batch.done)
+                    .ok_or_else(|| format!("more results than tasks in batch {id}"))?;
+                on_item(*index, tag, bytes);
+                batch.done += 1;
+            }
+            if batch.done == batch.items.len() {
+                in_flight.pop_front();
+            }
+        }
+        KIND_PANIC => {
+            let _id = r.u64()?;
+            let len = r.u64()?;
+            *panic = Some(r.text(len)?);
+        }
+        other => return Err(format!("unknown frame kind {other}")),
+    }
+    Ok(())
+}
+
+/// Kills every worker first, then reaps them all (faster than one at a time).
+pub(crate) fn shutdown(workers: Vec<Worker>) {
+    for w in &workers {
+        w.kill();
+    }
+    drop(workers);
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        self.kill();
+        let _ = self.reap();
+    }
+}
+
+fn timespec(d: Duration) -> Timespec {
+    Timespec {
+        tv_sec: d.as_secs().min(i64::MAX as u64) as i64,
+        tv_nsec: i64::from(d.subsec_nanos()),
+    }
+}
+
+/// `poll` that retries on EINTR.
+fn poll(fds: &mut [PollFd<'_>], timeout: Option<Duration>) -> io::Result<usize> {
+    loop {
+        let ts = timeout.map(timespec);
+        match rustix::event::poll(fds, ts.as_ref()) {
+            Err(rustix::io::Errno::INTR) => continue,
+            r => return r.map_err(errno),
+        }
+    }
+}
+
+/// Waits until every worker has said hello (spawn mode start-up).
+pub(crate) fn wait_hello(workers: &mut [Worker], timeout: Duration) -> Result<(), PoolError> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let waiting: Vec<usize> = (0..workers.len())
+            .filter(|&i| workers[i].jobs.is_none())
+            .collect();
+        let Some(&first) = waiting.first() else {
+            return Ok(());
+        };
+        if let Some(&i) = waiting
+            .iter()
+            .find(|&&i| workers[i].exited || workers[i].read_closed)
+        {
+            let w = &mut workers[i];
+            w.kill();
+            let status = w.reap();
+            let detail = match (&w.broken, status) {
+                (Some(b), _) => b.clone(),
+                (None, Some(s)) => format!("it exited before serving ({s})"),
+                (None, None) => "it exited before serving".to_owned(),
+            };
+            return Err(PoolError::WorkerStart {
+                pid: w.pid(),
+                detail,
+            });
+        }
+        let now = Instant::now();
+        if now >= deadline {
+            return Err(PoolError::WorkerStart {
+                pid: workers[first].pid(),
+                detail: format!("no answer within {timeout:?}"),
+            });
+        }
+        let mut events = Vec::new();
+        {
+            let mut fds = Vec::new();
+            for &i in &waiting {
+                let w = &workers[i];
+                fds.push(PollFd::new(&w.child.result_r, PollFlags::IN));
+                fds.push(PollFd::new(&w.child.pidfd, PollFlags::IN));
+            }
+            poll(&mut fds, Some(deadline - now))
+                .map_err(|e| PoolError::io("waiting for pool workers to start", e))?;
+            for (k, &i) in waiting.iter().enumerate() {
+                events.push((
+                    i,
+                    !fds[2 * k].revents().is_empty(),
+                    !fds[2 * k + 1].revents().is_empty(),
+                ));
+            }
+        }
+        for (i, readable, exited) in events {
+            let w = &mut workers[i];
+            if readable || exited {
+                w.fill_in();
+                w.process_frames(&mut |_, _, _| {});
+            }
+            if exited {
+                w.exited = true;
+            }
+        }
+    }
+}
+
+/// A fork-mode job seen through the type-erased [`WorkerJob`] interface.
+struct Local<'a, I, O, J> {
+    job: &'a J,
+    name: &'a str,
+    fingerprint: u64,
+    _types: PhantomData<fn(I) -> O>,
+}
+
+impl<I: Message, O: Message, J: PoolJob<I, O>> WorkerJob for Local<'_, I, O, J> {
+    fn name(&self) -> &str {
+        self.name
+    }
+    fn fingerprint(&self) -> u64 {
+        self.fingerprint
+    }
+    fn run(&self, input: &[u8]) -> Result<AlignedVec, String> {
+        super::run_typed(input, |i: I| self.job.call(i))
+    }
+}
+
+/// One `imap`/`imap_unordered` call: its inputs, its job and the results not yet handed out.
+pub(crate) struct Engine<'p, I, O, J, It> {
+    pool: &'p mut Pool,
+    job: J,
+    name: String,
+    fingerprint: u64,
+    inputs: It,
+    inputs_done: bool,
+    next_index: u64,
+    next_batch: u64,
+    requeue: VecDeque<Batch>,
+    ready: VecDeque<(u64, Result<O, PoolError>)>,
+    finished: bool,
+    /// Ordered mode: do not dispatch index `floor + window` or later while work is in flight.
+    pub(crate) floor: u64,
+    window: Option<u64>,
+    start_failures: u32,
+    replace_error: Option<String>,
+    _types: PhantomData<fn(I)>,
+}
+
+impl<'p, I, O, J, It> Engine<'p, I, O, J, It>
+where
+    I: Message,
+    O: Message,
+    J: PoolJob<I, O>,
+    It: Iterator<Item = I>,
+{
+    pub(crate) fn start(
+        pool: &'p mut Pool,
+        job: J,
+        inputs: It,
+        ordered: bool,
+    ) -> Result<Self, PoolError> {
+        let (name, fingerprint) = match (pool.cfg.mode, job.name()) {
+            (Mode::Spawn, None) => return Err(PoolError::UnnamedJob),
+            (_, name) => {
+                let name = name.unwrap_or("").to_owned();
+                let fp = super::fingerprint::<I, O>(&name);
+                (name, fp)
+            }
+        };
+        if pool.cfg.mode == Mode::Spawn {
+            let registered = pool.workers.iter().find_map(|w| w.jobs.as_ref());
+            if let Some(list) = registered {
+                if !list.iter().any(|(n, fp)| *n == name && *fp == fingerprint) {
+                    let detail = if list.iter().any(|(n, _)| *n == name) {
+                        "a job of that name is registered with other input or output types"
+                            .to_owned()
+                    } else {
+                        let names: Vec<&str> = list.iter().map(|(n, _)| n.as_str()).collect();
+                        format!("registered: {names:?}")
+                    };
+                    return Err(PoolError::UnknownJob { name, detail });
+                }
+            }
+        }
+        let per_batch = pool.cfg.prefetch as u64 * pool.cfg.chunksize as u64;
+        let window = ordered.then(|| 4 * per_batch * pool.cfg.workers as u64);
+        let mut engine = Engine {
+            pool,
+            job,
+            name,
+            fingerprint,
+            inputs,
+            inputs_done: false,
+            next_index: 0,
+            next_batch: 0,
+            requeue: VecDeque::new(),
+            ready: VecDeque::new(),
+            finished: false,
+            floor: 0,
+            window,
+            start_failures: 0,
+            replace_error: None,
+            _types: PhantomData,
+        };
+        if engine.pool.cfg.mode == Mode::Fork {
+            // Fresh workers per call: they must inherit this call's job.
+            shutdown(std::mem::take(&mut engine.pool.workers));
+        }
+        while engine.pool.workers.len() < engine.pool.cfg.workers {
+            engine.start_worker()?;
+        }
+        Ok(engine)
+    }
+
+    /// The pids of the live workers.
+    pub(crate) fn worker_pids(&self) -> Vec<u32> {
+        self.pool.worker_pids()
+    }
+
+    fn start_worker(&mut self) -> Result<(), PoolError> {
+        let pool = &mut *self.pool;
+        let child = match pool.cfg.mode {
+            Mode::Fork => {
+                if !pool.cfg.allow_threads_at_fork {
+                    let threads = process::thread_count()
+                        .map_err(|e| PoolError::io("counting threads in /proc/self/task", e))?;
+                    if threads > 1 {
+                        return Err(PoolError::ThreadsAtFork { threads });
+                    }
+                }
+                let close: Vec<RawFd> = pool
+                    .workers
+                    .iter()
+                    .flat_map(|w| process::parent_fds(&w.child))
+                    .collect();
+                let local = Local::<I, O, J> {
+                    job: &self.job,
+                    name: &self.name,
+                    fingerprint: self.fingerprint,
+                    _types: PhantomData,
+                };
+                process::fork_worker(&close, pool.cfg.pipe_size, &mut |task_r, result_w| {
+                    worker::serve(&[&local], task_r, result_w)
+                })
+                .map_err(|e| PoolError::io("forking a pool worker", e))?
+            }
+            Mode::Spawn => process::spawn_worker(pool.command()?, pool.cfg.pipe_size)
+                .map_err(|e| PoolError::io("spawning a pool worker", e))?,
+        };
+        pool.workers.push(Worker::new(child));
+        Ok(())
+    }
+
+    fn next_batch(&mut self) -> Option<Batch> {
+        if let Some(b) = self.requeue.pop_front() {
+            return Some(b);
+        }
+        let busy = self.pool.workers.iter().any(|w| !w.in_flight.is_empty());
+        let mut items = Vec::new();
+        while !self.inputs_done && items.len() < self.pool.cfg.chunksize {
+            if let Some(w) = self.window {
+                if busy && self.next_index >= self.floor + w {
+                    break;
+                }
+            }
+            let Some(input) = self.inputs.next() else {
+                self.inputs_done = true;
+                break;
+            };
+            let index = self.next_index;
+            self.next_index += 1;
+            match input.encode() {
+                Ok(bytes) => items.push((index, bytes)),
+                Err(message) => self.ready.push_back((
+                    index,
+                    Err(PoolError::Codec {
+                        index,
+                        what: "task",
+                        message,
+                    }),
+                )),
+            }
+        }
+        if items.is_empty() {
+            return None;
+        }
+        self.next_batch += 1;
+        Some(Batch {
+            id: self.next_batch,
+            items,
+            done: 0,
+        })
+    }
+
+    /// Gives each usable worker up to `prefetch` batches, least loaded first.
+    fn dispatch(&mut self) {
+        'rounds: for round in 0..self.pool.cfg.prefetch {
+            for wi in 0..self.pool.workers.len() {
+                let w = &self.pool.workers[wi];
+                if !w.usable() || w.in_flight.len() > round {
+                    continue;
+                }
+                let Some(batch) = self.next_batch() else {
+                    break 'rounds;
+                };
+                self.pool.workers[wi].queue(batch, &self.name, self.fingerprint);
+            }
+        }
+        for w in &mut self.pool.workers {
+            if !w.outbox.is_empty() {
+                w.flush_out();
+            }
+        }
+    }
+
+    fn on_item<'a>(
+        ready: &'a mut VecDeque<(u64, Result<O, PoolError>)>,
+        name: &str,
+    ) -> impl FnMut(u64, u32, &[u8]) + 'a {
+        let name = name.to_owned();
+        move |index, tag, bytes| {
+            let text = || String::from_utf8_lossy(bytes).into_owned();
+            let r = match tag {
+                TAG_OK => O::decode(bytes).map_err(|message| PoolError::Codec {
+                    index,
+                    what: "result",
+                    message,
+                }),
+                TAG_CODEC => Err(PoolError::Codec {
+                    index,
+                    what: "task or result (in the worker)",
+                    message: text(),
+                }),
+                TAG_UNKNOWN_JOB => Err(PoolError::UnknownJob {
+                    name: name.clone(),
+                    detail: text(),
+                }),
+                other => Err(PoolError::Codec {
+                    index,
+                    what: "result",
+                    message: format!("unknown result tag {other}"),
+                }),
+            };
+            ready.push_back((index, r));
+        }
+    }
+
+    /// Blocks in `poll` until some worker has news, and handles it.
+    fn wait(&mut self) -> Result<(), PoolError> {
+        let mut events = Vec::new();
+        {
+            let mut fds = Vec::new();
+            let mut owners = Vec::new();
+            for (wi, w) in self.pool.workers.iter().enumerate() {
+                if !w.read_closed {
+                    fds.push(PollFd::new(&w.child.result_r, PollFlags::IN));
+                    owners.push((wi, 0));
+                }
+                fds.push(PollFd::new(&w.child.pidfd, PollFlags::IN));
+                owners.push((wi, 1));
+                if !w.outbox.is_empty() && !w.write_closed {
+                    fds.push(PollFd::new(&w.child.task_w, PollFlags::OUT));
+                    owners.push((wi, 2));
+                }
+            }
+            poll(&mut fds, None).map_err(|e| PoolError::io("waiting for pool workers", e))?;
+            for (fd, &(wi, what)) in fds.iter().zip(&owners) {
+                if !fd.revents().is_empty() {
+                    events.push((wi, what));
+                }
+            }
+        }
+        let mut on_item = Self::on_item(&mut self.ready, &self.name);
+        for (wi, what) in events {
+            let w = &mut self.pool.workers[wi];
+            match what {
+                0 => {
+                    w.fill_in();
+                    w.process_frames(&mut on_item);
+                    if w.read_closed {
+                        // A live worker that closed its result pipe is of no more use.
+                        w.kill();
+                    }
+                }
+                1 => w.exited = true,
+                _ => w.flush_out(),
+            }
+        }
+        drop(on_item);
+        for wi in (0..self.pool.workers.len()).rev() {
+            if self.pool.workers[wi].exited {
+                self.bury(wi);
+            }
+        }
+        Ok(())
+    }
+
+    /// A worker exited: collect its last results, reap it, fail or requeue its batches, and
+    /// start a replacement.
+    fn bury(&mut self, wi: usize) {
+        let mut w = self.pool.workers.remove(wi);
+        {
+            let mut on_item = Self::on_item(&mut self.ready, &self.name);
+            w.fill_in();
+            w.process_frames(&mut on_item);
+        }
+        let status = w.reap();
+        let pid = w.pid();
+        let mut batches = std::mem::take(&mut w.in_flight);
+        if let Some(mut front) = batches.pop_front() {
+            let mut rest = front.items.split_off(front.done);
+            if let (Some(msg), false) = (w.panic.take(), rest.is_empty()) {
+                // The panic names the culprit: the first unfinished item. The others of the
+                // batch never ran; they go to another worker.
+                let (index, _) = rest.remove(0);
+                self.ready.push_back((
+                    index,
+                    Err(PoolError::WorkerDied {
+                        index,
+                        pid,
+                        status,
+                        panic: Some(msg),
+                    }),
+                ));
+                if !rest.is_empty() {
+                    self.requeue.push_front(Batch {
+                        id: front.id,
+                        items: rest,
+                        done: 0,
+                    });
+                }
+            } else {
+                // A hard death (signal, exit): any unfinished item of the batch may be the cause.
+                for (index, _) in rest {
+                    self.ready.push_back((
+                        index,
+                        Err(PoolError::WorkerDied {
+                            index,
+                            pid,
+                            status,
+                            panic: None,
+                        }),
+                    ));
+                }
+            }
+        }
+        // Batches queued behind the running one were never started.
+        for b in batches.into_iter().rev() {
+            self.requeue.push_front(b);
+        }
+        if w.jobs.is_none() {
+            self.start_failures += 1;
+        } else {
+            self.start_failures = 0;
+        }
+        drop(w);
+        if self.replace_error.is_some() {
+            return;
+        }
+        if self.start_failures >= MAX_START_FAILURES {
+            self.replace_error = Some(format!(
+                "{MAX_START_FAILURES} workers in a row died before serving; the last, pid {pid}, \
+                 ended with {}",
+                status.map_or("an unknown status".to_owned(), |s| s.to_string())
+            ));
+            return;
+        }
+        if let Err(e) = self.start_worker() {
+            self.replace_error = Some(e.to_string());
+        }
+    }
+
+    /// The next finished task, in completion order: `(Some(index), result)`, or `(None, err)`
+    /// once when the pool cannot go on, then `None`.
+    pub(crate) fn next_item(&mut self) -> Option<(Option<u64>, Result<O, PoolError>)> {
+        loop {
+            if let Some((i, r)) = self.ready.pop_front() {
+                return Some((Some(i), r));
+            }
+            if self.finished {
+                return None;
+            }
+            self.dispatch();
+            if !self.ready.is_empty() {
+                continue;
+            }
+            let busy = self.pool.workers.iter().any(|w| !w.in_flight.is_empty());
+            if !busy && self.requeue.is_empty() && self.inputs_done {
+                self.finished = true;
+                return None;
+            }
+            if self.pool.workers.is_empty() {
+                self.finished = true;
+                let cause = self
+                    .replace_error
+                    .take()
+                    .unwrap_or_else(|| "every worker died".to_owned());
+                return Some((None, Err(PoolError::NoWorkers { cause })));
+            }
+            if let Err(e) = self.wait() {
+                self.finished = true;
+                return Some((None, Err(e)));
+            }
+        }
+    }
+}
+
+impl<I, O, J, It> Drop for Engine<'_, I, O, J, It> {
+    fn drop(&mut self) {
+        let workers = std::mem::take(&mut self.pool.workers);
+        if self.pool.cfg.mode == Mode::Fork {
+            shutdown(workers);
+        } else {
+            // Keep the idle ones for the next call; workers still holding this call's tasks
+            // are killed (their late results must not reach the next call) and replaced then.
+            let (dirty, clean): (Vec<Worker>, Vec<Worker>) =
+                workers.into_iter().partition(|w| w.dirty());
+            shutdown(dirty);
+            self.pool.workers = clean;
+        }
+    }
+}
