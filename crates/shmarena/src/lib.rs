@@ -84,6 +84,7 @@
 compile_error!("shmarena supports Linux only for now (memfd, /dev/shm and /proc)");
 
 mod arena;
+pub mod baseline;
 mod builder;
 mod error;
 pub mod format;

@@ -1,0 +1,512 @@
+//! The headline ratios of docs/BENCHMARKS.md, measured with A and B interleaved in short rounds
+//! (see `shmarena_bench::ab`) so that load from other work on a shared machine hits both sides
+//! alike. Writes `target/ab/results.json`, which `bench-report` turns into a table.
+//!
+//! The same pairs as the criterion benches; criterion gives the absolute figures and spreads.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::hint::black_box;
+use std::os::fd::AsFd;
+use std::sync::Arc;
+use std::time::Duration;
+
+use shmarena::pool::{Job, Mode, Pool};
+use shmarena::rkyv::{self, rancor};
+use shmarena::{Arena, ArenaBuilder, Handle};
+use shmarena_bench::ab::{self, batched, each, AbResult, Routine};
+use shmarena_bench::echo::{self, frame, Echo};
+use shmarena_bench::{
+    attach_sizes, big, lookup_keys, make_map, map_entries, size_label, test_mode, unique_name, GIB,
+    MIB,
+};
+
+type Map = HashMap<String, u32>;
+
+fn echo_msg(m: [u8; 64]) -> [u8; 64] {
+    m
+}
+static ECHO: Job<[u8; 64], [u8; 64]> = Job::new("echo64", echo_msg);
+
+struct Plan {
+    rounds: usize,
+    round: Duration,
+    /// Rounds for the build pairs (one iteration takes milliseconds or more).
+    build_rounds: usize,
+}
+
+impl Plan {
+    /// Rounds for slow routines (one iteration takes milliseconds or more).
+    fn slow(&self) -> Plan {
+        Plan {
+            rounds: self.build_rounds,
+            round: self.round * 4,
+            build_rounds: self.build_rounds,
+        }
+    }
+}
+
+/// Comparisons to run: the arguments that are not flags, matched as substrings of the
+/// comparison's name (`cargo bench --bench ab -- attach`); all of them if there are none.
+fn wanted(name: &str) -> bool {
+    let filters: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with("--"))
+        .collect();
+    filters.is_empty() || filters.iter().any(|f| name.contains(f.as_str()))
+}
+
+/// [`ab::compare`] if `name` is wanted; otherwise an empty result that `main` drops.
+fn compare(
+    name: &str,
+    a: (&str, Routine<'_>),
+    b: (&str, Routine<'_>),
+    rounds: usize,
+    round: Duration,
+) -> AbResult {
+    if wanted(name) {
+        ab::compare(name, a, b, rounds, round)
+    } else {
+        AbResult {
+            name: name.to_owned(),
+            a: a.0.to_owned(),
+            b: b.0.to_owned(),
+            rounds: 0,
+            a_ns: f64::NAN,
+            b_ns: f64::NAN,
+            ratio: f64::NAN,
+            ratio_range: (f64::NAN, f64::NAN),
+            per_iter: None,
+        }
+    }
+}
+
+fn pod_arena(builder: ArenaBuilder, size: usize) -> Arena {
+    let count = (size - 64 * 1024) / 8;
+    let mut b = builder.capacity(size as u64).create().expect("create");
+    b.put_slice_with::<u64>("data", count, |d| {
+        for (i, x) in d.iter_mut().enumerate() {
+            *x = i as u64 + 1;
+        }
+    })
+    .expect("fill");
+    b.seal().expect("seal")
+}
+
+fn first_value(arena: &Arena) -> u64 {
+    arena.slice::<u64>("data").expect("data")[0]
+}
+
+fn attach(plan: &Plan, out: &mut Vec<AbResult>) {
+    for size in attach_sizes() {
+        let label = size_label(size);
+        let arena = pod_arena(ArenaBuilder::new(), size);
+        out.push(compare(
+            &format!("attach, sealed memfd from a descriptor, {label}"),
+            (
+                "dup+mmap+touch",
+                each(|| {
+                    let f = File::from(arena.as_fd().try_clone_to_owned().expect("dup"));
+                    black_box(shmarena::baseline::map_and_touch(&f).expect("map"));
+                }),
+            ),
+            (
+                "Arena::open_fd + first value",
+                each(|| {
+                    let fd = arena.as_fd().try_clone_to_owned().expect("dup");
+                    black_box(first_value(&Arena::open_fd(fd).expect("open_fd")));
+                }),
+            ),
+            plan.rounds,
+            plan.round,
+        ));
+        drop(arena);
+        let name = unique_name("ab-attach");
+        let arena = pod_arena(ArenaBuilder::new().named(&name), size);
+        out.push(compare(
+            &format!("attach, named segment, {label}"),
+            (
+                "shm_open+mmap+touch",
+                each(|| {
+                    let fd = rustix::shm::open(
+                        name.as_str(),
+                        rustix::shm::OFlags::RDONLY,
+                        rustix::fs::Mode::empty(),
+                    )
+                    .expect("shm_open");
+                    black_box(shmarena::baseline::map_and_touch(&File::from(fd)).expect("map"));
+                }),
+            ),
+            (
+                "Arena::open_named + first value",
+                each(|| {
+                    black_box(first_value(&Arena::open_named(&name).expect("open_named")));
+                }),
+            ),
+            plan.rounds,
+            plan.round,
+        ));
+        drop(arena);
+    }
+}
+
+fn resolve(plan: &Plan, out: &mut Vec<AbResult>) {
+    let map: Map = (0..1000).map(|i| (format!("k{i}"), i)).collect();
+    let mut b = ArenaBuilder::new().create().expect("create");
+    b.put("map", &map).expect("put");
+    let arena = b.seal().expect("seal");
+    let handle: Handle<Map> = arena.handle("map").expect("handle");
+    let floor = Arc::new(0u64);
+    out.push(compare(
+        "cached handle resolve, sealed memfd",
+        (
+            "Arc::clone + deref",
+            each(|| {
+                black_box(*Arc::clone(black_box(&floor)));
+            }),
+        ),
+        (
+            "Handle::get + len",
+            each(|| {
+                black_box(black_box(&handle).get().expect("get").len());
+            }),
+        ),
+        plan.rounds,
+        plan.round,
+    ));
+}
+
+fn reads(plan: &Plan, out: &mut Vec<AbResult>) {
+    let sizes = if test_mode() {
+        vec![MIB]
+    } else {
+        vec![MIB, 64 * MIB]
+    };
+    for size in sizes {
+        let vec: Vec<u64> = (0..(size / 8) as u64).collect();
+        let mut b = ArenaBuilder::new()
+            .capacity((size + MIB) as u64)
+            .create()
+            .expect("create");
+        b.put_slice("data", &vec).expect("put");
+        let arena = b.seal().expect("seal");
+        let slice = arena.slice::<u64>("data").expect("slice");
+        let mut r = compare(
+            &format!("scan (sum) of u64, {}", size_label(size)),
+            (
+                "private Vec<u64>",
+                each(|| {
+                    black_box(black_box(vec.as_slice()).iter().sum::<u64>());
+                }),
+            ),
+            (
+                "arena slice",
+                each(|| {
+                    black_box(black_box(&slice[..]).iter().sum::<u64>());
+                }),
+            ),
+            plan.rounds,
+            plan.round,
+        );
+        r.per_iter = Some((size as u64, "bytes"));
+        out.push(r);
+    }
+
+    let n = map_entries();
+    let map = make_map(n);
+    let keys = lookup_keys(n, 1000);
+    let mut b = ArenaBuilder::new()
+        .capacity(64 * MIB as u64)
+        .create()
+        .expect("create");
+    b.put("map", &map).expect("put");
+    let arena = b.seal().expect("seal");
+    let archived = arena.get::<Map>("map").expect("get");
+    let mut r = compare(
+        &format!("map get, {n} entries, 1000 lookups"),
+        (
+            "std HashMap (SipHash)",
+            each(|| {
+                let mut sum = 0u64;
+                for k in &keys {
+                    sum += u64::from(*map.get(k.as_str()).expect("hit"));
+                }
+                black_box(sum);
+            }),
+        ),
+        (
+            "archived HashMap in arena",
+            each(|| {
+                let mut sum = 0u64;
+                for k in &keys {
+                    sum += u64::from(archived.get(k.as_str()).expect("hit").to_native());
+                }
+                black_box(sum);
+            }),
+        ),
+        plan.rounds,
+        plan.round,
+    );
+    r.per_iter = Some((1000, "elements"));
+    out.push(r);
+}
+
+fn build(plan: &Plan, out: &mut Vec<AbResult>) {
+    let mut sizes = if test_mode() {
+        vec![MIB]
+    } else {
+        vec![MIB, 64 * MIB]
+    };
+    if big() {
+        sizes.push(GIB);
+    }
+    let slow = plan.slow();
+    for size in sizes {
+        let data: Vec<u64> = (0..(size / 8) as u64).collect();
+        let bytes: &[u8] = shmarena::bytemuck::cast_slice(&data);
+        let rounds = if size >= GIB { 7 } else { slow.rounds };
+        let mut r = compare(
+            &format!("build a POD entry, {}", size_label(size)),
+            (
+                "memfd+fallocate+mmap+memcpy",
+                batched(
+                    || (),
+                    |()| shmarena::baseline::copy_into_fresh_segment(bytes).expect("baseline"),
+                ),
+            ),
+            (
+                "create+put_slice+seal",
+                batched(
+                    || (),
+                    |()| {
+                        let mut b = ArenaBuilder::new()
+                            .capacity(size as u64 + 64 * 1024)
+                            .create()
+                            .expect("create");
+                        b.put_slice("data", &data).expect("put_slice");
+                        b.seal().expect("seal")
+                    },
+                ),
+            ),
+            rounds,
+            slow.round,
+        );
+        r.per_iter = Some((size as u64, "bytes"));
+        out.push(r);
+        // The baseline plus an xxh3 pass over the same bytes: how much of the gap the payload
+        // checksum that the builder computes explains on its own.
+        let mut r = compare(
+            &format!("checksum share: baseline + xxh3, {}", size_label(size)),
+            (
+                "memfd+fallocate+mmap+memcpy",
+                batched(
+                    || (),
+                    |()| shmarena::baseline::copy_into_fresh_segment(bytes).expect("baseline"),
+                ),
+            ),
+            (
+                "the same + xxh3 of the bytes",
+                batched(
+                    || (),
+                    |()| {
+                        let seg =
+                            shmarena::baseline::copy_into_fresh_segment(bytes).expect("baseline");
+                        black_box(shmarena::format::checksum(bytes));
+                        seg
+                    },
+                ),
+            ),
+            rounds,
+            slow.round,
+        );
+        r.per_iter = Some((size as u64, "bytes"));
+        out.push(r);
+        // The same without `seal`, to separate its cost (unmapping the writable mapping,
+        // sealing, mapping read-only and parsing) from that of `create` + `put_slice`.
+        let mut r = compare(
+            &format!("build a POD entry, {}, without seal", size_label(size)),
+            (
+                "memfd+fallocate+mmap+memcpy",
+                batched(
+                    || (),
+                    |()| shmarena::baseline::copy_into_fresh_segment(bytes).expect("baseline"),
+                ),
+            ),
+            (
+                "create+put_slice",
+                batched(
+                    || (),
+                    |()| {
+                        let mut b = ArenaBuilder::new()
+                            .capacity(size as u64 + 64 * 1024)
+                            .create()
+                            .expect("create");
+                        b.put_slice("data", &data).expect("put_slice");
+                        b
+                    },
+                ),
+            ),
+            rounds,
+            slow.round,
+        );
+        r.per_iter = Some((size as u64, "bytes"));
+        out.push(r);
+    }
+
+    let n = if test_mode() { 1_000 } else { 100_000 };
+    let map = make_map(n);
+    let len = rkyv::to_bytes::<rancor::Error>(&map)
+        .expect("to_bytes")
+        .len();
+    let mut r = compare(
+        &format!("build an rkyv entry, HashMap<String, u32> of {n}"),
+        (
+            "rkyv::to_bytes",
+            batched(
+                || (),
+                |()| rkyv::to_bytes::<rancor::Error>(&map).expect("to_bytes"),
+            ),
+        ),
+        (
+            "Builder::put",
+            batched(
+                || {
+                    ArenaBuilder::new()
+                        .capacity(2 * len as u64 + MIB as u64)
+                        .create()
+                        .expect("create")
+                },
+                |mut b| {
+                    b.put("map", &map).expect("put");
+                    b
+                },
+            ),
+        ),
+        slow.rounds,
+        slow.round,
+    );
+    r.per_iter = Some((len as u64, "bytes"));
+    out.push(r);
+    // Against a baseline that validates too, to separate bytecheck from the rest.
+    let mut r = compare(
+        &format!("build an rkyv entry, HashMap<String, u32> of {n}, vs serialize+validate"),
+        (
+            "rkyv::to_bytes + rkyv::access",
+            batched(
+                || (),
+                |()| {
+                    let bytes = rkyv::to_bytes::<rancor::Error>(&map).expect("to_bytes");
+                    black_box(
+                        rkyv::access::<rkyv::Archived<Map>, rancor::Error>(&bytes)
+                            .expect("access")
+                            .len(),
+                    );
+                    bytes
+                },
+            ),
+        ),
+        (
+            "Builder::put",
+            batched(
+                || {
+                    ArenaBuilder::new()
+                        .capacity(2 * len as u64 + MIB as u64)
+                        .create()
+                        .expect("create")
+                },
+                |mut b| {
+                    b.put("map", &map).expect("put");
+                    b
+                },
+            ),
+        ),
+        slow.rounds,
+        slow.round,
+    );
+    r.per_iter = Some((len as u64, "bytes"));
+    out.push(r);
+}
+
+fn pool(plan: &Plan, out: &mut Vec<AbResult>) {
+    let mut echo = Echo::spawn();
+    let msg = frame(&[7u8; 64]);
+    let mut pool = Pool::builder()
+        .mode(Mode::Spawn)
+        .workers(1)
+        .chunksize(1)
+        .prefetch(1)
+        .build()
+        .expect("spawn the pool");
+    out.push(compare(
+        "round trip of a 64 B task to another process",
+        (
+            "raw pipe to an echo process",
+            each(|| {
+                black_box(echo.round_trip(&msg)[4]);
+            }),
+        ),
+        (
+            "pool, spawn, 1 worker, one task in flight",
+            Box::new(|iters| {
+                let start = std::time::Instant::now();
+                let it = pool
+                    .imap(&ECHO, (0..iters).map(|_| [7u8; 64]))
+                    .expect("imap");
+                for r in it {
+                    black_box(r.expect("task")[0]);
+                }
+                start.elapsed()
+            }),
+        ),
+        plan.rounds,
+        plan.round,
+    ));
+}
+
+fn main() {
+    shmarena::pool::serve_worker_if_child(&[&ECHO]);
+    echo::serve_if_child();
+    let plan = if test_mode() {
+        Plan {
+            rounds: 3,
+            round: Duration::from_millis(1),
+            build_rounds: 3,
+        }
+    } else {
+        Plan {
+            rounds: 41,
+            round: Duration::from_millis(10),
+            build_rounds: 21,
+        }
+    };
+    let mut results = Vec::new();
+    attach(&plan, &mut results);
+    resolve(&plan, &mut results);
+    reads(&plan, &mut results);
+    build(&plan, &mut results);
+    pool(&plan, &mut results);
+    results.retain(|r| r.rounds > 0);
+    for r in &results {
+        println!(
+            "{:<55} {:>10.0} ns {:>10.0} ns  B/A median {:.3} (range {:.3}–{:.3}, {} rounds)",
+            r.name, r.a_ns, r.b_ns, r.ratio, r.ratio_range.0, r.ratio_range.1, r.rounds
+        );
+    }
+    if test_mode() || std::env::args().skip(1).any(|a| !a.starts_with("--")) {
+        // Test mode, or a filtered run: print only, keep the last full results.
+        return;
+    }
+    // target/release/deps/ab-HASH -> target/ab/results.json
+    let exe = std::env::current_exe().expect("current_exe");
+    let target = exe
+        .ancestors()
+        .nth(3)
+        .expect("the bench runs from target/<profile>/deps");
+    let dir = target.join("ab");
+    std::fs::create_dir_all(&dir).expect("create target/ab");
+    let json = serde_json::Value::Array(results.iter().map(AbResult::to_json).collect());
+    let path = dir.join("results.json");
+    std::fs::write(&path, serde_json::to_string_pretty(&json).expect("json"))
+        .expect("write results.json");
+    println!("wrote {}", path.display());
+}

@@ -1,0 +1,192 @@
+//! Building entries against the raw floor:
+//! - a POD entry (`put_slice` into a fresh arena) against creating a fresh memfd and copying the
+//!   same bytes into a writable mapping of it (target ≥ 0.9× the throughput, so time ÷ baseline
+//!   ≤ 1.11);
+//! - an rkyv entry (`Builder::put`, which also validates what it wrote with bytecheck and
+//!   checksums it) against `rkyv::to_bytes` into an `AlignedVec` (target ≤ 1.05× the time).
+//!
+//! Each iteration's output is freed right after it, outside the timing, on both sides (so a
+//! sample never holds more than one segment).
+
+use std::collections::HashMap;
+use std::hint::black_box;
+use std::time::Duration;
+
+use criterion::{BatchSize, BenchmarkId, Criterion, Throughput};
+use shmarena::rkyv::{self, rancor};
+use shmarena::ArenaBuilder;
+use shmarena_bench::{big, make_map, size_label, test_mode, GIB, MIB};
+
+fn pod(c: &mut Criterion) {
+    let mut sizes = if test_mode() {
+        vec![MIB]
+    } else {
+        vec![MIB, 64 * MIB]
+    };
+    if big() {
+        sizes.push(GIB);
+    }
+    for size in sizes {
+        let data: Vec<u64> = (0..(size / 8) as u64).collect();
+        let bytes: &[u8] = shmarena::bytemuck::cast_slice(&data);
+        let label = size_label(size);
+        let mut g = c.benchmark_group("build/pod-entry");
+        g.throughput(Throughput::Bytes(size as u64));
+        if size >= 64 * MIB {
+            g.sample_size(10);
+        }
+        g.bench_with_input(
+            BenchmarkId::new("baseline: memfd+fallocate+mmap+memcpy", &label),
+            bytes,
+            |b, bytes| {
+                b.iter_batched(
+                    || (),
+                    |()| shmarena::baseline::copy_into_fresh_segment(bytes).expect("baseline"),
+                    BatchSize::PerIteration,
+                )
+            },
+        );
+        // Not a variant: the part of `put_slice` that the baseline does not do, for the
+        // breakdown in docs/BENCHMARKS.md.
+        g.bench_with_input(
+            BenchmarkId::new("part: xxh3 checksum of the data", &label),
+            bytes,
+            |b, bytes| b.iter(|| black_box(shmarena::format::checksum(black_box(bytes)))),
+        );
+        g.bench_with_input(
+            BenchmarkId::new("part: ArenaBuilder::create (empty)", &label),
+            &size,
+            |b, &size| {
+                b.iter_batched(
+                    || (),
+                    |()| {
+                        ArenaBuilder::new()
+                            .capacity(size as u64 + 64 * 1024)
+                            .create()
+                            .expect("create")
+                    },
+                    BatchSize::PerIteration,
+                )
+            },
+        );
+        g.bench_with_input(
+            BenchmarkId::new("create+put_slice", &label),
+            &data,
+            |b, data| {
+                b.iter_batched(
+                    || (),
+                    |()| {
+                        let mut builder = ArenaBuilder::new()
+                            .capacity(size as u64 + 64 * 1024)
+                            .create()
+                            .expect("create");
+                        builder.put_slice("data", data).expect("put_slice");
+                        builder
+                    },
+                    BatchSize::PerIteration,
+                )
+            },
+        );
+        g.bench_with_input(
+            BenchmarkId::new("create+put_slice+seal", &label),
+            &data,
+            |b, data| {
+                b.iter_batched(
+                    || (),
+                    |()| {
+                        let mut builder = ArenaBuilder::new()
+                            .capacity(size as u64 + 64 * 1024)
+                            .create()
+                            .expect("create");
+                        builder.put_slice("data", data).expect("put_slice");
+                        builder.seal().expect("seal")
+                    },
+                    BatchSize::PerIteration,
+                )
+            },
+        );
+        g.finish();
+    }
+}
+
+fn rkyv_entry(c: &mut Criterion) {
+    let n = if test_mode() {
+        1_000
+    } else if big() {
+        1_000_000
+    } else {
+        100_000
+    };
+    let map = make_map(n);
+    let archived_len = rkyv::to_bytes::<rancor::Error>(&map)
+        .expect("to_bytes")
+        .len();
+    let label = format!("{n} entries");
+    let mut g = c.benchmark_group("build/rkyv-entry");
+    g.throughput(Throughput::Bytes(archived_len as u64));
+    g.sample_size(if n >= 1_000_000 { 10 } else { 30 });
+    g.bench_with_input(
+        BenchmarkId::new("baseline: rkyv::to_bytes", &label),
+        &map,
+        |b, map| {
+            b.iter_batched(
+                || (),
+                |()| rkyv::to_bytes::<rancor::Error>(map).expect("to_bytes"),
+                BatchSize::PerIteration,
+            )
+        },
+    );
+    g.bench_with_input(
+        BenchmarkId::new("rkyv::to_bytes + access (bytecheck)", &label),
+        &map,
+        |b, map| {
+            b.iter_batched(
+                || (),
+                |()| {
+                    let bytes = rkyv::to_bytes::<rancor::Error>(map).expect("to_bytes");
+                    black_box(
+                        rkyv::access::<rkyv::Archived<HashMap<String, u32>>, rancor::Error>(&bytes)
+                            .expect("access")
+                            .len(),
+                    );
+                    bytes
+                },
+                BatchSize::PerIteration,
+            )
+        },
+    );
+    g.bench_with_input(
+        BenchmarkId::new("Builder::put (serialize+bytecheck+checksum)", &label),
+        &map,
+        |b, map| {
+            b.iter_batched(
+                || {
+                    ArenaBuilder::new()
+                        .capacity(2 * archived_len as u64 + MIB as u64)
+                        .create()
+                        .expect("create")
+                },
+                |mut builder| {
+                    builder.put("map", map).expect("put");
+                    builder
+                },
+                BatchSize::PerIteration,
+            )
+        },
+    );
+    g.finish();
+}
+
+fn config() -> Criterion {
+    Criterion::default()
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(3))
+        .configure_from_args()
+}
+
+fn main() {
+    let mut c = config();
+    pod(&mut c);
+    rkyv_entry(&mut c);
+    c.final_summary();
+}

@@ -1,0 +1,99 @@
+//! Validation on first access: a fresh open of a named segment or a file arena followed by
+//! `get` of an archived `HashMap<String, u32>` (bytecheck runs over the whole entry), against
+//! the sealed-memfd path that skips it. The throughput column is the entry's bytes over the
+//! whole time, so it is a lower bound on bytecheck's own speed.
+
+use std::collections::HashMap;
+use std::os::fd::AsFd;
+use std::time::Duration;
+
+use criterion::{BenchmarkId, Criterion, Throughput};
+use shmarena::{Arena, ArenaBuilder, OpenOptions};
+use shmarena_bench::{big, make_map, test_mode, unique_name, TempDir, MIB};
+
+type Map = HashMap<String, u32>;
+
+fn build(builder: ArenaBuilder, map: &Map) -> Arena {
+    let mut b = builder.capacity(64 * MIB as u64).create().expect("create");
+    b.put("map", map).expect("put");
+    b.seal().expect("seal")
+}
+
+fn read(arena: &Arena) -> usize {
+    arena.get::<Map>("map").expect("get").len()
+}
+
+fn validate(c: &mut Criterion) {
+    let n = if test_mode() {
+        1_000
+    } else if big() {
+        1_000_000
+    } else {
+        100_000
+    };
+    let map = make_map(n);
+    let dir = TempDir::new().expect("temporary directory");
+    let memfd = build(ArenaBuilder::new(), &map);
+    let name = unique_name("validate");
+    let named = build(ArenaBuilder::new().named(&name), &map);
+    let path = dir.path().join("validate.arena");
+    let file = build(ArenaBuilder::new().file(&path), &map);
+    let entry_len = memfd.layout().entries[0].len;
+    let label = format!("{n} entries");
+
+    let mut g = c.benchmark_group("validate/first-access");
+    g.throughput(Throughput::Bytes(entry_len));
+    g.bench_with_input(
+        BenchmarkId::new(
+            "baseline: sealed memfd, open_fd+get (skips bytecheck)",
+            &label,
+        ),
+        &memfd,
+        |b, a| {
+            b.iter(|| {
+                let fd = a.as_fd().try_clone_to_owned().expect("dup");
+                read(&Arena::open_fd(fd).expect("open_fd"))
+            })
+        },
+    );
+    g.bench_with_input(
+        BenchmarkId::new("sealed memfd, always_validate", &label),
+        &memfd,
+        |b, a| {
+            b.iter(|| {
+                let fd = a.as_fd().try_clone_to_owned().expect("dup");
+                read(
+                    &OpenOptions::new()
+                        .always_validate(true)
+                        .open_fd(fd)
+                        .expect("open_fd"),
+                )
+            })
+        },
+    );
+    g.bench_with_input(
+        BenchmarkId::new("named, open_named+get", &label),
+        &name,
+        |b, n| b.iter(|| read(&Arena::open_named(n).expect("open_named"))),
+    );
+    g.bench_with_input(
+        BenchmarkId::new("file, open_file+get", &label),
+        &path,
+        |b, p| b.iter(|| read(&Arena::open_file(p).expect("open_file"))),
+    );
+    g.finish();
+    drop((memfd, named, file));
+}
+
+fn config() -> Criterion {
+    Criterion::default()
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(3))
+        .configure_from_args()
+}
+
+fn main() {
+    let mut c = config();
+    validate(&mut c);
+    c.final_summary();
+}

@@ -1,0 +1,157 @@
+//! Shared pieces of the shmarena benchmarks: sizes chosen from the environment, unique segment
+//! names, deterministic data, and clean-up of what a benchmark made.
+//!
+//! Every benchmark pairs what it measures with a baseline measured in the same run; the
+//! `bench-report` binary turns criterion's JSON into the tables of docs/BENCHMARKS.md.
+//!
+//! Environment variables:
+//! - `SHMARENA_BENCH_BIG=1`: add the large sizes (1 GiB arenas, 1M-entry maps where the
+//!   default is smaller).
+//! - `SHMARENA_BENCH_4G=1`: add 4 GiB arenas to the attach benchmark.
+//!
+//! Run under `cargo bench -- --test` (as CI does) every benchmark uses only its smallest size.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
+
+pub mod ab;
+pub mod echo;
+pub mod report;
+
+/// One MiB.
+pub const MIB: usize = 1 << 20;
+/// One GiB.
+pub const GIB: usize = 1 << 30;
+
+/// Whether criterion runs in test mode (`--test`): each benchmark once, to prove it works.
+pub fn test_mode() -> bool {
+    std::env::args().any(|a| a == "--test")
+}
+
+fn env_on(var: &str) -> bool {
+    std::env::var(var).is_ok_and(|v| !v.is_empty() && v != "0")
+}
+
+/// Whether the large sizes were asked for (`SHMARENA_BENCH_BIG=1`), and not in test mode.
+pub fn big() -> bool {
+    env_on("SHMARENA_BENCH_BIG") && !test_mode()
+}
+
+/// Arena sizes for the attach benchmark: 1 MiB and 64 MiB by default, plus 1 GiB with
+/// `SHMARENA_BENCH_BIG=1` and 4 GiB with `SHMARENA_BENCH_4G=1`; 1 MiB alone in test mode.
+pub fn attach_sizes() -> Vec<usize> {
+    if test_mode() {
+        return vec![MIB];
+    }
+    let mut sizes = vec![MIB, 64 * MIB];
+    if big() {
+        sizes.push(GIB);
+    }
+    if env_on("SHMARENA_BENCH_4G") {
+        sizes.push(4 * GIB);
+    }
+    sizes
+}
+
+/// Entries of the `HashMap<String, u32>` used by the map benchmarks: 1M by default (the size
+/// issue 6 names), 10K in test mode.
+pub fn map_entries() -> usize {
+    if test_mode() {
+        10_000
+    } else {
+        1_000_000
+    }
+}
+
+/// A human label for a byte size: `1MiB`, `64MiB`, `1GiB`.
+pub fn size_label(bytes: usize) -> String {
+    if bytes >= GIB && bytes % GIB == 0 {
+        format!("{}GiB", bytes / GIB)
+    } else if bytes >= MIB && bytes % MIB == 0 {
+        format!("{}MiB", bytes / MIB)
+    } else {
+        format!("{}KiB", bytes.div_ceil(1024))
+    }
+}
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// A segment name unique to this process and call, at most 30 bytes, in the `sa…-` form that
+/// CI's leftover check looks for.
+pub fn unique_name(tag: &str) -> String {
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let tag: String = tag.chars().take(12).collect();
+    format!("sab{:x}{n:x}-{tag}", std::process::id())
+}
+
+/// A private temporary directory for file arenas, removed on drop.
+#[derive(Debug)]
+pub struct TempDir {
+    path: PathBuf,
+}
+
+impl TempDir {
+    /// Creates `$TMPDIR/shmarena-bench-<pid>-<n>`.
+    pub fn new() -> std::io::Result<TempDir> {
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        let path = std::env::temp_dir().join(format!("shmarena-bench-{}-{n}", std::process::id()));
+        std::fs::create_dir_all(&path)?;
+        Ok(TempDir { path })
+    }
+
+    /// The directory.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.path);
+    }
+}
+
+/// A small deterministic generator (SplitMix64), so every run measures the same data.
+#[derive(Clone, Debug)]
+pub struct Rng(u64);
+
+impl Rng {
+    /// A generator with the given seed.
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed)
+    }
+
+    /// The next 64 random bits.
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+}
+
+/// The key of entry `i` of the benchmark maps: 8 to 23 bytes of lowercase letters and digits.
+pub fn key(i: usize) -> String {
+    let mut rng = Rng::new(i as u64);
+    let len = 8 + (rng.next_u64() % 16) as usize;
+    let mut s = format!("{i:x}-");
+    while s.len() < len {
+        s.push(char::from(b'a' + (rng.next_u64() % 26) as u8));
+    }
+    s
+}
+
+/// A `HashMap<String, u32>` of `n` entries: `key(i) -> i`.
+pub fn make_map(n: usize) -> HashMap<String, u32> {
+    (0..n).map(|i| (key(i), i as u32)).collect()
+}
+
+/// `count` keys of a map of `n` entries, in a scattered order, for lookups that hit.
+pub fn lookup_keys(n: usize, count: usize) -> Vec<String> {
+    let mut rng = Rng::new(0x5eed);
+    (0..count)
+        .map(|_| key((rng.next_u64() % n as u64) as usize))
+        .collect()
+}
