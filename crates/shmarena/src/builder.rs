@@ -178,8 +178,15 @@ impl ArenaBuilder {
             entries: Vec::new(),
             pos: format::HEADER_LEN,
         };
-        builder.seg.reserve_exact(capacity)?;
+        // The "building" header goes on the segment before the reservation, which can take a
+        // while: a builder killed while reserving then leaves a segment whose header names its
+        // dead creator (an orphan `inspect::gc` can collect), not an empty file nobody can place.
         let head = builder.header.encode();
+        std::os::unix::fs::FileExt::write_all_at(&builder.seg.file, &head, 0).map_err(|e| {
+            let what = builder.seg.what.clone();
+            Error::os(format!("writing the header of {what}"), &what, e)
+        })?;
+        builder.seg.reserve_exact(capacity)?;
         builder.seg.bytes_mut()[..format::HEADER_LEN].copy_from_slice(&head);
         builder.seg.high_water = format::HEADER_LEN;
         Ok(builder)
