@@ -645,7 +645,9 @@ fn orphans_of_killed_children_are_collected() {
         ("sealed".into(), false.into())
     );
     let row = list_row(&format!("/{used}")).unwrap();
-    assert_eq!(row["users"], 1);
+    // At least this process; a child another test is forking at that moment may briefly share
+    // the mapping before it execs.
+    assert!(row["users"].as_u64().unwrap() >= 1, "{row}");
     let row = list_row(&format!("/{broken}")).unwrap();
     assert_eq!(row["state"], "unreadable");
     assert!(
