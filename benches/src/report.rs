@@ -260,10 +260,47 @@ pub fn ab_table_from(path: &Path) -> Result<Option<String>> {
 /// One line of a chart: a label and its (x, y) points.
 pub type Series = (String, Vec<(f64, f64)>);
 
+/// How a chart's x axis places and labels its values.
+#[derive(Clone, Copy, Debug)]
+pub enum XAxis<'a> {
+    /// Sizes in bytes on a log-2 scale, ticks in KiB, MiB or GiB, labelled "arena size".
+    Bytes,
+    /// Plain numbers (a count of workers, say) on a linear scale, with this axis label.
+    Linear(&'a str),
+}
+
+impl XAxis<'_> {
+    fn scale(self, x: f64) -> f64 {
+        match self {
+            XAxis::Bytes => x.log2(),
+            XAxis::Linear(_) => x,
+        }
+    }
+
+    fn tick(self, x: f64) -> String {
+        match self {
+            XAxis::Bytes => size_text(x),
+            XAxis::Linear(_) => trim_float(x),
+        }
+    }
+
+    fn label(self) -> String {
+        match self {
+            XAxis::Bytes => "arena size (log scale)".to_owned(),
+            XAxis::Linear(l) => xml(l),
+        }
+    }
+}
+
 /// A small line chart as a standalone SVG document: x (a size in bytes) on a log-2 axis, y
 /// linear from 0, one coloured line with points per series, and a
 /// legend. Hand-written so the report needs no plotting dependency.
 pub fn svg_line_chart(title: &str, y_label: &str, series: &[Series]) -> String {
+    svg_chart(title, XAxis::Bytes, y_label, series)
+}
+
+/// [`svg_line_chart`] with any [`XAxis`]: one tick per x value present, y linear from 0.
+pub fn svg_chart(title: &str, x_axis: XAxis<'_>, y_label: &str, series: &[Series]) -> String {
     const W: f64 = 720.0;
     const H: f64 = 420.0;
     const L: f64 = 70.0;
@@ -276,8 +313,8 @@ pub fn svg_line_chart(title: &str, y_label: &str, series: &[Series]) -> String {
     let points = series.iter().flat_map(|(_, p)| p.iter());
     let (mut x0, mut x1, mut y1) = (f64::INFINITY, f64::NEG_INFINITY, 0.0f64);
     for &(x, y) in points {
-        x0 = x0.min(x.log2());
-        x1 = x1.max(x.log2());
+        x0 = x0.min(x_axis.scale(x));
+        x1 = x1.max(x_axis.scale(x));
         y1 = y1.max(y);
     }
     if !x0.is_finite() || x1 <= x0 {
@@ -285,7 +322,7 @@ pub fn svg_line_chart(title: &str, y_label: &str, series: &[Series]) -> String {
         x1 = 1.0;
     }
     let y1 = nice_ceiling(y1.max(1e-9));
-    let px = |x: f64| L + (x.log2() - x0) / (x1 - x0) * (W - L - R);
+    let px = |x: f64| L + (x_axis.scale(x) - x0) / (x1 - x0) * (W - L - R);
     let py = |y: f64| H - B - y / y1 * (H - T - B);
     let mut out = String::new();
     let _ = writeln!(
@@ -328,7 +365,7 @@ pub fn svg_line_chart(title: &str, y_label: &str, series: &[Series]) -> String {
             H - B,
             px(x),
             H - B + 16.0,
-            size_text(x)
+            x_axis.tick(x)
         );
     }
     let _ = writeln!(
@@ -347,9 +384,10 @@ pub fn svg_line_chart(title: &str, y_label: &str, series: &[Series]) -> String {
     );
     let _ = writeln!(
         out,
-        r#"<text x="{:.1}" y="{}" text-anchor="middle">arena size (log scale)</text>"#,
+        r#"<text x="{:.1}" y="{}" text-anchor="middle">{}</text>"#,
         (L + W - R) / 2.0,
-        H - 10.0
+        H - 10.0,
+        x_axis.label()
     );
     // Lines, points and legend.
     for (i, (label, pts)) in series.iter().enumerate() {
@@ -539,6 +577,18 @@ mod tests {
         );
         assert!(
             svg.contains("t &lt;1&gt;") && svg.contains("1 GiB"),
+            "{svg}"
+        );
+        let svg = svg_chart(
+            "t",
+            XAxis::Linear("workers"),
+            "MiB",
+            &[("a".into(), vec![(1.0, 80.0), (2.0, 85.0)])],
+        );
+        assert!(
+            svg.contains(">workers</text>")
+                && svg.contains(">2</text>")
+                && svg.contains(">100</text>"),
             "{svg}"
         );
         assert_eq!(nice_ceiling(7.3), 10.0);

@@ -177,6 +177,17 @@ impl Variant {
         }
     }
 
+    /// A label short enough for a chart's legend.
+    fn short(self) -> &'static str {
+        match self {
+            Variant::A => "(a) shmarena, fork",
+            Variant::B => "(b) shmarena, spawn",
+            Variant::C => "(c) serialized per chunk",
+            Variant::D => "(d) copy per worker",
+            Variant::E => "(e) globals, fork",
+        }
+    }
+
     fn parse(s: &str) -> Result<Variant> {
         Variant::ALL
             .into_iter()
@@ -530,10 +541,15 @@ fn main_table(p: Params, rounds: usize) -> Result<String> {
     Ok(out)
 }
 
-/// Worker-count sweep for (a), (b), (d) and (e), one run each.
-fn worker_sweep(p: Params, cores: usize) -> Result<String> {
+/// One run of the worker-count sweep: the variant, the number of workers, what it measured.
+type SweepRun = (Variant, usize, Run);
+
+/// Worker-count sweep for (a), (b), (d) and (e), one run each: the table, and every run with
+/// its variant and worker count (for the charts).
+fn worker_sweep(p: Params, cores: usize) -> Result<(String, Vec<SweepRun>)> {
     use std::fmt::Write as _;
     let mut out = String::new();
+    let mut runs = Vec::new();
     let vs = [Variant::A, Variant::B, Variant::D, Variant::E];
     let _ = writeln!(
         out,
@@ -554,10 +570,68 @@ fn worker_sweep(p: Params, cores: usize) -> Result<String> {
                 r.rows_per_s(),
                 mib(r.peak.total_kib())
             ));
+            runs.push((v, w, r));
         }
         let _ = writeln!(out, "| {w} | {} |", cells.join(" | "));
     }
-    Ok(out)
+    Ok((out, runs))
+}
+
+/// The two charts of the worker-count sweep, as (file name, SVG): total memory (with the
+/// dataset's size as a reference line) and throughput, per variant against the worker count.
+fn worker_charts(runs: &[SweepRun]) -> [(&'static str, String); 2] {
+    use shmarena_bench::report::{svg_chart, Series, XAxis};
+    let line = |v: Variant, y: &dyn Fn(&Run) -> f64| -> Series {
+        let pts = runs
+            .iter()
+            .filter(|(rv, _, _)| *rv == v)
+            .map(|(_, w, r)| (*w as f64, y(r)))
+            .collect();
+        (v.short().to_owned(), pts)
+    };
+    let variants: Vec<Variant> = {
+        let mut vs: Vec<Variant> = runs.iter().map(|(v, _, _)| *v).collect();
+        vs.sort();
+        vs.dedup();
+        vs
+    };
+    let mut memory: Vec<Series> = variants
+        .iter()
+        .map(|&v| line(v, &|r: &Run| mib(r.peak.total_kib())))
+        .collect();
+    let dataset = runs.iter().map(|(_, _, r)| r.dataset).max().unwrap_or(0);
+    if dataset > 0 {
+        let ws = runs.iter().map(|(_, w, _)| *w as f64);
+        let (lo, hi) = ws.fold((f64::INFINITY, 0.0f64), |(lo, hi), w| {
+            (lo.min(w), hi.max(w))
+        });
+        let d = dataset as f64 / (1 << 20) as f64;
+        memory.push(("dataset (one copy)".to_owned(), vec![(lo, d), (hi, d)]));
+    }
+    let throughput: Vec<Series> = variants
+        .iter()
+        .map(|&v| line(v, &|r: &Run| r.rows_per_s() / 1e3))
+        .collect();
+    [
+        (
+            "memory-vs-workers.svg",
+            svg_chart(
+                "Total memory against workers (Pss + VmPTE, all processes, peak)",
+                XAxis::Linear("workers"),
+                "MiB",
+                &memory,
+            ),
+        ),
+        (
+            "throughput-vs-workers.svg",
+            svg_chart(
+                "Throughput against workers (classify, one run each)",
+                XAxis::Linear("workers"),
+                "thousand rows/s",
+                &throughput,
+            ),
+        ),
+    ]
 }
 
 /// Dataset-size sweep for (a), (d) and (e), one run each.
@@ -649,9 +723,20 @@ fn run() -> Result<()> {
     }
     let mut doc = String::from("### The main comparison\n\n");
     doc += &main_table(p, rounds)?;
+    let mut charts = None;
     if sweeps {
         doc += "\n### Worker-count sweep (one run each)\n\n";
-        doc += &worker_sweep(p, cores)?;
+        let (table, runs) = worker_sweep(p, cores)?;
+        doc += &table;
+        if write.is_some() {
+            doc += "\n![Total memory (Pss + VmPTE) against the number of workers, per variant, \
+                    with the dataset's size](charts/memory-vs-workers.svg)\n\n\
+                    ![Rows per second against the number of workers, per variant]\
+                    (charts/throughput-vs-workers.svg)\n\n\
+                    (`docs/charts/memory-vs-workers.svg` and `docs/charts/throughput-vs-workers.svg`, \
+                    drawn by `compare` from the runs of this table.)\n";
+            charts = Some(worker_charts(&runs));
+        }
         doc += "\n### Dataset-size sweep (one run each)\n\n";
         doc += &size_sweep(p, &[p.words / 10, p.words])?;
     }
@@ -662,6 +747,16 @@ fn run() -> Result<()> {
         let text = shmarena_bench::report::splice(&text, "compare", &doc)?;
         std::fs::write(&file, text).with_context(|| format!("writing {}", file.display()))?;
         eprintln!("wrote {}", file.display());
+        if let Some(charts) = charts {
+            let dir = file.with_file_name("charts");
+            std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+            for (name, svg) in charts {
+                let path = dir.join(name);
+                std::fs::write(&path, svg)
+                    .with_context(|| format!("writing {}", path.display()))?;
+                eprintln!("wrote {}", path.display());
+            }
+        }
     }
     Ok(())
 }
