@@ -30,13 +30,7 @@ use shmarena::{ArenaBuilder, Handle, SliceHandle};
 #[path = "../../../crates/shmarena/examples/classify/data.rs"]
 mod data;
 
-use data::{DIMS, LABELS};
-
-/// The archived part of the classifier, as in the `classify` example.
-#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
-struct Classifier {
-    lexicon: HashMap<String, (u16, f32)>,
-}
+use data::{Classifier, DIMS, LABELS};
 
 /// (a), (b), (d): rows, plus handles that name the shared classifier.
 #[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]

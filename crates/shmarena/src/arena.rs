@@ -3,7 +3,7 @@
 use std::fmt;
 use std::fs::File;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -84,9 +84,8 @@ pub(crate) enum Backing {
     },
     /// A named segment opened by a reader: never unlinked.
     ShmReader,
-    File {
-        path: PathBuf,
-    },
+    /// A file (never removed; its path is in the arena's locator).
+    File,
 }
 
 /// Options for opening an existing arena.
@@ -152,14 +151,7 @@ impl OpenOptions {
         };
         let what = locator.to_string();
         let file = os::open_ro(path).map_err(|e| Error::os(format!("opening {what}"), &what, e))?;
-        Arena::open_mapped(
-            file,
-            locator,
-            Backing::File {
-                path: path.to_owned(),
-            },
-            self,
-        )
+        Arena::open_mapped(file, locator, Backing::File, self)
     }
 
     /// Opens the memfd arena that process `pid` holds as descriptor `fd`, through
@@ -318,19 +310,16 @@ impl Arena {
         OpenOptions::new().open_fd(fd)
     }
 
-    pub(crate) fn from_sealed_segment(file: File, backing: Backing, what: String) -> Result<Arena> {
-        let locator = match &backing {
-            Backing::Memfd | Backing::ShmReader => Locator::Memfd {
-                pid: os::pid(),
-                fd: file.as_raw_fd(),
-            },
-            Backing::Shm { name, .. } => Locator::Shm { name: name.clone() },
-            Backing::File { path } => Locator::File { path: path.clone() },
-        };
+    /// Maps a segment its builder has just sealed; `locator` is where the builder made it.
+    pub(crate) fn from_sealed_segment(
+        file: File,
+        backing: Backing,
+        locator: Locator,
+    ) -> Result<Arena> {
         let arena = Arena::open_mapped(file, locator, backing, &OpenOptions::new());
         debug_assert!(
             arena.is_ok(),
-            "{what}: a freshly sealed arena does not open: {arena:?}"
+            "a freshly sealed arena does not open: {arena:?}"
         );
         arena
     }
@@ -527,7 +516,7 @@ impl Arena {
             //   the mapping lives as long as `self.shared`, which the view holds.
             // - `root_pos + size_of::<T::Archived>() <= payload.len()` and the root is aligned
             //   to `align_of::<T::Archived>()`: the layout checks `root_pos + elem_size <= len`
-            //   and `offset + root_pos` aligned to `align`, and `entry_as` matched `elem_size`
+            //   and `offset + root_pos` aligned to `align`, and `entry_at` matched `elem_size`
             //   and `align` to this type.
             // - The bytes are a valid `T::Archived`: either this process validated exactly this
             //   entry as this archived type (`checked`), or the arena is a memfd owned by this

@@ -150,7 +150,8 @@ impl ArenaBuilder {
                 )
             }
         };
-        let what = site.describe(pid, &file);
+        let locator = site.locator(pid, &file);
+        let what = locator.to_string();
         let header = Header::new_building(
             id,
             pid,
@@ -174,6 +175,7 @@ impl ArenaBuilder {
                 high_water: 0,
             },
             site,
+            locator,
             header,
             entries: Vec::new(),
             pos: format::HEADER_LEN,
@@ -222,16 +224,16 @@ enum Site {
 }
 
 impl Site {
-    fn describe(&self, pid: u32, file: &File) -> String {
+    /// Where the arena will be found once sealed.
+    fn locator(&self, pid: u32, file: &File) -> Locator {
         use std::os::fd::AsRawFd;
         match self {
             Site::Memfd => Locator::Memfd {
                 pid,
                 fd: file.as_raw_fd(),
-            }
-            .to_string(),
-            Site::Shm { name, .. } => Locator::Shm { name: name.clone() }.to_string(),
-            Site::File { path, .. } => Locator::File { path: path.clone() }.to_string(),
+            },
+            Site::Shm { name, .. } => Locator::Shm { name: name.clone() },
+            Site::File { path, .. } => Locator::File { path: path.clone() },
         }
     }
 }
@@ -393,6 +395,8 @@ impl<E: rancor::Source> Writer<E> for ArenaWriter<'_> {
 pub struct Builder {
     seg: Segment,
     site: Site,
+    /// Where the sealed arena will be found.
+    locator: Locator,
     header: Header,
     entries: Vec<Entry>,
     /// Next free byte.
@@ -703,7 +707,12 @@ impl Builder {
 
     /// Makes the written segment read-only and maps it as an arena.
     fn finish(self, total: usize) -> Result<Arena> {
-        let Builder { seg, mut site, .. } = self;
+        let Builder {
+            seg,
+            mut site,
+            locator,
+            ..
+        } = self;
         let Segment {
             map, file, what, ..
         } = seg;
@@ -753,10 +762,10 @@ impl Builder {
                 };
                 renamed.map_err(io(&format!("renaming {} to", tmp.display())))?;
                 *done = true;
-                Backing::File { path: path.clone() }
+                Backing::File
             }
         };
-        Arena::from_sealed_segment(file, backing, what)
+        Arena::from_sealed_segment(file, backing, locator)
     }
 }
 

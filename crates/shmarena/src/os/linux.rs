@@ -294,24 +294,19 @@ pub(crate) fn inherit_fd_in(cmd: &mut std::process::Command, fd: std::os::fd::Ra
     }
 }
 
-/// Takes ownership of an inherited descriptor number, after checking it is open.
+/// A close-on-exec duplicate of an inherited descriptor number, after checking it is open. The
+/// original number is left alone, so a wrong guess about who owns it cannot close another's.
 pub(crate) fn adopt_inherited_fd(fd: std::os::fd::RawFd) -> io::Result<File> {
     use std::os::fd::BorrowedFd;
     if fd < 0 {
-        return Err(io::Error::from_raw_os_error(libc_ebadf()));
+        return Err(errno(rustix::io::Errno::BADF));
     }
     // SAFETY: `fd` is non-negative; fcntl(F_GETFD) on any number is harmless and tells
     // whether it is open (EBADF otherwise). The borrow ends with the call.
     let flags = rustix::io::fcntl_getfd(unsafe { BorrowedFd::borrow_raw(fd) });
     flags.map_err(errno)?;
-    // Duplicate rather than take the number, so a wrong guess about who owns `fd` cannot close
-    // somebody else's descriptor; the duplicate is close-on-exec.
     // SAFETY: as above, `fd` is open for the duration of this call.
     let dup =
         rustix::io::fcntl_dupfd_cloexec(unsafe { BorrowedFd::borrow_raw(fd) }, 3).map_err(errno)?;
     Ok(File::from(dup))
-}
-
-fn libc_ebadf() -> i32 {
-    rustix::io::Errno::BADF.raw_os_error()
 }
