@@ -27,7 +27,7 @@ use pyo3::prelude::*;
 use shmarena::{ArenaId, Locator};
 
 use crate::errors::{lib_err, BadHandleError, StaleHandleError};
-use crate::views::ArenaState;
+use crate::registry::ArenaState;
 
 const VERSION: u8 = 1;
 

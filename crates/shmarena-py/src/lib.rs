@@ -1,269 +1,53 @@
 //! Python bindings for shmarena, built with maturin as `shmarena._native` and wrapped by the
 //! pure-Python package in `python/shmarena`. See docs/PYTHON.md.
 //!
+//! One job per file; each imports only files listed above it, so there is no import circle:
+//!
+//! - `errors.rs`: the Python exception types and the mapping from `shmarena::Error`.
 //! - `value.rs`: the archived value type (`Value`) that `Builder.put` stores.
-//! - `convert.rs`: Python objects to `Value`, with errors naming the path.
-//! - `views.rs`: `Arena`, `MapView`, `ListView`, read in place.
-//! - `handle.rs`: the pickled form and the per-process attach cache.
+//! - `registry.rs`: per-process state of each arena (`ArenaState`): the mapping, the entry
+//!   roots read so far, the arrays' dtype and shape.
+//! - `handle.rs`: the pickled form (`Handle`) and the per-process attach cache of `ArenaState`s.
+//! - `package.rs`: the pure-Python package's helpers the native code calls.
+//! - `pickle.rs`: the handle naming an arena or view, and `__reduce__`'s tuple.
 //! - `buffer.rs`: the read-only buffer-protocol object numpy arrays read from; the only file
 //!   with `unsafe` (the buffer-protocol FFI).
+//! - `view.rs`: the `MapView` and `ListView` types (an entry root plus a path).
+//! - `to_py.rs`: archived values to Python objects (views, numpy arrays, or full copies).
+//! - `map.rs`, `list.rs`: the methods of `MapView` and `ListView`, and their iterators.
+//! - `from_py.rs`: Python objects to `Value`, with errors naming the path.
+//! - `arena.rs`: `Arena`, `shmarena.open`, and a handle back to what it names.
+//! - `builder.rs`: `Builder` and `shmarena.build`.
+//! - `lib.rs`: the module and its cache functions.
 
+mod arena;
 mod buffer;
-mod convert;
+mod builder;
 mod errors;
+mod from_py;
 mod handle;
+mod list;
+mod map;
+mod package;
+mod pickle;
+mod registry;
+mod to_py;
 mod value;
-mod views;
+mod view;
 
-use std::path::PathBuf;
-use std::sync::Arc;
-
-use indexmap::IndexMap;
-use pyo3::buffer::PyBuffer;
-use pyo3::exceptions::{PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
-use shmarena::bytemuck::{self, Pod};
 
-use crate::convert::{prepare_array, Converter};
-use crate::errors::{lib_err, BadHandleError, ShmarenaError, StaleHandleError};
-use crate::value::{Key, Value};
-use crate::views::{close_state, ArenaState, ListView, MapView, PyArena, META_ENTRY};
-
-/// An arena being built. Use it as a context manager: leaving the block without an error seals
-/// it, and `.arena` is the sealed arena; an error discards everything.
-#[pyclass(unsendable, module = "shmarena", name = "Builder")]
-struct PyBuilder {
-    inner: Option<shmarena::Builder>,
-    /// (entry, dtype, shape) of arrays stored with `put_array`.
-    arrays: Vec<(String, String, Vec<u64>)>,
-    /// Whether the arrays' metadata entry is written (a failed seal hands the builder back).
-    meta_written: bool,
-    arena: Option<Py<PyArena>>,
-}
-
-impl PyBuilder {
-    fn builder(&mut self) -> PyResult<&mut shmarena::Builder> {
-        match (&mut self.inner, &self.arena) {
-            (Some(b), _) => Ok(b),
-            (None, Some(_)) => Err(PyRuntimeError::new_err(
-                "this builder is sealed: read through .arena",
-            )),
-            (None, None) => Err(PyRuntimeError::new_err(
-                "this builder was discarded (its block raised an error)",
-            )),
-        }
-    }
-
-    fn check_name(name: &str) -> PyResult<()> {
-        if name == META_ENTRY {
-            return Err(PyValueError::new_err(format!(
-                "entry name {META_ENTRY:?} is reserved by shmarena"
-            )));
-        }
-        Ok(())
-    }
-}
-
-/// Copies a byte buffer of `T`s into a new POD entry.
-fn put_typed<T: Pod>(
-    b: &mut shmarena::Builder,
-    py: Python<'_>,
-    name: &str,
-    buf: &PyBuffer<u8>,
-) -> PyResult<()> {
-    let count = buf.item_count() / size_of::<T>();
-    let mut copied = Ok(());
-    b.put_slice_with::<T>(name, count, |dst| {
-        copied = buf.copy_to_slice(py, bytemuck::cast_slice_mut(dst));
-    })
-    .map_err(lib_err)?;
-    copied
-}
-
-#[pymethods]
-impl PyBuilder {
-    /// Archives a JSON-like value (dict with str/int/bytes keys, list, tuple, str, bytes, int,
-    /// float, bool, None, numpy arrays) as entry `name`.
-    fn put(&mut self, py: Python<'_>, name: &str, value: &Bound<'_, PyAny>) -> PyResult<()> {
-        Self::check_name(name)?;
-        let v = Converter::new(py)?.convert(value)?;
-        let b = self.builder()?;
-        // Archiving touches only Rust data: let other Python threads run meanwhile.
-        py.detach(|| b.put(name, &v)).map_err(lib_err)
-    }
-
-    /// Stores a numpy array of any numeric dtype as entry `name`: its bytes in a 64-byte aligned
-    /// POD entry (typed for Rust readers when the dtype is a Rust primitive), dtype and shape
-    /// beside it.
-    fn put_array(&mut self, py: Python<'_>, name: &str, array: &Bound<'_, PyAny>) -> PyResult<()> {
-        Self::check_name(name)?;
-        let p = prepare_array(py, array)?;
-        let buf = PyBuffer::<u8>::get(&p.bytes)?;
-        let b = self.builder()?;
-        let le = cfg!(target_endian = "little");
-        match p.dtype.as_str() {
-            "|u1" => put_typed::<u8>(b, py, name, &buf),
-            "|i1" => put_typed::<i8>(b, py, name, &buf),
-            "<u2" if le => put_typed::<u16>(b, py, name, &buf),
-            "<i2" if le => put_typed::<i16>(b, py, name, &buf),
-            "<u4" if le => put_typed::<u32>(b, py, name, &buf),
-            "<i4" if le => put_typed::<i32>(b, py, name, &buf),
-            "<u8" if le => put_typed::<u64>(b, py, name, &buf),
-            "<i8" if le => put_typed::<i64>(b, py, name, &buf),
-            "<f4" if le => put_typed::<f32>(b, py, name, &buf),
-            "<f8" if le => put_typed::<f64>(b, py, name, &buf),
-            _ => {
-                let bytes = buf.to_vec(py)?;
-                b.put_bytes(name, &bytes).map_err(lib_err)
-            }
-        }?;
-        self.arrays.push((name.to_owned(), p.dtype, p.shape));
-        Ok(())
-    }
-
-    /// Writes the table of contents and seals the arena; returns it (also as `.arena`).
-    fn seal(&mut self, py: Python<'_>) -> PyResult<Py<PyArena>> {
-        if let Some(a) = &self.arena {
-            return Ok(a.clone_ref(py));
-        }
-        let mut b = self.inner.take().ok_or_else(|| {
-            PyRuntimeError::new_err("this builder was discarded (its block raised an error)")
-        })?;
-        if !self.arrays.is_empty() && !self.meta_written {
-            let mut meta = IndexMap::new();
-            for (name, dtype, shape) in &self.arrays {
-                let shape = shape.iter().map(|&d| Value::Int(d as i64)).collect();
-                meta.insert(
-                    Key::Str(name.clone()),
-                    Value::Tuple(vec![Value::Str(dtype.clone()), Value::List(shape)]),
-                );
-            }
-            if let Err(e) = b.put(META_ENTRY, &Value::Map(meta)) {
-                self.inner = Some(b);
-                return Err(lib_err(e));
-            }
-            self.meta_written = true;
-        }
-        let arena = match py.detach(move || b.seal()) {
-            Ok(a) => a,
-            Err(e) => {
-                let err = ShmarenaError::new_err(errors::chain(e.error()));
-                // When sealing failed for lack of room, the builder comes back unchanged.
-                self.inner = e.into_builder();
-                return Err(err);
-            }
-        };
-        let state = handle::remember(Arc::new(ArenaState::new(arena, true)));
-        let a = Py::new(py, PyArena { state })?;
-        self.arena = Some(a.clone_ref(py));
-        Ok(a)
-    }
-
-    /// Drops everything built so far (a named segment or temporary file is removed).
-    fn discard(&mut self) {
-        self.inner = None;
-    }
-
-    /// The sealed arena.
-    #[getter]
-    fn arena(&self, py: Python<'_>) -> PyResult<Py<PyArena>> {
-        match (&self.arena, &self.inner) {
-            (Some(a), _) => Ok(a.clone_ref(py)),
-            (None, Some(_)) => Err(PyRuntimeError::new_err(
-                "the arena is not sealed yet: leave the `with` block or call seal()",
-            )),
-            (None, None) => Err(PyRuntimeError::new_err(
-                "this builder was discarded (its block raised an error)",
-            )),
-        }
-    }
-
-    /// Entries added so far.
-    fn __len__(&self) -> usize {
-        self.inner.as_ref().map_or(0, |b| b.entry_count())
-    }
-
-    fn __enter__(slf: Py<Self>) -> Py<Self> {
-        slf
-    }
-
-    fn __exit__(
-        &mut self,
-        py: Python<'_>,
-        ty: &Bound<'_, PyAny>,
-        _value: &Bound<'_, PyAny>,
-        _tb: &Bound<'_, PyAny>,
-    ) -> PyResult<bool> {
-        if ty.is_none() {
-            self.seal(py)?;
-        } else {
-            self.discard();
-        }
-        Ok(false)
-    }
-
-    fn __repr__(&self) -> String {
-        match &self.inner {
-            Some(b) => format!("<shmarena.Builder {b:?}>"),
-            None if self.arena.is_some() => "<shmarena.Builder (sealed)>".into(),
-            None => "<shmarena.Builder (discarded)>".into(),
-        }
-    }
-}
-
-/// Starts building an arena: a sealed memfd by default, or a named segment (`name=`) or a file
-/// (`path=`).
-#[pyfunction]
-#[pyo3(signature = (*, name = None, path = None, capacity = None, overwrite = false))]
-fn build(
-    py: Python<'_>,
-    name: Option<String>,
-    path: Option<PathBuf>,
-    capacity: Option<u64>,
-    overwrite: bool,
-) -> PyResult<PyBuilder> {
-    let mut opts = shmarena::ArenaBuilder::new();
-    match (name, path) {
-        (Some(_), Some(_)) => {
-            return Err(PyValueError::new_err("give name= or path=, not both"));
-        }
-        (Some(n), None) => opts = opts.named(n),
-        (None, Some(p)) => opts = opts.file(p).overwrite(overwrite),
-        (None, None) => {}
-    }
-    if let Some(c) = capacity {
-        opts = opts.capacity(c);
-    }
-    let b = py.detach(move || opts.create()).map_err(lib_err)?;
-    Ok(PyBuilder {
-        inner: Some(b),
-        arrays: Vec::new(),
-        meta_written: false,
-        arena: None,
-    })
-}
-
-/// Opens an arena by locator: `name=` a named segment or `path=` a file.
-#[pyfunction]
-#[pyo3(signature = (*, name = None, path = None))]
-fn open(py: Python<'_>, name: Option<String>, path: Option<PathBuf>) -> PyResult<PyArena> {
-    let arena = match (name, path) {
-        (Some(n), None) => py.detach(move || shmarena::Arena::open_named(&n)),
-        (None, Some(p)) => py.detach(move || shmarena::Arena::open_file(p)),
-        _ => return Err(PyValueError::new_err("give exactly one of name= or path=")),
-    }
-    .map_err(lib_err)?;
-    let state = handle::remember(Arc::new(ArenaState::new(arena, false)));
-    Ok(PyArena { state })
-}
+use crate::arena::PyArena;
+use crate::errors::{BadHandleError, ShmarenaError, StaleHandleError};
+use crate::view::{ListView, MapView};
 
 /// Rebuilds a pickled arena or view (what `__reduce__` names).
 #[pyfunction]
 fn _restore(py: Python<'_>, handle: &Bound<'_, PyBytes>) -> PyResult<Py<PyAny>> {
     let h = handle::parse(handle.as_bytes())?;
     let state = handle::attach(&h)?;
-    state.resolve(py, &h)
+    arena::resolve(&state, py, &h)
 }
 
 /// Number of live arenas in this process's attach cache.
@@ -288,7 +72,7 @@ fn _attached_ids() -> Vec<String> {
 fn _close_owned() -> PyResult<()> {
     for s in handle::cached() {
         if s.is_owner() {
-            close_state(&s)?;
+            arena::close(&s)?;
         }
     }
     Ok(())
@@ -297,15 +81,15 @@ fn _close_owned() -> PyResult<()> {
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let py = m.py();
-    m.add_class::<PyBuilder>()?;
+    m.add_class::<builder::PyBuilder>()?;
     m.add_class::<PyArena>()?;
     m.add_class::<MapView>()?;
     m.add_class::<ListView>()?;
-    m.add_class::<views::MapIter>()?;
-    m.add_class::<views::ListIter>()?;
+    m.add_class::<map::MapIter>()?;
+    m.add_class::<list::ListIter>()?;
     m.add_class::<buffer::ArenaBuffer>()?;
-    m.add_function(wrap_pyfunction!(build, m)?)?;
-    m.add_function(wrap_pyfunction!(open, m)?)?;
+    m.add_function(wrap_pyfunction!(builder::build, m)?)?;
+    m.add_function(wrap_pyfunction!(arena::open, m)?)?;
     m.add_function(wrap_pyfunction!(_restore, m)?)?;
     m.add_function(wrap_pyfunction!(_attached_count, m)?)?;
     m.add_function(wrap_pyfunction!(_close_owned, m)?)?;
@@ -313,6 +97,6 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("ShmarenaError", py.get_type::<ShmarenaError>())?;
     m.add("StaleHandleError", py.get_type::<StaleHandleError>())?;
     m.add("BadHandleError", py.get_type::<BadHandleError>())?;
-    m.add("MAX_DEPTH", convert::MAX_DEPTH)?;
+    m.add("MAX_DEPTH", from_py::MAX_DEPTH)?;
     Ok(())
 }

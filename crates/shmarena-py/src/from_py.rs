@@ -9,7 +9,7 @@ use pyo3::types::{
 };
 
 use crate::value::{Array, ArrayData, Key, Value};
-use crate::views::{ListView, MapView};
+use crate::view::{ListView, MapView};
 
 /// Deepest nesting `put` accepts: archiving and validation recurse once per level.
 pub(crate) const MAX_DEPTH: usize = 200;

@@ -1,0 +1,256 @@
+//! `Arena` (a sealed arena as Python sees it), `shmarena.open`, and turning a handle back into
+//! the arena or view it names.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use pyo3::exceptions::{PyKeyError, PyTypeError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::PyList;
+use pyo3::IntoPyObjectExt;
+use shmarena::format::Kind;
+
+use crate::errors::lib_err;
+use crate::handle::{self, Handle};
+use crate::pickle::{self, Reduced};
+use crate::registry::{ArenaState, META_ENTRY};
+use crate::to_py::{make_array, node_to_py, prim_dtype};
+use crate::value::ArchivedValue;
+use crate::view::ListView;
+
+/// A sealed arena: `arena[name]` reads an entry in place.
+#[pyclass(frozen, module = "shmarena", name = "Arena")]
+pub(crate) struct PyArena {
+    pub(crate) state: Arc<ArenaState>,
+}
+
+impl PyArena {
+    /// An arena this process built (`owner`) or opened by name or path, registered in the
+    /// attach cache; an arena already cached under the same id is used instead.
+    pub(crate) fn local(arena: shmarena::Arena, owner: bool) -> PyArena {
+        let state = handle::remember(Arc::new(ArenaState::new(arena, owner)));
+        PyArena { state }
+    }
+}
+
+/// `arena[name]`: an archived entry's value, or a read-only numpy array over a POD or bytes entry.
+fn entry(state: &Arc<ArenaState>, py: Python<'_>, name: &str) -> PyResult<Py<PyAny>> {
+    if name == META_ENTRY {
+        return Err(PyKeyError::new_err(name.to_owned()));
+    }
+    let Some((_, entry)) = state.arena.layout().find(name) else {
+        return Err(PyKeyError::new_err(name.to_owned()));
+    };
+    match entry.kind {
+        Kind::Archived => {
+            let root = state.root(name)?;
+            node_to_py(py, &root, &root.view, &[], None)
+        }
+        Kind::Pod | Kind::Bytes => {
+            let (dtype, shape) = match state.arrays().get(name) {
+                Some((d, s)) => (d.clone(), s.clone()),
+                None => {
+                    let dtype = prim_dtype(entry.prim).ok_or_else(|| {
+                        PyTypeError::new_err(format!(
+                            "entry {name:?} of {} holds {} elements of Rust type {} that have no numpy dtype",
+                            state.what(),
+                            entry.count,
+                            entry.type_name
+                        ))
+                    })?;
+                    (dtype.to_owned(), vec![entry.count as usize])
+                }
+            };
+            let range = entry.range();
+            let handle = pickle::handle(&state.arena, name, &[], None).encode();
+            make_array(
+                py,
+                &state.arena,
+                range.start,
+                range.len(),
+                &dtype,
+                &shape,
+                handle,
+            )
+        }
+        _ => Err(PyTypeError::new_err(format!(
+            "entry {name:?} of {} has kind {} that Python cannot read",
+            state.what(),
+            entry.kind
+        ))),
+    }
+}
+
+/// What a handle names in the arena `state` holds.
+pub(crate) fn resolve(state: &Arc<ArenaState>, py: Python<'_>, h: &Handle) -> PyResult<Py<PyAny>> {
+    if h.entry.is_empty() {
+        return Py::new(
+            py,
+            PyArena {
+                state: state.clone(),
+            },
+        )?
+        .into_py_any(py);
+    }
+    if h.path.is_empty() && h.slice.is_none() {
+        return entry(state, py, &h.entry);
+    }
+    let root = state.root(&h.entry)?;
+    let node = root.walk(&h.path).ok_or_else(|| root.bad_path(&h.path))?;
+    match (node, h.slice) {
+        (ArchivedValue::List(_) | ArchivedValue::Tuple(_), Some(s)) => Py::new(
+            py,
+            ListView {
+                root: root.clone(),
+                path: h.path.clone(),
+                slice: Some(s),
+            },
+        )?
+        .into_py_any(py),
+        (_, Some(_)) => Err(root.bad_path(&h.path)),
+        (node, None) => node_to_py(py, &root, node, &h.path, None),
+    }
+}
+
+/// Unlinks the name of a named arena this process built, and forgets the arena.
+pub(crate) fn close(state: &ArenaState) -> PyResult<()> {
+    handle::forget(state.arena.id());
+    if state.is_owner() {
+        state.arena.unlink().map_err(lib_err)?;
+    }
+    Ok(())
+}
+
+#[pymethods]
+impl PyArena {
+    fn __getitem__(&self, py: Python<'_>, name: &str) -> PyResult<Py<PyAny>> {
+        entry(&self.state, py, name)
+    }
+
+    #[pyo3(signature = (name, default = None))]
+    fn get(&self, py: Python<'_>, name: &str, default: Option<Py<PyAny>>) -> PyResult<Py<PyAny>> {
+        match entry(&self.state, py, name) {
+            Err(e) if e.is_instance_of::<PyKeyError>(py) => {
+                Ok(default.unwrap_or_else(|| py.None()))
+            }
+            other => other,
+        }
+    }
+
+    fn __contains__(&self, name: &str) -> bool {
+        name != META_ENTRY && self.state.arena.layout().find(name).is_some()
+    }
+
+    fn __len__(&self) -> usize {
+        self.state.names().len()
+    }
+
+    fn __iter__<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        PyList::new(py, self.state.names())?
+            .try_iter()
+            .map(Bound::into_any)
+    }
+
+    /// Entry names, in the order they were added.
+    fn keys(&self) -> Vec<String> {
+        self.state.names().into_iter().map(str::to_owned).collect()
+    }
+
+    /// The arena's random id (32 hex digits).
+    #[getter]
+    fn id(&self) -> String {
+        self.state.arena.id().to_string()
+    }
+
+    /// Where the arena lives, as text.
+    #[getter]
+    fn locator(&self) -> String {
+        self.state.arena.locator().to_string()
+    }
+
+    /// Size in bytes.
+    #[getter]
+    fn nbytes(&self) -> u64 {
+        self.state.arena.len()
+    }
+
+    /// Whether the kernel guarantees the bytes cannot change (a sealed memfd of this user).
+    #[getter]
+    fn kernel_sealed(&self) -> bool {
+        self.state.arena.is_kernel_sealed()
+    }
+
+    /// Whether this process built the arena.
+    #[getter]
+    fn owner(&self) -> bool {
+        self.state.is_owner()
+    }
+
+    /// Checks every entry against its checksum (reads the whole arena).
+    fn verify(&self, py: Python<'_>) -> PyResult<()> {
+        let arena = self.state.arena.clone();
+        py.detach(move || arena.verify()).map_err(lib_err)
+    }
+
+    /// Stops sharing: the owner of a named arena removes its name now; every process forgets
+    /// the arena in its attach cache. Views and arrays already made keep working.
+    fn close(&self) -> PyResult<()> {
+        close(&self.state)
+    }
+
+    fn __enter__(slf: Py<Self>) -> Py<Self> {
+        slf
+    }
+
+    fn __exit__(
+        &self,
+        _ty: &Bound<'_, PyAny>,
+        _value: &Bound<'_, PyAny>,
+        _tb: &Bound<'_, PyAny>,
+    ) -> PyResult<bool> {
+        self.close()?;
+        Ok(false)
+    }
+
+    fn __eq__(&self, other: &Bound<'_, PyAny>) -> bool {
+        other
+            .cast::<PyArena>()
+            .is_ok_and(|o| o.get().state.arena.id() == self.state.arena.id())
+    }
+
+    fn __hash__(&self) -> u64 {
+        let id = self.state.arena.id().to_bytes();
+        u64::from_le_bytes([id[0], id[1], id[2], id[3], id[4], id[5], id[6], id[7]])
+    }
+
+    fn __repr__(&self) -> String {
+        format!(
+            "<shmarena.Arena {} at {}, {} entries, {} bytes>",
+            self.state.arena.id(),
+            self.state.arena.locator(),
+            self.state.names().len(),
+            self.state.arena.len()
+        )
+    }
+
+    fn __reduce__<'py>(&self, py: Python<'py>) -> PyResult<Reduced<'py>> {
+        pickle::reduce(py, &pickle::handle(&self.state.arena, "", &[], None))
+    }
+}
+
+/// Opens an arena by locator: `name=` a named segment or `path=` a file.
+#[pyfunction]
+#[pyo3(signature = (*, name = None, path = None))]
+pub(crate) fn open(
+    py: Python<'_>,
+    name: Option<String>,
+    path: Option<PathBuf>,
+) -> PyResult<PyArena> {
+    let arena = match (name, path) {
+        (Some(n), None) => py.detach(move || shmarena::Arena::open_named(&n)),
+        (None, Some(p)) => py.detach(move || shmarena::Arena::open_file(p)),
+        _ => return Err(PyValueError::new_err("give exactly one of name= or path=")),
+    }
+    .map_err(lib_err)?;
+    Ok(PyArena::local(arena, false))
+}
