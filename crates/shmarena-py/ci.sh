@@ -12,6 +12,8 @@ trap 'rm -rf "$work"' EXIT
 "$py" -m venv "$work/venv"
 pip=("$work/venv/bin/python" -m pip --disable-pip-version-check --quiet)
 "${pip[@]}" install 'maturin>=1.16,<2' 'numpy>=1.23' 'pytest>=7'
+# maturin's build backend runs the `maturin` command, so the venv's bin must come first on PATH.
+export PATH="$work/venv/bin:$PATH"
 # The documented install command (with the maturin just installed, so nothing else is fetched).
 "${pip[@]}" install --no-build-isolation "$here"
 
