@@ -10,11 +10,12 @@ use pyo3::types::PyList;
 use pyo3::IntoPyObjectExt;
 use shmarena::format::Kind;
 
+use crate::dtype;
 use crate::errors::lib_err;
 use crate::handle::{self, Handle};
 use crate::pickle::{self, Reduced};
 use crate::registry::{ArenaState, META_ENTRY};
-use crate::to_py::{make_array, node_to_py, prim_dtype};
+use crate::to_py::{make_array, node_to_py};
 use crate::value::ArchivedValue;
 use crate::view::ListView;
 
@@ -50,7 +51,7 @@ fn entry(state: &Arc<ArenaState>, py: Python<'_>, name: &str) -> PyResult<Py<PyA
             let (dtype, shape) = match state.arrays().get(name) {
                 Some((d, s)) => (d.clone(), s.clone()),
                 None => {
-                    let dtype = prim_dtype(entry.prim).ok_or_else(|| {
+                    let dtype = dtype::of_prim(entry.prim).ok_or_else(|| {
                         PyTypeError::new_err(format!(
                             "entry {name:?} of {} holds {} elements of Rust type {} that have no numpy dtype",
                             state.what(),

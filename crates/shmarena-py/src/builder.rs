@@ -7,8 +7,10 @@ use pyo3::buffer::PyBuffer;
 use pyo3::exceptions::{PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 use shmarena::bytemuck::{self, Pod};
+use shmarena::format::Prim;
 
 use crate::arena::PyArena;
+use crate::dtype;
 use crate::errors::{self, lib_err, ShmarenaError};
 use crate::from_py::{prepare_array, Converter};
 use crate::registry::META_ENTRY;
@@ -86,18 +88,17 @@ impl PyBuilder {
         let p = prepare_array(py, array)?;
         let buf = PyBuffer::<u8>::get(&p.bytes)?;
         let b = self.builder()?;
-        let le = cfg!(target_endian = "little");
-        match p.dtype.as_str() {
-            "|u1" => put_typed::<u8>(b, py, name, &buf),
-            "|i1" => put_typed::<i8>(b, py, name, &buf),
-            "<u2" if le => put_typed::<u16>(b, py, name, &buf),
-            "<i2" if le => put_typed::<i16>(b, py, name, &buf),
-            "<u4" if le => put_typed::<u32>(b, py, name, &buf),
-            "<i4" if le => put_typed::<i32>(b, py, name, &buf),
-            "<u8" if le => put_typed::<u64>(b, py, name, &buf),
-            "<i8" if le => put_typed::<i64>(b, py, name, &buf),
-            "<f4" if le => put_typed::<f32>(b, py, name, &buf),
-            "<f8" if le => put_typed::<f64>(b, py, name, &buf),
+        match dtype::prim_of(&p.dtype) {
+            Some(Prim::U8) => put_typed::<u8>(b, py, name, &buf),
+            Some(Prim::I8) => put_typed::<i8>(b, py, name, &buf),
+            Some(Prim::U16) => put_typed::<u16>(b, py, name, &buf),
+            Some(Prim::I16) => put_typed::<i16>(b, py, name, &buf),
+            Some(Prim::U32) => put_typed::<u32>(b, py, name, &buf),
+            Some(Prim::I32) => put_typed::<i32>(b, py, name, &buf),
+            Some(Prim::U64) => put_typed::<u64>(b, py, name, &buf),
+            Some(Prim::I64) => put_typed::<i64>(b, py, name, &buf),
+            Some(Prim::F32) => put_typed::<f32>(b, py, name, &buf),
+            Some(Prim::F64) => put_typed::<f64>(b, py, name, &buf),
             _ => {
                 let bytes = buf.to_vec(py)?;
                 b.put_bytes(name, &bytes).map_err(lib_err)

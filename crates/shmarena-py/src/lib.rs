@@ -5,6 +5,7 @@
 //!
 //! - `errors.rs`: the Python exception types and the mapping from `shmarena::Error`.
 //! - `value.rs`: the archived value type (`Value`) that `Builder.put` stores.
+//! - `dtype.rs`: numpy dtype strings of the library's POD primitives, both ways.
 //! - `registry.rs`: per-process state of each arena (`ArenaState`): the mapping, the entry
 //!   roots read so far, the arrays' dtype and shape.
 //! - `handle.rs`: the pickled form (`Handle`) and the per-process attach cache of `ArenaState`s.
@@ -23,6 +24,7 @@
 mod arena;
 mod buffer;
 mod builder;
+mod dtype;
 mod errors;
 mod from_py;
 mod handle;

@@ -7,7 +7,6 @@ use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyBytes, PyDict, PyList, PyTuple};
 use pyo3::IntoPyObjectExt;
-use shmarena::format::Prim;
 
 use crate::buffer::ArenaBuffer;
 use crate::errors::ShmarenaError;
@@ -16,24 +15,6 @@ use crate::pickle;
 use crate::registry::Root;
 use crate::value::{ArchivedKey, ArchivedValue, KeyRef};
 use crate::view::{ListView, MapView};
-
-/// numpy dtype strings of the library's POD primitives (entries written from Rust).
-pub(crate) fn prim_dtype(p: Prim) -> Option<&'static str> {
-    let le = cfg!(target_endian = "little");
-    Some(match p {
-        Prim::U8 => "|u1",
-        Prim::I8 => "|i1",
-        Prim::U16 if le => "<u2",
-        Prim::I16 if le => "<i2",
-        Prim::U32 if le => "<u4",
-        Prim::I32 if le => "<i4",
-        Prim::U64 if le => "<u8",
-        Prim::I64 if le => "<i8",
-        Prim::F32 if le => "<f4",
-        Prim::F64 if le => "<f8",
-        _ => return None,
-    })
-}
 
 /// A read-only numpy array over `start..start + len` of the arena, pickling as `handle`.
 pub(crate) fn make_array(
