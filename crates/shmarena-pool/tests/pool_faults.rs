@@ -5,13 +5,14 @@
 //!
 //! CI runs about 150 worker deaths; `SHMARENA_LONG=1` runs at least 1000.
 
+#[path = "../../shmarena/tests/common/mod.rs"]
 mod common;
 
 use std::collections::BTreeSet;
 use std::os::unix::process::ExitStatusExt;
 use std::time::Duration;
 
-use shmarena::pool::{Mode, Pool, PoolError};
+use shmarena_pool::{Mode, Pool, PoolError};
 
 fn long() -> bool {
     std::env::var("SHMARENA_LONG").is_ok_and(|v| v == "1")

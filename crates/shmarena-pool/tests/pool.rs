@@ -13,14 +13,15 @@
 //! locked, and hangs when its own job panics. Every pool test therefore first installs (once,
 //! before any fork) a panic hook that takes no lock; forked workers inherit it.
 
+#[path = "../../shmarena/tests/common/mod.rs"]
 mod common;
 
 use std::collections::BTreeSet;
 use std::os::unix::process::ExitStatusExt;
 
 use common::Scope;
-use shmarena::pool::{Job, Mode, Pool, PoolBuilder, PoolError};
 use shmarena::{Arena, ArenaBuilder};
+use shmarena_pool::{Job, Mode, Pool, PoolBuilder, PoolError};
 
 fn square(x: u64) -> u64 {
     x * x
@@ -63,7 +64,7 @@ static UNREGISTERED: Job<u64, u64> = Job::new("unregistered", square);
 /// The worker entry point: a no-op in a normal run; in a spawned worker it serves and exits.
 #[test]
 fn pool_worker_entry() {
-    shmarena::pool::serve_worker_if_child(&[&SQUARE, &FRAGILE, &SUM_NAMED, &TWO_THEN_HANG]);
+    shmarena_pool::serve_worker_if_child(&[&SQUARE, &FRAGILE, &SUM_NAMED, &TWO_THEN_HANG]);
 }
 
 /// Installs a panic hook that writes the message straight to fd 2 and takes no lock. Runs
