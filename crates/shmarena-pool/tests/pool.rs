@@ -19,6 +19,8 @@ mod common;
 use std::collections::BTreeSet;
 use std::os::unix::process::ExitStatusExt;
 
+use rustix::process::Signal;
+
 use common::Scope;
 use shmarena::{Arena, ArenaBuilder};
 use shmarena_pool::{Job, Mode, Pool, PoolBuilder, PoolError};
@@ -49,8 +51,7 @@ fn sum_named(name: String) -> u64 {
 }
 
 fn kill_self() -> ! {
-    // SAFETY: raise has no memory-safety preconditions; SIGKILL ends this process here.
-    unsafe { libc::raise(libc::SIGKILL) };
+    let _ = rustix::process::kill_process(rustix::process::getpid(), Signal::KILL);
     unreachable!("SIGKILL is not survivable")
 }
 
@@ -75,8 +76,7 @@ fn lock_free_panic_hook() {
     ONCE.call_once(|| {
         std::panic::set_hook(Box::new(|info| {
             let msg = format!("panic in pid {}: {info}\n", std::process::id());
-            // SAFETY: write(2) on fd 2 with a valid buffer and its length.
-            let _ = unsafe { libc::write(2, msg.as_ptr().cast(), msg.len()) };
+            let _ = rustix::io::write(rustix::stdio::stderr(), msg.as_bytes());
         }));
     });
 }
@@ -336,8 +336,9 @@ fn a_worker_killed_from_outside_is_reported() {
         .unwrap();
     assert_eq!(it.next().unwrap().unwrap(), 0);
     let victim = it.worker_pids()[0];
-    // SAFETY: kill has no memory-safety preconditions; `victim` is our unreaped child.
-    assert_eq!(unsafe { libc::kill(victim as i32, libc::SIGKILL) }, 0);
+    // `victim` is our unreaped child, so its pid cannot have been recycled.
+    let victim_pid = rustix::process::Pid::from_raw(victim as i32).expect("a positive pid");
+    rustix::process::kill_process(victim_pid, Signal::KILL).expect("kill the worker");
     let (index, pid, status, _) = expect_died(&it.next().unwrap());
     assert_eq!((index, pid), (1, victim));
     assert_eq!(status.signal(), Some(libc::SIGKILL));

@@ -10,6 +10,8 @@ mod common;
 
 use std::collections::BTreeSet;
 use std::os::unix::process::ExitStatusExt;
+
+use rustix::process::Signal;
 use std::time::Duration;
 
 use shmarena_pool::{Mode, Pool, PoolError};
@@ -24,8 +26,7 @@ const ABORT: u8 = 2;
 const KILL: u8 = 3;
 
 fn kill_self() -> ! {
-    // SAFETY: raise has no memory-safety preconditions; SIGKILL ends this process here.
-    unsafe { libc::raise(libc::SIGKILL) };
+    let _ = rustix::process::kill_process(rustix::process::getpid(), Signal::KILL);
     unreachable!("SIGKILL is not survivable")
 }
 
@@ -76,8 +77,7 @@ fn workers_dying_in_the_pool_isolated() {
     // A panic hook that takes no lock: forked workers inherit it (see tests/pool.rs).
     std::panic::set_hook(Box::new(|info| {
         let msg = format!("panic in pid {}: {info}\n", std::process::id());
-        // SAFETY: write(2) on fd 2 with a valid buffer and its length.
-        let _ = unsafe { libc::write(2, msg.as_ptr().cast(), msg.len()) };
+        let _ = rustix::io::write(rustix::stdio::stderr(), msg.as_bytes());
     }));
     // No hang: the whole run has a deadline.
     let limit = if long() { 900 } else { 240 };

@@ -78,8 +78,8 @@
 //!
 //! Three files: `os/linux.rs` (mapping, the pre-exec descriptor hook, adopting an inherited
 //! descriptor), `view.rs` (dereferencing views) and `arena.rs` (reading a kernel-sealed archive
-//! without re-validation). Each block carries its argument. The process pool that used to live
-//! here is the `shmarena-pool` crate, with its own `unsafe` in its private `os` module.
+//! without re-validation). Each block carries its argument. The process pool is the separate
+//! `shmarena-pool` crate, whose `unsafe` stays in its own private `os` module.
 
 #[cfg(not(target_os = "linux"))]
 compile_error!("shmarena supports Linux only for now (memfd, /dev/shm and /proc)");
