@@ -15,6 +15,7 @@
 
 #[path = "../../shmarena/tests/common/mod.rs"]
 mod common;
+mod workers;
 
 use std::collections::BTreeSet;
 use std::os::unix::process::ExitStatusExt;
@@ -24,6 +25,7 @@ use rustix::process::Signal;
 use common::Scope;
 use shmarena::{Arena, ArenaBuilder};
 use shmarena_pool::{Job, Mode, Pool, PoolBuilder, PoolError};
+use workers::{is_our_child, kill_self, lock_free_panic_hook};
 
 fn square(x: u64) -> u64 {
     x * x
@@ -50,11 +52,6 @@ fn sum_named(name: String) -> u64 {
         .sum()
 }
 
-fn kill_self() -> ! {
-    let _ = rustix::process::kill_process(rustix::process::getpid(), Signal::KILL);
-    unreachable!("SIGKILL is not survivable")
-}
-
 static SQUARE: Job<u64, u64> = Job::new("square", square);
 static FRAGILE: Job<u64, u64> = Job::new("fragile", fragile);
 static SUM_NAMED: Job<String, u64> = Job::new("sum_named", sum_named);
@@ -66,19 +63,6 @@ static UNREGISTERED: Job<u64, u64> = Job::new("unregistered", square);
 #[test]
 fn pool_worker_entry() {
     shmarena_pool::serve_worker_if_child(&[&SQUARE, &FRAGILE, &SUM_NAMED, &TWO_THEN_HANG]);
-}
-
-/// Installs a panic hook that writes the message straight to fd 2 and takes no lock. Runs
-/// once, before the first pool of this process is built; every test builds its pools through
-/// `fork_pool`/`spawn_pool`, so no fork can overlap the `set_hook`.
-fn lock_free_panic_hook() {
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| {
-        std::panic::set_hook(Box::new(|info| {
-            let msg = format!("panic in pid {}: {info}\n", std::process::id());
-            let _ = rustix::io::write(rustix::stdio::stderr(), msg.as_bytes());
-        }));
-    });
 }
 
 /// Held for reading by every test while it may fork, and for writing while a test builds a
@@ -104,17 +88,6 @@ fn spawn_pool(workers: usize) -> PoolBuilder {
         .mode(Mode::Spawn)
         .workers(workers)
         .worker_args(["--exact", "pool_worker_entry", "--nocapture", "--quiet"])
-}
-
-/// True if `pid` is a child of this process that has not been reaped (alive or zombie).
-fn is_our_child(pid: u32) -> bool {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return false;
-    };
-    // Field 4 (ppid) follows the parenthesized command name, which may contain spaces.
-    let after = &stat[stat.rfind(')').expect("stat has a comm field") + 2..];
-    let ppid: u32 = after.split(' ').nth(1).unwrap().parse().unwrap();
-    ppid == std::process::id()
 }
 
 fn assert_gone(pids: &[u32]) {

@@ -38,6 +38,14 @@ struct Pipes {
     result_w: OwnedFd,
 }
 
+impl Pipes {
+    /// The worker's ends (task reader, result writer) and the parent's (task writer, result
+    /// reader).
+    fn split(self) -> ((OwnedFd, OwnedFd), (OwnedFd, OwnedFd)) {
+        ((self.task_r, self.result_w), (self.task_w, self.result_r))
+    }
+}
+
 fn pipes(pipe_size: usize) -> io::Result<Pipes> {
     let (task_r, task_w) = rustix::pipe::pipe_with(PipeFlags::CLOEXEC).map_err(io::Error::from)?;
     let (result_r, result_w) =
@@ -104,12 +112,7 @@ pub(crate) fn fork_worker(
         return Err(io::Error::last_os_error());
     }
     if pid == 0 {
-        let Pipes {
-            task_r,
-            task_w,
-            result_r,
-            result_w,
-        } = p;
+        let ((task_r, result_w), (task_w, result_r)) = p.split();
         let (mut task_r, mut result_w) = (File::from(task_r), File::from(result_w));
         let code = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             // PR_SET_PDEATHSIG: the kernel kills this worker when the parent (thread) exits,
@@ -179,14 +182,8 @@ pub(crate) fn spawn_worker(mut cmd: Command, pipe_size: usize) -> io::Result<Chi
 }
 
 fn finish_start(pid: Pid, p: Pipes) -> io::Result<Child> {
-    let Pipes {
-        task_r,
-        task_w,
-        result_r,
-        result_w,
-    } = p;
-    drop(task_r);
-    drop(result_w);
+    let (worker_ends, (task_w, result_r)) = p.split();
+    drop(worker_ends);
     let pidfd = match rustix::process::pidfd_open(pid, PidfdFlags::empty()) {
         Ok(fd) => fd,
         Err(e) => {
