@@ -11,7 +11,6 @@ use std::os::fd::AsFd;
 use std::sync::Arc;
 use std::time::Duration;
 
-use shmarena::pool::{Job, Mode, Pool};
 use shmarena::rkyv::{self, rancor};
 use shmarena::{Arena, ArenaBuilder, Handle};
 use shmarena_bench::ab::{self, batched, each, AbResult, Routine};
@@ -20,6 +19,7 @@ use shmarena_bench::{
     attach_sizes, big, lookup_keys, make_map, map_entries, size_label, test_mode, unique_name, GIB,
     MIB,
 };
+use shmarena_pool::{Job, Mode, Pool};
 
 type Map = HashMap<String, u32>;
 
@@ -464,7 +464,7 @@ fn pool(plan: &Plan, out: &mut Vec<AbResult>) {
 }
 
 fn main() {
-    shmarena::pool::serve_worker_if_child(&[&ECHO]);
+    shmarena_pool::serve_worker_if_child(&[&ECHO]);
     echo::serve_if_child();
     let plan = if test_mode() {
         Plan {

@@ -1,5 +1,5 @@
 //! Pool overhead (issue 6, item 6):
-//! - per-task round trip through `shmarena::pool` against a raw pipe round trip of the same 64
+//! - per-task round trip through `shmarena_pool` against a raw pipe round trip of the same 64
 //!   bytes between this process and a child that echoes them (target ≤ 1.5×);
 //! - throughput of tiny tasks (`u64 -> u64`) with chunking, against the same batches echoed
 //!   over a raw pipe (target ≥ 1M tasks/s).
@@ -11,9 +11,9 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, Throughput};
-use shmarena::pool::{Job, Mode, Pool};
 use shmarena_bench::echo::{self, frame, Echo};
 use shmarena_bench::test_mode;
+use shmarena_pool::{Job, Mode, Pool};
 
 const MSG: usize = 64;
 
@@ -162,7 +162,7 @@ fn config() -> Criterion {
 }
 
 fn main() {
-    shmarena::pool::serve_worker_if_child(&[&ECHO, &ADD_ONE]);
+    shmarena_pool::serve_worker_if_child(&[&ECHO, &ADD_ONE]);
     echo::serve_if_child();
     let mut c = config();
     round_trip(&mut c);

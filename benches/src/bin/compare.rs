@@ -23,8 +23,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use shmarena::metrics::ProcessMemory;
-use shmarena::pool::{Job, Mode, Pool};
 use shmarena::{ArenaBuilder, Handle, SliceHandle};
+use shmarena_pool::{Job, Mode, Pool};
 
 #[allow(dead_code)]
 #[path = "../../../crates/shmarena/examples/classify/data.rs"]
@@ -756,7 +756,7 @@ fn run() -> Result<()> {
 }
 
 fn main() -> ExitCode {
-    shmarena::pool::serve_worker_if_child(&[&SHARED, &FAT, &COPY_ONCE]);
+    shmarena_pool::serve_worker_if_child(&[&SHARED, &FAT, &COPY_ONCE]);
     match run() {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

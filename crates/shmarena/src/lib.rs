@@ -76,9 +76,10 @@
 //!
 //! # Where `unsafe` lives
 //!
-//! Four files: `os/linux.rs` (mapping, the pre-exec descriptor hook), `view.rs` (dereferencing
-//! views), `arena.rs` (reading a kernel-sealed archive without re-validation) and
-//! `pool/process.rs` (fork, pipes, pidfds, reaping). Each block carries its argument.
+//! Three files: `os/linux.rs` (mapping, the pre-exec descriptor hook, adopting an inherited
+//! descriptor), `view.rs` (dereferencing views) and `arena.rs` (reading a kernel-sealed archive
+//! without re-validation). Each block carries its argument. The process pool is the separate
+//! `shmarena-pool` crate, whose `unsafe` stays in its own private `os` module.
 
 #[cfg(not(target_os = "linux"))]
 compile_error!("shmarena supports Linux only for now (memfd, /dev/shm and /proc)");
@@ -92,7 +93,6 @@ mod handle;
 pub mod inspect;
 mod locator;
 pub mod metrics;
-pub mod pool;
 mod view;
 
 #[cfg_attr(target_os = "linux", path = "os/linux.rs")]

@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 
 use clap::{Parser, ValueEnum};
 use shmarena::metrics::ProcessMemory;
-use shmarena::pool::{Job, Mode, Pool};
 use shmarena::{ArenaBuilder, Handle, SliceHandle};
+use shmarena_pool::{Job, Mode, Pool};
 
 use data::{Classifier, DIMS, LABELS, LABEL_NAMES};
 
@@ -151,7 +151,7 @@ fn classify_fat_task(task: FatTask) -> Counts {
 
 fn main() -> std::process::ExitCode {
     // Spawned workers serve here and never return; a normal run goes on.
-    shmarena::pool::serve_worker_if_child(&[&CLASSIFY, &CLASSIFY_SERIALIZED]);
+    shmarena_pool::serve_worker_if_child(&[&CLASSIFY, &CLASSIFY_SERIALIZED]);
     match run(Args::parse()) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {

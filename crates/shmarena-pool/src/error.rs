@@ -4,7 +4,7 @@ use std::fmt;
 use std::io;
 use std::process::ExitStatus;
 
-/// What can go wrong starting a [`Pool`](super::Pool) or running a task in it.
+/// What can go wrong starting a [`Pool`](crate::Pool) or running a task in it.
 ///
 /// Per-task errors ([`PoolError::WorkerDied`], [`PoolError::Codec`]) are yielded in place of that
 /// task's output and the pool goes on; the others end the call that returned them.
@@ -41,11 +41,11 @@ pub enum PoolError {
         /// What the workers registered instead.
         detail: String,
     },
-    /// A closure was given to a pool in [`Mode::Spawn`](super::Mode::Spawn), where only a named
-    /// [`Job`](super::Job) can cross `exec`.
+    /// A closure was given to a pool in [`Mode::Spawn`](crate::Mode::Spawn), where only a named
+    /// [`Job`](crate::Job) can cross `exec`.
     UnnamedJob,
-    /// [`Mode::Fork`](super::Mode::Fork) refused to fork because this process runs other
-    /// threads (see the module docs, "Fork before spawning threads").
+    /// [`Mode::Fork`](crate::Mode::Fork) refused to fork because this process runs other
+    /// threads (see the crate docs, "Fork before spawning threads").
     ThreadsAtFork {
         /// Threads counted in `/proc/self/task`.
         threads: usize,
@@ -107,11 +107,11 @@ impl fmt::Display for PoolError {
             PoolError::UnknownJob { name, detail } => write!(
                 f,
                 "job {name:?} is not registered in the spawned workers ({detail}); list it in \
-                 shmarena::pool::serve_worker_if_child at the top of main"
+                 shmarena_pool::serve_worker_if_child at the top of main"
             ),
             PoolError::UnnamedJob => write!(
                 f,
-                "spawn mode cannot run a closure: use a named shmarena::pool::Job registered in \
+                "spawn mode cannot run a closure: use a named shmarena_pool::Job registered in \
                  serve_worker_if_child, or Mode::Fork"
             ),
             PoolError::ThreadsAtFork { threads } => write!(
@@ -124,7 +124,7 @@ impl fmt::Display for PoolError {
             PoolError::WorkerStart { pid, detail } => write!(
                 f,
                 "spawned worker pid {pid} did not start serving: {detail} (does main call \
-                 shmarena::pool::serve_worker_if_child first?)"
+                 shmarena_pool::serve_worker_if_child first?)"
             ),
             PoolError::NoWorkers { cause } => {
                 write!(f, "no pool worker is left and none can be started: {cause}")

@@ -1,10 +1,13 @@
 //! A process pool in the manner of Python's `multiprocessing.Pool`: N worker processes, forked
 //! or spawned, stream tasks and results over pipes, while the large read-only data they share
-//! lives in an [`Arena`](crate::Arena) and travels as a small handle.
+//! lives in a shmarena `Arena` and travels as a small handle.
+//!
+//! The pool itself knows nothing of arenas (it does not depend on the `shmarena` crate): a task
+//! is any rkyv [`Message`], and a handle is one. The example shares an arena with the workers.
 //!
 //! ```
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
-//! use shmarena::pool::{Mode, Pool};
+//! use shmarena_pool::{Mode, Pool};
 //!
 //! // The shared dataset: a sealed arena, built once (here in the parent, before forking).
 //! let mut b = shmarena::ArenaBuilder::new().create()?;
@@ -39,7 +42,7 @@
 //!   `static` holding a plain `fn`, listed in [`serve_worker_if_child`] on the first line of
 //!   `main`. Use it where fork is not an option: a process that already runs threads, or a
 //!   worker that must start from a clean state. The dataset reaches the worker as a handle
-//!   inside the task (or in the job's own setup); see the crate's handle docs.
+//!   inside the task (or in the job's own setup); see shmarena's `Handle` docs.
 //!
 //! # Fork before spawning threads
 //!
@@ -88,12 +91,23 @@
 //!
 //! Requires Linux 5.3 or later (pidfds). Writes to a pipe whose worker has died fail with
 //! EPIPE, which needs SIGPIPE ignored, as the Rust runtime (and Python) set it up.
+//!
+//! # Where `unsafe` lives
+//!
+//! One file: `os/linux.rs` (fork, `_exit`, closing the siblings' fds in a forked worker, the
+//! pre-exec hook of a spawned one, and taking ownership of the pipe fds a spawned worker
+//! inherits). Each block carries its argument; the rest of the crate calls its safe functions.
+
+#[cfg(not(target_os = "linux"))]
+compile_error!("shmarena-pool supports Linux only for now (pidfds, /proc, PR_SET_PDEATHSIG)");
 
 mod codec;
 mod engine;
 mod error;
-mod process;
 mod worker;
+
+#[cfg_attr(target_os = "linux", path = "os/linux.rs")]
+mod os;
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;
@@ -109,7 +123,7 @@ pub use worker::serve_worker_if_child;
 
 use engine::{Engine, Worker};
 
-/// How a [`Pool`] starts its workers. See the module docs for when to pick which.
+/// How a [`Pool`] starts its workers. See the crate docs for when to pick which.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Mode {
     /// Fork fresh workers at each call; closures allowed. Needs a single-threaded process.
@@ -125,7 +139,7 @@ pub enum Mode {
 /// pool's methods. It works in both modes.
 ///
 /// ```
-/// use shmarena::pool::Job;
+/// use shmarena_pool::Job;
 ///
 /// fn word_count(line: String) -> usize {
 ///     line.split_whitespace().count()
@@ -338,18 +352,18 @@ impl PoolBuilder {
             workers: Vec::new(),
         };
         if pool.cfg.mode == Mode::Spawn {
-            if std::env::var_os(process::WORKER_ENV).is_some() {
+            if std::env::var_os(os::WORKER_ENV).is_some() {
                 return Err(PoolError::WorkerStart {
                     pid: std::process::id(),
                     detail: format!(
                         "this process is itself a spawned pool worker ({} is set) that did \
                          not serve; refusing to spawn workers of its own",
-                        process::WORKER_ENV
+                        os::WORKER_ENV
                     ),
                 });
             }
             for _ in 0..pool.cfg.workers {
-                let child = process::spawn_worker(pool.command()?, pool.cfg.pipe_size)
+                let child = os::spawn_worker(pool.command()?, pool.cfg.pipe_size)
                     .map_err(|e| PoolError::io("spawning a pool worker", e))?;
                 pool.workers.push(Worker::new(child));
             }
@@ -359,7 +373,7 @@ impl PoolBuilder {
     }
 }
 
-/// N worker processes that run jobs on streams of inputs. See the [module docs](self).
+/// N worker processes that run jobs on streams of inputs. See the [crate docs](crate).
 pub struct Pool {
     cfg: Config,
     workers: Vec<Worker>,
@@ -430,7 +444,7 @@ impl Pool {
     ///
     /// Inputs are pulled lazily. The call fails up front if no worker can be started, or if
     /// `job` cannot run in this mode; afterwards each item is the task's output or a per-task
-    /// error (see the module docs). Dropping the iterator early stops the work (fork mode:
+    /// error (see the crate docs). Dropping the iterator early stops the work (fork mode:
     /// kills this call's workers; spawn mode: kills and later replaces only the busy ones).
     pub fn imap_unordered<I, O, J, It>(
         &mut self,

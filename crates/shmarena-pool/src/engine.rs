@@ -4,29 +4,22 @@
 //! is noticed the moment it exits and nothing ever spins.
 
 use std::collections::VecDeque;
-use std::io;
 use std::marker::PhantomData;
 use std::os::fd::RawFd;
 use std::process::ExitStatus;
 use std::time::{Duration, Instant};
 
 use rkyv::util::AlignedVec;
-use rustix::event::{PollFd, PollFlags, Timespec};
-use rustix::process::Signal;
 
-use super::codec::{
+use crate::codec::{
     parse_header, FrameWriter, Message, Reader, HEADER, KIND_BATCH, KIND_HELLO, KIND_PANIC,
     KIND_RESULTS, PROTOCOL_VERSION, TAG_CODEC, TAG_OK, TAG_UNKNOWN_JOB,
 };
-use super::process::{self, Child};
-use super::{worker, Mode, Pool, PoolError, PoolJob, WorkerJob};
+use crate::os::{self, Child, Ready};
+use crate::{worker, Mode, Pool, PoolError, PoolJob, WorkerJob};
 
 /// Spawned workers that die before saying hello this many times in a row are not replaced.
 const MAX_START_FAILURES: u32 = 3;
-
-fn errno(e: rustix::io::Errno) -> io::Error {
-    io::Error::from_raw_os_error(e.raw_os_error())
-}
 
 /// Tasks sent to a worker together, and how many results have come back.
 pub(crate) struct Batch {
@@ -72,7 +65,7 @@ impl Worker {
     }
 
     pub(crate) fn pid(&self) -> u32 {
-        self.child.pid.as_raw_nonzero().get() as u32
+        self.child.pid()
     }
 
     /// True if the worker holds unfinished work or unread bytes, or is not healthy: reusing it
@@ -94,7 +87,7 @@ impl Worker {
     /// SIGKILL through the pidfd, which cannot hit a recycled pid.
     pub(crate) fn kill(&self) {
         if !self.reaped {
-            let _ = rustix::process::pidfd_send_signal(&self.child.pidfd, Signal::KILL);
+            self.child.kill();
         }
     }
 
@@ -103,7 +96,7 @@ impl Worker {
             return None;
         }
         self.reaped = true;
-        process::reap(self.child.pid)
+        self.child.reap()
     }
 
     fn mark_broken(&mut self, why: String) {
@@ -130,14 +123,13 @@ impl Worker {
     /// Writes what the pipe takes now.
     fn flush_out(&mut self) {
         while self.out_pos < self.outbox.len() && !self.write_closed {
-            match rustix::io::write(&self.child.task_w, &self.outbox[self.out_pos..]) {
-                Ok(n) => self.out_pos += n,
-                Err(rustix::io::Errno::AGAIN) => return,
-                Err(rustix::io::Errno::INTR) => {}
+            match self.child.write_tasks(&self.outbox[self.out_pos..]) {
+                Ok(Some(n)) => self.out_pos += n,
+                Ok(None) => return,
                 Err(e) => {
                     // EPIPE: the worker is gone or closed its end; its pidfd will tell.
                     self.write_closed = true;
-                    self.mark_broken(format!("task pipe: {}", errno(e)));
+                    self.mark_broken(format!("task pipe: {e}"));
                 }
             }
         }
@@ -149,14 +141,13 @@ impl Worker {
     fn fill_in(&mut self) {
         let mut tmp = [0u8; 64 * 1024];
         while !self.read_closed {
-            match rustix::io::read(&self.child.result_r, &mut tmp[..]) {
-                Ok(0) => self.read_closed = true,
-                Ok(n) => self.inbox.extend_from_slice(&tmp[..n]),
-                Err(rustix::io::Errno::AGAIN) => return,
-                Err(rustix::io::Errno::INTR) => {}
+            match self.child.read_results(&mut tmp[..]) {
+                Ok(Some(0)) => self.read_closed = true,
+                Ok(Some(n)) => self.inbox.extend_from_slice(&tmp[..n]),
+                Ok(None) => return,
                 Err(e) => {
                     self.read_closed = true;
-                    self.mark_broken(format!("result pipe: {}", errno(e)));
+                    self.mark_broken(format!("result pipe: {e}"));
                 }
             }
         }
@@ -276,24 +267,6 @@ impl Drop for Worker {
     }
 }
 
-fn timespec(d: Duration) -> Timespec {
-    Timespec {
-        tv_sec: d.as_secs().min(i64::MAX as u64) as i64,
-        tv_nsec: i64::from(d.subsec_nanos()),
-    }
-}
-
-/// `poll` that retries on EINTR.
-fn poll(fds: &mut [PollFd<'_>], timeout: Option<Duration>) -> io::Result<usize> {
-    loop {
-        let ts = timeout.map(timespec);
-        match rustix::event::poll(fds, ts.as_ref()) {
-            Err(rustix::io::Errno::INTR) => continue,
-            r => return r.map_err(errno),
-        }
-    }
-}
-
 /// Waits until every worker has said hello (spawn mode start-up).
 pub(crate) fn wait_hello(workers: &mut [Worker], timeout: Duration) -> Result<(), PoolError> {
     let deadline = Instant::now() + timeout;
@@ -333,17 +306,13 @@ pub(crate) fn wait_hello(workers: &mut [Worker], timeout: Duration) -> Result<()
             let mut fds = Vec::new();
             for &i in &waiting {
                 let w = &workers[i];
-                fds.push(PollFd::new(&w.child.result_r, PollFlags::IN));
-                fds.push(PollFd::new(&w.child.pidfd, PollFlags::IN));
+                fds.push((w.child.results(), Ready::Read));
+                fds.push((w.child.exit_fd(), Ready::Read));
             }
-            poll(&mut fds, Some(deadline - now))
+            let ready = os::poll(&fds, Some(deadline - now))
                 .map_err(|e| PoolError::io("waiting for pool workers to start", e))?;
             for (k, &i) in waiting.iter().enumerate() {
-                events.push((
-                    i,
-                    !fds[2 * k].revents().is_empty(),
-                    !fds[2 * k + 1].revents().is_empty(),
-                ));
+                events.push((i, ready[2 * k], ready[2 * k + 1]));
             }
         }
         for (i, readable, exited) in events {
@@ -375,7 +344,7 @@ impl<I: Message, O: Message, J: PoolJob<I, O>> WorkerJob for Local<'_, I, O, J> 
         self.fingerprint
     }
     fn run(&self, input: &[u8]) -> Result<AlignedVec, String> {
-        super::run_typed(input, |i: I| self.job.call(i))
+        crate::run_typed(input, |i: I| self.job.call(i))
     }
 }
 
@@ -417,7 +386,7 @@ where
             (Mode::Spawn, None) => return Err(PoolError::UnnamedJob),
             (_, name) => {
                 let name = name.unwrap_or("").to_owned();
-                let fp = super::fingerprint::<I, O>(&name);
+                let fp = crate::fingerprint::<I, O>(&name);
                 (name, fp)
             }
         };
@@ -476,7 +445,7 @@ where
         let child = match pool.cfg.mode {
             Mode::Fork => {
                 if !pool.cfg.allow_threads_at_fork {
-                    let threads = process::thread_count()
+                    let threads = os::thread_count()
                         .map_err(|e| PoolError::io("counting threads in /proc/self/task", e))?;
                     if threads > 1 {
                         return Err(PoolError::ThreadsAtFork { threads });
@@ -485,7 +454,7 @@ where
                 let close: Vec<RawFd> = pool
                     .workers
                     .iter()
-                    .flat_map(|w| process::parent_fds(&w.child))
+                    .flat_map(|w| w.child.parent_fds())
                     .collect();
                 let local = Local::<I, O, J> {
                     job: &self.job,
@@ -493,12 +462,12 @@ where
                     fingerprint: self.fingerprint,
                     _types: PhantomData,
                 };
-                process::fork_worker(&close, pool.cfg.pipe_size, &mut |task_r, result_w| {
+                os::fork_worker(&close, pool.cfg.pipe_size, &mut |task_r, result_w| {
                     worker::serve(&[&local], task_r, result_w)
                 })
                 .map_err(|e| PoolError::io("forking a pool worker", e))?
             }
-            Mode::Spawn => process::spawn_worker(pool.command()?, pool.cfg.pipe_size)
+            Mode::Spawn => os::spawn_worker(pool.command()?, pool.cfg.pipe_size)
                 .map_err(|e| PoolError::io("spawning a pool worker", e))?,
         };
         pool.workers.push(Worker::new(child));
@@ -607,19 +576,20 @@ where
             let mut owners = Vec::new();
             for (wi, w) in self.pool.workers.iter().enumerate() {
                 if !w.read_closed {
-                    fds.push(PollFd::new(&w.child.result_r, PollFlags::IN));
+                    fds.push((w.child.results(), Ready::Read));
                     owners.push((wi, 0));
                 }
-                fds.push(PollFd::new(&w.child.pidfd, PollFlags::IN));
+                fds.push((w.child.exit_fd(), Ready::Read));
                 owners.push((wi, 1));
                 if !w.outbox.is_empty() && !w.write_closed {
-                    fds.push(PollFd::new(&w.child.task_w, PollFlags::OUT));
+                    fds.push((w.child.tasks(), Ready::Write));
                     owners.push((wi, 2));
                 }
             }
-            poll(&mut fds, None).map_err(|e| PoolError::io("waiting for pool workers", e))?;
-            for (fd, &(wi, what)) in fds.iter().zip(&owners) {
-                if !fd.revents().is_empty() {
+            let ready =
+                os::poll(&fds, None).map_err(|e| PoolError::io("waiting for pool workers", e))?;
+            for (&ready, &(wi, what)) in ready.iter().zip(&owners) {
+                if ready {
                     events.push((wi, what));
                 }
             }

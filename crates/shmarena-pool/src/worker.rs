@@ -5,31 +5,31 @@ use std::io::{self, Read, Write};
 
 use rkyv::util::AlignedVec;
 
-use super::codec::{
+use crate::codec::{
     parse_header, FrameWriter, Reader, HEADER, KIND_BATCH, KIND_HELLO, KIND_PANIC, KIND_RESULTS,
     PROTOCOL_VERSION, TAG_CODEC, TAG_OK, TAG_UNKNOWN_JOB,
 };
-use super::process::{adopt_worker_fds, WORKER_ENV};
-use super::WorkerJob;
+use crate::os::{self, adopt_worker_fds, WORKER_ENV};
+use crate::WorkerJob;
 
-/// Serves the worker role if this process was started by a [`Pool`](super::Pool) in
-/// [`Mode::Spawn`](super::Mode::Spawn), and otherwise returns at once.
+/// Serves the worker role if this process was started by a [`Pool`](crate::Pool) in
+/// [`Mode::Spawn`](crate::Mode::Spawn), and otherwise returns at once.
 ///
-/// Call it on the first line of `main`, listing every [`Job`](super::Job) the program hands to
+/// Call it on the first line of `main`, listing every [`Job`](crate::Job) the program hands to
 /// a spawn-mode pool. A spawned worker re-executes this binary; this call then takes the pipes
 /// its parent left it, answers tasks until the parent closes them, and ends the process: it
 /// never returns in a worker. In a normal run it reads one environment variable and returns.
 ///
 /// ```no_run
-/// use shmarena::pool::{Job, Mode, Pool};
+/// use shmarena_pool::{Job, Mode, Pool};
 ///
 /// fn square(x: u64) -> u64 {
 ///     x * x
 /// }
 /// static SQUARE: Job<u64, u64> = Job::new("square", square);
 ///
-/// fn main() -> Result<(), shmarena::pool::PoolError> {
-///     shmarena::pool::serve_worker_if_child(&[&SQUARE]);
+/// fn main() -> Result<(), shmarena_pool::PoolError> {
+///     shmarena_pool::serve_worker_if_child(&[&SQUARE]);
 ///
 ///     let mut pool = Pool::builder().mode(Mode::Spawn).workers(2).build()?;
 ///     let squares = pool.map(&SQUARE, 0..10u64)?;
@@ -46,7 +46,7 @@ pub fn serve_worker_if_child(jobs: &[&dyn WorkerJob]) {
     };
     std::env::remove_var(WORKER_ENV);
     let code = match parse_marker(&marker.to_string_lossy()).and_then(|(t, r, parent)| {
-        if rustix::process::getppid().map(|p| p.as_raw_nonzero().get()) != Some(parent) {
+        if os::parent_pid() != Some(parent) {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
                 format!(

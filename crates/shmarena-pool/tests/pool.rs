@@ -13,14 +13,19 @@
 //! locked, and hangs when its own job panics. Every pool test therefore first installs (once,
 //! before any fork) a panic hook that takes no lock; forked workers inherit it.
 
+#[path = "../../shmarena/tests/common/mod.rs"]
 mod common;
+mod workers;
 
 use std::collections::BTreeSet;
 use std::os::unix::process::ExitStatusExt;
 
+use rustix::process::Signal;
+
 use common::Scope;
-use shmarena::pool::{Job, Mode, Pool, PoolBuilder, PoolError};
 use shmarena::{Arena, ArenaBuilder};
+use shmarena_pool::{Job, Mode, Pool, PoolBuilder, PoolError};
+use workers::{is_our_child, kill_self, lock_free_panic_hook};
 
 fn square(x: u64) -> u64 {
     x * x
@@ -47,12 +52,6 @@ fn sum_named(name: String) -> u64 {
         .sum()
 }
 
-fn kill_self() -> ! {
-    // SAFETY: raise has no memory-safety preconditions; SIGKILL ends this process here.
-    unsafe { libc::raise(libc::SIGKILL) };
-    unreachable!("SIGKILL is not survivable")
-}
-
 static SQUARE: Job<u64, u64> = Job::new("square", square);
 static FRAGILE: Job<u64, u64> = Job::new("fragile", fragile);
 static SUM_NAMED: Job<String, u64> = Job::new("sum_named", sum_named);
@@ -63,21 +62,7 @@ static UNREGISTERED: Job<u64, u64> = Job::new("unregistered", square);
 /// The worker entry point: a no-op in a normal run; in a spawned worker it serves and exits.
 #[test]
 fn pool_worker_entry() {
-    shmarena::pool::serve_worker_if_child(&[&SQUARE, &FRAGILE, &SUM_NAMED, &TWO_THEN_HANG]);
-}
-
-/// Installs a panic hook that writes the message straight to fd 2 and takes no lock. Runs
-/// once, before the first pool of this process is built; every test builds its pools through
-/// `fork_pool`/`spawn_pool`, so no fork can overlap the `set_hook`.
-fn lock_free_panic_hook() {
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| {
-        std::panic::set_hook(Box::new(|info| {
-            let msg = format!("panic in pid {}: {info}\n", std::process::id());
-            // SAFETY: write(2) on fd 2 with a valid buffer and its length.
-            let _ = unsafe { libc::write(2, msg.as_ptr().cast(), msg.len()) };
-        }));
-    });
+    shmarena_pool::serve_worker_if_child(&[&SQUARE, &FRAGILE, &SUM_NAMED, &TWO_THEN_HANG]);
 }
 
 /// Held for reading by every test while it may fork, and for writing while a test builds a
@@ -103,17 +88,6 @@ fn spawn_pool(workers: usize) -> PoolBuilder {
         .mode(Mode::Spawn)
         .workers(workers)
         .worker_args(["--exact", "pool_worker_entry", "--nocapture", "--quiet"])
-}
-
-/// True if `pid` is a child of this process that has not been reaped (alive or zombie).
-fn is_our_child(pid: u32) -> bool {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return false;
-    };
-    // Field 4 (ppid) follows the parenthesized command name, which may contain spaces.
-    let after = &stat[stat.rfind(')').expect("stat has a comm field") + 2..];
-    let ppid: u32 = after.split(' ').nth(1).unwrap().parse().unwrap();
-    ppid == std::process::id()
 }
 
 fn assert_gone(pids: &[u32]) {
@@ -335,8 +309,9 @@ fn a_worker_killed_from_outside_is_reported() {
         .unwrap();
     assert_eq!(it.next().unwrap().unwrap(), 0);
     let victim = it.worker_pids()[0];
-    // SAFETY: kill has no memory-safety preconditions; `victim` is our unreaped child.
-    assert_eq!(unsafe { libc::kill(victim as i32, libc::SIGKILL) }, 0);
+    // `victim` is our unreaped child, so its pid cannot have been recycled.
+    let victim_pid = rustix::process::Pid::from_raw(victim as i32).expect("a positive pid");
+    rustix::process::kill_process(victim_pid, Signal::KILL).expect("kill the worker");
     let (index, pid, status, _) = expect_died(&it.next().unwrap());
     assert_eq!((index, pid), (1, victim));
     assert_eq!(status.signal(), Some(libc::SIGKILL));

@@ -5,13 +5,16 @@
 //!
 //! CI runs about 150 worker deaths; `SHMARENA_LONG=1` runs at least 1000.
 
+#[path = "../../shmarena/tests/common/mod.rs"]
 mod common;
+mod workers;
 
 use std::collections::BTreeSet;
 use std::os::unix::process::ExitStatusExt;
 use std::time::Duration;
 
-use shmarena::pool::{Mode, Pool, PoolError};
+use shmarena_pool::{Mode, Pool, PoolError};
+use workers::{is_our_child, kill_self, lock_free_panic_hook};
 
 fn long() -> bool {
     std::env::var("SHMARENA_LONG").is_ok_and(|v| v == "1")
@@ -21,22 +24,6 @@ const FINE: u8 = 0;
 const PANIC: u8 = 1;
 const ABORT: u8 = 2;
 const KILL: u8 = 3;
-
-fn kill_self() -> ! {
-    // SAFETY: raise has no memory-safety preconditions; SIGKILL ends this process here.
-    unsafe { libc::raise(libc::SIGKILL) };
-    unreachable!("SIGKILL is not survivable")
-}
-
-/// True if `pid` is a child of this process that has not been reaped (alive or zombie).
-fn is_our_child(pid: u32) -> bool {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return false;
-    };
-    let after = &stat[stat.rfind(')').expect("stat has a comm field") + 2..];
-    let ppid: u32 = after.split(' ').nth(1).unwrap().parse().unwrap();
-    ppid == std::process::id()
-}
 
 /// A small deterministic generator (xorshift64*).
 struct Rng(u64);
@@ -72,12 +59,8 @@ fn workers_dying_in_the_pool_isolated() {
     if std::env::var("SHMARENA_TEST_ISOLATED").is_err() {
         return;
     }
-    // A panic hook that takes no lock: forked workers inherit it (see tests/pool.rs).
-    std::panic::set_hook(Box::new(|info| {
-        let msg = format!("panic in pid {}: {info}\n", std::process::id());
-        // SAFETY: write(2) on fd 2 with a valid buffer and its length.
-        let _ = unsafe { libc::write(2, msg.as_ptr().cast(), msg.len()) };
-    }));
+    // A panic hook that takes no lock: forked workers inherit it.
+    lock_free_panic_hook();
     // No hang: the whole run has a deadline.
     let limit = if long() { 900 } else { 240 };
     std::thread::spawn(move || {

@@ -1,34 +1,33 @@
-//! Worker processes: pipes, fork, spawn, death signals, pidfds, kill and reap. Every `unsafe`
-//! block of the pool lives in this file (fork, `_exit`, the pre-exec hook, and taking ownership
-//! of the fds a spawned worker inherits).
+//! Linux system calls of the pool, behind safe functions: pipes, fork, spawn, death signals,
+//! pidfds, kill and reap, non-blocking pipe I/O and `poll`. This is the only file of the crate
+//! with `unsafe` (fork, `_exit`, `close`, the pre-exec hook, and taking ownership of the fds a
+//! spawned worker inherits); the rest of the crate sees only the safe API below.
 
 use std::fs::File;
 use std::io::{self, Write};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::process::{Command, ExitStatus};
+use std::time::Duration;
 
-use rustix::io::FdFlags;
+use rustix::event::{PollFd, PollFlags, Timespec};
+use rustix::io::{Errno, FdFlags};
 use rustix::pipe::PipeFlags;
 use rustix::process::{Pid, PidfdFlags, Signal, WaitOptions};
 
 /// Environment variable that marks a spawned worker: `<task fd>:<result fd>:<parent pid>`.
 pub(crate) const WORKER_ENV: &str = "SHMARENA_POOL_WORKER";
 
-fn errno(e: rustix::io::Errno) -> io::Error {
-    io::Error::from_raw_os_error(e.raw_os_error())
-}
-
 /// The parent's side of one worker process.
 pub(crate) struct Child {
-    /// The worker's pid; the worker is our child until [`reap`] has returned.
-    pub(crate) pid: Pid,
+    /// The worker's pid; the worker is our child until [`Child::reap`] has returned.
+    pid: Pid,
     /// Readable once the worker has exited (Linux 5.3+).
-    pub(crate) pidfd: OwnedFd,
+    pidfd: OwnedFd,
     /// Tasks go here (non-blocking, close-on-exec).
-    pub(crate) task_w: OwnedFd,
+    task_w: OwnedFd,
     /// Results come from here (non-blocking, close-on-exec).
-    pub(crate) result_r: OwnedFd,
+    result_r: OwnedFd,
 }
 
 /// The two pipes of a worker, all four ends close-on-exec; the parent's ends non-blocking.
@@ -39,11 +38,20 @@ struct Pipes {
     result_w: OwnedFd,
 }
 
+impl Pipes {
+    /// The worker's ends (task reader, result writer) and the parent's (task writer, result
+    /// reader).
+    fn split(self) -> ((OwnedFd, OwnedFd), (OwnedFd, OwnedFd)) {
+        ((self.task_r, self.result_w), (self.task_w, self.result_r))
+    }
+}
+
 fn pipes(pipe_size: usize) -> io::Result<Pipes> {
-    let (task_r, task_w) = rustix::pipe::pipe_with(PipeFlags::CLOEXEC).map_err(errno)?;
-    let (result_r, result_w) = rustix::pipe::pipe_with(PipeFlags::CLOEXEC).map_err(errno)?;
-    rustix::io::ioctl_fionbio(&task_w, true).map_err(errno)?;
-    rustix::io::ioctl_fionbio(&result_r, true).map_err(errno)?;
+    let (task_r, task_w) = rustix::pipe::pipe_with(PipeFlags::CLOEXEC).map_err(io::Error::from)?;
+    let (result_r, result_w) =
+        rustix::pipe::pipe_with(PipeFlags::CLOEXEC).map_err(io::Error::from)?;
+    rustix::io::ioctl_fionbio(&task_w, true).map_err(io::Error::from)?;
+    rustix::io::ioctl_fionbio(&result_r, true).map_err(io::Error::from)?;
     if pipe_size > 0 {
         // Best effort: past the per-user pipe budget (fs.pipe-user-pages-soft) or above
         // fs.pipe-max-size the kernel refuses, and the default 64 KiB pipe still works.
@@ -70,7 +78,7 @@ pub(crate) fn thread_count() -> io::Result<usize> {
 /// It does not flush stdout: taking std's stdout lock in a forked child could block forever
 /// if another parent thread held it at the fork. `println!` output is line-buffered and
 /// already written; only a trailing partial line of `print!` output is lost.
-pub(crate) fn exit_now(code: i32) -> ! {
+fn exit_now(code: i32) -> ! {
     // SAFETY: `_exit` has no preconditions; it ends the process without touching its memory.
     unsafe { libc::_exit(code) }
 }
@@ -104,12 +112,7 @@ pub(crate) fn fork_worker(
         return Err(io::Error::last_os_error());
     }
     if pid == 0 {
-        let Pipes {
-            task_r,
-            task_w,
-            result_r,
-            result_w,
-        } = p;
+        let ((task_r, result_w), (task_w, result_r)) = p.split();
         let (mut task_r, mut result_w) = (File::from(task_r), File::from(result_w));
         let code = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             // PR_SET_PDEATHSIG: the kernel kills this worker when the parent (thread) exits,
@@ -153,7 +156,8 @@ pub(crate) fn spawn_worker(mut cmd: Command, pipe_size: usize) -> io::Result<Chi
         format!("{tr}:{rw}:{}", parent.as_raw_nonzero().get()),
     );
     let hook = move || -> io::Result<()> {
-        rustix::process::set_parent_process_death_signal(Some(Signal::KILL)).map_err(errno)?;
+        rustix::process::set_parent_process_death_signal(Some(Signal::KILL))
+            .map_err(io::Error::from)?;
         if rustix::process::getppid() != Some(parent) {
             return Err(io::Error::from_raw_os_error(libc::ESRCH));
         }
@@ -162,7 +166,7 @@ pub(crate) fn spawn_worker(mut cmd: Command, pipe_size: usize) -> io::Result<Chi
             // inherited through fork, and the `Pipes` holding them in the parent lives until
             // `spawn` returns. The borrow ends within this statement.
             let fd = unsafe { BorrowedFd::borrow_raw(fd) };
-            rustix::io::fcntl_setfd(fd, FdFlags::empty()).map_err(errno)?;
+            rustix::io::fcntl_setfd(fd, FdFlags::empty()).map_err(io::Error::from)?;
         }
         Ok(())
     };
@@ -178,20 +182,14 @@ pub(crate) fn spawn_worker(mut cmd: Command, pipe_size: usize) -> io::Result<Chi
 }
 
 fn finish_start(pid: Pid, p: Pipes) -> io::Result<Child> {
-    let Pipes {
-        task_r,
-        task_w,
-        result_r,
-        result_w,
-    } = p;
-    drop(task_r);
-    drop(result_w);
+    let (worker_ends, (task_w, result_r)) = p.split();
+    drop(worker_ends);
     let pidfd = match rustix::process::pidfd_open(pid, PidfdFlags::empty()) {
         Ok(fd) => fd,
         Err(e) => {
             kill(pid);
             let _ = reap(pid);
-            return Err(errno(e));
+            return Err(e.into());
         }
     };
     Ok(Child {
@@ -203,17 +201,17 @@ fn finish_start(pid: Pid, p: Pipes) -> io::Result<Child> {
 }
 
 /// Sends SIGKILL; a worker that already exited is not an error.
-pub(crate) fn kill(pid: Pid) {
+fn kill(pid: Pid) {
     let _ = rustix::process::kill_process(pid, Signal::KILL);
 }
 
 /// Waits for the worker to end and returns how; `None` if it was reaped elsewhere (ECHILD).
-pub(crate) fn reap(pid: Pid) -> Option<ExitStatus> {
+fn reap(pid: Pid) -> Option<ExitStatus> {
     loop {
         match rustix::process::waitpid(Some(pid), WaitOptions::empty()) {
             Ok(Some((_, status))) => return Some(ExitStatus::from_raw(status.as_raw())),
             Ok(None) => return None,
-            Err(rustix::io::Errno::INTR) => continue,
+            Err(Errno::INTR) => continue,
             Err(_) => return None,
         }
     }
@@ -244,7 +242,7 @@ pub(crate) fn adopt_worker_fds(task_fd: RawFd, result_fd: RawFd) -> io::Result<(
         // spawning parent opened it for this worker alone, and the hook that adopts it runs at
         // the top of `main`, before any other code could have claimed it.
         let owned = unsafe { OwnedFd::from_raw_fd(fd) };
-        let st = rustix::fs::fstat(&owned).map_err(errno)?;
+        let st = rustix::fs::fstat(&owned).map_err(io::Error::from)?;
         if !rustix::fs::FileType::from_raw_mode(st.st_mode).is_fifo() {
             // Not ours after all: hand it back unclosed rather than closing someone's file.
             let _ = std::os::fd::IntoRawFd::into_raw_fd(owned);
@@ -253,7 +251,7 @@ pub(crate) fn adopt_worker_fds(task_fd: RawFd, result_fd: RawFd) -> io::Result<(
                 format!("fd {fd} named in {WORKER_ENV} is not a pipe"),
             ));
         }
-        rustix::io::fcntl_setfd(&owned, FdFlags::CLOEXEC).map_err(errno)?;
+        rustix::io::fcntl_setfd(&owned, FdFlags::CLOEXEC).map_err(io::Error::from)?;
         out.push(File::from(owned));
     }
     let result = out.pop().expect("two fds");
@@ -261,11 +259,116 @@ pub(crate) fn adopt_worker_fds(task_fd: RawFd, result_fd: RawFd) -> io::Result<(
     Ok((task, result))
 }
 
-/// The raw numbers of a worker's parent-side fds (to close in later forked siblings).
-pub(crate) fn parent_fds(c: &Child) -> [RawFd; 3] {
-    [
-        c.pidfd.as_fd().as_raw_fd(),
-        c.task_w.as_raw_fd(),
-        c.result_r.as_raw_fd(),
-    ]
+impl Child {
+    /// The worker's process id.
+    pub(crate) fn pid(&self) -> u32 {
+        self.pid.as_raw_nonzero().get() as u32
+    }
+
+    /// SIGKILL through the pidfd, which cannot hit a recycled pid. Call it only before
+    /// [`reap`](Self::reap).
+    pub(crate) fn kill(&self) {
+        let _ = rustix::process::pidfd_send_signal(&self.pidfd, Signal::KILL);
+    }
+
+    /// Waits for the worker to end and returns how; `None` if it was reaped elsewhere (ECHILD).
+    pub(crate) fn reap(&self) -> Option<ExitStatus> {
+        reap(self.pid)
+    }
+
+    /// The raw numbers of the parent-side fds (to close in later forked siblings).
+    pub(crate) fn parent_fds(&self) -> [RawFd; 3] {
+        [
+            self.pidfd.as_fd().as_raw_fd(),
+            self.task_w.as_raw_fd(),
+            self.result_r.as_raw_fd(),
+        ]
+    }
+
+    /// Writes what the task pipe takes now: `Ok(Some(n))`, or `Ok(None)` if it is full.
+    /// Retries EINTR.
+    pub(crate) fn write_tasks(&self, bytes: &[u8]) -> io::Result<Option<usize>> {
+        nonblocking(|| rustix::io::write(&self.task_w, bytes))
+    }
+
+    /// Reads what the result pipe holds now: `Ok(Some(n))` (0 at EOF), or `Ok(None)` if it is
+    /// empty. Retries EINTR.
+    pub(crate) fn read_results(&self, buf: &mut [u8]) -> io::Result<Option<usize>> {
+        nonblocking(|| rustix::io::read(&self.result_r, &mut *buf))
+    }
+
+    /// The result pipe, to wait on for reading.
+    pub(crate) fn results(&self) -> BorrowedFd<'_> {
+        self.result_r.as_fd()
+    }
+
+    /// The task pipe, to wait on for writing.
+    pub(crate) fn tasks(&self) -> BorrowedFd<'_> {
+        self.task_w.as_fd()
+    }
+
+    /// The pidfd: readable once the worker has exited.
+    pub(crate) fn exit_fd(&self) -> BorrowedFd<'_> {
+        self.pidfd.as_fd()
+    }
+}
+
+fn nonblocking(mut op: impl FnMut() -> Result<usize, Errno>) -> io::Result<Option<usize>> {
+    loop {
+        match op() {
+            Ok(n) => return Ok(Some(n)),
+            Err(Errno::AGAIN) => return Ok(None),
+            Err(Errno::INTR) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// What [`poll`] waits for on a descriptor.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Ready {
+    /// Data (or EOF, or an error) to read.
+    Read,
+    /// Room (or an error) to write.
+    Write,
+}
+
+fn timespec(d: Duration) -> Timespec {
+    Timespec {
+        tv_sec: d.as_secs().min(i64::MAX as u64) as i64,
+        tv_nsec: i64::from(d.subsec_nanos()),
+    }
+}
+
+/// `poll` that retries on EINTR: waits until one of `fds` has an event or `timeout` passes,
+/// and says for each whether it had one (any event, errors and hang-ups included).
+pub(crate) fn poll(
+    fds: &[(BorrowedFd<'_>, Ready)],
+    timeout: Option<Duration>,
+) -> io::Result<Vec<bool>> {
+    let mut pfds: Vec<PollFd<'_>> = fds
+        .iter()
+        .map(|(fd, ready)| {
+            let flags = match ready {
+                Ready::Read => PollFlags::IN,
+                Ready::Write => PollFlags::OUT,
+            };
+            PollFd::from_borrowed_fd(*fd, flags)
+        })
+        .collect();
+    loop {
+        let ts = timeout.map(timespec);
+        match rustix::event::poll(&mut pfds, ts.as_ref()) {
+            Err(Errno::INTR) => continue,
+            r => {
+                r?;
+                return Ok(pfds.iter().map(|p| !p.revents().is_empty()).collect());
+            }
+        }
+    }
+}
+
+/// This process's parent's pid, if it has one.
+pub(crate) fn parent_pid() -> Option<i32> {
+    rustix::process::getppid().map(|p| p.as_raw_nonzero().get())
 }
