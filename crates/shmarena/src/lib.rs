@@ -100,9 +100,9 @@ mod view;
 mod os;
 
 pub use arena::{Arena, ArenaId, OpenOptions};
+pub use attach::{attach, detach, detach_all, expect_id};
 pub use builder::{ArenaBuilder, ArenaSerializer, ArenaValidator, ArenaWriter, Builder, SealError};
 pub use error::{Error, Result};
-pub use attach::{attach, detach, detach_all, expect_id};
 pub use handle::{Handle, SliceHandle};
 pub use locator::{validate_entry_name, validate_segment_name, Locator, MAX_SEGMENT_NAME};
 pub use view::{SliceView, View};

@@ -315,13 +315,24 @@ mod tests {
     fn display_and_from_str_round_trip() {
         for loc in [
             Locator::Shm { name: "lex".into() },
-            Locator::Shm { name: "lex.v2-x_y".into() },
+            Locator::Shm {
+                name: "lex.v2-x_y".into(),
+            },
             Locator::Memfd { pid: 812, fd: 5 },
-            Locator::Memfd { pid: u32::MAX, fd: i32::MAX },
-            Locator::File { path: "/tmp/lex.arena".into() },
-            Locator::File { path: "lex.arena".into() },
+            Locator::Memfd {
+                pid: u32::MAX,
+                fd: i32::MAX,
+            },
+            Locator::File {
+                path: "/tmp/lex.arena".into(),
+            },
+            Locator::File {
+                path: "lex.arena".into(),
+            },
             Locator::File { path: "1:2".into() },
-            Locator::File { path: "shm:x".into() },
+            Locator::File {
+                path: "shm:x".into(),
+            },
         ] {
             let text = loc.to_string();
             assert_eq!(text.parse::<Locator>().unwrap(), loc, "{text}");
@@ -370,17 +381,29 @@ mod tests {
     fn inline_codec_round_trips() {
         let long = format!("/tmp/{}", "x".repeat(40));
         for loc in [
-            Locator::Shm { name: "x".repeat(30) },
+            Locator::Shm {
+                name: "x".repeat(30),
+            },
             Locator::Memfd { pid: 812, fd: 5 },
-            Locator::Memfd { pid: u32::MAX, fd: -1 },
-            Locator::File { path: "/tmp/a".into() },
-            Locator::File { path: "x".repeat(INLINE_MAX).into() },
+            Locator::Memfd {
+                pid: u32::MAX,
+                fd: -1,
+            },
+            Locator::File {
+                path: "/tmp/a".into(),
+            },
+            Locator::File {
+                path: "x".repeat(INLINE_MAX).into(),
+            },
         ] {
             let (kind, len, buf) = loc.encode_inline();
             let back = Locator::decode_inline(kind, &buf[..usize::from(len)]);
             assert_eq!(back.as_ref(), Some(&loc));
         }
-        let (kind, len, buf) = Locator::File { path: long.clone().into() }.encode_inline();
+        let (kind, len, buf) = Locator::File {
+            path: long.clone().into(),
+        }
+        .encode_inline();
         assert_eq!((kind, len), (inline_kind::FILE_HASH, 8));
         assert_eq!(
             u64::from_le_bytes(buf[..8].try_into().unwrap()),

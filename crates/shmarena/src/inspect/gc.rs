@@ -292,4 +292,3 @@ pub fn gc(opts: &GcOptions) -> Result<GcReport> {
     }
     Ok(report)
 }
-

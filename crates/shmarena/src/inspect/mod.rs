@@ -83,9 +83,7 @@ impl Owner {
 /// matches any process with that pid.
 pub fn process_alive(pid: u32, start: u64) -> bool {
     match os::process_stat(pid) {
-        Some(stat) => {
-            !matches!(stat.state, 'Z' | 'X' | 'x') && (start == 0 || stat.start == start)
-        }
+        Some(stat) => !matches!(stat.state, 'Z' | 'X' | 'x') && (start == 0 || stat.start == start),
         None => false,
     }
 }
@@ -145,7 +143,6 @@ impl ArenaStatus {
     }
 }
 
-
 fn status_from(locator: Locator, probe: Probe, scan: &Scan) -> ArenaStatus {
     let key = FileKey::of(&probe.meta);
     let owner = probe.header.as_ref().ok().map(Owner::of);
@@ -161,7 +158,6 @@ fn status_from(locator: Locator, probe: Probe, scan: &Scan) -> ArenaStatus {
         holders: scan.holders(&key),
     }
 }
-
 
 /// Every arena visible to this user: named segments in `/dev/shm` that start with the magic
 /// (readable ones; a header that does not parse is listed with its error), and memfd arenas
@@ -268,7 +264,6 @@ pub fn status(locator: &Locator) -> Result<ArenaStatus> {
 pub fn who(locator: &Locator) -> Result<Vec<Holder>> {
     Ok(status(locator)?.holders)
 }
-
 
 #[cfg(test)]
 mod tests {

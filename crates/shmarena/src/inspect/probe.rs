@@ -44,4 +44,3 @@ pub(crate) fn locator_path(locator: &Locator) -> (PathBuf, bool) {
         Locator::File { path } => (path.clone(), false),
     }
 }
-

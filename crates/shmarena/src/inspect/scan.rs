@@ -53,7 +53,6 @@ pub struct Holder {
     pub fds: Vec<i32>,
 }
 
-
 /// Uses of files by running processes, gathered from `/proc/*/fd` and `/proc/*/maps`.
 #[derive(Default)]
 pub(crate) struct Scan {
@@ -169,7 +168,6 @@ impl Scan {
             .collect()
     }
 }
-
 
 #[cfg(test)]
 mod tests {

@@ -104,14 +104,22 @@ mod tests {
 
         let id = "00112233445566778899aabbccddeeff";
         for (text, locator, entry) in [
-            (format!("shmarena1:{id}:0:p:0000000000000001:shm:lex"), shm("lex"), 0),
+            (
+                format!("shmarena1:{id}:0:p:0000000000000001:shm:lex"),
+                shm("lex"),
+                0,
+            ),
             (
                 format!("shmarena1:{id}:2:a:0000000000000001:memfd:12:5"),
                 Locator::Memfd { pid: 12, fd: 5 },
                 2,
             ),
             // 0.1's spelling of the locator part.
-            (format!("shmarena1:{id}:0:p:0000000000000001:shm/lex"), shm("lex"), 0),
+            (
+                format!("shmarena1:{id}:0:p:0000000000000001:shm/lex"),
+                shm("lex"),
+                0,
+            ),
             (
                 format!("shmarena1:{id}:3:a:0000000000000001:memfd/12/5"),
                 Locator::Memfd { pid: 12, fd: 5 },
