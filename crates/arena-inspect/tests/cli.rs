@@ -296,7 +296,11 @@ fn named_arena() {
     assert!(row["age_secs"].as_f64().unwrap() >= 0.0);
     assert!(row["error"].is_null());
     let table = run(&["list"]).ok().stdout;
-    let line = table.lines().find(|l| l.starts_with(&arg)).expect("listed");
+    let listed = format!("shm:{name}");
+    let line = table
+        .lines()
+        .find(|l| l.starts_with(&listed))
+        .expect("listed");
     assert!(line.contains("sealed") && line.contains("alive"), "{line}");
 
     // Alive owner: gc keeps it and says why.
