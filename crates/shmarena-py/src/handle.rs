@@ -11,7 +11,7 @@
 //! | path: count, then positions inside the value (LEB128 each) | 1 + … |
 //! | list slice: 0, or 1 + start + zigzag step + length (LEB128 each) | 1 or 4 + … |
 //!
-//! Why not the library's `shmarena::RawHandle`: it is a fixed 64 bytes naming one entry by
+//! Why not the library's `shmarena::handle::RawHandle`: it is a fixed 64 bytes naming one entry by
 //! index, so a pickled view would take about 110 bytes with the path and slice added (the
 //! target is under 100), and it cannot name the arena itself. Switching over needs changes only
 //! here: `encode`/`decode` for the bytes; the rest of the crate sees [`Handle`]. Attaching goes
