@@ -100,7 +100,7 @@ impl RawHandle {
         &self.loc[..usize::from(self.loc_len).min(LOC_MAX)]
     }
 
-    /// Resolves the arena through [`attach`](crate::attach::attach): from the cache, or
+    /// Resolves the arena through [`attach`](fn@crate::attach): from the cache, or
     /// attached on first use. A stale arena is [`Error::StaleHandle`] naming this handle.
     pub fn arena(&self) -> Result<Arena> {
         attach_at(self.arena_id(), self.locator().as_ref()).map_err(|e| match e {
