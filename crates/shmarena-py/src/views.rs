@@ -90,7 +90,11 @@ impl ArenaState {
     }
 
     fn what(&self) -> String {
-        format!("arena {} ({})", self.arena.id(), self.arena.locator())
+        format!(
+            "arena {} ({})",
+            self.arena.id(),
+            self.arena.locator().describe()
+        )
     }
 
     /// The root of archived entry `name`, read once per process.
@@ -951,7 +955,7 @@ impl PyArena {
     /// Where the arena lives, as text.
     #[getter]
     fn locator(&self) -> String {
-        self.state.arena.locator().to_string()
+        self.state.arena.locator().describe()
     }
 
     /// Size in bytes.
@@ -1013,7 +1017,7 @@ impl PyArena {
         format!(
             "<shmarena.Arena {} at {}, {} entries, {} bytes>",
             self.state.arena.id(),
-            self.state.arena.locator(),
+            self.state.arena.locator().describe(),
             self.state.names().len(),
             self.state.arena.len()
         )
