@@ -6,7 +6,7 @@
 //! |---|---|
 //! | format version (1) | 1 |
 //! | arena id | 16 |
-//! | locator: tag 3 + length (LEB128) + the locator's one spelling (`Locator`'s `Display`: `memfd:PID:FD`, `shm:NAME`, `file:PATH`); tags 0 (memfd + pid u32 + fd i32), 1 (shm + u8 length + name) and 2 (file + u16 length + path) of earlier versions are still read | 2 + n |
+//! | locator: tag 3 + length (LEB128) + the locator's shortest spelling in its one grammar (`Locator::shorthand`: `PID:FD`, `NAME`, `file:PATH`; read back with `FromStr`); tags 0 (memfd + pid u32 + fd i32), 1 (shm + u8 length + name) and 2 (file + u16 length + path) of earlier versions are still read | 2 + n |
 //! | entry name (empty for the arena itself) | 1 + n |
 //! | path: count, then positions inside the value (LEB128 each) | 1 + … |
 //! | list slice: 0, or 1 + start + zigzag step + length (LEB128 each) | 1 or 4 + … |
@@ -103,7 +103,7 @@ impl Handle {
         let mut out = Vec::with_capacity(48 + self.entry.len());
         out.push(VERSION);
         out.extend_from_slice(&self.id.to_bytes());
-        let locator = self.locator.to_string();
+        let locator = self.locator.shorthand();
         out.push(TAG_LOCATOR);
         put_varint(&mut out, locator.len() as u64);
         out.extend_from_slice(locator.as_bytes());

@@ -140,6 +140,26 @@ impl Locator {
         }
     }
 
+    /// The shortest spelling that [`FromStr`] reads back as this locator: `PID:FD` for a memfd,
+    /// the bare name for a segment, `file:PATH` for a file. For compact encodings (Python
+    /// pickles); [`Display`](fmt::Display) writes the explicit form.
+    ///
+    /// ```
+    /// use shmarena::Locator;
+    /// for loc in [Locator::Memfd { pid: 812, fd: 5 }, Locator::Shm { name: "lex".into() }] {
+    ///     assert_eq!(loc.shorthand().parse::<Locator>().unwrap(), loc);
+    /// }
+    /// assert_eq!(Locator::Memfd { pid: 812, fd: 5 }.shorthand(), "812:5");
+    /// ```
+    pub fn shorthand(&self) -> String {
+        match self {
+            Locator::Memfd { pid, fd } => format!("{pid}:{fd}"),
+            // Validated names have no '/' or ':' and do not start with '.'.
+            Locator::Shm { name } => name.clone(),
+            Locator::File { .. } => self.to_string(),
+        }
+    }
+
     /// Only the explicit forms `shm:NAME`, `file:PATH` and `memfd:PID:FD` (what
     /// [`Display`](fmt::Display) writes): `None` if `s` has none of these prefixes.
     pub fn parse_explicit(s: &str) -> Option<Result<Locator>> {
@@ -336,6 +356,8 @@ mod tests {
         ] {
             let text = loc.to_string();
             assert_eq!(text.parse::<Locator>().unwrap(), loc, "{text}");
+            let short = loc.shorthand();
+            assert_eq!(short.parse::<Locator>().unwrap(), loc, "{short}");
             assert_eq!(Locator::parse_explicit(&text).unwrap().unwrap(), loc);
         }
         assert_eq!(Locator::Shm { name: "a".into() }.to_string(), "shm:a");
