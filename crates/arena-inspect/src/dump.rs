@@ -127,10 +127,10 @@ fn default_hex_window(e: &Entry) -> Range<u64> {
 }
 
 pub(crate) fn dump(args: &DumpArgs, json: bool, out: &mut dyn Write) -> Result<ExitCode> {
-    let loc = crate::locator(&args.arena)?;
-    let arena = crate::open(&loc, &args.arena)?;
-    crate::check_handle(&arena, &args.arena)?;
-    let wanted = match (&args.entry, crate::handle_of(&args.arena)) {
+    let target = crate::target(&args.arena)?;
+    let arena = crate::open(target.locator(), &args.arena)?;
+    let arena = crate::check_handle(arena, &target)?;
+    let wanted = match (&args.entry, target.handle()) {
         (Some(name), _) => name.clone(),
         (None, Some(h)) => arena
             .layout()
@@ -141,7 +141,7 @@ pub(crate) fn dump(args: &DumpArgs, json: bool, out: &mut dyn Write) -> Result<E
                 format!(
                     "the handle names entry #{}, but {} has only {} entries",
                     h.entry_index(),
-                    arena.locator(),
+                    arena.locator().describe(),
                     arena.layout().entries.len()
                 )
             })?,

@@ -19,8 +19,8 @@ use serde::Serialize;
 use serde_json::json;
 
 use shmarena::format::{Entry, Header, FORMAT_VERSION};
-use shmarena::inspect::{self, ArenaStatus, GcOptions};
-use shmarena::{Arena, Locator, OpenOptions, RawHandle};
+use shmarena::inspect::{self, ArenaStatus, GcOptions, Target};
+use shmarena::{Arena, Locator, OpenOptions};
 
 use output::Table;
 
@@ -31,7 +31,7 @@ Naming an arena (ARENA):
   ./lex.arena, /data/x    a file: anything with a '/' after the first character,
                           or starting with '.'
   shm:NAME, file:PATH, memfd:PID:FD
-                          say the backing explicitly
+                          say the backing explicitly (the form `list` prints)
   shmarena1:...           a handle string (Handle::to_string); `dump` then needs
                           no ENTRY, and a handle to a replaced arena is refused
 
@@ -173,40 +173,18 @@ fn run(cli: &Cli, out: &mut dyn Write) -> Result<ExitCode> {
     }
 }
 
-/// Parses an ARENA argument (see `inspect::parse_locator` for the rule).
-pub(crate) fn locator(arg: &str) -> Result<Locator> {
-    inspect::parse_locator(arg).with_context(|| format!("bad arena name {arg:?}"))
+/// Parses an ARENA argument once: a locator or a handle string (see [`inspect::Target`]).
+pub(crate) fn target(arg: &str) -> Result<Target> {
+    arg.parse()
+        .with_context(|| format!("bad arena name {arg:?}"))
 }
 
-/// The handle an ARENA argument is, if it is one.
-pub(crate) fn handle_of(arg: &str) -> Option<RawHandle> {
-    inspect::is_handle_string(arg)
-        .then(|| arg.parse().ok())
-        .flatten()
-}
-
-/// A handle names an arena id as well as a place: refuse a newer arena at the same place.
-pub(crate) fn check_handle(arena: &Arena, arg: &str) -> Result<()> {
-    if let Some(h) = handle_of(arg) {
-        if h.arena_id() != arena.id() {
-            anyhow::bail!(
-                "stale handle: {} now holds arena {}, but the handle names arena {}",
-                arena.locator(),
-                arena.id(),
-                h.arena_id()
-            );
-        }
-    }
-    Ok(())
-}
-
-/// The spelling of a locator that this tool accepts back.
-pub(crate) fn spell(loc: &Locator) -> String {
-    match loc {
-        Locator::Shm { name } => format!("/{name}"),
-        Locator::Memfd { pid, fd } => format!("{pid}:{fd}"),
-        Locator::File { path } => path.display().to_string(),
-        other => other.to_string(),
+/// A handle names an arena id as well as a place: refuse a newer arena at the same place (the
+/// library's stale-handle rule, [`shmarena::expect_id`]).
+pub(crate) fn check_handle(arena: Arena, target: &Target) -> Result<Arena> {
+    match target.handle() {
+        Some(h) => Ok(shmarena::expect_id(arena, h.arena_id())?),
+        None => Ok(arena),
     }
 }
 
@@ -262,7 +240,7 @@ struct ListRow {
 fn list_row(s: &ArenaStatus) -> ListRow {
     let header = s.header.as_ref().ok();
     ListRow {
-        arena: spell(&s.locator),
+        arena: s.locator.to_string(),
         backing: backing(&s.locator),
         id: header.map(|h| shmarena::ArenaId::from_bytes(h.arena_id).to_string()),
         size: s.size,
@@ -304,7 +282,7 @@ fn list(json: bool, out: &mut dyn Write) -> Result<ExitCode> {
     ]);
     for s in &arenas {
         t.row(vec![
-            spell(&s.locator),
+            s.locator.to_string(),
             output::size(s.size),
             s.entry_count().map_or("-".into(), |n| n.to_string()),
             s.state().into(),
@@ -427,26 +405,27 @@ fn print_header(out: &mut dyn Write, arg: &str, h: &HeaderJson) -> io::Result<()
 }
 
 fn info(arg: &str, json: bool, out: &mut dyn Write) -> Result<ExitCode> {
-    let loc = locator(arg)?;
+    let target = target(arg)?;
+    let loc = target.locator();
     // Before opening, so this process is not counted among the users.
-    let status = inspect::status(&loc).ok();
-    let opened = OpenOptions::new().allow_foreign_owner(true).open(&loc);
+    let status = inspect::status(loc).ok();
+    let opened = OpenOptions::new().allow_foreign_owner(true).open(loc);
     let arena = match opened {
         Ok(a) => a,
         // Not sealed, or its table of contents is bad: show what the header says.
         Err(e) if is_corruption(&e) || matches!(e, shmarena::Error::Incompatible { .. }) => {
-            return info_unopened(arg, &loc, e, json, out);
+            return info_unopened(arg, loc, e, json, out);
         }
-        Err(e) => return Err(open_error(e, &loc, arg)),
+        Err(e) => return Err(open_error(e, loc, arg)),
     };
-    check_handle(&arena, arg)?;
+    let arena = check_handle(arena, &target)?;
     let layout = arena.layout();
     let header = header_json(&layout.header);
     let entries: Vec<EntryJson> = layout.entries.iter().map(entry_json).collect();
     if json {
         let v = json!({
             "arena": arg,
-            "locator": spell(arena.locator()),
+            "locator": arena.locator().to_string(),
             "backing": backing(arena.locator()),
             "kernel_sealed": arena.is_kernel_sealed(),
             "size": status.as_ref().map(|s| s.size),
@@ -535,7 +514,7 @@ fn info_unopened(
     if json {
         let v = json!({
             "arena": arg,
-            "locator": spell(loc),
+            "locator": loc.to_string(),
             "backing": backing(loc),
             "size": status.size,
             "uid": status.uid,
@@ -582,13 +561,14 @@ struct VerifyEntry {
 }
 
 fn verify(arg: &str, json: bool, out: &mut dyn Write) -> Result<ExitCode> {
-    let loc = locator(arg)?;
-    let arena = match OpenOptions::new().allow_foreign_owner(true).open(&loc) {
+    let target = target(arg)?;
+    let loc = target.locator();
+    let arena = match OpenOptions::new().allow_foreign_owner(true).open(loc) {
         Ok(a) => a,
         Err(e) if is_corruption(&e) => {
             let mut msg = e.to_string();
             if matches!(e, shmarena::Error::StillBuilding { .. }) {
-                if let Some(o) = inspect::status(&loc).ok().and_then(|s| s.owner) {
+                if let Some(o) = inspect::status(loc).ok().and_then(|s| s.owner) {
                     let state = if o.alive { "is alive" } else { "is dead" };
                     msg = format!("{msg}; its builder (pid {}) {state}", o.pid);
                 }
@@ -608,9 +588,9 @@ fn verify(arg: &str, json: bool, out: &mut dyn Write) -> Result<ExitCode> {
             }
             return Ok(ExitCode::from(1));
         }
-        Err(e) => return Err(open_error(e, &loc, arg)),
+        Err(e) => return Err(open_error(e, loc, arg)),
     };
-    check_handle(&arena, arg)?;
+    let arena = check_handle(arena, &target)?;
     let bytes = arena.as_bytes();
     let results: Vec<VerifyEntry> = arena
         .layout()
@@ -670,8 +650,9 @@ fn verify(arg: &str, json: bool, out: &mut dyn Write) -> Result<ExitCode> {
 }
 
 fn who(arg: &str, json: bool, out: &mut dyn Write) -> Result<ExitCode> {
-    let loc = locator(arg)?;
-    let holders = inspect::who(&loc).with_context(|| format!("cannot inspect {arg}"))?;
+    let target = target(arg)?;
+    let holders =
+        inspect::who(target.locator()).with_context(|| format!("cannot inspect {arg}"))?;
     if json {
         let rows: Vec<_> = holders
             .iter()

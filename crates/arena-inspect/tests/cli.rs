@@ -139,7 +139,8 @@ fn fill(b: &mut Builder) {
     b.put_bytes("blob", b"\x00\x01binary\xff").unwrap();
 }
 
-/// Spelling of a locator that arena-inspect accepts.
+/// A shorthand spelling of a locator that arena-inspect accepts (`list` prints the explicit
+/// one, `Locator`'s `Display`).
 fn spell(loc: &Locator) -> String {
     match loc {
         Locator::Shm { name } => format!("/{name}"),
@@ -149,12 +150,19 @@ fn spell(loc: &Locator) -> String {
     }
 }
 
+/// The `list --json` row of the arena `arena` names (in any spelling).
 fn list_row(arena: &str) -> Option<Value> {
+    let wanted: Locator = arena.parse().expect("a locator");
     let list = run(&["list", "--json"]).ok().json();
     list.as_array()
         .expect("list --json is an array")
         .iter()
-        .find(|r| r["arena"] == arena)
+        .find(|r| {
+            let listed: Locator = r["arena"].as_str().unwrap().parse().unwrap();
+            // `list` prints the one grammar.
+            assert_eq!(listed.to_string(), r["arena"].as_str().unwrap());
+            listed == wanted
+        })
         .cloned()
 }
 
@@ -288,7 +296,11 @@ fn named_arena() {
     assert!(row["age_secs"].as_f64().unwrap() >= 0.0);
     assert!(row["error"].is_null());
     let table = run(&["list"]).ok().stdout;
-    let line = table.lines().find(|l| l.starts_with(&arg)).expect("listed");
+    let listed = format!("shm:{name}");
+    let line = table
+        .lines()
+        .find(|l| l.starts_with(&listed))
+        .expect("listed");
     assert!(line.contains("sealed") && line.contains("alive"), "{line}");
 
     // Alive owner: gc keeps it and says why.

@@ -166,7 +166,7 @@ impl PyArena {
     /// Where the arena lives, as text.
     #[getter]
     fn locator(&self) -> String {
-        self.state.arena.locator().to_string()
+        self.state.arena.locator().describe()
     }
 
     /// Size in bytes.
@@ -228,7 +228,7 @@ impl PyArena {
         format!(
             "<shmarena.Arena {} at {}, {} entries, {} bytes>",
             self.state.arena.id(),
-            self.state.arena.locator(),
+            self.state.arena.locator().describe(),
             self.state.names().len(),
             self.state.arena.len()
         )

@@ -6,30 +6,33 @@
 //! |---|---|
 //! | format version (1) | 1 |
 //! | arena id | 16 |
-//! | locator: tag 0 memfd + pid u32 + fd i32, tag 1 shm + u8 length + name, tag 2 file + u16 length + path | 9, 2 + n or 3 + n |
+//! | locator: tag 3 + length (LEB128) + the locator's shortest spelling in its one grammar (`Locator::shorthand`: `PID:FD`, `NAME`, `file:PATH`; read back with `FromStr`); tags 0 (memfd + pid u32 + fd i32), 1 (shm + u8 length + name) and 2 (file + u16 length + path) of earlier versions are still read | 2 + n |
 //! | entry name (empty for the arena itself) | 1 + n |
 //! | path: count, then positions inside the value (LEB128 each) | 1 + … |
 //! | list slice: 0, or 1 + start + zigzag step + length (LEB128 each) | 1 or 4 + … |
 //!
-//! Why not the library's `shmarena::RawHandle`: it is a fixed 64 bytes naming one entry by
+//! Why not the library's `shmarena::handle::RawHandle`: it is a fixed 64 bytes naming one entry by
 //! index, so a pickled view would take about 110 bytes with the path and slice added (the
 //! target is under 100), and it cannot name the arena itself. Switching over needs changes only
-//! here: `encode`/`decode` for the bytes, and `attach` for the cache (the library's cache holds
-//! arenas built in this process weakly and attached ones strongly, as this one does); the rest
-//! of the crate sees [`Handle`].
+//! here: `encode`/`decode` for the bytes; the rest of the crate sees [`Handle`]. Attaching goes
+//! through the library's [`shmarena::attach`] (its cache, inherited descriptors and stale-handle
+//! rule); this module's cache only keeps one `ArenaState` per arena.
 
 use std::collections::HashMap;
-use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::os::unix::ffi::OsStringExt;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, Weak};
 
 use pyo3::prelude::*;
 use shmarena::{ArenaId, Locator};
 
-use crate::errors::{lib_err, BadHandleError, StaleHandleError};
+use crate::errors::{lib_err, BadHandleError};
 use crate::registry::ArenaState;
 
 const VERSION: u8 = 1;
+
+/// The locator tag: the locator's string form follows.
+const TAG_LOCATOR: u8 = 3;
 
 /// A slice of a list: elements `start, start + step, …`, `len` of them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -100,28 +103,10 @@ impl Handle {
         let mut out = Vec::with_capacity(48 + self.entry.len());
         out.push(VERSION);
         out.extend_from_slice(&self.id.to_bytes());
-        match &self.locator {
-            Locator::Memfd { pid, fd } => {
-                out.push(0);
-                out.extend_from_slice(&pid.to_le_bytes());
-                out.extend_from_slice(&fd.to_le_bytes());
-            }
-            Locator::Shm { name } => {
-                out.push(1);
-                // Segment names are at most 30 bytes (validated by the library).
-                out.push(name.len() as u8);
-                out.extend_from_slice(name.as_bytes());
-            }
-            Locator::File { path } => {
-                let bytes = path.as_os_str().as_bytes();
-                out.push(2);
-                let n = bytes.len().min(u16::MAX as usize);
-                out.extend_from_slice(&(n as u16).to_le_bytes());
-                out.extend_from_slice(&bytes[..n]);
-            }
-            // Locator is non_exhaustive; a new kind would need a new tag here.
-            _ => out.push(0xff),
-        }
+        let locator = self.locator.shorthand();
+        out.push(TAG_LOCATOR);
+        put_varint(&mut out, locator.len() as u64);
+        out.extend_from_slice(locator.as_bytes());
         // Entry names are at most 255 bytes (validated by the library).
         out.push(self.entry.len() as u8);
         out.extend_from_slice(self.entry.as_bytes());
@@ -164,6 +149,10 @@ impl Handle {
                 let n = u16::from_le_bytes(r.take(2)?.try_into().ok()?) as usize;
                 let path = PathBuf::from(std::ffi::OsString::from_vec(r.take(n)?.to_vec()));
                 Locator::File { path }
+            }
+            TAG_LOCATOR => {
+                let n = usize::try_from(r.varint()?).ok()?;
+                std::str::from_utf8(r.take(n)?).ok()?.parse().ok()?
             }
             _ => return None,
         };
@@ -249,11 +238,12 @@ pub(crate) fn remember(state: Arc<ArenaState>) -> Arc<ArenaState> {
     })
 }
 
-/// Forgets an arena (after `close`).
+/// Forgets an arena (after `close`), here and in the library's attach cache.
 pub(crate) fn forget(id: ArenaId) {
     with_cache(|c| {
         c.remove(&id);
     });
+    shmarena::detach(id);
 }
 
 /// Every live arena in this process's cache.
@@ -261,30 +251,15 @@ pub(crate) fn cached() -> Vec<Arc<ArenaState>> {
     with_cache(|c| c.values().filter_map(Held::get).collect())
 }
 
-/// The arena a handle names: from the cache, or opened once and cached.
+/// The arena a handle names: from this cache, or attached through the library's attach path
+/// ([`shmarena::attach`]: its cache, an inherited descriptor, or the locator; a place that now
+/// holds another arena is a `StaleHandleError`) and cached here.
 pub(crate) fn attach(h: &Handle) -> PyResult<Arc<ArenaState>> {
     with_cache(|c| {
         if let Some(s) = c.get(&h.id).and_then(Held::get) {
             return Ok(s);
         }
-        // As the library's own handles do: anything but a permission or I/O failure means the
-        // arena the handle names is no longer there.
-        let arena = shmarena::Arena::open(&h.locator).map_err(|e| match e {
-            shmarena::Error::PermissionDenied { .. } | shmarena::Error::Io { .. } => lib_err(e),
-            other => StaleHandleError::new_err(format!(
-                "arena {} is gone: {}: the process that built it exited or closed it",
-                h.id,
-                crate::errors::chain(&other)
-            )),
-        })?;
-        if arena.id() != h.id {
-            return Err(StaleHandleError::new_err(format!(
-                "stale handle: {} now holds arena {}, not arena {} (the arena the handle names was closed)",
-                h.locator,
-                arena.id(),
-                h.id
-            )));
-        }
+        let arena = shmarena::attach(h.id, &h.locator).map_err(lib_err)?;
         let state = Arc::new(ArenaState::new(arena, false));
         c.insert(h.id, Held::Attached(state.clone()));
         Ok(state)

@@ -80,7 +80,11 @@ impl ArenaState {
 
     /// The arena as error messages name it.
     pub(crate) fn what(&self) -> String {
-        format!("arena {} ({})", self.arena.id(), self.arena.locator())
+        format!(
+            "arena {} ({})",
+            self.arena.id(),
+            self.arena.locator().describe()
+        )
     }
 
     /// The root of archived entry `name`, read once per process.

@@ -421,6 +421,37 @@ def test_forged_paths_raise_not_crash(closing):
         shmarena._restore(forged)
 
 
+def test_pickles_of_the_earlier_locator_format_still_load(closing, shm_name):
+    """Handles written before the locator was carried as its string form (tag 3) still load:
+    tag 0 (memfd: pid u32, fd i32) and tag 1 (shm: u8 length, name)."""
+    memfd = build(closing, v={"a": 7})
+    with shmarena.build(name=shm_name) as b:
+        b.put("v", {"a": 8})
+    named = b.arena
+    try:
+        _restore_in_the_earlier_format((memfd, 7), (named, 8))
+    finally:
+        named.close()
+
+
+def _restore_in_the_earlier_format(*cases):
+    import struct
+
+    for arena, want in cases:
+        new = pickle.loads(pickle.dumps(arena["v"])).__reduce__()[1][0]
+        assert new[17] == 3, "the current format carries the locator as text"
+        n = new[18]
+        text = new[19 : 19 + n].decode()
+        rest = new[19 + n :]
+        if ":" in text:
+            pid, fd = map(int, text.split(":"))
+            old_loc = bytes([0]) + struct.pack("<Ii", pid, fd)
+        else:
+            old_loc = bytes([1, len(text)]) + text.encode()
+        old = new[:17] + old_loc + rest
+        assert shmarena._restore(old)["a"] == want
+
+
 def _memfds():
     n = 0
     for fd in os.listdir("/proc/self/fd"):

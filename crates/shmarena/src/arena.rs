@@ -137,7 +137,7 @@ impl OpenOptions {
         let locator = Locator::Shm {
             name: name.to_owned(),
         };
-        let what = locator.to_string();
+        let what = locator.describe();
         let file =
             os::shm_open_ro(name).map_err(|e| Error::os(format!("opening {what}"), &what, e))?;
         Arena::open_mapped(file, locator, Backing::ShmReader, self)
@@ -149,7 +149,7 @@ impl OpenOptions {
         let locator = Locator::File {
             path: path.to_owned(),
         };
-        let what = locator.to_string();
+        let what = locator.describe();
         let file = os::open_ro(path).map_err(|e| Error::os(format!("opening {what}"), &what, e))?;
         Arena::open_mapped(file, locator, Backing::File, self)
     }
@@ -158,7 +158,7 @@ impl OpenOptions {
     /// `/proc/<pid>/fd/<fd>`. Works for processes of the same user.
     pub fn open_memfd(&self, pid: u32, fd: i32) -> Result<Arena> {
         let locator = Locator::Memfd { pid, fd };
-        let what = locator.to_string();
+        let what = locator.describe();
         if fd < 0 {
             return Err(Error::InvalidName {
                 name: fd.to_string(),
@@ -330,7 +330,7 @@ impl Arena {
         backing: Backing,
         opts: &OpenOptions,
     ) -> Result<Arena> {
-        let what = locator.to_string();
+        let what = locator.describe();
         let info =
             os::file_info(&file).map_err(|e| Error::os(format!("inspecting {what}"), &what, e))?;
         // A named segment opened here by a reader must never be unlinked by us; build the

@@ -151,7 +151,7 @@ impl ArenaBuilder {
             }
         };
         let locator = site.locator(pid, &file);
-        let what = locator.to_string();
+        let what = locator.describe();
         let header = Header::new_building(
             id,
             pid,

@@ -20,41 +20,26 @@
 //! # Ok(()) }
 //! ```
 
-use std::collections::HashMap;
 use std::fmt;
-use std::hash::{BuildHasherDefault, Hasher};
+use std::hash::Hasher;
 use std::marker::PhantomData;
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::AsRawFd;
 use std::process::Command;
 use std::str::FromStr;
-use std::sync::{LazyLock, OnceLock, Weak};
 
 use bytemuck::Pod;
-use parking_lot::RwLock;
 use rkyv::bytecheck::CheckBytes;
 use rkyv::{Archive, Portable};
 
-use crate::arena::{Arena, ArenaId, Shared};
+use crate::arena::{Arena, ArenaId};
+use crate::attach::{attach_at, register};
 use crate::builder::ArenaValidator;
 use crate::error::{Error, Result};
 use crate::format::Kind;
-use crate::locator::Locator;
+use crate::locator::{inline_kind, Locator, INLINE_MAX as LOC_MAX};
 use crate::os;
 
-/// The environment variable through which [`Arena::share_with`] tells a spawned child which
-/// inherited descriptors hold which arenas: `ID=FD` pairs separated by `,`.
-pub const INHERITED_FDS_ENV: &str = "SHMARENA_INHERITED_FDS";
-
-/// Bytes of locator a handle carries inline: a memfd's pid and fd, a segment name (at most 30
-/// bytes) or a file path of at most this many bytes.
-const LOC_MAX: usize = 33;
-
-const LOC_MEMFD: u8 = 1;
-const LOC_SHM: u8 = 2;
-const LOC_FILE: u8 = 3;
-/// A file path too long to carry: the handle holds its hash, and resolves only in processes that
-/// already opened the arena.
-const LOC_FILE_HASH: u8 = 4;
+pub use crate::attach::{detach_all, INHERITED_FDS_ENV};
 
 const KIND_ARCHIVED: u8 = 1;
 const KIND_POD: u8 = 2;
@@ -77,28 +62,7 @@ const _: () = assert!(size_of::<RawHandle>() == 64);
 
 impl RawHandle {
     fn new(arena: &Arena, index: usize, type_hash: u64, kind: Kind) -> Result<RawHandle> {
-        let mut loc = [0u8; LOC_MAX];
-        let (loc_kind, loc_len) = match arena.locator() {
-            Locator::Memfd { pid, fd } => {
-                loc[..4].copy_from_slice(&pid.to_le_bytes());
-                loc[4..8].copy_from_slice(&fd.to_le_bytes());
-                (LOC_MEMFD, 8)
-            }
-            Locator::Shm { name } => {
-                loc[..name.len()].copy_from_slice(name.as_bytes());
-                (LOC_SHM, name.len())
-            }
-            Locator::File { path } => {
-                let bytes = path.as_os_str().as_encoded_bytes();
-                if bytes.len() <= LOC_MAX {
-                    loc[..bytes.len()].copy_from_slice(bytes);
-                    (LOC_FILE, bytes.len())
-                } else {
-                    loc[..8].copy_from_slice(&crate::format::checksum(bytes).to_le_bytes());
-                    (LOC_FILE_HASH, 8)
-                }
-            }
-        };
+        let (loc_kind, loc_len, loc) = arena.locator().encode_inline();
         Ok(RawHandle {
             arena_id: arena.id().to_bytes(),
             type_hash,
@@ -111,7 +75,7 @@ impl RawHandle {
                 _ => KIND_POD,
             },
             loc_kind,
-            loc_len: loc_len as u8,
+            loc_len,
             loc,
         })
     }
@@ -129,33 +93,23 @@ impl RawHandle {
     /// Where the arena was when the handle was made. `None` for a file whose path was too long
     /// to carry: such a handle resolves only where the arena is already open.
     pub fn locator(&self) -> Option<Locator> {
-        let loc = &self.loc[..usize::from(self.loc_len).min(LOC_MAX)];
-        match self.loc_kind {
-            LOC_MEMFD if loc.len() == 8 => Some(Locator::Memfd {
-                pid: u32::from_le_bytes(loc[..4].try_into().ok()?),
-                fd: i32::from_le_bytes(loc[4..8].try_into().ok()?),
-            }),
-            LOC_SHM => Some(Locator::Shm {
-                name: std::str::from_utf8(loc).ok()?.to_owned(),
-            }),
-            LOC_FILE => {
-                // On Unix any bytes are a valid OsStr.
-                use std::os::unix::ffi::OsStrExt;
-                Some(Locator::File {
-                    path: std::ffi::OsStr::from_bytes(loc).into(),
-                })
-            }
-            _ => None,
-        }
+        Locator::decode_inline(self.loc_kind, self.inline_locator())
     }
 
-    /// Resolves the arena through the attach cache, attaching on first use.
+    fn inline_locator(&self) -> &[u8] {
+        &self.loc[..usize::from(self.loc_len).min(LOC_MAX)]
+    }
+
+    /// Resolves the arena through [`attach`](fn@crate::attach): from the cache, or
+    /// attached on first use. A stale arena is [`Error::StaleHandle`] naming this handle.
     pub fn arena(&self) -> Result<Arena> {
-        let id = self.arena_id();
-        if let Some(arena) = cache_get(id) {
-            return Ok(arena);
-        }
-        attach(self)
+        attach_at(self.arena_id(), self.locator().as_ref()).map_err(|e| match e {
+            Error::StaleHandle { reason, .. } => Error::StaleHandle {
+                handle: self.to_string(),
+                reason,
+            },
+            other => other,
+        })
     }
 }
 
@@ -166,7 +120,10 @@ impl fmt::Debug for RawHandle {
 }
 
 /// The string form: `shmarena1:<arena id>:<entry>:<kind>:<type hash>:<locator>`, where the
-/// locator is `memfd/<pid>/<fd>`, `shm/<name>`, `file/<path>` or `filehash/<hash>`.
+/// locator is written as [`Locator`]'s `Display` (`memfd:<pid>:<fd>`, `shm:<name>` or
+/// `file:<path>`), or `filehash:<hash>` for a file path too long to carry. Parsing also takes
+/// the locator spellings of version 0.1 (`memfd/<pid>/<fd>`, `shm/<name>`, `file/<path>`,
+/// `filehash/<hash>`).
 impl fmt::Display for RawHandle {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let kind = if self.entry_kind == KIND_ARCHIVED {
@@ -182,12 +139,10 @@ impl fmt::Display for RawHandle {
             self.type_hash
         )?;
         match (self.locator(), self.loc_kind) {
-            (Some(Locator::Memfd { pid, fd }), _) => write!(f, "memfd/{pid}/{fd}"),
-            (Some(Locator::Shm { name }), _) => write!(f, "shm/{name}"),
-            (Some(Locator::File { path }), _) => write!(f, "file/{}", path.display()),
-            (_, LOC_FILE_HASH) => write!(
+            (Some(locator), _) => write!(f, "{locator}"),
+            (None, inline_kind::FILE_HASH) => write!(
                 f,
-                "filehash/{:016x}",
+                "filehash:{:016x}",
                 u64::from_le_bytes(self.loc[..8].try_into().expect("8 bytes"))
             ),
             _ => write!(f, "invalid"),
@@ -226,39 +181,25 @@ impl FromStr for RawHandle {
         let type_hash = u64::from_str_radix(next("type hash")?, 16)
             .map_err(|_| bad("the type hash is not hex"))?;
         let loc_text = next("locator")?;
-        let mut loc = [0u8; LOC_MAX];
-        let (loc_kind, loc_len) = match loc_text.split_once('/') {
-            Some(("memfd", rest)) => {
-                let (pid, fd) = rest
-                    .split_once('/')
-                    .ok_or_else(|| bad("a memfd locator is memfd/<pid>/<fd>"))?;
-                let pid: u32 = pid.parse().map_err(|_| bad("the pid is not a number"))?;
-                let fd: i32 = fd.parse().map_err(|_| bad("the fd is not a number"))?;
-                loc[..4].copy_from_slice(&pid.to_le_bytes());
-                loc[4..8].copy_from_slice(&fd.to_le_bytes());
-                (LOC_MEMFD, 8)
-            }
-            Some(("shm", name)) => {
-                let name = crate::locator::validate_segment_name(name)?;
-                loc[..name.len()].copy_from_slice(name.as_bytes());
-                (LOC_SHM, name.len())
-            }
-            Some(("file", path)) => {
-                if path.is_empty() || path.len() > LOC_MAX {
-                    return Err(bad(&format!(
-                        "a file path in a handle has 1 to {LOC_MAX} bytes"
-                    )));
+        let (loc_kind, loc_len, loc) = match handle_locator(loc_text) {
+            Some(Ok(Located::At(locator))) => {
+                if let Locator::File { path } = &locator {
+                    let n = path.as_os_str().len();
+                    if n > LOC_MAX {
+                        return Err(bad(&format!(
+                            "a file path in a handle has 1 to {LOC_MAX} bytes"
+                        )));
+                    }
                 }
-                loc[..path.len()].copy_from_slice(path.as_bytes());
-                (LOC_FILE, path.len())
+                locator.encode_inline()
             }
-            Some(("filehash", hash)) => {
-                let hash =
-                    u64::from_str_radix(hash, 16).map_err(|_| bad("the file hash is not hex"))?;
+            Some(Ok(Located::FileHash(hash))) => {
+                let mut loc = [0u8; LOC_MAX];
                 loc[..8].copy_from_slice(&hash.to_le_bytes());
-                (LOC_FILE_HASH, 8)
+                (inline_kind::FILE_HASH, 8, loc)
             }
-            _ => return Err(bad("the locator is not memfd/, shm/, file/ or filehash/")),
+            Some(Err(e)) => return Err(e),
+            None => return Err(bad("the locator is not memfd:, shm:, file: or filehash:")),
         };
         Ok(RawHandle {
             arena_id: arena_id.to_bytes(),
@@ -266,10 +207,55 @@ impl FromStr for RawHandle {
             entry,
             entry_kind,
             loc_kind,
-            loc_len: loc_len as u8,
+            loc_len,
             loc,
         })
     }
+}
+
+/// What a handle string's locator part names.
+enum Located {
+    At(Locator),
+    FileHash(u64),
+}
+
+/// Parses a handle string's locator part: an explicit [`Locator`] or `filehash:<hex>`, or the
+/// same in 0.1's spelling with `/` for `:`. `None` if it is none of these.
+fn handle_locator(text: &str) -> Option<Result<Located>> {
+    let bad = |reason: &str| Error::BadHandle {
+        handle: text.to_owned(),
+        reason: reason.to_owned(),
+    };
+    let hash = |hex: &str| {
+        u64::from_str_radix(hex, 16)
+            .map(Located::FileHash)
+            .map_err(|_| bad("the file hash is not hex"))
+    };
+    if let Some(hex) = text.strip_prefix("filehash:") {
+        return Some(hash(hex));
+    }
+    if let Some(explicit) = Locator::parse_explicit(text) {
+        return Some(explicit.map(Located::At));
+    }
+    // 0.1's spelling.
+    let (kind, rest) = text.split_once('/')?;
+    Some(match kind {
+        "memfd" => match rest.split_once('/') {
+            Some((pid, fd)) => match (pid.parse(), fd.parse()) {
+                (Ok(pid), Ok(fd)) => Ok(Located::At(Locator::Memfd { pid, fd })),
+                _ => Err(bad("the pid or fd is not a number")),
+            },
+            None => Err(bad("a memfd locator is memfd/<pid>/<fd>")),
+        },
+        "shm" => crate::locator::validate_segment_name(rest).map(|name| {
+            Located::At(Locator::Shm {
+                name: name.to_owned(),
+            })
+        }),
+        "file" if !rest.is_empty() => Ok(Located::At(Locator::File { path: rest.into() })),
+        "filehash" => hash(rest),
+        _ => return None,
+    })
 }
 
 macro_rules! typed_handle {
@@ -485,135 +471,4 @@ impl Arena {
         };
         cmd.env(INHERITED_FDS_ENV, value)
     }
-}
-
-/// A hasher for arena ids, which are already uniformly random: it keeps the first 8 bytes.
-#[derive(Default)]
-struct IdHasher(u64);
-
-impl Hasher for IdHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        for chunk in bytes.chunks(8).take(1) {
-            let mut b = [0u8; 8];
-            b[..chunk.len()].copy_from_slice(chunk);
-            self.0 ^= u64::from_le_bytes(b);
-        }
-    }
-}
-
-struct Slot {
-    weak: Weak<Shared>,
-    /// Arenas this process attached through a handle stay attached (that is the point of the
-    /// cache); arenas the process opened or built itself are held weakly, so their owner's drop
-    /// still unlinks or unmaps them.
-    strong: Option<Arena>,
-}
-
-type Cache = RwLock<HashMap<ArenaId, Slot, BuildHasherDefault<IdHasher>>>;
-
-static CACHE: LazyLock<Cache> = LazyLock::new(|| RwLock::new(HashMap::default()));
-
-fn cache_get(id: ArenaId) -> Option<Arena> {
-    CACHE
-        .read()
-        .get(&id)
-        .and_then(|slot| slot.weak.upgrade())
-        .map(Arena::from_shared)
-}
-
-/// Makes `arena` findable by handles in this process, without keeping it alive.
-fn register(arena: &Arena) {
-    let id = arena.id();
-    if cache_get(id).is_some() {
-        return;
-    }
-    let mut cache = CACHE.write();
-    cache.retain(|_, slot| slot.weak.strong_count() > 0);
-    cache.insert(
-        id,
-        Slot {
-            weak: arena.downgrade(),
-            strong: None,
-        },
-    );
-}
-
-/// Detaches every arena this process attached through handles (arenas are unmapped once no view
-/// holds them). Mostly for long-lived processes that move on to newer arenas.
-pub fn detach_all() {
-    CACHE.write().retain(|_, slot| {
-        slot.strong = None;
-        slot.weak.strong_count() > 0
-    });
-}
-
-/// Descriptors inherited from a parent through [`Arena::share_with`], read once.
-fn inherited_fds() -> &'static [(ArenaId, RawFd)] {
-    static FDS: OnceLock<Vec<(ArenaId, RawFd)>> = OnceLock::new();
-    FDS.get_or_init(|| {
-        let Ok(list) = std::env::var(INHERITED_FDS_ENV) else {
-            return Vec::new();
-        };
-        list.split(',')
-            .filter_map(|pair| {
-                let (id, fd) = pair.split_once('=')?;
-                Some((id.parse().ok()?, fd.parse().ok()?))
-            })
-            .collect()
-    })
-}
-
-fn attach(raw: &RawHandle) -> Result<Arena> {
-    let id = raw.arena_id();
-    let mut cache = CACHE.write();
-    // Another thread may have attached while we waited for the lock.
-    if let Some(arena) = cache.get(&id).and_then(|s| s.weak.upgrade()) {
-        return Ok(Arena::from_shared(arena));
-    }
-    let stale = |reason: String| Error::StaleHandle {
-        handle: raw.to_string(),
-        reason,
-    };
-    let opened = match raw.locator() {
-        None => {
-            return Err(stale(format!(
-                "arena {id} is a file whose path was too long to carry in the handle, and it is \
-                 not open in this process: open it with Arena::open_file first"
-            )))
-        }
-        Some(Locator::Memfd { pid, fd }) => match inherited_fds().iter().find(|(i, _)| *i == id) {
-            Some((_, inherited)) => os::adopt_inherited_fd(*inherited)
-                .map_err(|e| Error::Io {
-                    context: format!("adopting inherited descriptor {inherited} of arena {id}"),
-                    source: e,
-                })
-                .and_then(|file| Arena::open_fd(file.into())),
-            None => Arena::open_memfd(pid, fd),
-        },
-        Some(locator) => Arena::open(&locator),
-    };
-    let arena = opened.map_err(|e| match e {
-        Error::PermissionDenied { .. } | Error::Io { .. } => e,
-        other => stale(format!("arena {id} is gone: {other}")),
-    })?;
-    if arena.id() != id {
-        return Err(stale(format!(
-            "{} now holds arena {}, not {id} (the pid, fd or name was reused)",
-            arena.locator(),
-            arena.id()
-        )));
-    }
-    cache.retain(|_, slot| slot.weak.strong_count() > 0);
-    cache.insert(
-        id,
-        Slot {
-            weak: arena.downgrade(),
-            strong: Some(arena.clone()),
-        },
-    );
-    Ok(arena)
 }

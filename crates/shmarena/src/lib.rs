@@ -85,11 +85,12 @@
 compile_error!("shmarena supports Linux only for now (memfd, /dev/shm and /proc)");
 
 mod arena;
+mod attach;
 pub mod baseline;
 mod builder;
 mod error;
 pub mod format;
-mod handle;
+pub mod handle;
 pub mod inspect;
 mod locator;
 pub mod metrics;
@@ -99,9 +100,10 @@ mod view;
 mod os;
 
 pub use arena::{Arena, ArenaId, OpenOptions};
+pub use attach::{attach, detach, detach_all, expect_id};
 pub use builder::{ArenaBuilder, ArenaSerializer, ArenaValidator, ArenaWriter, Builder, SealError};
 pub use error::{Error, Result};
-pub use handle::{detach_all, Handle, RawHandle, SliceHandle, INHERITED_FDS_ENV};
+pub use handle::{Handle, SliceHandle};
 pub use locator::{validate_entry_name, validate_segment_name, Locator, MAX_SEGMENT_NAME};
 pub use view::{SliceView, View};
 

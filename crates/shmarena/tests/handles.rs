@@ -7,7 +7,8 @@ use std::collections::HashMap;
 use std::process::Command;
 
 use common::{exited_with, fork_and_wait, run_checked, run_isolated, Scope};
-use shmarena::{Arena, ArenaBuilder, Error, Handle, RawHandle, SliceHandle};
+use shmarena::handle::RawHandle;
+use shmarena::{Arena, ArenaBuilder, Error, Handle, SliceHandle};
 
 type Lexicon = HashMap<String, u32>;
 

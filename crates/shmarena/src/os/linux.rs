@@ -177,14 +177,107 @@ pub(crate) fn random_id() -> io::Result<[u8; 16]> {
     Ok(id)
 }
 
+/// What `/proc/PID/stat` says about a process: its state letter (field 3) and start time in
+/// clock ticks after boot (field 22).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct ProcStat {
+    pub(crate) state: char,
+    pub(crate) start: u64,
+}
+
+/// `/proc/PID/stat` of a process, or `None` if it does not exist (or `pid` is 0).
+pub(crate) fn process_stat(pid: u32) -> Option<ProcStat> {
+    if pid == 0 {
+        return None;
+    }
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command (field 2) is in parentheses and may contain anything; fields after the last
+    // ')' start at field 3.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let mut fields = rest.split_ascii_whitespace();
+    let state = fields.next()?.chars().next()?;
+    let start = fields.nth(22 - 4)?.parse().ok()?;
+    Some(ProcStat { state, start })
+}
+
 /// Start time of a process in clock ticks after boot (`/proc/PID/stat` field 22), or `None` if
 /// it does not exist. With the pid it identifies a process even across pid reuse.
 pub(crate) fn process_start_time(pid: u32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command (field 2) is in parentheses and may contain spaces; fields after the last
-    // ')' start at field 3.
-    let rest = &stat[stat.rfind(')')? + 1..];
-    rest.split_ascii_whitespace().nth(22 - 3)?.parse().ok()
+    process_stat(pid).map(|s| s.start)
+}
+
+/// The pids of `/proc`, in directory order; empty if `/proc` cannot be read.
+pub(crate) fn pids() -> Vec<u32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse().ok())
+        .collect()
+}
+
+/// The descriptors of process `pid` (`/proc/PID/fd`): number and link target; empty if the
+/// process is gone or this user may not look.
+pub(crate) fn fd_links(pid: u32) -> Vec<(i32, std::path::PathBuf)> {
+    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return Vec::new();
+    };
+    fds.flatten()
+        .filter_map(|e| {
+            let fd = e.file_name().to_str()?.parse().ok()?;
+            Some((fd, std::fs::read_link(e.path()).ok()?))
+        })
+        .collect()
+}
+
+/// The path through which descriptor `fd` of process `pid` can be opened or `stat`ed.
+pub(crate) fn fd_path(pid: u32, fd: i32) -> std::path::PathBuf {
+    format!("/proc/{pid}/fd/{fd}").into()
+}
+
+/// `/proc/PID/maps`, or `None` if unreadable.
+pub(crate) fn maps(pid: u32) -> Option<String> {
+    std::fs::read_to_string(format!("/proc/{pid}/maps")).ok()
+}
+
+/// A process's command name (`/proc/PID/comm`), empty if unreadable.
+pub(crate) fn command(pid: u32) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/comm"))
+        .map(|s| s.trim_end().to_owned())
+        .unwrap_or_default()
+}
+
+/// A process's command line (`/proc/PID/cmdline`, arguments joined by spaces), empty for kernel
+/// threads or if unreadable.
+pub(crate) fn cmdline(pid: u32) -> String {
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .map(|b| {
+            b.split(|&c| c == 0)
+                .filter(|a| !a.is_empty())
+                .map(String::from_utf8_lossy)
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .unwrap_or_default()
+}
+
+/// Linux's `makedev`: the `st_dev` value of a `major:minor` pair as `/proc/PID/maps` prints it.
+pub(crate) fn makedev(major: u64, minor: u64) -> u64 {
+    ((major & 0xffff_f000) << 32)
+        | ((major & 0xfff) << 8)
+        | ((minor & 0xffff_ff00) << 12)
+        | (minor & 0xff)
+}
+
+/// Opens a path read-only for a header read: never blocks (a FIFO in /dev/shm, say) and, unless
+/// `follow`, never follows a symlink in the last component.
+pub(crate) fn open_ro_nonblock(path: &Path, follow: bool) -> io::Result<File> {
+    let mut flags = OFlags::RDONLY | OFlags::NONBLOCK | OFlags::CLOEXEC;
+    if !follow {
+        flags |= OFlags::NOFOLLOW;
+    }
+    let fd = rustix::fs::open(path, flags, Mode::empty()).map_err(errno)?;
+    Ok(File::from(fd))
 }
 
 /// Nanoseconds since the Unix epoch.
@@ -309,4 +402,27 @@ pub(crate) fn adopt_inherited_fd(fd: std::os::fd::RawFd) -> io::Result<File> {
     let dup =
         rustix::io::fcntl_dupfd_cloexec(unsafe { BorrowedFd::borrow_raw(fd) }, 3).map_err(errno)?;
     Ok(File::from(dup))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn makedev_matches_the_kernel() {
+        assert_eq!(makedev(0, 1), 1);
+        assert_eq!(makedev(8, 1), 0x801);
+        assert_eq!(makedev(259, 3), (259 << 8) | 3);
+        assert_eq!(makedev(0, 300), (1 << 12 << 8) | (300 & 0xff));
+    }
+
+    #[test]
+    fn this_process_has_a_stat() {
+        let stat = process_stat(pid()).unwrap();
+        assert_ne!(stat.state, 'Z');
+        assert_eq!(Some(stat.start), process_start_time(pid()));
+        assert_eq!(process_stat(0), None);
+        assert!(pids().contains(&pid()));
+        assert!(!fd_links(pid()).is_empty());
+    }
 }

@@ -1,0 +1,294 @@
+//! Removing orphaned named segments: [`gc`].
+
+use std::collections::HashSet;
+use std::fmt;
+use std::fs;
+use std::io;
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+
+use super::probe::probe_path;
+use super::scan::{FileKey, Scan};
+use super::{shm_names, Owner};
+use crate::error::Result;
+use crate::format::FormatError;
+use crate::os;
+
+/// What [`gc`] should do.
+#[derive(Clone, Debug, Default)]
+#[must_use]
+pub struct GcOptions {
+    dry_run: bool,
+    prefix: Option<String>,
+}
+
+impl GcOptions {
+    /// Remove orphans, all names.
+    pub fn new() -> GcOptions {
+        GcOptions::default()
+    }
+
+    /// Only report what would be removed.
+    pub fn dry_run(mut self, yes: bool) -> GcOptions {
+        self.dry_run = yes;
+        self
+    }
+
+    /// Only consider segments whose name (without the leading `/`) starts with `prefix`.
+    pub fn prefix(mut self, prefix: impl Into<String>) -> GcOptions {
+        let p: String = prefix.into();
+        self.prefix = Some(p.strip_prefix('/').map(str::to_owned).unwrap_or(p));
+        self
+    }
+}
+
+/// A segment [`gc`] removed (or would remove, in a dry run).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Removed {
+    /// The segment name, without the leading `/`.
+    pub name: String,
+    /// Its size in bytes.
+    pub size: u64,
+    /// Memory it occupied (`st_blocks * 512`): what removing it frees.
+    pub allocated: u64,
+    /// `"building"` or `"sealed"`.
+    pub state: &'static str,
+    /// Its dead creator.
+    pub owner: Owner,
+}
+
+/// Why [`gc`] left a segment alone.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SkipReason {
+    /// It belongs to another user; gc never touches those.
+    OtherUser {
+        /// Its owner.
+        uid: u32,
+    },
+    /// It is not a regular file.
+    NotRegular,
+    /// It does not start with the arena magic.
+    NotAnArena,
+    /// It could not be opened, or its header does not parse, so its owner is unknown.
+    Unreadable {
+        /// Why.
+        detail: String,
+    },
+    /// Its creator still runs.
+    OwnerAlive {
+        /// The creator's pid.
+        pid: u32,
+    },
+    /// Processes still map it or hold it open.
+    InUse {
+        /// Their pids.
+        pids: Vec<u32>,
+    },
+    /// It was replaced by another file between the check and the removal.
+    Changed,
+    /// Unlinking failed.
+    RemoveFailed {
+        /// The OS error.
+        detail: String,
+    },
+}
+
+impl fmt::Display for SkipReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SkipReason::OtherUser { uid } => write!(f, "owned by another user (uid {uid})"),
+            SkipReason::NotRegular => write!(f, "not a regular file"),
+            SkipReason::NotAnArena => write!(f, "not an arena (no shmarena magic)"),
+            SkipReason::Unreadable { detail } => write!(f, "owner unknown: {detail}"),
+            SkipReason::OwnerAlive { pid } => write!(f, "its creator (pid {pid}) is alive"),
+            SkipReason::InUse { pids } => {
+                let pids: Vec<String> = pids.iter().map(u32::to_string).collect();
+                write!(f, "still mapped or open by pid {}", pids.join(", "))
+            }
+            SkipReason::Changed => write!(f, "replaced while gc was checking it"),
+            SkipReason::RemoveFailed { detail } => write!(f, "removing failed: {detail}"),
+        }
+    }
+}
+
+impl SkipReason {
+    /// A short stable word for machine output: `other-user`, `not-regular`, `not-an-arena`,
+    /// `unreadable`, `owner-alive`, `in-use`, `changed` or `remove-failed`.
+    pub fn code(&self) -> &'static str {
+        match self {
+            SkipReason::OtherUser { .. } => "other-user",
+            SkipReason::NotRegular => "not-regular",
+            SkipReason::NotAnArena => "not-an-arena",
+            SkipReason::Unreadable { .. } => "unreadable",
+            SkipReason::OwnerAlive { .. } => "owner-alive",
+            SkipReason::InUse { .. } => "in-use",
+            SkipReason::Changed => "changed",
+            SkipReason::RemoveFailed { .. } => "remove-failed",
+        }
+    }
+}
+
+/// A segment [`gc`] left alone, and why.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Skipped {
+    /// The segment name, without the leading `/`.
+    pub name: String,
+    /// Why it was kept.
+    pub reason: SkipReason,
+}
+
+/// What [`gc`] did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct GcReport {
+    /// Whether this was a dry run (nothing removed).
+    pub dry_run: bool,
+    /// Segments removed (or, in a dry run, that would be).
+    pub removed: Vec<Removed>,
+    /// Segments kept, with the reason.
+    pub skipped: Vec<Skipped>,
+}
+
+impl GcReport {
+    /// Memory freed (or that would be) by the removals, in bytes.
+    pub fn bytes_freed(&self) -> u64 {
+        self.removed.iter().map(|r| r.allocated).sum()
+    }
+}
+
+/// Removes the named segments in `/dev/shm` of this user whose creator is dead and that no
+/// process maps or holds open: arenas whose builder was killed mid-build, or persisted arenas
+/// nobody uses any more. Every other entry in `/dev/shm` (matching the prefix, if one is given)
+/// is reported as skipped with the reason: another user's, not an arena, unreadable header,
+/// creator alive, still in use.
+///
+/// Another process could open a segment between the check and the unlink; gc re-checks that the
+/// name still refers to the same inode right before unlinking, and a process that already opened
+/// it keeps its mapping (an unlinked segment lives until its last user goes).
+///
+/// ```no_run
+/// # fn main() -> shmarena::Result<()> {
+/// use shmarena::inspect::{gc, GcOptions};
+/// let report = gc(&GcOptions::new().dry_run(true))?;
+/// println!("would free {} bytes", report.bytes_freed());
+/// # Ok(()) }
+/// ```
+pub fn gc(opts: &GcOptions) -> Result<GcReport> {
+    let me = os::euid();
+    let mut report = GcReport {
+        dry_run: opts.dry_run,
+        ..GcReport::default()
+    };
+    let mut candidates = Vec::new();
+    for name in shm_names()? {
+        if let Some(p) = &opts.prefix {
+            if !name.starts_with(p.as_str()) {
+                continue;
+            }
+        }
+        let mut skip = |reason| {
+            report.skipped.push(Skipped {
+                name: name.clone(),
+                reason,
+            })
+        };
+        let path = Path::new(os::SHM_DIR).join(&name);
+        let meta = match fs::symlink_metadata(&path) {
+            Ok(m) => m,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => {
+                skip(SkipReason::Unreadable {
+                    detail: e.to_string(),
+                });
+                continue;
+            }
+        };
+        // Checked before opening: gc never even opens another user's segment.
+        if meta.uid() != me {
+            skip(SkipReason::OtherUser { uid: meta.uid() });
+            continue;
+        }
+        if !meta.file_type().is_file() {
+            skip(SkipReason::NotRegular);
+            continue;
+        }
+        let probe = match probe_path(&path, false) {
+            Ok(p) => p,
+            Err(e) => {
+                skip(SkipReason::Unreadable {
+                    detail: e.to_string(),
+                });
+                continue;
+            }
+        };
+        let header = match &probe.header {
+            Ok(h) => h.clone(),
+            Err(FormatError::BadMagic) => {
+                skip(SkipReason::NotAnArena);
+                continue;
+            }
+            Err(e) => {
+                skip(SkipReason::Unreadable {
+                    detail: e.to_string(),
+                });
+                continue;
+            }
+        };
+        // The file may have been replaced since the lstat above.
+        if FileKey::of(&probe.meta) != FileKey::of(&meta) || probe.meta.uid() != me {
+            skip(SkipReason::Changed);
+            continue;
+        }
+        let owner = Owner::of(&header);
+        if owner.alive {
+            skip(SkipReason::OwnerAlive { pid: owner.pid });
+            continue;
+        }
+        candidates.push((name, probe, header, owner));
+    }
+    if candidates.is_empty() {
+        return Ok(report);
+    }
+    let scan = Scan::run(&HashSet::new());
+    for (name, probe, header, owner) in candidates {
+        let key = FileKey::of(&probe.meta);
+        let holders = scan.holders(&key);
+        if !holders.is_empty() {
+            report.skipped.push(Skipped {
+                name,
+                reason: SkipReason::InUse {
+                    pids: holders.iter().map(|h| h.pid).collect(),
+                },
+            });
+            continue;
+        }
+        if !opts.dry_run {
+            let path = Path::new(os::SHM_DIR).join(&name);
+            let same = fs::symlink_metadata(&path).is_ok_and(|m| FileKey::of(&m) == key);
+            if !same {
+                report.skipped.push(Skipped {
+                    name,
+                    reason: SkipReason::Changed,
+                });
+                continue;
+            }
+            if let Err(e) = os::shm_unlink(&name) {
+                report.skipped.push(Skipped {
+                    name,
+                    reason: SkipReason::RemoveFailed {
+                        detail: e.to_string(),
+                    },
+                });
+                continue;
+            }
+        }
+        report.removed.push(Removed {
+            name,
+            size: probe.meta.len(),
+            allocated: probe.meta.blocks() * 512,
+            state: header.state_name(),
+            owner,
+        });
+    }
+    Ok(report)
+}

@@ -1,0 +1,183 @@
+//! Who uses which file: one pass over `/proc/*/fd` and `/proc/*/maps` (read through `os`).
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fs;
+use std::os::unix::fs::MetadataExt;
+
+use crate::os;
+
+/// The debug name the builder gives its memfds; `/proc/PID/fd/N` links read
+/// `/memfd:shmarena (deleted)`.
+const MEMFD_LINK_PREFIX: &str = "/memfd:shmarena";
+
+/// Whether a `/proc/PID/fd` link or `/proc/PID/maps` path names a shmarena memfd (and not, say,
+/// a memfd called `shmarena-cache`).
+pub(crate) fn is_arena_memfd(target: &str) -> bool {
+    target
+        .strip_prefix(MEMFD_LINK_PREFIX)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with(' '))
+}
+
+/// The identity of an open file: device and inode, as `fstat` reports them. Two paths or
+/// descriptors with the same key are the same segment.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct FileKey {
+    /// `st_dev`.
+    pub dev: u64,
+    /// `st_ino`.
+    pub ino: u64,
+}
+
+impl FileKey {
+    pub(crate) fn of(meta: &fs::Metadata) -> FileKey {
+        FileKey {
+            dev: meta.dev(),
+            ino: meta.ino(),
+        }
+    }
+}
+
+/// A process that maps an arena or holds a descriptor to it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Holder {
+    /// Its pid.
+    pub pid: u32,
+    /// Its command name (`/proc/PID/comm`).
+    pub command: String,
+    /// Its command line (`/proc/PID/cmdline`, arguments joined by spaces; empty for kernel
+    /// threads or if unreadable).
+    pub cmdline: String,
+    /// Whether it maps the arena (`/proc/PID/maps`).
+    pub mapped: bool,
+    /// Its descriptors that refer to the arena (`/proc/PID/fd`), ascending.
+    pub fds: Vec<i32>,
+}
+
+/// Uses of files by running processes, gathered from `/proc/*/fd` and `/proc/*/maps`.
+#[derive(Default)]
+pub(crate) struct Scan {
+    /// For each file: pid -> (maps it, its descriptors).
+    pub(crate) uses: HashMap<FileKey, BTreeMap<u32, (bool, Vec<i32>)>>,
+    /// Descriptors whose link names a shmarena memfd: (pid, fd, key).
+    pub(crate) memfds: Vec<(u32, i32, FileKey)>,
+}
+
+impl Scan {
+    /// Scans every process this user may inspect. Records uses of memfds, of segments in
+    /// /dev/shm, and of the files in `extra`. Processes that vanish or cannot be read are
+    /// skipped.
+    pub(crate) fn run(extra: &HashSet<FileKey>) -> Scan {
+        let mut scan = Scan::default();
+        let shm_prefix = format!("{}/", os::SHM_DIR);
+        for pid in os::pids() {
+            scan.scan_fds(pid, &shm_prefix, extra);
+            scan.scan_maps(pid, &shm_prefix, extra);
+        }
+        scan
+    }
+
+    fn scan_fds(&mut self, pid: u32, shm_prefix: &str, extra: &HashSet<FileKey>) {
+        for (fd, target) in os::fd_links(pid) {
+            let target = target.to_string_lossy();
+            // Sockets, pipes and anonymous inodes read `socket:[..]` and the like.
+            if !target.starts_with('/') {
+                continue;
+            }
+            let is_memfd = is_arena_memfd(&target);
+            if !is_memfd && !target.starts_with(shm_prefix) && extra.is_empty() {
+                continue;
+            }
+            let Ok(meta) = fs::metadata(os::fd_path(pid, fd)) else {
+                continue;
+            };
+            let key = FileKey::of(&meta);
+            if is_memfd {
+                self.memfds.push((pid, fd, key));
+            } else if !target.starts_with(shm_prefix) && !extra.contains(&key) {
+                continue;
+            }
+            self.uses
+                .entry(key)
+                .or_default()
+                .entry(pid)
+                .or_default()
+                .1
+                .push(fd);
+        }
+    }
+
+    fn scan_maps(&mut self, pid: u32, shm_prefix: &str, extra: &HashSet<FileKey>) {
+        let Some(maps) = os::maps(pid) else {
+            return;
+        };
+        let mut seen = HashSet::new();
+        for line in maps.lines() {
+            // address perms offset dev inode [path]
+            let mut f = line.split_ascii_whitespace();
+            let (Some(_), Some(_), Some(_), Some(dev), Some(ino)) =
+                (f.next(), f.next(), f.next(), f.next(), f.next())
+            else {
+                continue;
+            };
+            let path = f.next().unwrap_or("");
+            let Ok(ino) = ino.parse::<u64>() else {
+                continue;
+            };
+            if ino == 0 {
+                continue;
+            }
+            let Some((major, minor)) = dev.split_once(':') else {
+                continue;
+            };
+            let (Ok(major), Ok(minor)) = (
+                u64::from_str_radix(major, 16),
+                u64::from_str_radix(minor, 16),
+            ) else {
+                continue;
+            };
+            let key = FileKey {
+                dev: os::makedev(major, minor),
+                ino,
+            };
+            let wanted =
+                is_arena_memfd(path) || path.starts_with(shm_prefix) || extra.contains(&key);
+            if wanted && seen.insert(key) {
+                self.uses.entry(key).or_default().entry(pid).or_default().0 = true;
+            }
+        }
+    }
+
+    /// The processes using `key`, with their commands.
+    pub(crate) fn holders(&self, key: &FileKey) -> Vec<Holder> {
+        let Some(uses) = self.uses.get(key) else {
+            return Vec::new();
+        };
+        uses.iter()
+            .map(|(&pid, (mapped, fds))| {
+                let mut fds = fds.clone();
+                fds.sort_unstable();
+                fds.dedup();
+                Holder {
+                    pid,
+                    command: os::command(pid),
+                    cmdline: os::cmdline(pid),
+                    mapped: *mapped,
+                    fds,
+                }
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn memfd_links() {
+        assert!(is_arena_memfd("/memfd:shmarena (deleted)"));
+        assert!(is_arena_memfd("/memfd:shmarena"));
+        assert!(!is_arena_memfd("/memfd:shmarena-cache (deleted)"));
+        assert!(!is_arena_memfd("/dev/shm/shmarena"));
+    }
+}
