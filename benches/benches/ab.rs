@@ -107,7 +107,7 @@ fn attach(plan: &Plan, out: &mut Vec<AbResult>) {
                 "dup+mmap+touch",
                 each(|| {
                     let f = File::from(arena.as_fd().try_clone_to_owned().expect("dup"));
-                    black_box(shmarena::baseline::map_and_touch(&f).expect("map"));
+                    black_box(shmarena_bench::baseline::map_and_touch(&f).expect("map"));
                 }),
             ),
             (
@@ -134,7 +134,9 @@ fn attach(plan: &Plan, out: &mut Vec<AbResult>) {
                         rustix::fs::Mode::empty(),
                     )
                     .expect("shm_open");
-                    black_box(shmarena::baseline::map_and_touch(&File::from(fd)).expect("map"));
+                    black_box(
+                        shmarena_bench::baseline::map_and_touch(&File::from(fd)).expect("map"),
+                    );
                 }),
             ),
             (
@@ -271,7 +273,9 @@ fn build(plan: &Plan, out: &mut Vec<AbResult>) {
                 "memfd+fallocate+mmap+memcpy",
                 batched(
                     || (),
-                    |()| shmarena::baseline::copy_into_fresh_segment(bytes).expect("baseline"),
+                    |()| {
+                        shmarena_bench::baseline::copy_into_fresh_segment(bytes).expect("baseline")
+                    },
                 ),
             ),
             (
@@ -301,7 +305,9 @@ fn build(plan: &Plan, out: &mut Vec<AbResult>) {
                 "memfd+fallocate+mmap+memcpy",
                 batched(
                     || (),
-                    |()| shmarena::baseline::copy_into_fresh_segment(bytes).expect("baseline"),
+                    |()| {
+                        shmarena_bench::baseline::copy_into_fresh_segment(bytes).expect("baseline")
+                    },
                 ),
             ),
             (
@@ -309,8 +315,8 @@ fn build(plan: &Plan, out: &mut Vec<AbResult>) {
                 batched(
                     || (),
                     |()| {
-                        let seg =
-                            shmarena::baseline::copy_into_fresh_segment(bytes).expect("baseline");
+                        let seg = shmarena_bench::baseline::copy_into_fresh_segment(bytes)
+                            .expect("baseline");
                         black_box(shmarena::format::checksum(bytes));
                         seg
                     },
@@ -329,7 +335,9 @@ fn build(plan: &Plan, out: &mut Vec<AbResult>) {
                 "memfd+fallocate+mmap+memcpy",
                 batched(
                     || (),
-                    |()| shmarena::baseline::copy_into_fresh_segment(bytes).expect("baseline"),
+                    |()| {
+                        shmarena_bench::baseline::copy_into_fresh_segment(bytes).expect("baseline")
+                    },
                 ),
             ),
             (

@@ -7,7 +7,6 @@ use std::fs::File;
 use std::hint::black_box;
 use std::os::fd::{AsFd, AsRawFd};
 use std::path::PathBuf;
-use std::time::Duration;
 
 use criterion::{BenchmarkId, Criterion};
 use shmarena::{Arena, ArenaBuilder};
@@ -59,7 +58,7 @@ fn attach(c: &mut Criterion) {
             |b, p| {
                 b.iter(|| {
                     let f = File::open(p).expect("open");
-                    black_box(shmarena::baseline::map_and_touch(&f).expect("map"))
+                    black_box(shmarena_bench::baseline::map_and_touch(&f).expect("map"))
                 })
             },
         );
@@ -77,7 +76,7 @@ fn attach(c: &mut Criterion) {
             |b, a| {
                 b.iter(|| {
                     let f = File::from(a.as_fd().try_clone_to_owned().expect("dup"));
-                    black_box(shmarena::baseline::map_and_touch(&f).expect("map"))
+                    black_box(shmarena_bench::baseline::map_and_touch(&f).expect("map"))
                 })
             },
         );
@@ -103,7 +102,9 @@ fn attach(c: &mut Criterion) {
             &name,
             |b, n| {
                 b.iter(|| {
-                    black_box(shmarena::baseline::map_and_touch(&open_shm_ro(n)).expect("map"))
+                    black_box(
+                        shmarena_bench::baseline::map_and_touch(&open_shm_ro(n)).expect("map"),
+                    )
                 })
             },
         );
@@ -125,7 +126,7 @@ fn attach(c: &mut Criterion) {
             |b, p| {
                 b.iter(|| {
                     let f = File::open(p).expect("open");
-                    black_box(shmarena::baseline::map_and_touch(&f).expect("map"))
+                    black_box(shmarena_bench::baseline::map_and_touch(&f).expect("map"))
                 })
             },
         );
@@ -140,15 +141,4 @@ fn attach(c: &mut Criterion) {
     }
 }
 
-fn config() -> Criterion {
-    Criterion::default()
-        .warm_up_time(Duration::from_millis(500))
-        .measurement_time(Duration::from_secs(2))
-        .configure_from_args()
-}
-
-fn main() {
-    let mut c = config();
-    attach(&mut c);
-    c.final_summary();
-}
+shmarena_bench::bench_main!(2; attach);

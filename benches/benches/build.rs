@@ -10,7 +10,6 @@
 
 use std::collections::HashMap;
 use std::hint::black_box;
-use std::time::Duration;
 
 use criterion::{BatchSize, BenchmarkId, Criterion, Throughput};
 use shmarena::rkyv::{self, rancor};
@@ -41,7 +40,9 @@ fn pod(c: &mut Criterion) {
             |b, bytes| {
                 b.iter_batched(
                     || (),
-                    |()| shmarena::baseline::copy_into_fresh_segment(bytes).expect("baseline"),
+                    |()| {
+                        shmarena_bench::baseline::copy_into_fresh_segment(bytes).expect("baseline")
+                    },
                     BatchSize::PerIteration,
                 )
             },
@@ -177,16 +178,4 @@ fn rkyv_entry(c: &mut Criterion) {
     g.finish();
 }
 
-fn config() -> Criterion {
-    Criterion::default()
-        .warm_up_time(Duration::from_millis(500))
-        .measurement_time(Duration::from_secs(3))
-        .configure_from_args()
-}
-
-fn main() {
-    let mut c = config();
-    pod(&mut c);
-    rkyv_entry(&mut c);
-    c.final_summary();
-}
+shmarena_bench::bench_main!(3; pod, rkyv_entry);

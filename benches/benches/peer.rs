@@ -142,15 +142,4 @@ fn peer(c: &mut Criterion) {
     drop((memfd, named));
 }
 
-fn config() -> Criterion {
-    Criterion::default()
-        .warm_up_time(Duration::from_millis(500))
-        .measurement_time(Duration::from_secs(2))
-        .configure_from_args()
-}
-
-fn main() {
-    let mut c = config();
-    peer(&mut c);
-    c.final_summary();
-}
+shmarena_bench::bench_main!(2; peer);

@@ -5,7 +5,6 @@
 //!   `std::collections::HashMap` (target ≤ 1.2× the time).
 
 use std::hint::black_box;
-use std::time::Duration;
 
 use criterion::{BenchmarkId, Criterion, Throughput};
 use shmarena::ArenaBuilder;
@@ -92,16 +91,4 @@ fn map_get(c: &mut Criterion) {
     g.finish();
 }
 
-fn config() -> Criterion {
-    Criterion::default()
-        .warm_up_time(Duration::from_millis(500))
-        .measurement_time(Duration::from_secs(2))
-        .configure_from_args()
-}
-
-fn main() {
-    let mut c = config();
-    scan(&mut c);
-    map_get(&mut c);
-    c.final_summary();
-}
+shmarena_bench::bench_main!(2; scan, map_get);

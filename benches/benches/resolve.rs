@@ -7,7 +7,6 @@
 use std::collections::HashMap;
 use std::hint::black_box;
 use std::sync::Arc;
-use std::time::Duration;
 
 use criterion::Criterion;
 use shmarena::{Arena, ArenaBuilder, Handle, SliceHandle};
@@ -56,15 +55,4 @@ fn resolve(c: &mut Criterion) {
     drop(named);
 }
 
-fn config() -> Criterion {
-    Criterion::default()
-        .warm_up_time(Duration::from_millis(500))
-        .measurement_time(Duration::from_secs(2))
-        .configure_from_args()
-}
-
-fn main() {
-    let mut c = config();
-    resolve(&mut c);
-    c.final_summary();
-}
+shmarena_bench::bench_main!(2; resolve);

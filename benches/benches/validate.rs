@@ -5,7 +5,6 @@
 
 use std::collections::HashMap;
 use std::os::fd::AsFd;
-use std::time::Duration;
 
 use criterion::{BenchmarkId, Criterion, Throughput};
 use shmarena::{Arena, ArenaBuilder, OpenOptions};
@@ -85,15 +84,4 @@ fn validate(c: &mut Criterion) {
     drop((memfd, named, file));
 }
 
-fn config() -> Criterion {
-    Criterion::default()
-        .warm_up_time(Duration::from_millis(500))
-        .measurement_time(Duration::from_secs(3))
-        .configure_from_args()
-}
-
-fn main() {
-    let mut c = config();
-    validate(&mut c);
-    c.final_summary();
-}
+shmarena_bench::bench_main!(3; validate);

@@ -1,5 +1,6 @@
-//! Shared pieces of the shmarena benchmarks: sizes chosen from the environment, unique segment
-//! names, deterministic data, and clean-up of what a benchmark made.
+//! Shared pieces of the shmarena benchmarks: the one Criterion setup ([`criterion_config`],
+//! [`bench_main!`]), the raw floors they compare with ([`baseline`]), sizes chosen from the
+//! environment, unique segment names, deterministic data, and clean-up of what a benchmark made.
 //!
 //! Every benchmark pairs what it measures with a baseline measured in the same run; the
 //! `bench-report` binary turns criterion's JSON into the tables of docs/BENCHMARKS.md.
@@ -14,10 +15,41 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use criterion::Criterion;
 
 pub mod ab;
+pub mod baseline;
 pub mod echo;
 pub mod report;
+
+/// The Criterion setup of every benchmark: half a second of warm-up, `measurement` of
+/// measurement per benchmark, then the command line (`--test`, filters, `--save-baseline`…).
+pub fn criterion_config(measurement: Duration) -> Criterion {
+    Criterion::default()
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(measurement)
+        .configure_from_args()
+}
+
+/// The `main` of a benchmark file: runs each group function (`fn(&mut Criterion)`) with
+/// [`criterion_config`] and `measurement_secs` seconds of measurement, then prints Criterion's
+/// summary.
+///
+/// ```ignore
+/// shmarena_bench::bench_main!(2; attach);
+/// ```
+#[macro_export]
+macro_rules! bench_main {
+    ($measurement_secs:expr; $($group:path),+ $(,)?) => {
+        fn main() {
+            let mut c = $crate::criterion_config(::std::time::Duration::from_secs($measurement_secs));
+            $($group(&mut c);)+
+            c.final_summary();
+        }
+    };
+}
 
 /// One MiB.
 pub const MIB: usize = 1 << 20;

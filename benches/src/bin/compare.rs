@@ -22,42 +22,21 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use shmarena::metrics::ProcessMemory;
 use shmarena::pool::{Job, Mode, Pool};
 use shmarena::{ArenaBuilder, Handle, SliceHandle};
 
+// The classify example's dataset, memory figures and worker messages, shared rather than copied.
 #[allow(dead_code)]
 #[path = "../../../crates/shmarena/examples/classify/data.rs"]
 mod data;
+#[path = "../../../crates/shmarena/examples/classify/metrics.rs"]
+mod metrics;
+#[path = "../../../crates/shmarena/examples/classify/tasks.rs"]
+mod tasks;
 
 use data::{Classifier, DIMS, LABELS};
-
-/// (a), (b), (d): rows, plus handles that name the shared classifier.
-#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
-struct Task {
-    lexicon: Handle<Classifier>,
-    centroids: SliceHandle<f32>,
-    rows: Vec<String>,
-}
-
-/// (c): rows, plus the whole classifier as bytes.
-#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
-struct FatTask {
-    classifier: Vec<u8>,
-    centroids: Vec<f32>,
-    rows: Vec<String>,
-}
-
-/// What a worker sends back for a chunk.
-#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Default)]
-struct Counts {
-    pid: u32,
-    /// Nanoseconds of this worker's attach or setup, on its first chunk only.
-    setup_ns: u64,
-    rows: u32,
-    /// Sum of the labels, to check that every variant computes the same thing.
-    label_sum: u64,
-}
+use metrics::ProcessMemory;
+use tasks::{Counts, FatTask, Task};
 
 static SHARED: Job<Task, Counts> = Job::new("compare_shared", shared_task);
 static FAT: Job<FatTask, Counts> = Job::new("compare_fat", fat_task);
@@ -71,7 +50,7 @@ fn count<F: Fn(&str) -> Option<(u16, f32)>>(rows: &[String], lookup: F, cents: &
         ..Counts::default()
     };
     for row in rows {
-        out.label_sum += u64::from(data::classify_text(data::text_of(row), &lookup, cents));
+        out.labels[usize::from(data::classify_text(data::text_of(row), &lookup, cents))] += 1;
     }
     out.rows = rows.len() as u32;
     out
@@ -310,7 +289,11 @@ fn run_variant(v: Variant, p: Params) -> Result<Run> {
     };
     let mut add = |c: Counts, run: &mut Run| {
         run.rows += u64::from(c.rows);
-        run.label_sum += c.label_sum;
+        // The sum of the labels, to check that every variant computes the same thing.
+        run.label_sum += (0u64..)
+            .zip(c.labels)
+            .map(|(label, n)| label * u64::from(n))
+            .sum::<u64>();
         if c.setup_ns > 0 {
             setups
                 .entry(c.pid)

@@ -84,14 +84,12 @@
 compile_error!("shmarena supports Linux only for now (memfd, /dev/shm and /proc)");
 
 mod arena;
-pub mod baseline;
 mod builder;
 mod error;
 pub mod format;
 mod handle;
 pub mod inspect;
 mod locator;
-pub mod metrics;
 pub mod pool;
 mod view;
 
