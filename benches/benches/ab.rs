@@ -4,7 +4,6 @@
 //!
 //! The same pairs as the criterion benches; criterion gives the absolute figures and spreads.
 
-use std::collections::HashMap;
 use std::fs::File;
 use std::hint::black_box;
 use std::os::fd::AsFd;
@@ -17,11 +16,9 @@ use shmarena::{Arena, ArenaBuilder, Handle};
 use shmarena_bench::ab::{self, batched, each, AbResult, Routine};
 use shmarena_bench::echo::{self, frame, Echo};
 use shmarena_bench::{
-    attach_sizes, big, lookup_keys, make_map, map_entries, size_label, test_mode, unique_name, GIB,
-    MIB,
+    attach_sizes, build_sizes, lookup_keys, make_map, map_arena, map_entries, pod_builder,
+    size_label, test_mode, unique_name, Map, GIB, MIB,
 };
-
-type Map = HashMap<String, u32>;
 
 fn echo_msg(m: [u8; 64]) -> [u8; 64] {
     m
@@ -217,12 +214,7 @@ fn reads(plan: &Plan, out: &mut Vec<AbResult>) {
     let n = map_entries();
     let map = make_map(n);
     let keys = lookup_keys(n, 1000);
-    let mut b = ArenaBuilder::new()
-        .capacity(64 * MIB as u64)
-        .create()
-        .expect("create");
-    b.put("map", &map).expect("put");
-    let arena = b.seal().expect("seal");
+    let arena = map_arena(ArenaBuilder::new(), &map);
     let archived = arena.get::<Map>("map").expect("get");
     let mut r = compare(
         &format!("map get, {n} entries, 1000 lookups"),
@@ -254,14 +246,7 @@ fn reads(plan: &Plan, out: &mut Vec<AbResult>) {
 }
 
 fn build(plan: &Plan, out: &mut Vec<AbResult>) {
-    let mut sizes = if test_mode() {
-        vec![MIB]
-    } else {
-        vec![MIB, 64 * MIB]
-    };
-    if big() {
-        sizes.push(GIB);
-    }
+    let sizes = build_sizes();
     let slow = plan.slow();
     for size in sizes {
         let data: Vec<u64> = (0..(size / 8) as u64).collect();
@@ -280,17 +265,7 @@ fn build(plan: &Plan, out: &mut Vec<AbResult>) {
             ),
             (
                 "create+put_slice+seal",
-                batched(
-                    || (),
-                    |()| {
-                        let mut b = ArenaBuilder::new()
-                            .capacity(size as u64 + 64 * 1024)
-                            .create()
-                            .expect("create");
-                        b.put_slice("data", &data).expect("put_slice");
-                        b.seal().expect("seal")
-                    },
-                ),
+                batched(|| (), |()| pod_builder(&data).seal().expect("seal")),
             ),
             rounds,
             slow.round,
@@ -340,20 +315,7 @@ fn build(plan: &Plan, out: &mut Vec<AbResult>) {
                     },
                 ),
             ),
-            (
-                "create+put_slice",
-                batched(
-                    || (),
-                    |()| {
-                        let mut b = ArenaBuilder::new()
-                            .capacity(size as u64 + 64 * 1024)
-                            .create()
-                            .expect("create");
-                        b.put_slice("data", &data).expect("put_slice");
-                        b
-                    },
-                ),
-            ),
+            ("create+put_slice", batched(|| (), |()| pod_builder(&data))),
             rounds,
             slow.round,
         );

@@ -14,17 +14,10 @@ use std::hint::black_box;
 use criterion::{BatchSize, BenchmarkId, Criterion, Throughput};
 use shmarena::rkyv::{self, rancor};
 use shmarena::ArenaBuilder;
-use shmarena_bench::{big, make_map, size_label, test_mode, GIB, MIB};
+use shmarena_bench::{archive_entries, build_sizes, make_map, pod_builder, size_label, MIB};
 
 fn pod(c: &mut Criterion) {
-    let mut sizes = if test_mode() {
-        vec![MIB]
-    } else {
-        vec![MIB, 64 * MIB]
-    };
-    if big() {
-        sizes.push(GIB);
-    }
+    let sizes = build_sizes();
     for size in sizes {
         let data: Vec<u64> = (0..(size / 8) as u64).collect();
         let bytes: &[u8] = shmarena::bytemuck::cast_slice(&data);
@@ -73,20 +66,7 @@ fn pod(c: &mut Criterion) {
         g.bench_with_input(
             BenchmarkId::new("create+put_slice", &label),
             &data,
-            |b, data| {
-                b.iter_batched(
-                    || (),
-                    |()| {
-                        let mut builder = ArenaBuilder::new()
-                            .capacity(size as u64 + 64 * 1024)
-                            .create()
-                            .expect("create");
-                        builder.put_slice("data", data).expect("put_slice");
-                        builder
-                    },
-                    BatchSize::PerIteration,
-                )
-            },
+            |b, data| b.iter_batched(|| (), |()| pod_builder(data), BatchSize::PerIteration),
         );
         g.bench_with_input(
             BenchmarkId::new("create+put_slice+seal", &label),
@@ -94,14 +74,7 @@ fn pod(c: &mut Criterion) {
             |b, data| {
                 b.iter_batched(
                     || (),
-                    |()| {
-                        let mut builder = ArenaBuilder::new()
-                            .capacity(size as u64 + 64 * 1024)
-                            .create()
-                            .expect("create");
-                        builder.put_slice("data", data).expect("put_slice");
-                        builder.seal().expect("seal")
-                    },
+                    |()| pod_builder(data).seal().expect("seal"),
                     BatchSize::PerIteration,
                 )
             },
@@ -111,13 +84,7 @@ fn pod(c: &mut Criterion) {
 }
 
 fn rkyv_entry(c: &mut Criterion) {
-    let n = if test_mode() {
-        1_000
-    } else if big() {
-        1_000_000
-    } else {
-        100_000
-    };
+    let n = archive_entries();
     let map = make_map(n);
     let archived_len = rkyv::to_bytes::<rancor::Error>(&map)
         .expect("to_bytes")

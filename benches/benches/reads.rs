@@ -8,7 +8,7 @@ use std::hint::black_box;
 
 use criterion::{BenchmarkId, Criterion, Throughput};
 use shmarena::ArenaBuilder;
-use shmarena_bench::{lookup_keys, make_map, map_entries, size_label, test_mode, MIB};
+use shmarena_bench::{lookup_keys, make_map, map_arena, map_entries, size_label, test_mode, MIB};
 
 const LOOKUPS: usize = 1000;
 
@@ -50,12 +50,7 @@ fn map_get(c: &mut Criterion) {
     let n = map_entries();
     let map = make_map(n);
     let keys = lookup_keys(n, LOOKUPS);
-    let mut b = ArenaBuilder::new()
-        .capacity(64 * MIB as u64)
-        .create()
-        .expect("create");
-    b.put("map", &map).expect("put");
-    let arena = b.seal().expect("seal");
+    let arena = map_arena(ArenaBuilder::new(), &map);
     let archived = arena
         .get::<std::collections::HashMap<String, u32>>("map")
         .expect("get");

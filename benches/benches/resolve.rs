@@ -4,15 +4,12 @@
 //!
 //! Issue 6 target: ≤ 100 ns.
 
-use std::collections::HashMap;
 use std::hint::black_box;
 use std::sync::Arc;
 
 use criterion::Criterion;
 use shmarena::{Arena, ArenaBuilder, Handle, SliceHandle};
-use shmarena_bench::unique_name;
-
-type Map = HashMap<String, u32>;
+use shmarena_bench::{unique_name, Map};
 
 fn build(builder: ArenaBuilder) -> Arena {
     let map: Map = (0..1000).map(|i| (format!("k{i}"), i)).collect();

@@ -18,6 +18,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use criterion::Criterion;
+use shmarena::{Arena, ArenaBuilder, Builder};
 
 pub mod ab;
 pub mod baseline;
@@ -84,6 +85,32 @@ pub fn attach_sizes() -> Vec<usize> {
         sizes.push(4 * GIB);
     }
     sizes
+}
+
+/// Sizes of the POD entries the build benchmarks write: 1 MiB and 64 MiB, plus 1 GiB with
+/// `SHMARENA_BENCH_BIG=1`; 1 MiB alone in test mode.
+pub fn build_sizes() -> Vec<usize> {
+    let mut sizes = if test_mode() {
+        vec![MIB]
+    } else {
+        vec![MIB, 64 * MIB]
+    };
+    if big() {
+        sizes.push(GIB);
+    }
+    sizes
+}
+
+/// Entries of the maps that the build, validate and peer benchmarks archive: 100K by default,
+/// 1M with `SHMARENA_BENCH_BIG=1`, 1K in test mode.
+pub fn archive_entries() -> usize {
+    if test_mode() {
+        1_000
+    } else if big() {
+        1_000_000
+    } else {
+        100_000
+    }
 }
 
 /// Entries of the `HashMap<String, u32>` used by the map benchmarks: 1M by default (the size
@@ -175,8 +202,11 @@ pub fn key(i: usize) -> String {
     s
 }
 
-/// A `HashMap<String, u32>` of `n` entries: `key(i) -> i`.
-pub fn make_map(n: usize) -> HashMap<String, u32> {
+/// The map the benchmarks archive and read.
+pub type Map = HashMap<String, u32>;
+
+/// A [`Map`] of `n` entries: `key(i) -> i`.
+pub fn make_map(n: usize) -> Map {
     (0..n).map(|i| (key(i), i as u32)).collect()
 }
 
@@ -186,4 +216,23 @@ pub fn lookup_keys(n: usize, count: usize) -> Vec<String> {
     (0..count)
         .map(|_| key((rng.next_u64() % n as u64) as usize))
         .collect()
+}
+
+/// A sealed arena of up to 64 MiB, created with `options` (a backing), holding `map` as its
+/// entry `"map"`.
+pub fn map_arena(options: ArenaBuilder, map: &Map) -> Arena {
+    let mut b = options.capacity(64 * MIB as u64).create().expect("create");
+    b.put("map", map).expect("put");
+    b.seal().expect("seal")
+}
+
+/// A new memfd builder with room for `data` (plus 64 KiB), holding `data` as its POD entry
+/// `"data"`, not sealed: what the build benchmarks time, with or without the `seal`.
+pub fn pod_builder(data: &[u64]) -> Builder {
+    let mut b = ArenaBuilder::new()
+        .capacity(std::mem::size_of_val(data) as u64 + 64 * 1024)
+        .create()
+        .expect("create");
+    b.put_slice("data", data).expect("put_slice");
+    b
 }

@@ -300,6 +300,21 @@ fn run_variant(v: Variant, p: Params) -> Result<Run> {
                 .or_insert(Duration::from_nanos(c.setup_ns));
         }
     };
+    // Takes a call's results as they come in, sampling memory, and times the call from `t`
+    // (a macro: the calls' iterator types differ by job).
+    macro_rules! drain {
+        ($results:expr, $t:expr) => {{
+            let mut results = $results;
+            let mut n = 0;
+            while let Some(r) = results.next() {
+                add(r?, &mut run);
+                n += 1;
+                sample(results.worker_pids(), n);
+            }
+            drop(results);
+            run.wall = $t.elapsed();
+        }};
+    }
     match v {
         Variant::A | Variant::B | Variant::D => {
             let mut b = ArenaBuilder::new().capacity(64 << 20).create()?;
@@ -322,15 +337,7 @@ fn run_variant(v: Variant, p: Params) -> Result<Run> {
                 centroids,
                 rows,
             });
-            let mut results = pool.imap_unordered(job, tasks)?;
-            let mut n = 0;
-            while let Some(r) = results.next() {
-                add(r?, &mut run);
-                n += 1;
-                sample(results.worker_pids(), n);
-            }
-            drop(results);
-            run.wall = t.elapsed();
+            drain!(pool.imap_unordered(job, tasks)?, t);
         }
         Variant::C => {
             let bytes = rkyv::to_bytes::<rkyv::rancor::Error>(&classifier)?.to_vec();
@@ -347,15 +354,7 @@ fn run_variant(v: Variant, p: Params) -> Result<Run> {
                     centroids: cents.clone(),
                     rows,
                 });
-            let mut results = pool.imap_unordered(&FAT, tasks)?;
-            let mut n = 0;
-            while let Some(r) = results.next() {
-                add(r?, &mut run);
-                n += 1;
-                sample(results.worker_pids(), n);
-            }
-            drop(results);
-            run.wall = t.elapsed();
+            drain!(pool.imap_unordered(&FAT, tasks)?, t);
         }
         Variant::E => {
             run.dataset = 0;
@@ -367,15 +366,10 @@ fn run_variant(v: Variant, p: Params) -> Result<Run> {
             let lex = &classifier.lexicon;
             let cents = &cents;
             let job = move |rows: Vec<String>| count(&rows, |w: &str| lex.get(w).copied(), cents);
-            let mut results = pool.imap_unordered(job, batches(p.rows, p.words, p.chunk))?;
-            let mut n = 0;
-            while let Some(r) = results.next() {
-                add(r?, &mut run);
-                n += 1;
-                sample(results.worker_pids(), n);
-            }
-            drop(results);
-            run.wall = t.elapsed();
+            drain!(
+                pool.imap_unordered(job, batches(p.rows, p.words, p.chunk))?,
+                t
+            );
         }
     }
     let mut setup: Vec<_> = setups.into_values().collect();
