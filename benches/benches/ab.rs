@@ -16,8 +16,8 @@ use shmarena::{Arena, ArenaBuilder, Handle};
 use shmarena_bench::ab::{self, batched, each, AbResult, Routine};
 use shmarena_bench::echo::{self, frame, Echo};
 use shmarena_bench::{
-    attach_sizes, build_sizes, lookup_keys, make_map, map_arena, map_entries, pod_builder,
-    size_label, test_mode, unique_name, Map, GIB, MIB,
+    attach_sizes, build_sizes, first_value, lookup_keys, make_map, map_arena, map_entries,
+    pod_arena, pod_builder, size_label, test_mode, unique_name, Map, GIB, MIB,
 };
 
 fn echo_msg(m: [u8; 64]) -> [u8; 64] {
@@ -76,22 +76,6 @@ fn compare(
             per_iter: None,
         }
     }
-}
-
-fn pod_arena(builder: ArenaBuilder, size: usize) -> Arena {
-    let count = (size - 64 * 1024) / 8;
-    let mut b = builder.capacity(size as u64).create().expect("create");
-    b.put_slice_with::<u64>("data", count, |d| {
-        for (i, x) in d.iter_mut().enumerate() {
-            *x = i as u64 + 1;
-        }
-    })
-    .expect("fill");
-    b.seal().expect("seal")
-}
-
-fn first_value(arena: &Arena) -> u64 {
-    arena.slice::<u64>("data").expect("data")[0]
 }
 
 fn attach(plan: &Plan, out: &mut Vec<AbResult>) {
@@ -337,21 +321,7 @@ fn build(plan: &Plan, out: &mut Vec<AbResult>) {
                 |()| rkyv::to_bytes::<rancor::Error>(&map).expect("to_bytes"),
             ),
         ),
-        (
-            "Builder::put",
-            batched(
-                || {
-                    ArenaBuilder::new()
-                        .capacity(2 * len as u64 + MIB as u64)
-                        .create()
-                        .expect("create")
-                },
-                |mut b| {
-                    b.put("map", &map).expect("put");
-                    b
-                },
-            ),
-        ),
+        ("Builder::put", put_map(&map, len)),
         slow.rounds,
         slow.round,
     );
@@ -375,26 +345,29 @@ fn build(plan: &Plan, out: &mut Vec<AbResult>) {
                 },
             ),
         ),
-        (
-            "Builder::put",
-            batched(
-                || {
-                    ArenaBuilder::new()
-                        .capacity(2 * len as u64 + MIB as u64)
-                        .create()
-                        .expect("create")
-                },
-                |mut b| {
-                    b.put("map", &map).expect("put");
-                    b
-                },
-            ),
-        ),
+        ("Builder::put", put_map(&map, len)),
         slow.rounds,
         slow.round,
     );
     r.per_iter = Some((len as u64, "bytes"));
     out.push(r);
+}
+
+/// `Builder::put` of `map` (`len` bytes archived) into a fresh memfd builder, made outside the
+/// timing; the builder is dropped outside it too.
+fn put_map(map: &Map, len: usize) -> Routine<'_> {
+    batched(
+        move || {
+            ArenaBuilder::new()
+                .capacity(2 * len as u64 + MIB as u64)
+                .create()
+                .expect("create")
+        },
+        |mut b| {
+            b.put("map", map).expect("put");
+            b
+        },
+    )
 }
 
 fn pool(plan: &Plan, out: &mut Vec<AbResult>) {

@@ -10,27 +10,7 @@ use std::path::PathBuf;
 
 use criterion::{BenchmarkId, Criterion};
 use shmarena::{Arena, ArenaBuilder};
-use shmarena_bench::{attach_sizes, size_label, unique_name, TempDir};
-
-/// Builds an arena of about `size` bytes: one `u64` slice named `data` holding 1, 2, 3, …
-fn build(builder: ArenaBuilder, size: usize) -> Arena {
-    let count = (size - 64 * 1024) / 8;
-    let mut b = builder
-        .capacity(size as u64)
-        .create()
-        .expect("create the arena");
-    b.put_slice_with::<u64>("data", count, |d| {
-        for (i, x) in d.iter_mut().enumerate() {
-            *x = i as u64 + 1;
-        }
-    })
-    .expect("fill the arena");
-    b.seal().expect("seal the arena")
-}
-
-fn first_value(arena: &Arena) -> u64 {
-    arena.slice::<u64>("data").expect("read data")[0]
-}
+use shmarena_bench::{attach_sizes, first_value, pod_arena, size_label, unique_name, TempDir};
 
 fn open_shm_ro(name: &str) -> File {
     let fd = rustix::shm::open(name, rustix::shm::OFlags::RDONLY, rustix::fs::Mode::empty())
@@ -46,7 +26,7 @@ fn attach(c: &mut Criterion) {
         // Sealed memfd, built by this process: reached through /proc/self/fd/N (as another
         // process of the user would, with its pid) or from a descriptor (as a forked or spawned
         // child that inherited it would).
-        let arena = build(ArenaBuilder::new(), size);
+        let arena = pod_arena(ArenaBuilder::new(), size);
         assert!(arena.is_kernel_sealed());
         let pid = std::process::id();
         let fd = arena.as_fd().as_raw_fd();
@@ -95,7 +75,7 @@ fn attach(c: &mut Criterion) {
 
         // Named segment in /dev/shm.
         let name = unique_name("attach");
-        let arena = build(ArenaBuilder::new().named(&name), size);
+        let arena = pod_arena(ArenaBuilder::new().named(&name), size);
         let mut g = c.benchmark_group("attach/named");
         g.bench_with_input(
             BenchmarkId::new("baseline: shm_open+mmap+touch", &label),
@@ -118,7 +98,7 @@ fn attach(c: &mut Criterion) {
 
         // File (in the temporary directory; its pages stay in the page cache).
         let path = dir.path().join(format!("attach-{label}.arena"));
-        let arena = build(ArenaBuilder::new().file(&path), size);
+        let arena = pod_arena(ArenaBuilder::new().file(&path), size);
         let mut g = c.benchmark_group("attach/file");
         g.bench_with_input(
             BenchmarkId::new("baseline: open+mmap+touch", &label),

@@ -226,6 +226,25 @@ pub fn map_arena(options: ArenaBuilder, map: &Map) -> Arena {
     b.seal().expect("seal")
 }
 
+/// A sealed arena of `size` bytes (at least 64 KiB), created with `options` (a backing): one
+/// `u64` slice named `"data"` holding 1, 2, 3, … that fills it but for 64 KiB.
+pub fn pod_arena(options: ArenaBuilder, size: usize) -> Arena {
+    let count = (size - 64 * 1024) / 8;
+    let mut b = options.capacity(size as u64).create().expect("create");
+    b.put_slice_with::<u64>("data", count, |d| {
+        for (i, x) in d.iter_mut().enumerate() {
+            *x = i as u64 + 1;
+        }
+    })
+    .expect("fill");
+    b.seal().expect("seal")
+}
+
+/// The first value of a [`pod_arena`]'s `"data"`: what the attach benchmarks read.
+pub fn first_value(arena: &Arena) -> u64 {
+    arena.slice::<u64>("data").expect("data")[0]
+}
+
 /// A new memfd builder with room for `data` (plus 64 KiB), holding `data` as its POD entry
 /// `"data"`, not sealed: what the build benchmarks time, with or without the `seal`.
 pub fn pod_builder(data: &[u64]) -> Builder {
