@@ -16,8 +16,8 @@ use shmarena::{Arena, ArenaBuilder, Handle};
 use shmarena_bench::ab::{self, batched, each, AbResult, Routine};
 use shmarena_bench::echo::{self, frame, Echo};
 use shmarena_bench::{
-    attach_sizes, build_sizes, first_value, lookup_keys, make_map, map_arena, map_entries,
-    pod_arena, pod_builder, size_label, test_mode, unique_name, Map, GIB, MIB,
+    attach_sizes, build_sizes, builder_for_archive, first_value, lookup_keys, make_map, map_arena,
+    map_entries, pod_arena, pod_builder, size_label, test_mode, unique_name, Map, GIB, MIB,
 };
 
 fn echo_msg(m: [u8; 64]) -> [u8; 64] {
@@ -357,12 +357,7 @@ fn build(plan: &Plan, out: &mut Vec<AbResult>) {
 /// timing; the builder is dropped outside it too.
 fn put_map(map: &Map, len: usize) -> Routine<'_> {
     batched(
-        move || {
-            ArenaBuilder::new()
-                .capacity(2 * len as u64 + MIB as u64)
-                .create()
-                .expect("create")
-        },
+        move || builder_for_archive(len),
         |mut b| {
             b.put("map", map).expect("put");
             b

@@ -14,7 +14,9 @@ use std::hint::black_box;
 use criterion::{BatchSize, BenchmarkId, Criterion, Throughput};
 use shmarena::rkyv::{self, rancor};
 use shmarena::ArenaBuilder;
-use shmarena_bench::{archive_entries, build_sizes, make_map, pod_builder, size_label, MIB};
+use shmarena_bench::{
+    archive_entries, build_sizes, builder_for_archive, make_map, pod_builder, size_label, MIB,
+};
 
 fn pod(c: &mut Criterion) {
     let sizes = build_sizes();
@@ -128,12 +130,7 @@ fn rkyv_entry(c: &mut Criterion) {
         &map,
         |b, map| {
             b.iter_batched(
-                || {
-                    ArenaBuilder::new()
-                        .capacity(2 * archived_len as u64 + MIB as u64)
-                        .create()
-                        .expect("create")
-                },
+                || builder_for_archive(archived_len),
                 |mut builder| {
                     builder.put("map", map).expect("put");
                     builder

@@ -245,6 +245,15 @@ pub fn first_value(arena: &Arena) -> u64 {
     arena.slice::<u64>("data").expect("data")[0]
 }
 
+/// A new, empty memfd builder with room to archive a value of `archived_len` bytes (twice that
+/// plus 1 MiB): what the rkyv build benchmarks `put` into.
+pub fn builder_for_archive(archived_len: usize) -> Builder {
+    ArenaBuilder::new()
+        .capacity(2 * archived_len as u64 + MIB as u64)
+        .create()
+        .expect("create")
+}
+
 /// A new memfd builder with room for `data` (plus 64 KiB), holding `data` as its POD entry
 /// `"data"`, not sealed: what the build benchmarks time, with or without the `seal`.
 pub fn pod_builder(data: &[u64]) -> Builder {
