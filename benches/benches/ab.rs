@@ -4,7 +4,6 @@
 //!
 //! The same pairs as the criterion benches; criterion gives the absolute figures and spreads.
 
-use std::collections::HashMap;
 use std::fs::File;
 use std::hint::black_box;
 use std::os::fd::AsFd;
@@ -16,12 +15,10 @@ use shmarena::{Arena, ArenaBuilder, Handle};
 use shmarena_bench::ab::{self, batched, each, AbResult, Routine};
 use shmarena_bench::echo::{self, frame, Echo};
 use shmarena_bench::{
-    attach_sizes, big, lookup_keys, make_map, map_entries, size_label, test_mode, unique_name, GIB,
-    MIB,
+    attach_sizes, build_sizes, builder_for_archive, first_value, lookup_keys, make_map, map_arena,
+    map_entries, pod_arena, pod_builder, size_label, test_mode, unique_name, Map, GIB, MIB,
 };
 use shmarena_pool::{Job, Mode, Pool};
-
-type Map = HashMap<String, u32>;
 
 fn echo_msg(m: [u8; 64]) -> [u8; 64] {
     m
@@ -81,22 +78,6 @@ fn compare(
     }
 }
 
-fn pod_arena(builder: ArenaBuilder, size: usize) -> Arena {
-    let count = (size - 64 * 1024) / 8;
-    let mut b = builder.capacity(size as u64).create().expect("create");
-    b.put_slice_with::<u64>("data", count, |d| {
-        for (i, x) in d.iter_mut().enumerate() {
-            *x = i as u64 + 1;
-        }
-    })
-    .expect("fill");
-    b.seal().expect("seal")
-}
-
-fn first_value(arena: &Arena) -> u64 {
-    arena.slice::<u64>("data").expect("data")[0]
-}
-
 fn attach(plan: &Plan, out: &mut Vec<AbResult>) {
     for size in attach_sizes() {
         let label = size_label(size);
@@ -107,7 +88,7 @@ fn attach(plan: &Plan, out: &mut Vec<AbResult>) {
                 "dup+mmap+touch",
                 each(|| {
                     let f = File::from(arena.as_fd().try_clone_to_owned().expect("dup"));
-                    black_box(shmarena::baseline::map_and_touch(&f).expect("map"));
+                    black_box(shmarena_bench::baseline::map_and_touch(&f).expect("map"));
                 }),
             ),
             (
@@ -134,7 +115,9 @@ fn attach(plan: &Plan, out: &mut Vec<AbResult>) {
                         rustix::fs::Mode::empty(),
                     )
                     .expect("shm_open");
-                    black_box(shmarena::baseline::map_and_touch(&File::from(fd)).expect("map"));
+                    black_box(
+                        shmarena_bench::baseline::map_and_touch(&File::from(fd)).expect("map"),
+                    );
                 }),
             ),
             (
@@ -215,12 +198,7 @@ fn reads(plan: &Plan, out: &mut Vec<AbResult>) {
     let n = map_entries();
     let map = make_map(n);
     let keys = lookup_keys(n, 1000);
-    let mut b = ArenaBuilder::new()
-        .capacity(64 * MIB as u64)
-        .create()
-        .expect("create");
-    b.put("map", &map).expect("put");
-    let arena = b.seal().expect("seal");
+    let arena = map_arena(ArenaBuilder::new(), &map);
     let archived = arena.get::<Map>("map").expect("get");
     let mut r = compare(
         &format!("map get, {n} entries, 1000 lookups"),
@@ -252,14 +230,7 @@ fn reads(plan: &Plan, out: &mut Vec<AbResult>) {
 }
 
 fn build(plan: &Plan, out: &mut Vec<AbResult>) {
-    let mut sizes = if test_mode() {
-        vec![MIB]
-    } else {
-        vec![MIB, 64 * MIB]
-    };
-    if big() {
-        sizes.push(GIB);
-    }
+    let sizes = build_sizes();
     let slow = plan.slow();
     for size in sizes {
         let data: Vec<u64> = (0..(size / 8) as u64).collect();
@@ -271,22 +242,14 @@ fn build(plan: &Plan, out: &mut Vec<AbResult>) {
                 "memfd+fallocate+mmap+memcpy",
                 batched(
                     || (),
-                    |()| shmarena::baseline::copy_into_fresh_segment(bytes).expect("baseline"),
+                    |()| {
+                        shmarena_bench::baseline::copy_into_fresh_segment(bytes).expect("baseline")
+                    },
                 ),
             ),
             (
                 "create+put_slice+seal",
-                batched(
-                    || (),
-                    |()| {
-                        let mut b = ArenaBuilder::new()
-                            .capacity(size as u64 + 64 * 1024)
-                            .create()
-                            .expect("create");
-                        b.put_slice("data", &data).expect("put_slice");
-                        b.seal().expect("seal")
-                    },
-                ),
+                batched(|| (), |()| pod_builder(&data).seal().expect("seal")),
             ),
             rounds,
             slow.round,
@@ -301,7 +264,9 @@ fn build(plan: &Plan, out: &mut Vec<AbResult>) {
                 "memfd+fallocate+mmap+memcpy",
                 batched(
                     || (),
-                    |()| shmarena::baseline::copy_into_fresh_segment(bytes).expect("baseline"),
+                    |()| {
+                        shmarena_bench::baseline::copy_into_fresh_segment(bytes).expect("baseline")
+                    },
                 ),
             ),
             (
@@ -309,8 +274,8 @@ fn build(plan: &Plan, out: &mut Vec<AbResult>) {
                 batched(
                     || (),
                     |()| {
-                        let seg =
-                            shmarena::baseline::copy_into_fresh_segment(bytes).expect("baseline");
+                        let seg = shmarena_bench::baseline::copy_into_fresh_segment(bytes)
+                            .expect("baseline");
                         black_box(shmarena::format::checksum(bytes));
                         seg
                     },
@@ -329,23 +294,12 @@ fn build(plan: &Plan, out: &mut Vec<AbResult>) {
                 "memfd+fallocate+mmap+memcpy",
                 batched(
                     || (),
-                    |()| shmarena::baseline::copy_into_fresh_segment(bytes).expect("baseline"),
-                ),
-            ),
-            (
-                "create+put_slice",
-                batched(
-                    || (),
                     |()| {
-                        let mut b = ArenaBuilder::new()
-                            .capacity(size as u64 + 64 * 1024)
-                            .create()
-                            .expect("create");
-                        b.put_slice("data", &data).expect("put_slice");
-                        b
+                        shmarena_bench::baseline::copy_into_fresh_segment(bytes).expect("baseline")
                     },
                 ),
             ),
+            ("create+put_slice", batched(|| (), |()| pod_builder(&data))),
             rounds,
             slow.round,
         );
@@ -367,21 +321,7 @@ fn build(plan: &Plan, out: &mut Vec<AbResult>) {
                 |()| rkyv::to_bytes::<rancor::Error>(&map).expect("to_bytes"),
             ),
         ),
-        (
-            "Builder::put",
-            batched(
-                || {
-                    ArenaBuilder::new()
-                        .capacity(2 * len as u64 + MIB as u64)
-                        .create()
-                        .expect("create")
-                },
-                |mut b| {
-                    b.put("map", &map).expect("put");
-                    b
-                },
-            ),
-        ),
+        ("Builder::put", put_map(&map, len)),
         slow.rounds,
         slow.round,
     );
@@ -405,26 +345,24 @@ fn build(plan: &Plan, out: &mut Vec<AbResult>) {
                 },
             ),
         ),
-        (
-            "Builder::put",
-            batched(
-                || {
-                    ArenaBuilder::new()
-                        .capacity(2 * len as u64 + MIB as u64)
-                        .create()
-                        .expect("create")
-                },
-                |mut b| {
-                    b.put("map", &map).expect("put");
-                    b
-                },
-            ),
-        ),
+        ("Builder::put", put_map(&map, len)),
         slow.rounds,
         slow.round,
     );
     r.per_iter = Some((len as u64, "bytes"));
     out.push(r);
+}
+
+/// `Builder::put` of `map` (`len` bytes archived) into a fresh memfd builder, made outside the
+/// timing; the builder is dropped outside it too.
+fn put_map(map: &Map, len: usize) -> Routine<'_> {
+    batched(
+        move || builder_for_archive(len),
+        |mut b| {
+            b.put("map", map).expect("put");
+            b
+        },
+    )
 }
 
 fn pool(plan: &Plan, out: &mut Vec<AbResult>) {

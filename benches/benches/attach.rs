@@ -7,31 +7,10 @@ use std::fs::File;
 use std::hint::black_box;
 use std::os::fd::{AsFd, AsRawFd};
 use std::path::PathBuf;
-use std::time::Duration;
 
 use criterion::{BenchmarkId, Criterion};
 use shmarena::{Arena, ArenaBuilder};
-use shmarena_bench::{attach_sizes, size_label, unique_name, TempDir};
-
-/// Builds an arena of about `size` bytes: one `u64` slice named `data` holding 1, 2, 3, …
-fn build(builder: ArenaBuilder, size: usize) -> Arena {
-    let count = (size - 64 * 1024) / 8;
-    let mut b = builder
-        .capacity(size as u64)
-        .create()
-        .expect("create the arena");
-    b.put_slice_with::<u64>("data", count, |d| {
-        for (i, x) in d.iter_mut().enumerate() {
-            *x = i as u64 + 1;
-        }
-    })
-    .expect("fill the arena");
-    b.seal().expect("seal the arena")
-}
-
-fn first_value(arena: &Arena) -> u64 {
-    arena.slice::<u64>("data").expect("read data")[0]
-}
+use shmarena_bench::{attach_sizes, first_value, pod_arena, size_label, unique_name, TempDir};
 
 fn open_shm_ro(name: &str) -> File {
     let fd = rustix::shm::open(name, rustix::shm::OFlags::RDONLY, rustix::fs::Mode::empty())
@@ -47,7 +26,7 @@ fn attach(c: &mut Criterion) {
         // Sealed memfd, built by this process: reached through /proc/self/fd/N (as another
         // process of the user would, with its pid) or from a descriptor (as a forked or spawned
         // child that inherited it would).
-        let arena = build(ArenaBuilder::new(), size);
+        let arena = pod_arena(ArenaBuilder::new(), size);
         assert!(arena.is_kernel_sealed());
         let pid = std::process::id();
         let fd = arena.as_fd().as_raw_fd();
@@ -59,7 +38,7 @@ fn attach(c: &mut Criterion) {
             |b, p| {
                 b.iter(|| {
                     let f = File::open(p).expect("open");
-                    black_box(shmarena::baseline::map_and_touch(&f).expect("map"))
+                    black_box(shmarena_bench::baseline::map_and_touch(&f).expect("map"))
                 })
             },
         );
@@ -77,7 +56,7 @@ fn attach(c: &mut Criterion) {
             |b, a| {
                 b.iter(|| {
                     let f = File::from(a.as_fd().try_clone_to_owned().expect("dup"));
-                    black_box(shmarena::baseline::map_and_touch(&f).expect("map"))
+                    black_box(shmarena_bench::baseline::map_and_touch(&f).expect("map"))
                 })
             },
         );
@@ -96,14 +75,16 @@ fn attach(c: &mut Criterion) {
 
         // Named segment in /dev/shm.
         let name = unique_name("attach");
-        let arena = build(ArenaBuilder::new().named(&name), size);
+        let arena = pod_arena(ArenaBuilder::new().named(&name), size);
         let mut g = c.benchmark_group("attach/named");
         g.bench_with_input(
             BenchmarkId::new("baseline: shm_open+mmap+touch", &label),
             &name,
             |b, n| {
                 b.iter(|| {
-                    black_box(shmarena::baseline::map_and_touch(&open_shm_ro(n)).expect("map"))
+                    black_box(
+                        shmarena_bench::baseline::map_and_touch(&open_shm_ro(n)).expect("map"),
+                    )
                 })
             },
         );
@@ -117,7 +98,7 @@ fn attach(c: &mut Criterion) {
 
         // File (in the temporary directory; its pages stay in the page cache).
         let path = dir.path().join(format!("attach-{label}.arena"));
-        let arena = build(ArenaBuilder::new().file(&path), size);
+        let arena = pod_arena(ArenaBuilder::new().file(&path), size);
         let mut g = c.benchmark_group("attach/file");
         g.bench_with_input(
             BenchmarkId::new("baseline: open+mmap+touch", &label),
@@ -125,7 +106,7 @@ fn attach(c: &mut Criterion) {
             |b, p| {
                 b.iter(|| {
                     let f = File::open(p).expect("open");
-                    black_box(shmarena::baseline::map_and_touch(&f).expect("map"))
+                    black_box(shmarena_bench::baseline::map_and_touch(&f).expect("map"))
                 })
             },
         );
@@ -140,15 +121,4 @@ fn attach(c: &mut Criterion) {
     }
 }
 
-fn config() -> Criterion {
-    Criterion::default()
-        .warm_up_time(Duration::from_millis(500))
-        .measurement_time(Duration::from_secs(2))
-        .configure_from_args()
-}
-
-fn main() {
-    let mut c = config();
-    attach(&mut c);
-    c.final_summary();
-}
+shmarena_bench::bench_main!(2; attach);

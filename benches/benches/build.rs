@@ -10,22 +10,16 @@
 
 use std::collections::HashMap;
 use std::hint::black_box;
-use std::time::Duration;
 
 use criterion::{BatchSize, BenchmarkId, Criterion, Throughput};
 use shmarena::rkyv::{self, rancor};
 use shmarena::ArenaBuilder;
-use shmarena_bench::{big, make_map, size_label, test_mode, GIB, MIB};
+use shmarena_bench::{
+    archive_entries, build_sizes, builder_for_archive, make_map, pod_builder, size_label, MIB,
+};
 
 fn pod(c: &mut Criterion) {
-    let mut sizes = if test_mode() {
-        vec![MIB]
-    } else {
-        vec![MIB, 64 * MIB]
-    };
-    if big() {
-        sizes.push(GIB);
-    }
+    let sizes = build_sizes();
     for size in sizes {
         let data: Vec<u64> = (0..(size / 8) as u64).collect();
         let bytes: &[u8] = shmarena::bytemuck::cast_slice(&data);
@@ -41,7 +35,9 @@ fn pod(c: &mut Criterion) {
             |b, bytes| {
                 b.iter_batched(
                     || (),
-                    |()| shmarena::baseline::copy_into_fresh_segment(bytes).expect("baseline"),
+                    |()| {
+                        shmarena_bench::baseline::copy_into_fresh_segment(bytes).expect("baseline")
+                    },
                     BatchSize::PerIteration,
                 )
             },
@@ -72,20 +68,7 @@ fn pod(c: &mut Criterion) {
         g.bench_with_input(
             BenchmarkId::new("create+put_slice", &label),
             &data,
-            |b, data| {
-                b.iter_batched(
-                    || (),
-                    |()| {
-                        let mut builder = ArenaBuilder::new()
-                            .capacity(size as u64 + 64 * 1024)
-                            .create()
-                            .expect("create");
-                        builder.put_slice("data", data).expect("put_slice");
-                        builder
-                    },
-                    BatchSize::PerIteration,
-                )
-            },
+            |b, data| b.iter_batched(|| (), |()| pod_builder(data), BatchSize::PerIteration),
         );
         g.bench_with_input(
             BenchmarkId::new("create+put_slice+seal", &label),
@@ -93,14 +76,7 @@ fn pod(c: &mut Criterion) {
             |b, data| {
                 b.iter_batched(
                     || (),
-                    |()| {
-                        let mut builder = ArenaBuilder::new()
-                            .capacity(size as u64 + 64 * 1024)
-                            .create()
-                            .expect("create");
-                        builder.put_slice("data", data).expect("put_slice");
-                        builder.seal().expect("seal")
-                    },
+                    |()| pod_builder(data).seal().expect("seal"),
                     BatchSize::PerIteration,
                 )
             },
@@ -110,13 +86,7 @@ fn pod(c: &mut Criterion) {
 }
 
 fn rkyv_entry(c: &mut Criterion) {
-    let n = if test_mode() {
-        1_000
-    } else if big() {
-        1_000_000
-    } else {
-        100_000
-    };
+    let n = archive_entries();
     let map = make_map(n);
     let archived_len = rkyv::to_bytes::<rancor::Error>(&map)
         .expect("to_bytes")
@@ -160,12 +130,7 @@ fn rkyv_entry(c: &mut Criterion) {
         &map,
         |b, map| {
             b.iter_batched(
-                || {
-                    ArenaBuilder::new()
-                        .capacity(2 * archived_len as u64 + MIB as u64)
-                        .create()
-                        .expect("create")
-                },
+                || builder_for_archive(archived_len),
                 |mut builder| {
                     builder.put("map", map).expect("put");
                     builder
@@ -177,16 +142,4 @@ fn rkyv_entry(c: &mut Criterion) {
     g.finish();
 }
 
-fn config() -> Criterion {
-    Criterion::default()
-        .warm_up_time(Duration::from_millis(500))
-        .measurement_time(Duration::from_secs(3))
-        .configure_from_args()
-}
-
-fn main() {
-    let mut c = config();
-    pod(&mut c);
-    rkyv_entry(&mut c);
-    c.final_summary();
-}
+shmarena_bench::bench_main!(3; pod, rkyv_entry);

@@ -10,7 +10,6 @@
 //! This file holds the only `unsafe` outside crates/shmarena: mmap-sync's `read` is an
 //! `unsafe fn`, so measuring the peer means calling it. shmarena's side is all safe code.
 
-use std::collections::HashMap;
 use std::ffi::OsString;
 use std::hint::black_box;
 use std::time::Duration;
@@ -18,9 +17,7 @@ use std::time::Duration;
 use criterion::{BenchmarkId, Criterion};
 use mmap_sync::synchronizer::Synchronizer;
 use shmarena::{ArenaBuilder, Handle};
-use shmarena_bench::{big, lookup_keys, make_map, test_mode, unique_name, MIB};
-
-type Map = HashMap<String, u32>;
+use shmarena_bench::{archive_entries, lookup_keys, make_map, map_arena, unique_name, Map};
 
 /// The three files mmap-sync makes for a path prefix; removed on drop.
 struct PeerFiles(OsString);
@@ -36,13 +33,7 @@ impl Drop for PeerFiles {
 }
 
 fn peer(c: &mut Criterion) {
-    let n = if test_mode() {
-        1_000
-    } else if big() {
-        1_000_000
-    } else {
-        100_000
-    };
+    let n = archive_entries();
     let map = make_map(n);
     let keys = lookup_keys(n, 1024);
     let label = format!("{n} entries");
@@ -57,21 +48,10 @@ fn peer(c: &mut Criterion) {
     let mut reader = Synchronizer::new(&prefix);
 
     // shmarena, the same map in a sealed memfd and in a named segment.
-    let mut b = ArenaBuilder::new()
-        .capacity(64 * MIB as u64)
-        .create()
-        .expect("create");
-    b.put("map", &map).expect("put");
-    let memfd = b.seal().expect("seal");
+    let memfd = map_arena(ArenaBuilder::new(), &map);
     let memfd_handle: Handle<Map> = memfd.handle("map").expect("handle");
     let name = unique_name("peer");
-    let mut b = ArenaBuilder::new()
-        .named(&name)
-        .capacity(64 * MIB as u64)
-        .create()
-        .expect("create");
-    b.put("map", &map).expect("put");
-    let named = b.seal().expect("seal");
+    let named = map_arena(ArenaBuilder::new().named(&name), &map);
     let named_handle: Handle<Map> = named.handle("map").expect("handle");
 
     let mut g = c.benchmark_group("peer/resolve+get");
@@ -142,15 +122,4 @@ fn peer(c: &mut Criterion) {
     drop((memfd, named));
 }
 
-fn config() -> Criterion {
-    Criterion::default()
-        .warm_up_time(Duration::from_millis(500))
-        .measurement_time(Duration::from_secs(2))
-        .configure_from_args()
-}
-
-fn main() {
-    let mut c = config();
-    peer(&mut c);
-    c.final_summary();
-}
+shmarena_bench::bench_main!(2; peer);

@@ -154,17 +154,10 @@ fn tiny_tasks(c: &mut Criterion) {
     g.finish();
 }
 
-fn config() -> Criterion {
-    Criterion::default()
-        .warm_up_time(Duration::from_millis(500))
-        .measurement_time(Duration::from_secs(2))
-        .configure_from_args()
-}
-
 fn main() {
     shmarena_pool::serve_worker_if_child(&[&ECHO, &ADD_ONE]);
     echo::serve_if_child();
-    let mut c = config();
+    let mut c = shmarena_bench::criterion_config(Duration::from_secs(2));
     round_trip(&mut c);
     tiny_tasks(&mut c);
     c.final_summary();

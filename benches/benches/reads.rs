@@ -5,11 +5,10 @@
 //!   `std::collections::HashMap` (target ≤ 1.2× the time).
 
 use std::hint::black_box;
-use std::time::Duration;
 
 use criterion::{BenchmarkId, Criterion, Throughput};
 use shmarena::ArenaBuilder;
-use shmarena_bench::{lookup_keys, make_map, map_entries, size_label, test_mode, MIB};
+use shmarena_bench::{lookup_keys, make_map, map_arena, map_entries, size_label, test_mode, MIB};
 
 const LOOKUPS: usize = 1000;
 
@@ -51,12 +50,7 @@ fn map_get(c: &mut Criterion) {
     let n = map_entries();
     let map = make_map(n);
     let keys = lookup_keys(n, LOOKUPS);
-    let mut b = ArenaBuilder::new()
-        .capacity(64 * MIB as u64)
-        .create()
-        .expect("create");
-    b.put("map", &map).expect("put");
-    let arena = b.seal().expect("seal");
+    let arena = map_arena(ArenaBuilder::new(), &map);
     let archived = arena
         .get::<std::collections::HashMap<String, u32>>("map")
         .expect("get");
@@ -92,16 +86,4 @@ fn map_get(c: &mut Criterion) {
     g.finish();
 }
 
-fn config() -> Criterion {
-    Criterion::default()
-        .warm_up_time(Duration::from_millis(500))
-        .measurement_time(Duration::from_secs(2))
-        .configure_from_args()
-}
-
-fn main() {
-    let mut c = config();
-    scan(&mut c);
-    map_get(&mut c);
-    c.final_summary();
-}
+shmarena_bench::bench_main!(2; scan, map_get);

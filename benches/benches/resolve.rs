@@ -4,16 +4,12 @@
 //!
 //! Issue 6 target: ≤ 100 ns.
 
-use std::collections::HashMap;
 use std::hint::black_box;
 use std::sync::Arc;
-use std::time::Duration;
 
 use criterion::Criterion;
 use shmarena::{Arena, ArenaBuilder, Handle, SliceHandle};
-use shmarena_bench::unique_name;
-
-type Map = HashMap<String, u32>;
+use shmarena_bench::{unique_name, Map};
 
 fn build(builder: ArenaBuilder) -> Arena {
     let map: Map = (0..1000).map(|i| (format!("k{i}"), i)).collect();
@@ -56,15 +52,4 @@ fn resolve(c: &mut Criterion) {
     drop(named);
 }
 
-fn config() -> Criterion {
-    Criterion::default()
-        .warm_up_time(Duration::from_millis(500))
-        .measurement_time(Duration::from_secs(2))
-        .configure_from_args()
-}
-
-fn main() {
-    let mut c = config();
-    resolve(&mut c);
-    c.final_summary();
-}
+shmarena_bench::bench_main!(2; resolve);

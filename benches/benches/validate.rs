@@ -3,41 +3,25 @@
 //! the sealed-memfd path that skips it. The throughput column is the entry's bytes over the
 //! whole time, so it is a lower bound on bytecheck's own speed.
 
-use std::collections::HashMap;
 use std::os::fd::AsFd;
-use std::time::Duration;
 
 use criterion::{BenchmarkId, Criterion, Throughput};
 use shmarena::{Arena, ArenaBuilder, OpenOptions};
-use shmarena_bench::{big, make_map, test_mode, unique_name, TempDir, MIB};
-
-type Map = HashMap<String, u32>;
-
-fn build(builder: ArenaBuilder, map: &Map) -> Arena {
-    let mut b = builder.capacity(64 * MIB as u64).create().expect("create");
-    b.put("map", map).expect("put");
-    b.seal().expect("seal")
-}
+use shmarena_bench::{archive_entries, make_map, map_arena, unique_name, Map, TempDir};
 
 fn read(arena: &Arena) -> usize {
     arena.get::<Map>("map").expect("get").len()
 }
 
 fn validate(c: &mut Criterion) {
-    let n = if test_mode() {
-        1_000
-    } else if big() {
-        1_000_000
-    } else {
-        100_000
-    };
+    let n = archive_entries();
     let map = make_map(n);
     let dir = TempDir::new().expect("temporary directory");
-    let memfd = build(ArenaBuilder::new(), &map);
+    let memfd = map_arena(ArenaBuilder::new(), &map);
     let name = unique_name("validate");
-    let named = build(ArenaBuilder::new().named(&name), &map);
+    let named = map_arena(ArenaBuilder::new().named(&name), &map);
     let path = dir.path().join("validate.arena");
-    let file = build(ArenaBuilder::new().file(&path), &map);
+    let file = map_arena(ArenaBuilder::new().file(&path), &map);
     let entry_len = memfd.layout().entries[0].len;
     let label = format!("{n} entries");
 
@@ -85,15 +69,4 @@ fn validate(c: &mut Criterion) {
     drop((memfd, named, file));
 }
 
-fn config() -> Criterion {
-    Criterion::default()
-        .warm_up_time(Duration::from_millis(500))
-        .measurement_time(Duration::from_secs(3))
-        .configure_from_args()
-}
-
-fn main() {
-    let mut c = config();
-    validate(&mut c);
-    c.final_summary();
-}
+shmarena_bench::bench_main!(3; validate);

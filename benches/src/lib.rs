@@ -1,5 +1,6 @@
-//! Shared pieces of the shmarena benchmarks: sizes chosen from the environment, unique segment
-//! names, deterministic data, and clean-up of what a benchmark made.
+//! Shared pieces of the shmarena benchmarks: the one Criterion setup ([`criterion_config`],
+//! [`bench_main!`]), the raw floors they compare with ([`baseline`]), sizes chosen from the
+//! environment, unique segment names, deterministic data, and clean-up of what a benchmark made.
 //!
 //! Every benchmark pairs what it measures with a baseline measured in the same run; the
 //! `bench-report` binary turns criterion's JSON into the tables of docs/BENCHMARKS.md.
@@ -14,10 +15,42 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use criterion::Criterion;
+use shmarena::{Arena, ArenaBuilder, Builder};
 
 pub mod ab;
+pub mod baseline;
 pub mod echo;
 pub mod report;
+
+/// The Criterion setup of every benchmark: half a second of warm-up, `measurement` of
+/// measurement per benchmark, then the command line (`--test`, filters, `--save-baseline`…).
+pub fn criterion_config(measurement: Duration) -> Criterion {
+    Criterion::default()
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(measurement)
+        .configure_from_args()
+}
+
+/// The `main` of a benchmark file: runs each group function (`fn(&mut Criterion)`) with
+/// [`criterion_config`] and `measurement_secs` seconds of measurement, then prints Criterion's
+/// summary.
+///
+/// ```ignore
+/// shmarena_bench::bench_main!(2; attach);
+/// ```
+#[macro_export]
+macro_rules! bench_main {
+    ($measurement_secs:expr; $($group:path),+ $(,)?) => {
+        fn main() {
+            let mut c = $crate::criterion_config(::std::time::Duration::from_secs($measurement_secs));
+            $($group(&mut c);)+
+            c.final_summary();
+        }
+    };
+}
 
 /// One MiB.
 pub const MIB: usize = 1 << 20;
@@ -52,6 +85,32 @@ pub fn attach_sizes() -> Vec<usize> {
         sizes.push(4 * GIB);
     }
     sizes
+}
+
+/// Sizes of the POD entries the build benchmarks write: 1 MiB and 64 MiB, plus 1 GiB with
+/// `SHMARENA_BENCH_BIG=1`; 1 MiB alone in test mode.
+pub fn build_sizes() -> Vec<usize> {
+    let mut sizes = if test_mode() {
+        vec![MIB]
+    } else {
+        vec![MIB, 64 * MIB]
+    };
+    if big() {
+        sizes.push(GIB);
+    }
+    sizes
+}
+
+/// Entries of the maps that the build, validate and peer benchmarks archive: 100K by default,
+/// 1M with `SHMARENA_BENCH_BIG=1`, 1K in test mode.
+pub fn archive_entries() -> usize {
+    if test_mode() {
+        1_000
+    } else if big() {
+        1_000_000
+    } else {
+        100_000
+    }
 }
 
 /// Entries of the `HashMap<String, u32>` used by the map benchmarks: 1M by default (the size
@@ -143,8 +202,11 @@ pub fn key(i: usize) -> String {
     s
 }
 
-/// A `HashMap<String, u32>` of `n` entries: `key(i) -> i`.
-pub fn make_map(n: usize) -> HashMap<String, u32> {
+/// The map the benchmarks archive and read.
+pub type Map = HashMap<String, u32>;
+
+/// A [`Map`] of `n` entries: `key(i) -> i`.
+pub fn make_map(n: usize) -> Map {
     (0..n).map(|i| (key(i), i as u32)).collect()
 }
 
@@ -154,4 +216,51 @@ pub fn lookup_keys(n: usize, count: usize) -> Vec<String> {
     (0..count)
         .map(|_| key((rng.next_u64() % n as u64) as usize))
         .collect()
+}
+
+/// A sealed arena of up to 64 MiB, created with `options` (a backing), holding `map` as its
+/// entry `"map"`.
+pub fn map_arena(options: ArenaBuilder, map: &Map) -> Arena {
+    let mut b = options.capacity(64 * MIB as u64).create().expect("create");
+    b.put("map", map).expect("put");
+    b.seal().expect("seal")
+}
+
+/// A sealed arena of `size` bytes (at least 64 KiB), created with `options` (a backing): one
+/// `u64` slice named `"data"` holding 1, 2, 3, … that fills it but for 64 KiB.
+pub fn pod_arena(options: ArenaBuilder, size: usize) -> Arena {
+    let count = (size - 64 * 1024) / 8;
+    let mut b = options.capacity(size as u64).create().expect("create");
+    b.put_slice_with::<u64>("data", count, |d| {
+        for (i, x) in d.iter_mut().enumerate() {
+            *x = i as u64 + 1;
+        }
+    })
+    .expect("fill");
+    b.seal().expect("seal")
+}
+
+/// The first value of a [`pod_arena`]'s `"data"`: what the attach benchmarks read.
+pub fn first_value(arena: &Arena) -> u64 {
+    arena.slice::<u64>("data").expect("data")[0]
+}
+
+/// A new, empty memfd builder with room to archive a value of `archived_len` bytes (twice that
+/// plus 1 MiB): what the rkyv build benchmarks `put` into.
+pub fn builder_for_archive(archived_len: usize) -> Builder {
+    ArenaBuilder::new()
+        .capacity(2 * archived_len as u64 + MIB as u64)
+        .create()
+        .expect("create")
+}
+
+/// A new memfd builder with room for `data` (plus 64 KiB), holding `data` as its POD entry
+/// `"data"`, not sealed: what the build benchmarks time, with or without the `seal`.
+pub fn pod_builder(data: &[u64]) -> Builder {
+    let mut b = ArenaBuilder::new()
+        .capacity(std::mem::size_of_val(data) as u64 + 64 * 1024)
+        .create()
+        .expect("create");
+    b.put_slice("data", data).expect("put_slice");
+    b
 }

@@ -21,6 +21,8 @@ use shmarena::format::{
 };
 use shmarena::{Arena, ArenaBuilder};
 
+mod reads;
+
 /// Runs every check on `data` (the fuzz target's body).
 ///
 /// The file step costs system calls, so it runs for every input whose (checksum-fixed) bytes
@@ -167,20 +169,8 @@ pub fn check_file(data: &[u8], path: &Path) {
     }
 }
 
-/// A `[T]` read: folds every element's bytes so the whole slice is touched.
-fn touch_pod<T: shmarena::bytemuck::Pod>(arena: &Arena, name: &str) {
-    match arena.slice::<T>(name) {
-        Ok(s) => {
-            let bytes: &[u8] = shmarena::bytemuck::cast_slice(&s);
-            black_box(bytes.iter().fold(0u8, |a, b| a ^ b));
-        }
-        Err(e) => {
-            black_box(e.to_string());
-        }
-    }
-}
-
-/// Attempts every read this crate knows on every entry of `arena`.
+/// Attempts every read this crate knows on every entry of `arena` ([`reads::read_entry`],
+/// without hash lookups), touching every value and formatting every error.
 pub fn read_everything(arena: &Arena) {
     if let Err(e) = arena.verify() {
         black_box(e.to_string());
@@ -192,98 +182,11 @@ pub fn read_everything(arena: &Arena) {
         .map(|e| e.name.clone())
         .collect();
     for name in &names {
-        let name = name.as_str();
-        match arena.bytes(name) {
-            Ok(b) => {
-                black_box(b.iter().fold(0u8, |a, b| a ^ b));
-            }
-            Err(e) => {
+        reads::read_entry(arena, name, false, &mut |r| {
+            if let Err(e) = r {
                 black_box(e.to_string());
             }
-        }
-        touch_pod::<u8>(arena, name);
-        touch_pod::<u16>(arena, name);
-        touch_pod::<u32>(arena, name);
-        touch_pod::<u64>(arena, name);
-        touch_pod::<i32>(arena, name);
-        touch_pod::<i64>(arena, name);
-        touch_pod::<f32>(arena, name);
-        touch_pod::<f64>(arena, name);
-        touch_pod::<[f32; 3]>(arena, name);
-        match arena.get::<Vec<String>>(name) {
-            Ok(v) => {
-                black_box(v.iter().map(|s| s.as_str().len()).sum::<usize>());
-            }
-            Err(e) => {
-                black_box(e.to_string());
-            }
-        }
-        // Hash lookups (`get`, `contains_key`) are left out: on a crafted table that rkyv
-        // 0.8.18 validates they can probe forever (a known upstream limitation this target
-        // found; see crates/shmarena/tests/corruption.rs, validated_hash_map_lookups_terminate).
-        // Iteration is bounded by the validated length and stays in.
-        match arena.get::<HashMap<String, u32>>(name) {
-            Ok(m) => {
-                let mut n = 0u64;
-                for (k, v) in m.iter() {
-                    n = n.wrapping_add(u64::from(v.to_native()));
-                    black_box(k.as_str());
-                }
-                black_box(n);
-            }
-            Err(e) => {
-                black_box(e.to_string());
-            }
-        }
-        match arena.get::<HashMap<String, Vec<String>>>(name) {
-            Ok(m) => {
-                for (k, v) in m.iter() {
-                    black_box((k.as_str(), v.iter().map(|s| s.len()).sum::<usize>()));
-                }
-            }
-            Err(e) => {
-                black_box(e.to_string());
-            }
-        }
-        match arena.get::<BTreeMap<u32, String>>(name) {
-            Ok(m) => {
-                for (k, v) in m.iter() {
-                    black_box((k.to_native(), v.as_str()));
-                }
-                black_box(m.get(&7u32.into()));
-            }
-            Err(e) => {
-                black_box(e.to_string());
-            }
-        }
-        match arena.get::<String>(name) {
-            Ok(s) => {
-                black_box(s.as_str());
-            }
-            Err(e) => {
-                black_box(e.to_string());
-            }
-        }
-        match arena.get::<Vec<u32>>(name) {
-            Ok(v) => {
-                black_box(
-                    v.iter()
-                        .map(|x| x.to_native())
-                        .fold(0u32, u32::wrapping_add),
-                );
-            }
-            Err(e) => {
-                black_box(e.to_string());
-            }
-        }
-        match arena.get::<Option<(u64, f64)>>(name) {
-            Ok(v) => {
-                black_box(v.as_ref().map(|t| (t.0.to_native(), t.1.to_native())));
-            }
-            Err(e) => {
-                black_box(e.to_string());
-            }
-        }
+        });
     }
 }
 

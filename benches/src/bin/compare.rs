@@ -22,42 +22,21 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use shmarena::metrics::ProcessMemory;
 use shmarena::{ArenaBuilder, Handle, SliceHandle};
 use shmarena_pool::{Job, Mode, Pool};
 
+// The classify example's dataset, memory figures and worker messages, shared rather than copied.
 #[allow(dead_code)]
 #[path = "../../../crates/shmarena/examples/classify/data.rs"]
 mod data;
+#[path = "../../../crates/shmarena/examples/classify/metrics.rs"]
+mod metrics;
+#[path = "../../../crates/shmarena/examples/classify/tasks.rs"]
+mod tasks;
 
 use data::{Classifier, DIMS, LABELS};
-
-/// (a), (b), (d): rows, plus handles that name the shared classifier.
-#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
-struct Task {
-    lexicon: Handle<Classifier>,
-    centroids: SliceHandle<f32>,
-    rows: Vec<String>,
-}
-
-/// (c): rows, plus the whole classifier as bytes.
-#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
-struct FatTask {
-    classifier: Vec<u8>,
-    centroids: Vec<f32>,
-    rows: Vec<String>,
-}
-
-/// What a worker sends back for a chunk.
-#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Default)]
-struct Counts {
-    pid: u32,
-    /// Nanoseconds of this worker's attach or setup, on its first chunk only.
-    setup_ns: u64,
-    rows: u32,
-    /// Sum of the labels, to check that every variant computes the same thing.
-    label_sum: u64,
-}
+use metrics::ProcessMemory;
+use tasks::{Counts, FatTask, Task};
 
 static SHARED: Job<Task, Counts> = Job::new("compare_shared", shared_task);
 static FAT: Job<FatTask, Counts> = Job::new("compare_fat", fat_task);
@@ -71,7 +50,7 @@ fn count<F: Fn(&str) -> Option<(u16, f32)>>(rows: &[String], lookup: F, cents: &
         ..Counts::default()
     };
     for row in rows {
-        out.label_sum += u64::from(data::classify_text(data::text_of(row), &lookup, cents));
+        out.labels[usize::from(data::classify_text(data::text_of(row), &lookup, cents))] += 1;
     }
     out.rows = rows.len() as u32;
     out
@@ -310,13 +289,32 @@ fn run_variant(v: Variant, p: Params) -> Result<Run> {
     };
     let mut add = |c: Counts, run: &mut Run| {
         run.rows += u64::from(c.rows);
-        run.label_sum += c.label_sum;
+        // The sum of the labels, to check that every variant computes the same thing.
+        run.label_sum += (0u64..)
+            .zip(c.labels)
+            .map(|(label, n)| label * u64::from(n))
+            .sum::<u64>();
         if c.setup_ns > 0 {
             setups
                 .entry(c.pid)
                 .or_insert(Duration::from_nanos(c.setup_ns));
         }
     };
+    // Takes a call's results as they come in, sampling memory, and times the call from `t`
+    // (a macro: the calls' iterator types differ by job).
+    macro_rules! drain {
+        ($results:expr, $t:expr) => {{
+            let mut results = $results;
+            let mut n = 0;
+            while let Some(r) = results.next() {
+                add(r?, &mut run);
+                n += 1;
+                sample(results.worker_pids(), n);
+            }
+            drop(results);
+            run.wall = $t.elapsed();
+        }};
+    }
     match v {
         Variant::A | Variant::B | Variant::D => {
             let mut b = ArenaBuilder::new().capacity(64 << 20).create()?;
@@ -339,15 +337,7 @@ fn run_variant(v: Variant, p: Params) -> Result<Run> {
                 centroids,
                 rows,
             });
-            let mut results = pool.imap_unordered(job, tasks)?;
-            let mut n = 0;
-            while let Some(r) = results.next() {
-                add(r?, &mut run);
-                n += 1;
-                sample(results.worker_pids(), n);
-            }
-            drop(results);
-            run.wall = t.elapsed();
+            drain!(pool.imap_unordered(job, tasks)?, t);
         }
         Variant::C => {
             let bytes = rkyv::to_bytes::<rkyv::rancor::Error>(&classifier)?.to_vec();
@@ -364,15 +354,7 @@ fn run_variant(v: Variant, p: Params) -> Result<Run> {
                     centroids: cents.clone(),
                     rows,
                 });
-            let mut results = pool.imap_unordered(&FAT, tasks)?;
-            let mut n = 0;
-            while let Some(r) = results.next() {
-                add(r?, &mut run);
-                n += 1;
-                sample(results.worker_pids(), n);
-            }
-            drop(results);
-            run.wall = t.elapsed();
+            drain!(pool.imap_unordered(&FAT, tasks)?, t);
         }
         Variant::E => {
             run.dataset = 0;
@@ -384,15 +366,10 @@ fn run_variant(v: Variant, p: Params) -> Result<Run> {
             let lex = &classifier.lexicon;
             let cents = &cents;
             let job = move |rows: Vec<String>| count(&rows, |w: &str| lex.get(w).copied(), cents);
-            let mut results = pool.imap_unordered(job, batches(p.rows, p.words, p.chunk))?;
-            let mut n = 0;
-            while let Some(r) = results.next() {
-                add(r?, &mut run);
-                n += 1;
-                sample(results.worker_pids(), n);
-            }
-            drop(results);
-            run.wall = t.elapsed();
+            drain!(
+                pool.imap_unordered(job, batches(p.rows, p.words, p.chunk))?,
+                t
+            );
         }
     }
     let mut setup: Vec<_> = setups.into_values().collect();

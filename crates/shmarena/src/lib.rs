@@ -86,14 +86,12 @@ compile_error!("shmarena supports Linux only for now (memfd, /dev/shm and /proc)
 
 mod arena;
 mod attach;
-pub mod baseline;
 mod builder;
 mod error;
 pub mod format;
 pub mod handle;
 pub mod inspect;
 mod locator;
-pub mod metrics;
 mod view;
 
 #[cfg_attr(target_os = "linux", path = "os/linux.rs")]

@@ -11,6 +11,9 @@
 //!   bad names, unknown kinds, lying headers, and entries relabelled as other types.
 
 mod common;
+// The typed reads the fuzz target makes, shared rather than copied.
+#[path = "../../../fuzz/src/reads.rs"]
+mod reads;
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::OpenOptions;
@@ -180,12 +183,9 @@ struct Reads {
 }
 
 impl Reads {
-    fn note<T>(&mut self, what: &str, r: shmarena::Result<T>, touch: impl FnOnce(&T)) {
+    fn note(&mut self, what: &str, r: shmarena::Result<()>) {
         match r {
-            Ok(v) => {
-                touch(&v);
-                self.ok += 1;
-            }
+            Ok(()) => self.ok += 1,
             Err(Error::TypeMismatch { .. }) => self.mismatched += 1,
             Err(Error::Corrupted { .. }) => self.refused += 1,
             Err(e) => panic!("{what}: a typed read failed with an unexpected error: {e}"),
@@ -193,14 +193,8 @@ impl Reads {
     }
 }
 
-fn touch_pod<T: bytemuck::Pod>(reads: &mut Reads, arena: &Arena, name: &str) {
-    reads.note(name, arena.slice::<T>(name), |s| {
-        let bytes: &[u8] = bytemuck::cast_slice(s);
-        black_box(bytes.iter().fold(0u8, |a, b| a ^ b));
-    });
-}
-
-/// Attempts every typed read on every entry, touching every value a read returns.
+/// Attempts every typed read on every entry, touching every value a read returns: the reads
+/// the fuzz target makes (with hash lookups), plus this suite's own types.
 fn read_everything(arena: &Arena) -> Reads {
     let mut r = Reads::default();
     if let Err(e) = arena.verify() {
@@ -214,62 +208,26 @@ fn read_everything(arena: &Arena) -> Reads {
         .collect();
     for name in &names {
         let n = name.as_str();
-        r.note(n, arena.bytes(n), |b| {
-            black_box(b.iter().fold(0u8, |a, b| a ^ b));
-        });
-        touch_pod::<u8>(&mut r, arena, n);
-        touch_pod::<u16>(&mut r, arena, n);
-        touch_pod::<u32>(&mut r, arena, n);
-        touch_pod::<u64>(&mut r, arena, n);
-        touch_pod::<i64>(&mut r, arena, n);
-        touch_pod::<f32>(&mut r, arena, n);
-        touch_pod::<f64>(&mut r, arena, n);
-        touch_pod::<[f32; 3]>(&mut r, arena, n);
-        touch_pod::<Pixel>(&mut r, arena, n);
-        r.note(n, arena.get::<Lexicon>(n), |m| {
-            for (k, v) in m.iter() {
-                black_box((m.get(k.as_str()), v.to_native()));
-            }
-            black_box(m.get("absent"));
-        });
-        r.note(n, arena.get::<Index>(n), |m| {
-            for (k, v) in m.iter() {
-                black_box((
-                    m.contains_key(k.as_str()),
-                    v.iter().map(|s| s.len()).sum::<usize>(),
-                ));
-            }
-        });
-        r.note(n, arena.get::<Vec<String>>(n), |v| {
-            black_box(v.iter().map(|s| s.as_str().len()).sum::<usize>());
-        });
-        r.note(n, arena.get::<String>(n), |s| {
-            black_box(s.as_str());
-        });
-        r.note(n, arena.get::<Record>(n), |c| {
-            black_box((c.id.to_native(), c.name.as_str(), c.score.to_native()));
-            black_box(c.tags.iter().map(|t| t.len()).sum::<usize>());
-            black_box(
-                c.parent
-                    .as_ref()
-                    .map(|p| (p.id.to_native(), p.label.as_str())),
-            );
-        });
-        r.note(n, arena.get::<Vec<Record>>(n), |v| {
-            black_box(v.iter().map(|c| c.name.len()).sum::<usize>());
-        });
-        r.note(n, arena.get::<BTreeMap<u32, String>>(n), |m| {
-            for (k, v) in m.iter() {
-                black_box((k.to_native(), v.as_str()));
-            }
-            black_box(m.get(&9u32.into()));
-        });
-        r.note(n, arena.get::<Option<(u64, f64)>>(n), |v| {
-            black_box(v.as_ref().map(|t| (t.0.to_native(), t.1.to_native())));
-        });
-        r.note(n, arena.get::<Vec<u32>>(n), |v| {
-            black_box(v.iter().map(|x| x.to_native()).fold(0, u32::wrapping_add));
-        });
+        reads::read_entry(arena, n, true, &mut |res| r.note(n, res));
+        r.note(n, reads::pod::<Pixel>(arena, n));
+        r.note(
+            n,
+            reads::touched(arena.get::<Record>(n), |c| {
+                black_box((c.id.to_native(), c.name.as_str(), c.score.to_native()));
+                black_box(c.tags.iter().map(|t| t.len()).sum::<usize>());
+                black_box(
+                    c.parent
+                        .as_ref()
+                        .map(|p| (p.id.to_native(), p.label.as_str())),
+                );
+            }),
+        );
+        r.note(
+            n,
+            reads::touched(arena.get::<Vec<Record>>(n), |v| {
+                black_box(v.iter().map(|c| c.name.len()).sum::<usize>());
+            }),
+        );
     }
     r
 }

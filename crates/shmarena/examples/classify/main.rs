@@ -6,6 +6,8 @@
 //! a 1M-word lexicon, a centroid matrix and 1M rows). `--help` lists the options.
 
 mod data;
+mod metrics;
+mod tasks;
 
 use std::collections::HashMap;
 use std::io::{BufRead, IsTerminal, Write};
@@ -13,11 +15,12 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use clap::{Parser, ValueEnum};
-use shmarena::metrics::ProcessMemory;
 use shmarena::{ArenaBuilder, Handle, SliceHandle};
 use shmarena_pool::{Job, Mode, Pool};
 
 use data::{Classifier, DIMS, LABELS, LABEL_NAMES};
+use metrics::ProcessMemory;
+use tasks::{Counts, FatTask, Task};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -59,33 +62,6 @@ enum Baseline {
     Serialize,
 }
 
-/// A task: a batch of rows, plus the handles that name the shared classifier.
-#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
-struct Task {
-    lexicon: Handle<Classifier>,
-    centroids: SliceHandle<f32>,
-    rows: Vec<String>,
-}
-
-/// A baseline task: the rows plus the whole classifier, archived, as bytes.
-#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
-struct FatTask {
-    classifier: Vec<u8>,
-    centroids: Vec<f32>,
-    rows: Vec<String>,
-}
-
-/// What a worker sends back for a batch.
-#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Default)]
-struct Counts {
-    pid: u32,
-    /// Nanoseconds the worker spent attaching the arena; set on its first batch only.
-    attach_ns: u64,
-    labels: [u32; LABELS],
-    rows: u32,
-    errors: u32,
-}
-
 static CLASSIFY: Job<Task, Counts> = Job::new("classify", classify_task);
 static CLASSIFY_SERIALIZED: Job<FatTask, Counts> =
     Job::new("classify_serialized", classify_fat_task);
@@ -108,7 +84,7 @@ fn classify_task(task: Task) -> Counts {
         }
     };
     if ATTACHED.set(()).is_ok() {
-        out.attach_ns = t.elapsed().as_nanos() as u64;
+        out.setup_ns = t.elapsed().as_nanos() as u64;
     }
     let lookup = |w: &str| {
         lexicon
@@ -345,8 +321,8 @@ impl Summary {
         self.rows += u64::from(c.rows);
         self.errors += u64::from(c.errors);
         self.batches += 1;
-        if c.attach_ns > 0 {
-            self.attach.insert(c.pid, Duration::from_nanos(c.attach_ns));
+        if c.setup_ns > 0 {
+            self.attach.insert(c.pid, Duration::from_nanos(c.setup_ns));
         }
     }
 
