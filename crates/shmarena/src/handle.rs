@@ -34,8 +34,8 @@ use parking_lot::RwLock;
 use rkyv::bytecheck::CheckBytes;
 use rkyv::{Archive, Portable};
 
+use crate::archive::ArenaValidator;
 use crate::arena::{Arena, ArenaId, Shared};
-use crate::builder::ArenaValidator;
 use crate::error::{Error, Result};
 use crate::format::Kind;
 use crate::locator::Locator;

@@ -83,27 +83,34 @@
 #[cfg(not(target_os = "linux"))]
 compile_error!("shmarena supports Linux only for now (memfd, /dev/shm and /proc)");
 
+mod archive;
 mod arena;
 pub mod baseline;
-mod builder;
 mod error;
 pub mod format;
 mod handle;
 pub mod inspect;
 mod locator;
 pub mod metrics;
+mod options;
 pub mod pool;
+mod segment;
 mod view;
+mod writer;
 
 #[cfg_attr(target_os = "linux", path = "os/linux.rs")]
 mod os;
 
+#[doc(hidden)]
+pub use archive::ArenaWriter;
+pub use archive::{ArenaSerializer, ArenaValidator};
 pub use arena::{Arena, ArenaId, OpenOptions};
-pub use builder::{ArenaBuilder, ArenaSerializer, ArenaValidator, ArenaWriter, Builder, SealError};
 pub use error::{Error, Result};
 pub use handle::{detach_all, Handle, RawHandle, SliceHandle, INHERITED_FDS_ENV};
 pub use locator::{validate_entry_name, validate_segment_name, Locator, MAX_SEGMENT_NAME};
+pub use options::ArenaBuilder;
 pub use view::{SliceView, View};
+pub use writer::{Builder, SealError};
 
 /// The README's example, compiled as a doctest so it cannot drift from the API.
 #[cfg(doctest)]
