@@ -58,7 +58,7 @@
 //!
 //! A [`Builder`] writes a header that says "building"; [`Builder::seal`] writes the table of
 //! contents, flips the header to "sealed" and makes the segment read-only. A reader refuses an
-//! arena that is not sealed with [`Error::StillBuilding`]. A dropped builder removes what it made.
+//! arena that is not sealed with [`Error::Format`] ([`format::FormatError::StillBuilding`]). A dropped builder removes what it made.
 //!
 //! # Platform support
 //!
@@ -69,16 +69,28 @@
 //!
 //! - `pointer_width_64`: rkyv relative pointers of 64 bits, lifting rkyv's 2 GiB limit per
 //!   archived entry. The width is recorded in the header; an arena of the other width is refused
-//!   with [`Error::PointerWidthMismatch`]. POD entries have no such limit either way.
+//!   with [`Error::Format`] ([`format::FormatError::PointerWidth`]). POD entries have no such limit either way.
 //!
 //! - `serde`: `Serialize`/`Deserialize` for [`Handle`] and [`SliceHandle`] (as their string
 //!   form).
 //!
 //! # Where `unsafe` lives
 //!
-//! Four files: `os/linux.rs` (mapping, the pre-exec descriptor hook), `view.rs` (dereferencing
-//! views), `arena.rs` (reading a kernel-sealed archive without re-validation) and
-//! `pool/process.rs` (fork, pipes, pidfds, reaping). Each block carries its argument.
+//! Four files, each block with its `// SAFETY:` argument:
+//!
+//! - `os/linux.rs`: creating, growing (`mremap`) and read-only mapping of a segment, and the
+//!   descriptors borrowed in the pre-exec hook that passes inherited memfds to a child;
+//! - `view.rs`: dereferencing a [`View`] or [`SliceView`], and their `Send`/`Sync` impls;
+//! - `arena.rs`: reading an archived entry of a kernel-sealed memfd without re-validation;
+//! - `pool/process.rs`: `fork`, `_exit`, closing descriptors in the child, the pre-exec hook
+//!   and the descriptors it borrows.
+//!
+//! # Layout
+//!
+//! `format` (bytes, no I/O) → `os` (system calls) → `segment` (the growable segment) and
+//! `archive` (rkyv glue) → `options`/`writer` (building and sealing), `arena` (opening, checked
+//! access) and `view` (typed views) → `handle` → `inspect`. No module imports one to its left;
+//! docs/DESIGN.md has the table.
 
 #[cfg(not(target_os = "linux"))]
 compile_error!("shmarena supports Linux only for now (memfd, /dev/shm and /proc)");

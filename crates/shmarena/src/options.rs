@@ -46,7 +46,7 @@ impl ArenaBuilder {
     }
 
     /// Build in a named POSIX shared-memory segment that unrelated processes can open with
-    /// [`Arena::open_named`]. The name is checked by [`create`](Self::create) against
+    /// [`Arena::open_named`](crate::Arena::open_named). The name is checked by [`create`](Self::create) against
     /// [`validate_segment_name`](crate::validate_segment_name).
     pub fn named(mut self, name: impl Into<String>) -> ArenaBuilder {
         self.target = Target::Shm(name.into());
