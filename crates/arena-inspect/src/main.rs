@@ -18,7 +18,7 @@ use clap::{Parser, Subcommand};
 use serde::Serialize;
 use serde_json::json;
 
-use shmarena::format::{Entry, Header, FORMAT_VERSION};
+use shmarena::format::{Entry, FormatError, Header, FORMAT_VERSION};
 use shmarena::inspect::{self, ArenaStatus, GcOptions, Target};
 use shmarena::{Arena, Locator, OpenOptions};
 
@@ -115,23 +115,42 @@ fn exit_code_for(err: &anyhow::Error) -> u8 {
 /// Errors that say the arena's bytes are bad, as opposed to "cannot get at them".
 fn is_corruption(e: &shmarena::Error) -> bool {
     matches!(
-        e,
-        shmarena::Error::Corrupted { .. }
-            | shmarena::Error::Truncated { .. }
-            | shmarena::Error::NotAnArena { .. }
-            | shmarena::Error::StillBuilding { .. }
+        e.format_error(),
+        Some(
+            FormatError::Corrupted { .. }
+                | FormatError::Truncated { .. }
+                | FormatError::BadMagic
+                | FormatError::StillBuilding
+        )
     )
+}
+
+/// Whether the arena is still being built (or its builder died).
+fn is_building(e: &shmarena::Error) -> bool {
+    matches!(e.format_error(), Some(FormatError::StillBuilding))
 }
 
 /// A short word for machine output naming what is wrong with an arena.
 fn problem_code(e: &shmarena::Error) -> &'static str {
-    match e {
-        shmarena::Error::Corrupted { .. } => "corrupted",
-        shmarena::Error::Truncated { .. } => "truncated",
-        shmarena::Error::NotAnArena { .. } => "not-an-arena",
-        shmarena::Error::StillBuilding { .. } => "still-building",
+    match e.format_error() {
+        Some(FormatError::Corrupted { .. }) => "corrupted",
+        Some(FormatError::Truncated { .. }) => "truncated",
+        Some(FormatError::BadMagic) => "not-an-arena",
+        Some(FormatError::StillBuilding) => "still-building",
         _ => "other",
     }
+}
+
+/// An error and its causes, joined with `: ` (what `{:#}` prints for an `anyhow::Error`).
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cause = c.source();
+    }
+    s
 }
 
 fn is_broken_pipe(err: &anyhow::Error) -> bool {
@@ -247,7 +266,7 @@ fn list_row(s: &ArenaStatus) -> ListRow {
         allocated: s.allocated,
         entries: s.entry_count(),
         state: s.state(),
-        error: s.header_error().map(|e| e.to_string()),
+        error: s.header_error().map(|e| chain(&e)),
         owner_pid: s.owner.map(|o| o.pid),
         owner_alive: s.owner.map(|o| o.alive),
         age_secs: s.age().map(|d| d.as_secs_f64()),
@@ -413,7 +432,10 @@ fn info(arg: &str, json: bool, out: &mut dyn Write) -> Result<ExitCode> {
     let arena = match opened {
         Ok(a) => a,
         // Not sealed, or its table of contents is bad: show what the header says.
-        Err(e) if is_corruption(&e) || matches!(e, shmarena::Error::Incompatible { .. }) => {
+        Err(e)
+            if is_corruption(&e)
+                || matches!(e.format_error(), Some(FormatError::Incompatible { .. })) =>
+        {
             return info_unopened(arg, loc, e, json, out);
         }
         Err(e) => return Err(open_error(e, loc, arg)),
@@ -501,7 +523,7 @@ fn info_unopened(
     json: bool,
     out: &mut dyn Write,
 ) -> Result<ExitCode> {
-    let building = matches!(err, shmarena::Error::StillBuilding { .. });
+    let building = is_building(&err);
     let status = inspect::status(loc).with_context(|| format!("cannot open {arg}"))?;
     let header = status.header.as_ref().ok().map(header_json);
     let code = if building {
@@ -522,7 +544,7 @@ fn info_unopened(
             "users": status.holders.len(),
             "header": header,
             "entries": null,
-            "error": err.to_string(),
+            "error": chain(&err),
         });
         serde_json::to_writer_pretty(&mut *out, &v)?;
         writeln!(out)?;
@@ -544,9 +566,9 @@ fn info_unopened(
     )?;
     writeln!(out)?;
     if building {
-        writeln!(out, "no table of contents yet: {err}")?;
+        writeln!(out, "no table of contents yet: {}", chain(&err))?;
     } else {
-        writeln!(out, "error: {err}")?;
+        writeln!(out, "error: {}", chain(&err))?;
     }
     Ok(code)
 }
@@ -566,8 +588,8 @@ fn verify(arg: &str, json: bool, out: &mut dyn Write) -> Result<ExitCode> {
     let arena = match OpenOptions::new().allow_foreign_owner(true).open(loc) {
         Ok(a) => a,
         Err(e) if is_corruption(&e) => {
-            let mut msg = e.to_string();
-            if matches!(e, shmarena::Error::StillBuilding { .. }) {
+            let mut msg = chain(&e);
+            if is_building(&e) {
                 if let Some(o) = inspect::status(loc).ok().and_then(|s| s.owner) {
                     let state = if o.alive { "is alive" } else { "is dead" };
                     msg = format!("{msg}; its builder (pid {}) {state}", o.pid);

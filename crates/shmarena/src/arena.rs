@@ -14,12 +14,11 @@ use rkyv::bytecheck::CheckBytes;
 use rkyv::rancor;
 use rkyv::{Archive, Portable};
 
-use crate::builder::ArenaValidator;
+use crate::archive::ArenaValidator;
 use crate::error::{Error, Result};
-use crate::format::{self, Entry, Kind, Layout};
+use crate::format::{self, Entry, FormatError, Kind, Layout};
 use crate::locator::{validate_segment_name, Locator};
 use crate::os;
-use crate::view::{SliceView, View};
 
 /// The random 128-bit id every arena gets at creation. Two arenas never share one, so a handle
 /// that names an id can tell its arena from a newer one at the same place.
@@ -336,7 +335,7 @@ impl Arena {
         // A named segment opened here by a reader must never be unlinked by us; build the
         // `Shared` only once all checks pass, so an error drops nothing that unlinks.
         if !info.is_regular {
-            return Err(Error::NotAnArena { arena: what });
+            return Err(Error::format(&what, FormatError::BadMagic));
         }
         let me = os::euid();
         let seals = os::seals(&file);
@@ -350,6 +349,7 @@ impl Arena {
                          use OpenOptions::allow_foreign_owner to accept it",
                         info.uid
                     ),
+                    source: None,
                 });
             }
             // A sealed memfd cannot change whatever its mode says.
@@ -361,11 +361,12 @@ impl Arena {
                          use OpenOptions::allow_foreign_owner to accept it",
                         info.mode
                     ),
+                    source: None,
                 });
             }
         }
         if info.size == 0 {
-            return Err(Error::NotAnArena { arena: what });
+            return Err(Error::format(&what, FormatError::BadMagic));
         }
         let size = usize::try_from(info.size).map_err(|_| Error::TooLarge {
             what: what.clone(),
@@ -467,33 +468,10 @@ impl Arena {
         Ok(())
     }
 
-    /// Reads an archived entry as `T`, checking its type fingerprint, and validating it with
-    /// bytecheck on first access in this process unless the arena is kernel-sealed.
-    ///
-    /// A view cannot outlive what it borrows from:
-    ///
-    /// ```compile_fail
-    /// # fn main() -> shmarena::Result<()> {
-    /// let mut b = shmarena::ArenaBuilder::new().create()?;
-    /// b.put("v", &vec![1u32, 2, 3])?;
-    /// let arena = b.seal()?;
-    /// let slice: &rkyv::vec::ArchivedVec<rkyv::Archived<u32>> = {
-    ///     let view = arena.get::<Vec<u32>>("v")?;
-    ///     &*view // error: `view` does not live long enough
-    /// };
-    /// # let _ = slice;
-    /// # Ok(()) }
-    /// ```
-    pub fn get<T>(&self, name: &str) -> Result<View<T>>
-    where
-        T: Archive,
-        T::Archived: Portable + for<'a> CheckBytes<ArenaValidator<'a>>,
-    {
-        self.view_at(self.index_of(name)?)
-    }
-
-    /// Entry `index` as archived `T` (after a fingerprint check); see [`Arena::get`].
-    pub(crate) fn view_at<T>(&self, index: usize) -> Result<View<T>>
+    /// Entry `index` as a checked archived `T`: its fingerprint matches, and it was validated
+    /// with bytecheck (once per process) unless the arena is kernel-sealed. The typed reads of
+    /// view.rs wrap it in a [`View`](crate::View).
+    pub(crate) fn archived_at<T>(&self, index: usize) -> Result<&T::Archived>
     where
         T: Archive,
         T::Archived: Portable + for<'a> CheckBytes<ArenaValidator<'a>>,
@@ -513,7 +491,7 @@ impl Arena {
         let root: &T::Archived = if skip || self.shared.checked.lock().contains(&key) {
             // SAFETY:
             // - `payload` lies inside the mapping (Layout::parse_with checked every range) and
-            //   the mapping lives as long as `self.shared`, which the view holds.
+            //   the mapping lives as long as `self.shared`; the returned borrow is tied to `&self`.
             // - `root_pos + size_of::<T::Archived>() <= payload.len()` and the root is aligned
             //   to `align_of::<T::Archived>()`: the layout checks `root_pos + elem_size <= len`
             //   and `offset + root_pos` aligned to `align`, and `entry_at` matched `elem_size`
@@ -526,39 +504,31 @@ impl Arena {
             unsafe { rkyv::api::access_pos_unchecked::<T::Archived>(payload, root_pos) }
         } else {
             let root = rkyv::api::high::access_pos::<T::Archived, rancor::Error>(payload, root_pos)
-                .map_err(|e| Error::Corrupted {
-                    arena: self.shared.what.clone(),
-                    detail: format!("entry {name:?} does not validate as {want}: {e}"),
+                .map_err(|e| {
+                    self.corrupted(format!("entry {name:?} does not validate as {want}: {e}"))
                 })?;
             self.shared.checked.lock().push(key);
             root
         };
-        Ok(View::new(self.clone(), root))
+        Ok(root)
     }
 
-    /// Reads a POD entry as a slice of `T`, checking its type fingerprint.
-    pub fn slice<T: Pod>(&self, name: &str) -> Result<SliceView<T>> {
-        self.slice_at(self.index_of(name)?)
-    }
-
-    /// Entry `index` as `[T]` (after a fingerprint check); see [`Arena::slice`].
-    pub(crate) fn slice_at<T: Pod>(&self, index: usize) -> Result<SliceView<T>> {
+    /// Entry `index` as `[T]`, if its fingerprint matches.
+    pub(crate) fn pod_at<T: Pod>(&self, index: usize) -> Result<&[T]> {
         let want = Want::pod::<T>();
         let entry = self.entry_at(index, &want)?;
         let name = entry.name.as_str();
         let payload = &self.shared.map.bytes()[entry.range()];
-        let items: &[T] = bytemuck::try_cast_slice(payload).map_err(|e| Error::Corrupted {
-            arena: self.shared.what.clone(),
-            detail: format!(
+        bytemuck::try_cast_slice(payload).map_err(|e| {
+            self.corrupted(format!(
                 "entry {name:?} cannot be read as [{}]: {e:?}",
                 want.type_name
-            ),
-        })?;
-        Ok(SliceView::new(self.clone(), items))
+            ))
+        })
     }
 
-    /// Reads a bytes entry written with [`Builder::put_bytes`](crate::Builder::put_bytes).
-    pub fn bytes(&self, name: &str) -> Result<SliceView<u8>> {
+    /// The payload of bytes entry `name`.
+    pub(crate) fn bytes_of(&self, name: &str) -> Result<&[u8]> {
         let want = Want {
             kind: Kind::Bytes,
             type_name: "u8",
@@ -566,12 +536,16 @@ impl Arena {
             align: 1,
         };
         let (_, entry) = self.entry_as(name, &want)?;
-        let payload = &self.shared.map.bytes()[entry.range()];
-        Ok(SliceView::new(self.clone(), payload))
+        Ok(&self.shared.map.bytes()[entry.range()])
+    }
+
+    /// A [`FormatError::Corrupted`] naming this arena.
+    fn corrupted(&self, detail: String) -> Error {
+        Error::format(&self.shared.what, FormatError::Corrupted { detail })
     }
 
     /// The index of the entry called `name`.
-    fn index_of(&self, name: &str) -> Result<usize> {
+    pub(crate) fn index_of(&self, name: &str) -> Result<usize> {
         let (index, _) = self
             .shared
             .layout

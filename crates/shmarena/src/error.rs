@@ -8,8 +8,9 @@ use crate::format::FormatError;
 /// What can go wrong building, opening or reading an arena.
 ///
 /// Messages are lowercase, name the arena (`memfd arena pid 812 fd 5`, `shm segment "/lex"`,
-/// `file /data/lex.arena`) or the entry, and say the cause. [`std::error::Error::source`] returns
-/// the wrapped OS or format error where there is one.
+/// `file /data/lex.arena`) or the entry, and say the cause. Where there is a wrapped OS or
+/// format error, [`std::error::Error::source`] returns it and the message does not repeat it:
+/// print the chain (`{:#}` with anyhow, or walk `source()`) to see both.
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum Error {
@@ -24,67 +25,33 @@ pub enum Error {
     AlreadyExists {
         /// What exists.
         what: String,
+        /// The OS error (`EEXIST`), when the OS reported it.
+        source: Option<io::Error>,
     },
     /// No segment or file of that name exists.
     NotFound {
         /// What was looked for.
         what: String,
+        /// The OS error (`ENOENT`), when the OS reported it.
+        source: Option<io::Error>,
     },
     /// The OS refused access, or the segment belongs to another user.
     PermissionDenied {
         /// What was refused.
         what: String,
-        /// Why.
+        /// Why, when shmarena refused it; empty when the OS did (see `source`).
         reason: String,
+        /// The OS error (`EACCES`, `EPERM`), when the OS refused.
+        source: Option<io::Error>,
     },
-    /// The bytes do not start with the arena magic.
-    NotAnArena {
+    /// The bytes are not a readable arena: not an arena at all, another format version or
+    /// pointer width, incompatible, truncated, corrupted, or still being built.
+    /// [`source`](std::error::Error::source) returns the [`FormatError`] that says which.
+    Format {
         /// The arena.
         arena: String,
-    },
-    /// The arena has a format version this build cannot read.
-    UnsupportedVersion {
-        /// The arena.
-        arena: String,
-        /// The version found.
-        found: u32,
-    },
-    /// The arena's archived entries use relative pointers of another width.
-    PointerWidthMismatch {
-        /// The arena.
-        arena: String,
-        /// Width recorded in the arena, in bits.
-        found_bits: u32,
-        /// Width of this build, in bits.
-        expected_bits: u32,
-    },
-    /// The arena was written for another byte order or rkyv generation.
-    Incompatible {
-        /// The arena.
-        arena: String,
-        /// What differs.
-        detail: String,
-    },
-    /// The segment or file is shorter than its header says.
-    Truncated {
-        /// The arena.
-        arena: String,
-        /// Bytes the arena needs.
-        needed: u64,
-        /// Bytes there.
-        len: u64,
-    },
-    /// A header, table-of-contents or payload check failed.
-    Corrupted {
-        /// The arena.
-        arena: String,
-        /// What failed, naming the field or entry; for archived entries, bytecheck's message.
-        detail: String,
-    },
-    /// The arena has not been sealed (its builder is still at work, or died).
-    StillBuilding {
-        /// The arena.
-        arena: String,
+        /// What the format checks found.
+        source: FormatError,
     },
     /// The entry exists but holds another type.
     TypeMismatch {
@@ -108,6 +75,8 @@ pub enum Error {
         what: String,
         /// Bytes that were being reserved.
         requested: u64,
+        /// The OS error (`ENOSPC`).
+        source: io::Error,
     },
     /// rkyv failed to serialize a value, or the archive it wrote did not validate.
     Serialize {
@@ -153,38 +122,15 @@ impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Error::InvalidName { name, reason } => write!(f, "invalid name {name:?}: {reason}"),
-            Error::AlreadyExists { what } => write!(f, "{what} already exists"),
-            Error::NotFound { what } => write!(f, "{what} not found"),
-            Error::PermissionDenied { what, reason } => {
+            Error::AlreadyExists { what, .. } => write!(f, "{what} already exists"),
+            Error::NotFound { what, .. } => write!(f, "{what} not found"),
+            Error::PermissionDenied { what, reason, .. } if reason.is_empty() => {
+                write!(f, "permission denied for {what}")
+            }
+            Error::PermissionDenied { what, reason, .. } => {
                 write!(f, "permission denied for {what}: {reason}")
             }
-            Error::NotAnArena { arena } => {
-                write!(f, "{arena} is not a shmarena arena (bad magic)")
-            }
-            Error::UnsupportedVersion { arena, found } => write!(
-                f,
-                "{arena} has format version {found}, this build reads version {}",
-                crate::format::FORMAT_VERSION
-            ),
-            Error::PointerWidthMismatch {
-                arena,
-                found_bits,
-                expected_bits,
-            } => write!(
-                f,
-                "{arena} was archived with {found_bits}-bit relative pointers, this build uses \
-                 {expected_bits}-bit (toggle the `pointer_width_64` feature to match)"
-            ),
-            Error::Incompatible { arena, detail } => write!(f, "{arena} is incompatible: {detail}"),
-            Error::Truncated { arena, needed, len } => write!(
-                f,
-                "{arena} is truncated: it needs {needed} bytes but only {len} are there"
-            ),
-            Error::Corrupted { arena, detail } => write!(f, "{arena} is corrupted: {detail}"),
-            Error::StillBuilding { arena } => write!(
-                f,
-                "{arena} is still being built (not sealed; its builder may have died)"
-            ),
+            Error::Format { arena, .. } => write!(f, "cannot read {arena}"),
             Error::TypeMismatch {
                 entry,
                 expected,
@@ -194,7 +140,9 @@ impl fmt::Display for Error {
                 "type mismatch for entry {entry:?}: asked for {expected}, it holds {found}"
             ),
             Error::NoSuchEntry { arena, entry } => write!(f, "{arena} has no entry {entry:?}"),
-            Error::NoSpace { what, requested } => write!(
+            Error::NoSpace {
+                what, requested, ..
+            } => write!(
                 f,
                 "no space left to reserve {requested} bytes for {what} (is /dev/shm full or too small?)"
             ),
@@ -204,7 +152,7 @@ impl fmt::Display for Error {
             Error::TooLarge { what, size } => write!(f, "{what} is too large ({size} bytes)"),
             Error::StaleHandle { handle, reason } => write!(f, "stale handle {handle}: {reason}"),
             Error::BadHandle { handle, reason } => write!(f, "bad handle {handle:?}: {reason}"),
-            Error::Io { context, source } => write!(f, "{context}: {source}"),
+            Error::Io { context, .. } => f.write_str(context),
         }
     }
 }
@@ -212,7 +160,13 @@ impl fmt::Display for Error {
 impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
-            Error::Io { source, .. } => Some(source),
+            Error::Format { source, .. } => Some(source),
+            Error::Io { source, .. } | Error::NoSpace { source, .. } => Some(source),
+            Error::AlreadyExists { source, .. }
+            | Error::NotFound { source, .. }
+            | Error::PermissionDenied { source, .. } => source
+                .as_ref()
+                .map(|e| e as &(dyn std::error::Error + 'static)),
             _ => None,
         }
     }
@@ -220,41 +174,44 @@ impl std::error::Error for Error {
 
 impl Error {
     /// Wraps a format error with the arena it came from.
-    pub(crate) fn format(arena: &str, e: FormatError) -> Error {
-        let arena = arena.to_owned();
-        match e {
-            FormatError::BadMagic => Error::NotAnArena { arena },
-            FormatError::UnsupportedVersion { found } => Error::UnsupportedVersion { arena, found },
-            FormatError::PointerWidth { found, expected } => Error::PointerWidthMismatch {
-                arena,
-                found_bits: u32::from(found) * 8,
-                expected_bits: u32::from(expected) * 8,
-            },
-            FormatError::Incompatible { detail } => Error::Incompatible { arena, detail },
-            FormatError::Truncated { needed, len } => Error::Truncated { arena, needed, len },
-            FormatError::StillBuilding => Error::StillBuilding { arena },
-            FormatError::Corrupted { detail } => Error::Corrupted { arena, detail },
+    pub(crate) fn format(arena: &str, source: FormatError) -> Error {
+        Error::Format {
+            arena: arena.to_owned(),
+            source,
+        }
+    }
+
+    /// The format error, if this is [`Error::Format`].
+    pub fn format_error(&self) -> Option<&FormatError> {
+        match self {
+            Error::Format { source, .. } => Some(source),
+            _ => None,
         }
     }
 
     /// Maps an OS error from an operation on `what`, turning the common errnos into the typed
     /// variants.
     pub(crate) fn os(context: impl Into<String>, what: &str, err: io::Error) -> Error {
+        let what = what.to_owned();
         match err.kind() {
             io::ErrorKind::NotFound => Error::NotFound {
-                what: what.to_owned(),
+                what,
+                source: Some(err),
             },
             io::ErrorKind::AlreadyExists => Error::AlreadyExists {
-                what: what.to_owned(),
+                what,
+                source: Some(err),
             },
             io::ErrorKind::PermissionDenied => Error::PermissionDenied {
-                what: what.to_owned(),
-                reason: err.to_string(),
+                what,
+                reason: String::new(),
+                source: Some(err),
             },
             _ if err.raw_os_error() == Some(rustix::io::Errno::NOSPC.raw_os_error()) => {
                 Error::NoSpace {
-                    what: what.to_owned(),
+                    what,
                     requested: 0,
+                    source: err,
                 }
             }
             _ => Error::Io {

@@ -147,17 +147,17 @@ impl Prim {
     ];
 
     /// The byte stored in the table of contents.
-    pub fn code(self) -> u8 {
+    fn code(self) -> u8 {
         Prim::ALL.iter().position(|p| *p == self).unwrap_or(0) as u8
     }
 
     /// Parses a stored byte.
-    pub fn from_code(code: u8) -> Option<Prim> {
+    fn from_code(code: u8) -> Option<Prim> {
         Prim::ALL.get(usize::from(code)).copied()
     }
 
     /// The primitive named by a Rust type name such as `"f32"`, else `Opaque`.
-    pub fn from_type_name(name: &str) -> Prim {
+    pub(crate) fn from_type_name(name: &str) -> Prim {
         match name {
             "u8" => Prim::U8,
             "u16" => Prim::U16,
@@ -282,7 +282,9 @@ fn corrupted(detail: impl Into<String>) -> FormatError {
     }
 }
 
-/// Byte offsets of the header fields. Public so tools and docs can point at them.
+/// Byte offsets of the header fields (docs/FORMAT.md has the same table). Hidden: for the
+/// crate's tests and fuzzers, which build damaged headers; readers use [`Header::parse`].
+#[doc(hidden)]
 pub mod header_offsets {
     /// `[u8; 8]` magic.
     pub const MAGIC: usize = 0;
@@ -365,7 +367,7 @@ pub struct Header {
 
 impl Header {
     /// A header for an arena being built by this process.
-    pub fn new_building(
+    pub(crate) fn new_building(
         arena_id: [u8; 16],
         creator_pid: u32,
         creator_start: u64,
@@ -389,7 +391,9 @@ impl Header {
         }
     }
 
-    /// Encodes the header, computing its checksum.
+    /// Encodes the header, computing its checksum. Hidden: the writer's, and the tests' for
+    /// re-encoding damaged headers.
+    #[doc(hidden)]
     pub fn encode(&self) -> [u8; HEADER_LEN] {
         let mut b = [0u8; HEADER_LEN];
         b[ho::MAGIC..ho::MAGIC + 8].copy_from_slice(&MAGIC);
@@ -566,7 +570,9 @@ impl Entry {
     }
 }
 
-/// Offsets inside a table-of-contents entry.
+/// Offsets inside a table-of-contents entry. Hidden: for the crate's tests and fuzzers;
+/// readers use [`Layout::parse`].
+#[doc(hidden)]
 pub mod entry_offsets {
     /// `u32` offset of the name in the names area.
     pub const NAME_OFF: usize = 0;
@@ -604,7 +610,9 @@ pub mod entry_offsets {
 
 use entry_offsets as eo;
 
-/// Encodes a table of contents: `entries.len()` fixed entries, then the names area.
+/// Encodes a table of contents: `entries.len()` fixed entries, then the names area. Hidden:
+/// the writer's, and the corruption tests' for re-encoding damaged tables.
+#[doc(hidden)]
 pub fn encode_toc(entries: &[Entry]) -> Vec<u8> {
     let mut names = Vec::new();
     let mut fixed = vec![0u8; entries.len() * TOC_ENTRY_LEN];
@@ -634,7 +642,7 @@ pub fn encode_toc(entries: &[Entry]) -> Vec<u8> {
 }
 
 /// The longest prefix of `s` of at most `max` bytes that ends on a character boundary.
-pub fn truncate_utf8(s: &str, max: usize) -> &str {
+fn truncate_utf8(s: &str, max: usize) -> &str {
     if s.len() <= max {
         return s;
     }
@@ -889,7 +897,7 @@ pub fn checksum(bytes: &[u8]) -> u64 {
 }
 
 /// Rounds `n` up to a multiple of `align` (a power of two); `None` on overflow.
-pub fn align_up(n: u64, align: u64) -> Option<u64> {
+pub(crate) fn align_up(n: u64, align: u64) -> Option<u64> {
     debug_assert!(align.is_power_of_two());
     n.checked_add(align - 1).map(|v| v & !(align - 1))
 }

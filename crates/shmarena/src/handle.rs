@@ -31,9 +31,9 @@ use bytemuck::Pod;
 use rkyv::bytecheck::CheckBytes;
 use rkyv::{Archive, Portable};
 
+use crate::archive::ArenaValidator;
 use crate::arena::{Arena, ArenaId};
 use crate::attach::{attach_at, register};
-use crate::builder::ArenaValidator;
 use crate::error::{Error, Result};
 use crate::format::Kind;
 use crate::locator::{inline_kind, Locator, INLINE_MAX as LOC_MAX};

@@ -58,7 +58,7 @@
 //!
 //! A [`Builder`] writes a header that says "building"; [`Builder::seal`] writes the table of
 //! contents, flips the header to "sealed" and makes the segment read-only. A reader refuses an
-//! arena that is not sealed with [`Error::StillBuilding`]. A dropped builder removes what it made.
+//! arena that is not sealed with [`Error::Format`] ([`format::FormatError::StillBuilding`]). A dropped builder removes what it made.
 //!
 //! # Platform support
 //!
@@ -69,41 +69,61 @@
 //!
 //! - `pointer_width_64`: rkyv relative pointers of 64 bits, lifting rkyv's 2 GiB limit per
 //!   archived entry. The width is recorded in the header; an arena of the other width is refused
-//!   with [`Error::PointerWidthMismatch`]. POD entries have no such limit either way.
+//!   with [`Error::Format`] ([`format::FormatError::PointerWidth`]). POD entries have no such limit either way.
 //!
 //! - `serde`: `Serialize`/`Deserialize` for [`Handle`] and [`SliceHandle`] (as their string
 //!   form).
 //!
 //! # Where `unsafe` lives
 //!
-//! Three files: `os/linux.rs` (mapping, the pre-exec descriptor hook, adopting an inherited
-//! descriptor), `view.rs` (dereferencing views) and `arena.rs` (reading a kernel-sealed archive
-//! without re-validation). Each block carries its argument. The process pool is the separate
-//! `shmarena-pool` crate, whose `unsafe` stays in its own private `os` module.
+//! Three files, each block with its `// SAFETY:` argument:
+//!
+//! - `os/linux.rs`: creating, growing (`mremap`) and read-only mapping of a segment, the
+//!   descriptors borrowed in the pre-exec hook that passes inherited memfds to a child, and
+//!   adopting an inherited descriptor;
+//! - `view.rs`: dereferencing a [`View`] or [`SliceView`], and their `Send`/`Sync` impls;
+//! - `arena.rs`: reading an archived entry of a kernel-sealed memfd without re-validation.
+//!
+//! The process pool is the separate `shmarena-pool` crate, whose `unsafe` stays in its own
+//! private `os` module.
+//!
+//! # Layout
+//!
+//! `format` (bytes, no I/O) → `os` (system calls) → `segment` (the growable segment) and
+//! `archive` (rkyv glue) → `options`/`writer` (building and sealing), `arena` (opening, checked
+//! access) and `view` (typed views) → `attach` → `handle` → `inspect`. No module imports one to its left;
+//! docs/DESIGN.md has the table.
 
 #[cfg(not(target_os = "linux"))]
 compile_error!("shmarena supports Linux only for now (memfd, /dev/shm and /proc)");
 
+mod archive;
 mod arena;
 mod attach;
-mod builder;
 mod error;
 pub mod format;
 pub mod handle;
 pub mod inspect;
 mod locator;
+mod options;
+mod segment;
 mod view;
+mod writer;
 
 #[cfg_attr(target_os = "linux", path = "os/linux.rs")]
 mod os;
 
+#[doc(hidden)]
+pub use archive::ArenaWriter;
+pub use archive::{ArenaSerializer, ArenaValidator};
 pub use arena::{Arena, ArenaId, OpenOptions};
 pub use attach::{attach, detach, detach_all, expect_id};
-pub use builder::{ArenaBuilder, ArenaSerializer, ArenaValidator, ArenaWriter, Builder, SealError};
 pub use error::{Error, Result};
 pub use handle::{Handle, SliceHandle};
 pub use locator::{validate_entry_name, validate_segment_name, Locator, MAX_SEGMENT_NAME};
+pub use options::ArenaBuilder;
 pub use view::{SliceView, View};
+pub use writer::{Builder, SealError};
 
 /// The README's example, compiled as a doctest so it cannot drift from the API.
 #[cfg(doctest)]

@@ -1,5 +1,5 @@
-//! Typed views into a sealed arena. A view holds a clone of its [`Arena`], so the mapping
-//! lives at least as long as the view.
+//! Typed views into a sealed arena, and the typed reads of [`Arena`] that make them. A view
+//! holds a clone of its [`Arena`], so the mapping lives at least as long as the view.
 
 use std::fmt;
 use std::marker::PhantomData;
@@ -7,9 +7,68 @@ use std::ops::Deref;
 use std::ptr::NonNull;
 
 use bytemuck::Pod;
-use rkyv::Archive;
+use rkyv::bytecheck::CheckBytes;
+use rkyv::{Archive, Portable};
 
+use crate::archive::ArenaValidator;
 use crate::arena::Arena;
+use crate::error::Result;
+
+/// The typed reads. They live here, beside the views they return, so that arena.rs does not
+/// depend on view.rs (the dependency runs one way: view → arena).
+impl Arena {
+    /// Reads an archived entry as `T`, checking its type fingerprint, and validating it with
+    /// bytecheck on first access in this process unless the arena is kernel-sealed.
+    ///
+    /// A view cannot outlive what it borrows from:
+    ///
+    /// ```compile_fail
+    /// # fn main() -> shmarena::Result<()> {
+    /// let mut b = shmarena::ArenaBuilder::new().create()?;
+    /// b.put("v", &vec![1u32, 2, 3])?;
+    /// let arena = b.seal()?;
+    /// let slice: &rkyv::vec::ArchivedVec<rkyv::Archived<u32>> = {
+    ///     let view = arena.get::<Vec<u32>>("v")?;
+    ///     &*view // error: `view` does not live long enough
+    /// };
+    /// # let _ = slice;
+    /// # Ok(()) }
+    /// ```
+    pub fn get<T>(&self, name: &str) -> Result<View<T>>
+    where
+        T: Archive,
+        T::Archived: Portable + for<'a> CheckBytes<ArenaValidator<'a>>,
+    {
+        self.view_at(self.index_of(name)?)
+    }
+
+    /// Entry `index` as archived `T` (after a fingerprint check); see [`Arena::get`].
+    pub(crate) fn view_at<T>(&self, index: usize) -> Result<View<T>>
+    where
+        T: Archive,
+        T::Archived: Portable + for<'a> CheckBytes<ArenaValidator<'a>>,
+    {
+        let root = self.archived_at::<T>(index)?;
+        Ok(View::new(self.clone(), root))
+    }
+
+    /// Reads a POD entry as a slice of `T`, checking its type fingerprint.
+    pub fn slice<T: Pod>(&self, name: &str) -> Result<SliceView<T>> {
+        self.slice_at(self.index_of(name)?)
+    }
+
+    /// Entry `index` as `[T]` (after a fingerprint check); see [`Arena::slice`].
+    pub(crate) fn slice_at<T: Pod>(&self, index: usize) -> Result<SliceView<T>> {
+        let items = self.pod_at::<T>(index)?;
+        Ok(SliceView::new(self.clone(), items))
+    }
+
+    /// Reads a bytes entry written with [`Builder::put_bytes`](crate::Builder::put_bytes).
+    pub fn bytes(&self, name: &str) -> Result<SliceView<u8>> {
+        let payload = self.bytes_of(name)?;
+        Ok(SliceView::new(self.clone(), payload))
+    }
+}
 
 /// A checked view of an archived entry: derefs to `Archived<T>`, read in place.
 ///

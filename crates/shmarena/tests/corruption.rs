@@ -22,7 +22,8 @@ use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
 
-use common::Scope;
+use common::{report, Scope};
+use shmarena::format::FormatError;
 use shmarena::format::{
     self, entry_offsets as eo, header_offsets as ho, Entry, Header, Kind, Layout, Prim, HEADER_LEN,
     TOC_ENTRY_LEN,
@@ -187,7 +188,10 @@ impl Reads {
         match r {
             Ok(()) => self.ok += 1,
             Err(Error::TypeMismatch { .. }) => self.mismatched += 1,
-            Err(Error::Corrupted { .. }) => self.refused += 1,
+            Err(Error::Format {
+                source: FormatError::Corrupted { .. },
+                ..
+            }) => self.refused += 1,
             Err(e) => panic!("{what}: a typed read failed with an unexpected error: {e}"),
         }
     }
@@ -198,7 +202,16 @@ impl Reads {
 fn read_everything(arena: &Arena) -> Reads {
     let mut r = Reads::default();
     if let Err(e) = arena.verify() {
-        assert!(matches!(e, Error::Corrupted { .. }), "verify: {e}");
+        assert!(
+            matches!(
+                e,
+                Error::Format {
+                    source: FormatError::Corrupted { .. },
+                    ..
+                }
+            ),
+            "verify: {e}"
+        );
     }
     let names: Vec<String> = arena
         .layout()
@@ -281,7 +294,13 @@ fn expect_err(scratch: &Scratch, what: &str, bytes: &[u8], ok: impl Fn(&Error) -
 }
 
 fn corrupted(e: &Error) -> bool {
-    matches!(e, Error::Corrupted { .. })
+    matches!(
+        e,
+        Error::Format {
+            source: FormatError::Corrupted { .. },
+            ..
+        }
+    )
 }
 
 #[test]
@@ -318,8 +337,20 @@ fn every_bit_flip_in_the_header_and_table_is_refused() {
                 .open(&bad)
                 .expect_err(&format!("bit {bit} of byte {at} flipped"));
             let expected = match at {
-                ho::MAGIC..8 => matches!(e, Error::NotAnArena { .. }),
-                ho::VERSION..12 => matches!(e, Error::UnsupportedVersion { .. }),
+                ho::MAGIC..8 => matches!(
+                    e,
+                    Error::Format {
+                        source: FormatError::BadMagic,
+                        ..
+                    }
+                ),
+                ho::VERSION..12 => matches!(
+                    e,
+                    Error::Format {
+                        source: FormatError::UnsupportedVersion { .. },
+                        ..
+                    }
+                ),
                 _ => corrupted(&e),
             };
             assert!(expected, "bit {bit} of byte {at}: {e}");
@@ -364,8 +395,9 @@ fn sampled_payload_flips_are_caught_by_verify_and_validation() {
             // ... verify names the damaged entry ...
             let err = arena.verify().unwrap_err();
             assert!(
-                corrupted(&err) && err.to_string().contains(&format!("{:?}", e.name)),
-                "{err}"
+                corrupted(&err) && report(&err).contains(&format!("{:?}", e.name)),
+                "{}",
+                report(&err)
             );
             // ... and every typed read returns a value or a typed error.
             refused_reads += read_everything(&arena).refused;
@@ -403,9 +435,21 @@ fn truncations_at_every_table_boundary() {
     for len in cuts {
         let e = scratch.open(&good[..len]).unwrap_err();
         let expected = if len < 8 {
-            matches!(e, Error::NotAnArena { .. })
+            matches!(
+                e,
+                Error::Format {
+                    source: FormatError::BadMagic,
+                    ..
+                }
+            )
         } else {
-            matches!(e, Error::Truncated { .. })
+            matches!(
+                e,
+                Error::Format {
+                    source: FormatError::Truncated { .. },
+                    ..
+                }
+            )
         };
         assert!(expected, "cut to {len} bytes: {e}");
     }
@@ -641,12 +685,28 @@ fn structural_damage_with_valid_checksums() {
         (
             "table not at the end",
             Box::new(|h| h.total_len += 8),
-            |e| matches!(e, Error::Truncated { .. }),
+            |e| {
+                matches!(
+                    e,
+                    Error::Format {
+                        source: FormatError::Truncated { .. },
+                        ..
+                    }
+                )
+            },
         ),
         (
             "huge total length",
             Box::new(|h| h.total_len = u64::MAX),
-            |e| matches!(e, Error::Truncated { .. }),
+            |e| {
+                matches!(
+                    e,
+                    Error::Format {
+                        source: FormatError::Truncated { .. },
+                        ..
+                    }
+                )
+            },
         ),
         (
             "total shorter than the header",
@@ -656,26 +716,64 @@ fn structural_damage_with_valid_checksums() {
         (
             "still building",
             Box::new(|h| h.state = format::STATE_BUILDING),
-            |e| matches!(e, Error::StillBuilding { .. }),
+            |e| {
+                matches!(
+                    e,
+                    Error::Format {
+                        source: FormatError::StillBuilding,
+                        ..
+                    }
+                )
+            },
         ),
         ("unknown state", Box::new(|h| h.state = 7), corrupted),
         (
             "other byte order",
             Box::new(|h| h.endian = format::ENDIAN_BIG),
-            |e| matches!(e, Error::Incompatible { .. }),
+            |e| {
+                matches!(
+                    e,
+                    Error::Format {
+                        source: FormatError::Incompatible { .. },
+                        ..
+                    }
+                )
+            },
         ),
         ("unknown byte order", Box::new(|h| h.endian = 0), |e| {
-            matches!(e, Error::Incompatible { .. })
+            matches!(
+                e,
+                Error::Format {
+                    source: FormatError::Incompatible { .. },
+                    ..
+                }
+            )
         }),
         (
             "other rkyv generation",
             Box::new(|h| h.rkyv_minor = 7),
-            |e| matches!(e, Error::Incompatible { .. }),
+            |e| {
+                matches!(
+                    e,
+                    Error::Format {
+                        source: FormatError::Incompatible { .. },
+                        ..
+                    }
+                )
+            },
         ),
         (
             "other pointer width",
             Box::new(|h| h.pointer_width = 16),
-            |e| matches!(e, Error::PointerWidthMismatch { .. }),
+            |e| {
+                matches!(
+                    e,
+                    Error::Format {
+                        source: FormatError::PointerWidth { .. },
+                        ..
+                    }
+                )
+            },
         ),
     ];
     for (what, edit, ok) in headers {
@@ -692,7 +790,14 @@ fn structural_damage_with_valid_checksums() {
         let sum = format::checksum(&bad[..ho::HEADER_CHECKSUM]);
         bad[ho::HEADER_CHECKSUM..HEADER_LEN].copy_from_slice(&sum.to_le_bytes());
         expect_err(&scratch, what, &bad, |e| {
-            corrupted(e) || matches!(e, Error::UnsupportedVersion { .. })
+            corrupted(e)
+                || matches!(
+                    e,
+                    Error::Format {
+                        source: FormatError::UnsupportedVersion { .. },
+                        ..
+                    }
+                )
         });
     }
     assert_eq!(get_u64(&good, ho::TOC_OFFSET), toc_off);
@@ -791,7 +896,11 @@ fn the_validated_flag_is_not_trusted_outside_a_sealed_memfd() {
     let arena = scratch.open(&bad).unwrap();
     assert!(!arena.is_kernel_sealed());
     let e = arena.get::<Lexicon>("lexicon").unwrap_err();
-    assert!(corrupted(&e) && e.to_string().contains("lexicon"), "{e}");
+    assert!(
+        corrupted(&e) && report(&e).contains("lexicon"),
+        "{}",
+        report(&e)
+    );
     drop(arena);
     scratch.remove();
     scope.finish();

@@ -5,7 +5,8 @@ mod common;
 use std::collections::HashMap;
 use std::os::unix::fs::PermissionsExt;
 
-use common::Scope;
+use common::{report, Scope};
+use shmarena::format::FormatError;
 use shmarena::format::{header_offsets, HEADER_LEN};
 use shmarena::{Arena, ArenaBuilder, Error};
 
@@ -129,9 +130,27 @@ fn foreign_truncated_and_corrupted_files() {
         b[..8].copy_from_slice(b"\x7fELF\x02\x01\x01\x00")
     })
     .unwrap_err();
-    assert!(matches!(e, Error::NotAnArena { .. }), "{e}");
+    assert!(
+        matches!(
+            e,
+            Error::Format {
+                source: FormatError::BadMagic,
+                ..
+            }
+        ),
+        "{e}"
+    );
     let e = open_edited(&scope, &path, |b| b.clear()).unwrap_err();
-    assert!(matches!(e, Error::NotAnArena { .. }), "{e}");
+    assert!(
+        matches!(
+            e,
+            Error::Format {
+                source: FormatError::BadMagic,
+                ..
+            }
+        ),
+        "{e}"
+    );
 
     // Truncations at every table boundary and inside the header.
     let toc = layout.header.toc_offset as usize;
@@ -146,7 +165,13 @@ fn foreign_truncated_and_corrupted_files() {
     ] {
         let e = open_edited(&scope, &path, |b| b.truncate(len)).unwrap_err();
         assert!(
-            matches!(e, Error::Truncated { .. }),
+            matches!(
+                e,
+                Error::Format {
+                    source: FormatError::Truncated { .. },
+                    ..
+                }
+            ),
             "truncated to {len}: expected Truncated, got {e}"
         );
     }
@@ -163,9 +188,16 @@ fn foreign_truncated_and_corrupted_files() {
         assert!(
             matches!(
                 e,
-                Error::Corrupted { .. }
-                    | Error::UnsupportedVersion { .. }
-                    | Error::StillBuilding { .. }
+                Error::Format {
+                    source: FormatError::Corrupted { .. },
+                    ..
+                } | Error::Format {
+                    source: FormatError::UnsupportedVersion { .. },
+                    ..
+                } | Error::Format {
+                    source: FormatError::StillBuilding,
+                    ..
+                }
             ),
             "flip at {at}: {e}"
         );
@@ -177,8 +209,17 @@ fn foreign_truncated_and_corrupted_files() {
         let at = entry.offset as usize + entry.len as usize / 2;
         let arena = open_edited(&scope, &path, |b| b[at] ^= 0xff).unwrap();
         let e = arena.verify().unwrap_err();
-        assert!(matches!(e, Error::Corrupted { .. }), "{e}");
-        assert!(e.to_string().contains(&entry.name), "{e}");
+        assert!(
+            matches!(
+                e,
+                Error::Format {
+                    source: FormatError::Corrupted { .. },
+                    ..
+                }
+            ),
+            "{e}"
+        );
+        assert!(report(&e).contains(&entry.name), "{}", report(&e));
     }
     std::fs::remove_file(&path).unwrap();
     scope.finish();
@@ -202,7 +243,10 @@ fn corrupted_archives_fail_validation_not_the_process() {
                     assert!(k.len() < 1 << 20 && v.len() < 1 << 20);
                 }
             }
-            Err(Error::Corrupted { detail, .. }) => {
+            Err(Error::Format {
+                source: FormatError::Corrupted { detail },
+                ..
+            }) => {
                 assert!(detail.contains("map"), "{detail}");
                 failures += 1;
             }
@@ -229,8 +273,17 @@ fn pointer_width_mismatch_is_refused() {
         b[..HEADER_LEN].copy_from_slice(&h.encode());
     })
     .unwrap_err();
-    assert!(matches!(e, Error::PointerWidthMismatch { .. }), "{e}");
-    assert!(e.to_string().contains("pointer_width_64"), "{e}");
+    assert!(
+        matches!(
+            e,
+            Error::Format {
+                source: FormatError::PointerWidth { .. },
+                ..
+            }
+        ),
+        "{e}"
+    );
+    assert!(report(&e).contains("pointer_width_64"), "{}", report(&e));
     std::fs::remove_file(&path).unwrap();
     scope.finish();
 }

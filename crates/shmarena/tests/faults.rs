@@ -18,6 +18,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use common::Scope;
+use shmarena::format::FormatError;
 use shmarena::format::{Header, HEADER_LEN, STATE_BUILDING};
 use shmarena::inspect::{gc, GcOptions};
 use shmarena::{Arena, ArenaBuilder, Error, Locator};
@@ -250,11 +251,20 @@ fn reader_outcome(opened: shmarena::Result<Arena>) -> &'static str {
             "sealed and complete"
         }
         Err(Error::NotFound { .. }) => "not found",
-        Err(Error::StillBuilding { .. }) => "still building",
+        Err(Error::Format {
+            source: FormatError::StillBuilding,
+            ..
+        }) => "still building",
         // Killed after creating the segment but before its header was written.
-        Err(Error::NotAnArena { .. }) => "no header yet",
+        Err(Error::Format {
+            source: FormatError::BadMagic,
+            ..
+        }) => "no header yet",
         // A reader racing the 128-byte header write of `seal` can see it torn.
-        Err(Error::Corrupted { detail, .. }) if detail.contains("header checksum") => "torn header",
+        Err(Error::Format {
+            source: FormatError::Corrupted { detail },
+            ..
+        }) if detail.contains("header checksum") => "torn header",
         Err(e) => panic!("a reader got an unexpected error: {e}"),
     }
 }
@@ -335,7 +345,14 @@ fn kill_builder_trials(trials: usize, named: bool) {
             // until sealed, so try the usual first free ones.
             for fd in 3..8 {
                 match Arena::open_memfd(pid, fd) {
-                    Err(Error::NotFound { .. } | Error::NotAnArena { .. } | Error::Io { .. }) => {}
+                    Err(
+                        Error::NotFound { .. }
+                        | Error::Format {
+                            source: FormatError::BadMagic,
+                            ..
+                        }
+                        | Error::Io { .. },
+                    ) => {}
                     other => during.add(reader_outcome(other)),
                 }
             }
@@ -522,7 +539,16 @@ fn a_named_segment_truncated_under_a_reader_faults_that_reader() {
     assert_eq!(common::killed_by(status), Some(libc::SIGBUS), "{status:#x}");
     // New opens see the damage as a typed error.
     let e = Arena::open_named(&name).unwrap_err();
-    assert!(matches!(e, Error::Truncated { .. }), "{e}");
+    assert!(
+        matches!(
+            e,
+            Error::Format {
+                source: FormatError::Truncated { .. },
+                ..
+            }
+        ),
+        "{e}"
+    );
     drop((ids, reader, owner));
     scope.finish();
 }

@@ -6,6 +6,7 @@ use std::collections::HashMap;
 
 use common::Scope;
 use rkyv::{Archive, Deserialize, Serialize};
+use shmarena::format::FormatError;
 use shmarena::{Arena, ArenaBuilder, Builder, Error};
 
 #[derive(Archive, Serialize, Deserialize, Debug, PartialEq, Clone)]
@@ -223,7 +224,16 @@ fn dropped_builders_leave_nothing() {
     assert_eq!(scope.leftover_segments(), vec![name.clone()]);
     // While building, a reader is refused.
     let err = Arena::open_named(&name).unwrap_err();
-    assert!(matches!(err, Error::StillBuilding { .. }), "{err}");
+    assert!(
+        matches!(
+            err,
+            Error::Format {
+                source: FormatError::StillBuilding,
+                ..
+            }
+        ),
+        "{err}"
+    );
     assert!(err.to_string().contains(&name), "{err}");
     drop(b);
     let mut b = ArenaBuilder::new()

@@ -163,3 +163,16 @@ pub fn run_checked(cmd: &mut std::process::Command, name: &str) -> String {
     );
     stdout
 }
+
+/// An error and its causes, joined with `: ` (the `{:#}` form): shmarena's messages name the
+/// thing, and `source()` carries the cause.
+pub fn report(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cause = c.source();
+    }
+    s
+}

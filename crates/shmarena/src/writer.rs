@@ -1,389 +1,19 @@
-//! Building an arena in place in its segment, and sealing it.
-
-use std::fs::File;
-use std::path::{Path, PathBuf};
+//! The writer: building an arena in place in its segment, and sealing it.
 
 use bytemuck::Pod;
-use rkyv::api::high::{HighSerializer, HighValidator};
 use rkyv::bytecheck::CheckBytes;
 use rkyv::rancor;
-use rkyv::ser::allocator::ArenaHandle;
 use rkyv::ser::sharing::Share;
-use rkyv::ser::{Positional, Serializer, Writer};
+use rkyv::ser::Serializer;
 use rkyv::{Archive, Portable, Serialize};
 
+use crate::archive::{ArenaSerializer, ArenaValidator, ArenaWriter};
 use crate::arena::{Arena, Backing};
 use crate::error::{Error, Result};
 use crate::format::{self, Entry, Header, Kind, Prim};
-use crate::locator::{validate_entry_name, validate_segment_name, Locator};
+use crate::locator::{validate_entry_name, Locator};
 use crate::os;
-
-const PAGE: u64 = 4096;
-const DEFAULT_CAPACITY: u64 = 1 << 20;
-/// Growth step cap: the segment grows by its size up to this, so a nearly full small /dev/shm
-/// is not asked for twice what the data needs.
-const MAX_GROWTH_STEP: u64 = 256 << 20;
-
-/// The rkyv serializer shmarena archives with. It appears only in trait bounds:
-/// `T: for<'a, 'w> rkyv::Serialize<ArenaSerializer<'a, 'w>>` holds for every type that derives
-/// `rkyv::Serialize` and for rkyv's std impls.
-pub type ArenaSerializer<'a, 'w> = HighSerializer<ArenaWriter<'w>, ArenaHandle<'a>, rancor::Error>;
-
-/// The validator shmarena checks archived entries with (rkyv's high-level validator).
-pub type ArenaValidator<'a> = HighValidator<'a, rancor::Error>;
-
-/// Which segment to build in.
-#[derive(Clone, Debug)]
-enum Target {
-    Memfd,
-    Shm(String),
-    File(PathBuf),
-}
-
-/// Options for a new arena; [`ArenaBuilder::create`] makes the segment.
-///
-/// ```
-/// # fn main() -> shmarena::Result<()> {
-/// let mut b = shmarena::ArenaBuilder::new().capacity(4 << 20).create()?;
-/// b.put_slice("primes", &[2u32, 3, 5, 7])?;
-/// let arena = b.seal()?;
-/// assert_eq!(&*arena.slice::<u32>("primes")?, &[2, 3, 5, 7]);
-/// # Ok(()) }
-/// ```
-#[derive(Clone, Debug)]
-#[must_use]
-pub struct ArenaBuilder {
-    target: Target,
-    capacity: u64,
-    overwrite: bool,
-}
-
-impl Default for ArenaBuilder {
-    fn default() -> Self {
-        ArenaBuilder::new()
-    }
-}
-
-impl ArenaBuilder {
-    /// An anonymous sealed memfd (the default): freed by the kernel when the last descriptor or
-    /// mapping goes, so it cannot leak even on SIGKILL.
-    pub fn new() -> ArenaBuilder {
-        ArenaBuilder {
-            target: Target::Memfd,
-            capacity: DEFAULT_CAPACITY,
-            overwrite: false,
-        }
-    }
-
-    /// Build in a named POSIX shared-memory segment that unrelated processes can open with
-    /// [`Arena::open_named`]. The name is checked by [`create`](Self::create) against
-    /// [`validate_segment_name`](crate::validate_segment_name).
-    pub fn named(mut self, name: impl Into<String>) -> ArenaBuilder {
-        self.target = Target::Shm(name.into());
-        self
-    }
-
-    /// Build into a file: written under a temporary name beside `path`, then renamed to `path`
-    /// when sealed, so `path` only ever holds a whole arena.
-    pub fn file(mut self, path: impl Into<PathBuf>) -> ArenaBuilder {
-        self.target = Target::File(path.into());
-        self
-    }
-
-    /// Bytes to reserve up front (default 1 MiB). The segment grows as needed either way; a good
-    /// guess saves the remaps.
-    pub fn capacity(mut self, bytes: u64) -> ArenaBuilder {
-        self.capacity = bytes;
-        self
-    }
-
-    /// For [`file`](Self::file): replace an existing file when sealing (default: refuse with
-    /// [`Error::AlreadyExists`]).
-    pub fn overwrite(mut self, yes: bool) -> ArenaBuilder {
-        self.overwrite = yes;
-        self
-    }
-
-    /// Creates the segment, writes a header that says "building", and reserves the capacity.
-    pub fn create(self) -> Result<Builder> {
-        let id = os::random_id().map_err(|e| Error::Io {
-            context: "reading random bytes for the arena id".into(),
-            source: e,
-        })?;
-        let pid = os::pid();
-        let (file, site) = match &self.target {
-            Target::Memfd => {
-                let file = os::memfd_create("shmarena").map_err(|e| Error::Io {
-                    context: "creating a memfd".into(),
-                    source: e,
-                })?;
-                (file, Site::Memfd)
-            }
-            Target::Shm(name) => {
-                let name = validate_segment_name(name)?.to_owned();
-                let what = Locator::Shm { name: name.clone() }.to_string();
-                let file = os::shm_create(&name)
-                    .map_err(|e| Error::os(format!("creating {what}"), &what, e))?;
-                (file, Site::Shm { name, unlink: true })
-            }
-            Target::File(path) => {
-                let what = Locator::File { path: path.clone() }.to_string();
-                if !self.overwrite && std::fs::symlink_metadata(path).is_ok() {
-                    return Err(Error::AlreadyExists { what });
-                }
-                let tmp = temp_path_for(path, &id);
-                let file = os::create_excl(&tmp).map_err(|e| {
-                    Error::os(
-                        format!("creating {}", tmp.display()),
-                        &format!("file {}", tmp.display()),
-                        e,
-                    )
-                })?;
-                (
-                    file,
-                    Site::File {
-                        tmp,
-                        path: path.clone(),
-                        overwrite: self.overwrite,
-                        done: false,
-                    },
-                )
-            }
-        };
-        let locator = site.locator(pid, &file);
-        let what = locator.describe();
-        let header = Header::new_building(
-            id,
-            pid,
-            os::process_start_time(pid).unwrap_or(0),
-            os::now_ns(),
-        );
-        let capacity = round_up(self.capacity.max(PAGE), PAGE).ok_or(Error::TooLarge {
-            what: what.clone(),
-            size: self.capacity,
-        })?;
-        let capacity = usize::try_from(capacity).map_err(|_| Error::TooLarge {
-            what: what.clone(),
-            size: capacity,
-        })?;
-        // From here on `site` cleans up after itself on drop (unlinks the name or temp file).
-        let mut builder = Builder {
-            seg: Segment {
-                map: None,
-                file,
-                what,
-                high_water: 0,
-            },
-            site,
-            locator,
-            header,
-            entries: Vec::new(),
-            pos: format::HEADER_LEN,
-        };
-        // The "building" header goes on the segment before the reservation, which can take a
-        // while: a builder killed while reserving then leaves a segment whose header names its
-        // dead creator (an orphan `inspect::gc` can collect), not an empty file nobody can place.
-        let head = builder.header.encode();
-        std::os::unix::fs::FileExt::write_all_at(&builder.seg.file, &head, 0).map_err(|e| {
-            let what = builder.seg.what.clone();
-            Error::os(format!("writing the header of {what}"), &what, e)
-        })?;
-        builder.seg.reserve_exact(capacity)?;
-        builder.seg.bytes_mut()[..format::HEADER_LEN].copy_from_slice(&head);
-        builder.seg.high_water = format::HEADER_LEN;
-        Ok(builder)
-    }
-}
-
-fn temp_path_for(path: &Path, id: &[u8; 16]) -> PathBuf {
-    let file_name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "arena".into());
-    let tag: String = id[..6].iter().map(|b| format!("{b:02x}")).collect();
-    path.with_file_name(format!(".{file_name}.building-{tag}"))
-}
-
-fn round_up(n: u64, to: u64) -> Option<u64> {
-    format::align_up(n, to)
-}
-
-/// What the builder must do with the segment's name when it seals or is dropped.
-enum Site {
-    Memfd,
-    Shm {
-        name: String,
-        unlink: bool,
-    },
-    File {
-        tmp: PathBuf,
-        path: PathBuf,
-        overwrite: bool,
-        done: bool,
-    },
-}
-
-impl Site {
-    /// Where the arena will be found once sealed.
-    fn locator(&self, pid: u32, file: &File) -> Locator {
-        use std::os::fd::AsRawFd;
-        match self {
-            Site::Memfd => Locator::Memfd {
-                pid,
-                fd: file.as_raw_fd(),
-            },
-            Site::Shm { name, .. } => Locator::Shm { name: name.clone() },
-            Site::File { path, .. } => Locator::File { path: path.clone() },
-        }
-    }
-}
-
-impl Drop for Site {
-    fn drop(&mut self) {
-        match self {
-            Site::Memfd => {}
-            Site::Shm { name, unlink } => {
-                if *unlink {
-                    let _ = os::shm_unlink(name);
-                }
-            }
-            Site::File { tmp, done, .. } => {
-                if !*done {
-                    let _ = os::unlink(tmp);
-                }
-            }
-        }
-    }
-}
-
-/// The segment being written: a file and a writable mapping of all of it.
-///
-/// INVARIANTS: when `map` is `Some`, it maps exactly the file's current length; bytes at and
-/// above `high_water` have never been written since they were reserved, so they read as zero.
-struct Segment {
-    map: Option<os::MapMut>,
-    file: File,
-    what: String,
-    high_water: usize,
-}
-
-impl Segment {
-    fn cap(&self) -> usize {
-        self.map.as_ref().map_or(0, os::MapMut::len)
-    }
-
-    fn bytes_mut(&mut self) -> &mut [u8] {
-        self.map.as_mut().map_or(&mut [], os::MapMut::bytes_mut)
-    }
-
-    fn bytes(&self) -> &[u8] {
-        self.map.as_ref().map_or(&[], os::MapMut::bytes)
-    }
-
-    /// Grows the file and the mapping to exactly `new_cap` bytes.
-    fn reserve_exact(&mut self, new_cap: usize) -> Result<()> {
-        let old = self.cap();
-        if new_cap <= old {
-            return Ok(());
-        }
-        os::reserve(&self.file, old as u64, new_cap as u64).map_err(|e| {
-            match Error::os(
-                format!("reserving {new_cap} bytes for {}", self.what),
-                &self.what,
-                e,
-            ) {
-                Error::NoSpace { what, .. } => Error::NoSpace {
-                    what,
-                    requested: (new_cap - old) as u64,
-                },
-                other => other,
-            }
-        })?;
-        let grown = match &mut self.map {
-            Some(map) => map.grow(new_cap),
-            None => os::MapMut::new(&self.file, new_cap).map(|m| self.map = Some(m)),
-        };
-        grown.map_err(|e| {
-            // Give the reservation back so the builder stays as it was.
-            let _ = self.file.set_len(old as u64);
-            Error::Io {
-                context: format!("mapping {new_cap} bytes of {}", self.what),
-                source: e,
-            }
-        })
-    }
-
-    /// Makes room for bytes up to `end`, growing geometrically, and falling back to exactly
-    /// what is needed when the file system cannot give more.
-    fn ensure(&mut self, end: usize) -> Result<()> {
-        let cap = self.cap();
-        if end <= cap {
-            return Ok(());
-        }
-        let too_large = |size: u64| Error::TooLarge {
-            what: self.what.clone(),
-            size,
-        };
-        let needed = round_up(end as u64, PAGE).ok_or_else(|| too_large(end as u64))?;
-        let step = (cap as u64).clamp(PAGE, MAX_GROWTH_STEP);
-        let wanted = (cap as u64).saturating_add(step).max(needed);
-        let needed = usize::try_from(needed).map_err(|_| too_large(needed))?;
-        let wanted = usize::try_from(wanted).unwrap_or(needed);
-        match self.reserve_exact(wanted) {
-            Err(Error::NoSpace { .. }) if wanted > needed => self.reserve_exact(needed),
-            other => other,
-        }
-    }
-
-    /// Zeroes `range` where it lies below the high-water mark, so freshly handed out space
-    /// always reads as zero even after a failed `put` wrote there.
-    fn zero_reused(&mut self, start: usize, end: usize) {
-        let dirty_end = end.min(self.high_water);
-        if start < dirty_end {
-            self.bytes_mut()[start..dirty_end].fill(0);
-        }
-    }
-}
-
-/// The rkyv writer that appends an entry straight into the segment, growing it as needed.
-/// You meet it only in trait bounds, through [`ArenaSerializer`].
-pub struct ArenaWriter<'w> {
-    seg: &'w mut Segment,
-    start: usize,
-    pos: usize,
-    failure: Option<Error>,
-}
-
-#[derive(Debug)]
-struct GrowFailed;
-
-impl std::fmt::Display for GrowFailed {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("the segment could not grow")
-    }
-}
-
-impl std::error::Error for GrowFailed {}
-
-impl Positional for ArenaWriter<'_> {
-    fn pos(&self) -> usize {
-        self.pos
-    }
-}
-
-impl<E: rancor::Source> Writer<E> for ArenaWriter<'_> {
-    fn write(&mut self, bytes: &[u8]) -> Result<(), E> {
-        let at = self.start + self.pos;
-        let end = at + bytes.len();
-        if let Err(e) = self.seg.ensure(end) {
-            self.failure = Some(e);
-            return Err(E::new(GrowFailed));
-        }
-        self.seg.bytes_mut()[at..end].copy_from_slice(bytes);
-        self.pos += bytes.len();
-        Ok(())
-    }
-}
+use crate::segment::{round_up, Segment, Site};
 
 /// An arena under construction. Add entries with the `put` methods, then [`seal`](Self::seal)
 /// it; until then no reader can open it as sealed.
@@ -406,7 +36,7 @@ pub struct Builder {
 impl std::fmt::Debug for Builder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Builder")
-            .field("segment", &self.seg.what)
+            .field("segment", &self.seg.what())
             .field("entries", &self.entries.len())
             .field("len", &self.pos)
             .finish()
@@ -414,6 +44,37 @@ impl std::fmt::Debug for Builder {
 }
 
 impl Builder {
+    /// Starts a writer on a fresh segment: writes the "building" header, then reserves
+    /// `capacity` bytes (a multiple of the page size).
+    pub(crate) fn start(
+        seg: Segment,
+        site: Site,
+        locator: Locator,
+        header: Header,
+        capacity: usize,
+    ) -> Result<Builder> {
+        let mut builder = Builder {
+            seg,
+            site,
+            locator,
+            header,
+            entries: Vec::new(),
+            pos: format::HEADER_LEN,
+        };
+        // The "building" header goes on the segment before the reservation, which can take a
+        // while: a builder killed while reserving then leaves a segment whose header names its
+        // dead creator (an orphan `inspect::gc` can collect), not an empty file nobody can place.
+        let head = builder.header.encode();
+        std::os::unix::fs::FileExt::write_all_at(builder.seg.file(), &head, 0).map_err(|e| {
+            let what = builder.seg.what().to_owned();
+            Error::os(format!("writing the header of {what}"), &what, e)
+        })?;
+        builder.seg.reserve_exact(capacity)?;
+        builder.seg.bytes_mut()[..format::HEADER_LEN].copy_from_slice(&head);
+        builder.seg.note_written(format::HEADER_LEN);
+        Ok(builder)
+    }
+
     /// Archives `value` with rkyv straight into the segment, with no intermediate buffer, then
     /// validates the archive once with bytecheck so that readers of a sealed memfd can skip that.
     ///
@@ -439,19 +100,15 @@ impl Builder {
         self.seg.zero_reused(self.pos, start);
         let seg = &mut self.seg;
         let (serialized, len, failure) = rkyv::util::with_arena(|arena| {
-            let writer = ArenaWriter {
-                seg,
-                start,
-                pos: 0,
-                failure: None,
-            };
+            let writer = ArenaWriter::new(seg, start);
             let mut ser = Serializer::new(writer, arena.acquire(), Share::new());
             let serialized = rkyv::api::serialize_using::<_, rancor::Error>(value, &mut ser);
             let (writer, _, _) = ser.into_raw_parts();
-            (serialized, writer.pos, writer.failure)
+            let (len, failure) = writer.finish();
+            (serialized, len, failure)
         });
         let end = start + len;
-        self.seg.high_water = self.seg.high_water.max(end);
+        self.seg.note_written(end);
         let root_pos = match (serialized, failure) {
             (_, Some(e)) => return Err(e),
             (Err(e), None) => {
@@ -583,7 +240,7 @@ impl Builder {
         })?;
         self.seg.ensure(end)?;
         self.seg.zero_reused(self.pos, end);
-        self.seg.high_water = self.seg.high_water.max(end);
+        self.seg.note_written(end);
         let dst = &mut self.seg.bytes_mut()[start..end];
         let checksum = match fill(dst) {
             Some(sum) => sum,
@@ -611,12 +268,13 @@ impl Builder {
         validate_entry_name(name)?;
         if self.entries.iter().any(|e| e.name == name) {
             return Err(Error::AlreadyExists {
-                what: format!("entry {name:?} in {}", self.seg.what),
+                what: format!("entry {name:?} in {}", self.seg.what()),
+                source: None,
             });
         }
         if self.entries.len() >= u32::MAX as usize {
             return Err(Error::TooLarge {
-                what: format!("table of contents of {}", self.seg.what),
+                what: format!("table of contents of {}", self.seg.what()),
                 size: self.entries.len() as u64,
             });
         }
@@ -627,7 +285,7 @@ impl Builder {
         round_up(self.pos as u64, align as u64)
             .and_then(|p| usize::try_from(p).ok())
             .ok_or(Error::TooLarge {
-                what: self.seg.what.clone(),
+                what: self.seg.what().to_owned(),
                 size: self.pos as u64,
             })
     }
@@ -698,7 +356,7 @@ impl Builder {
         let toc = format::encode_toc(&self.entries);
         let toc_off = self.aligned_pos(8)?;
         let total = toc_off.checked_add(toc.len()).ok_or(Error::TooLarge {
-            what: self.seg.what.clone(),
+            what: self.seg.what().to_owned(),
             size: u64::MAX,
         })?;
         self.seg.ensure(total)?;
@@ -713,9 +371,7 @@ impl Builder {
             locator,
             ..
         } = self;
-        let Segment {
-            map, file, what, ..
-        } = seg;
+        let (map, file, what) = seg.into_parts();
         let io = |context: &str| {
             let what = what.clone();
             let context = format!("{context} {what}");
@@ -819,9 +475,14 @@ impl std::fmt::Debug for SealError {
     }
 }
 
+/// Says only that sealing failed; [`source`](std::error::Error::source) returns the cause.
 impl std::fmt::Display for SealError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        std::fmt::Display::fmt(&self.error, f)
+        if self.builder.is_some() {
+            f.write_str("cannot seal the arena (the builder is handed back unchanged)")
+        } else {
+            f.write_str("cannot seal the arena")
+        }
     }
 }
 

@@ -1,0 +1,104 @@
+//! Options for a new arena, and creating the segment a writer builds in.
+
+use std::path::PathBuf;
+
+use crate::error::{Error, Result};
+use crate::format::Header;
+use crate::os;
+use crate::segment::{self, round_up, Segment, Target, PAGE};
+use crate::writer::Builder;
+
+const DEFAULT_CAPACITY: u64 = 1 << 20;
+
+/// Options for a new arena; [`ArenaBuilder::create`] makes the segment.
+///
+/// ```
+/// # fn main() -> shmarena::Result<()> {
+/// let mut b = shmarena::ArenaBuilder::new().capacity(4 << 20).create()?;
+/// b.put_slice("primes", &[2u32, 3, 5, 7])?;
+/// let arena = b.seal()?;
+/// assert_eq!(&*arena.slice::<u32>("primes")?, &[2, 3, 5, 7]);
+/// # Ok(()) }
+/// ```
+#[derive(Clone, Debug)]
+#[must_use]
+pub struct ArenaBuilder {
+    target: Target,
+    capacity: u64,
+    overwrite: bool,
+}
+
+impl Default for ArenaBuilder {
+    fn default() -> Self {
+        ArenaBuilder::new()
+    }
+}
+
+impl ArenaBuilder {
+    /// An anonymous sealed memfd (the default): freed by the kernel when the last descriptor or
+    /// mapping goes, so it cannot leak even on SIGKILL.
+    pub fn new() -> ArenaBuilder {
+        ArenaBuilder {
+            target: Target::Memfd,
+            capacity: DEFAULT_CAPACITY,
+            overwrite: false,
+        }
+    }
+
+    /// Build in a named POSIX shared-memory segment that unrelated processes can open with
+    /// [`Arena::open_named`](crate::Arena::open_named). The name is checked by [`create`](Self::create) against
+    /// [`validate_segment_name`](crate::validate_segment_name).
+    pub fn named(mut self, name: impl Into<String>) -> ArenaBuilder {
+        self.target = Target::Shm(name.into());
+        self
+    }
+
+    /// Build into a file: written under a temporary name beside `path`, then renamed to `path`
+    /// when sealed, so `path` only ever holds a whole arena.
+    pub fn file(mut self, path: impl Into<PathBuf>) -> ArenaBuilder {
+        self.target = Target::File(path.into());
+        self
+    }
+
+    /// Bytes to reserve up front (default 1 MiB). The segment grows as needed either way; a good
+    /// guess saves the remaps.
+    pub fn capacity(mut self, bytes: u64) -> ArenaBuilder {
+        self.capacity = bytes;
+        self
+    }
+
+    /// For [`file`](Self::file): replace an existing file when sealing (default: refuse with
+    /// [`Error::AlreadyExists`](crate::Error::AlreadyExists)).
+    pub fn overwrite(mut self, yes: bool) -> ArenaBuilder {
+        self.overwrite = yes;
+        self
+    }
+
+    /// Creates the segment, writes a header that says "building", and reserves the capacity.
+    pub fn create(self) -> Result<Builder> {
+        let id = os::random_id().map_err(|e| Error::Io {
+            context: "reading random bytes for the arena id".into(),
+            source: e,
+        })?;
+        let pid = os::pid();
+        let (file, site) = segment::create(&self.target, self.overwrite, &id)?;
+        let locator = site.locator(pid, &file);
+        let what = locator.describe();
+        let header = Header::new_building(
+            id,
+            pid,
+            os::process_start_time(pid).unwrap_or(0),
+            os::now_ns(),
+        );
+        let capacity = round_up(self.capacity.max(PAGE), PAGE).ok_or(Error::TooLarge {
+            what: what.clone(),
+            size: self.capacity,
+        })?;
+        let capacity = usize::try_from(capacity).map_err(|_| Error::TooLarge {
+            what: what.clone(),
+            size: capacity,
+        })?;
+        // From here on `site` cleans up after itself on drop (unlinks the name or temp file).
+        Builder::start(Segment::new(file, what), site, locator, header, capacity)
+    }
+}
