@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use shmarena::rkyv::{self, rancor};
-use shmarena::{Arena, ArenaBuilder, Handle};
+use shmarena::{Arena, ArenaOptions, Handle};
 use shmarena_bench::ab::{self, batched, each, AbResult, Routine};
 use shmarena_bench::echo::{self, frame, Echo};
 use shmarena_bench::{
@@ -81,7 +81,7 @@ fn compare(
 fn attach(plan: &Plan, out: &mut Vec<AbResult>) {
     for size in attach_sizes() {
         let label = size_label(size);
-        let arena = pod_arena(ArenaBuilder::new(), size);
+        let arena = pod_arena(ArenaOptions::new(), size);
         out.push(compare(
             &format!("attach, sealed memfd from a descriptor, {label}"),
             (
@@ -103,7 +103,7 @@ fn attach(plan: &Plan, out: &mut Vec<AbResult>) {
         ));
         drop(arena);
         let name = unique_name("ab-attach");
-        let arena = pod_arena(ArenaBuilder::new().named(&name), size);
+        let arena = pod_arena(ArenaOptions::new().named(&name), size);
         out.push(compare(
             &format!("attach, named segment, {label}"),
             (
@@ -135,7 +135,7 @@ fn attach(plan: &Plan, out: &mut Vec<AbResult>) {
 
 fn resolve(plan: &Plan, out: &mut Vec<AbResult>) {
     let map: Map = (0..1000).map(|i| (format!("k{i}"), i)).collect();
-    let mut b = ArenaBuilder::new().create().expect("create");
+    let mut b = ArenaOptions::new().create().expect("create");
     b.put("map", &map).expect("put");
     let arena = b.seal().expect("seal");
     let handle: Handle<Map> = arena.handle("map").expect("handle");
@@ -167,7 +167,7 @@ fn reads(plan: &Plan, out: &mut Vec<AbResult>) {
     };
     for size in sizes {
         let vec: Vec<u64> = (0..(size / 8) as u64).collect();
-        let mut b = ArenaBuilder::new()
+        let mut b = ArenaOptions::new()
             .capacity((size + MIB) as u64)
             .create()
             .expect("create");
@@ -198,7 +198,7 @@ fn reads(plan: &Plan, out: &mut Vec<AbResult>) {
     let n = map_entries();
     let map = make_map(n);
     let keys = lookup_keys(n, 1000);
-    let arena = map_arena(ArenaBuilder::new(), &map);
+    let arena = map_arena(ArenaOptions::new(), &map);
     let archived = arena.get::<Map>("map").expect("get");
     let mut r = compare(
         &format!("map get, {n} entries, 1000 lookups"),
@@ -321,7 +321,7 @@ fn build(plan: &Plan, out: &mut Vec<AbResult>) {
                 |()| rkyv::to_bytes::<rancor::Error>(&map).expect("to_bytes"),
             ),
         ),
-        ("Builder::put", put_map(&map, len)),
+        ("ArenaWriter::put", put_map(&map, len)),
         slow.rounds,
         slow.round,
     );
@@ -345,7 +345,7 @@ fn build(plan: &Plan, out: &mut Vec<AbResult>) {
                 },
             ),
         ),
-        ("Builder::put", put_map(&map, len)),
+        ("ArenaWriter::put", put_map(&map, len)),
         slow.rounds,
         slow.round,
     );
@@ -353,7 +353,7 @@ fn build(plan: &Plan, out: &mut Vec<AbResult>) {
     out.push(r);
 }
 
-/// `Builder::put` of `map` (`len` bytes archived) into a fresh memfd builder, made outside the
+/// `ArenaWriter::put` of `map` (`len` bytes archived) into a fresh memfd builder, made outside the
 /// timing; the builder is dropped outside it too.
 fn put_map(map: &Map, len: usize) -> Routine<'_> {
     batched(

@@ -9,7 +9,7 @@ use std::os::fd::{AsFd, AsRawFd};
 use std::path::PathBuf;
 
 use criterion::{BenchmarkId, Criterion};
-use shmarena::{Arena, ArenaBuilder};
+use shmarena::{Arena, ArenaOptions};
 use shmarena_bench::{attach_sizes, first_value, pod_arena, size_label, unique_name, TempDir};
 
 fn open_shm_ro(name: &str) -> File {
@@ -26,7 +26,7 @@ fn attach(c: &mut Criterion) {
         // Sealed memfd, built by this process: reached through /proc/self/fd/N (as another
         // process of the user would, with its pid) or from a descriptor (as a forked or spawned
         // child that inherited it would).
-        let arena = pod_arena(ArenaBuilder::new(), size);
+        let arena = pod_arena(ArenaOptions::new(), size);
         assert!(arena.is_kernel_sealed());
         let pid = std::process::id();
         let fd = arena.as_fd().as_raw_fd();
@@ -75,7 +75,7 @@ fn attach(c: &mut Criterion) {
 
         // Named segment in /dev/shm.
         let name = unique_name("attach");
-        let arena = pod_arena(ArenaBuilder::new().named(&name), size);
+        let arena = pod_arena(ArenaOptions::new().named(&name), size);
         let mut g = c.benchmark_group("attach/named");
         g.bench_with_input(
             BenchmarkId::new("baseline: shm_open+mmap+touch", &label),
@@ -98,7 +98,7 @@ fn attach(c: &mut Criterion) {
 
         // File (in the temporary directory; its pages stay in the page cache).
         let path = dir.path().join(format!("attach-{label}.arena"));
-        let arena = pod_arena(ArenaBuilder::new().file(&path), size);
+        let arena = pod_arena(ArenaOptions::new().file(&path), size);
         let mut g = c.benchmark_group("attach/file");
         g.bench_with_input(
             BenchmarkId::new("baseline: open+mmap+touch", &label),

@@ -2,7 +2,7 @@
 //! - a POD entry (`put_slice` into a fresh arena) against creating a fresh memfd and copying the
 //!   same bytes into a writable mapping of it (target ≥ 0.9× the throughput, so time ÷ baseline
 //!   ≤ 1.11);
-//! - an rkyv entry (`Builder::put`, which also validates what it wrote with bytecheck and
+//! - an rkyv entry (`ArenaWriter::put`, which also validates what it wrote with bytecheck and
 //!   checksums it) against `rkyv::to_bytes` into an `AlignedVec` (target ≤ 1.05× the time).
 //!
 //! Each iteration's output is freed right after it, outside the timing, on both sides (so a
@@ -13,7 +13,7 @@ use std::hint::black_box;
 
 use criterion::{BatchSize, BenchmarkId, Criterion, Throughput};
 use shmarena::rkyv::{self, rancor};
-use shmarena::ArenaBuilder;
+use shmarena::ArenaOptions;
 use shmarena_bench::{
     archive_entries, build_sizes, builder_for_archive, make_map, pod_builder, size_label, MIB,
 };
@@ -50,13 +50,13 @@ fn pod(c: &mut Criterion) {
             |b, bytes| b.iter(|| black_box(shmarena::format::checksum(black_box(bytes)))),
         );
         g.bench_with_input(
-            BenchmarkId::new("part: ArenaBuilder::create (empty)", &label),
+            BenchmarkId::new("part: ArenaOptions::create (empty)", &label),
             &size,
             |b, &size| {
                 b.iter_batched(
                     || (),
                     |()| {
-                        ArenaBuilder::new()
+                        ArenaOptions::new()
                             .capacity(size as u64 + 64 * 1024)
                             .create()
                             .expect("create")
@@ -126,7 +126,7 @@ fn rkyv_entry(c: &mut Criterion) {
         },
     );
     g.bench_with_input(
-        BenchmarkId::new("Builder::put (serialize+bytecheck+checksum)", &label),
+        BenchmarkId::new("ArenaWriter::put (serialize+bytecheck+checksum)", &label),
         &map,
         |b, map| {
             b.iter_batched(

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use criterion::{BenchmarkId, Criterion};
 use mmap_sync::synchronizer::Synchronizer;
-use shmarena::{ArenaBuilder, Handle};
+use shmarena::{ArenaOptions, Handle};
 use shmarena_bench::{archive_entries, lookup_keys, make_map, map_arena, unique_name, Map};
 
 /// The three files mmap-sync makes for a path prefix; removed on drop.
@@ -48,10 +48,10 @@ fn peer(c: &mut Criterion) {
     let mut reader = Synchronizer::new(&prefix);
 
     // shmarena, the same map in a sealed memfd and in a named segment.
-    let memfd = map_arena(ArenaBuilder::new(), &map);
+    let memfd = map_arena(ArenaOptions::new(), &map);
     let memfd_handle: Handle<Map> = memfd.handle("map").expect("handle");
     let name = unique_name("peer");
-    let named = map_arena(ArenaBuilder::new().named(&name), &map);
+    let named = map_arena(ArenaOptions::new().named(&name), &map);
     let named_handle: Handle<Map> = named.handle("map").expect("handle");
 
     let mut g = c.benchmark_group("peer/resolve+get");

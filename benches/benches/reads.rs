@@ -7,7 +7,7 @@
 use std::hint::black_box;
 
 use criterion::{BenchmarkId, Criterion, Throughput};
-use shmarena::ArenaBuilder;
+use shmarena::ArenaOptions;
 use shmarena_bench::{lookup_keys, make_map, map_arena, map_entries, size_label, test_mode, MIB};
 
 const LOOKUPS: usize = 1000;
@@ -21,7 +21,7 @@ fn scan(c: &mut Criterion) {
     for size in sizes {
         let n = size / 8;
         let vec: Vec<u64> = (0..n as u64).collect();
-        let mut b = ArenaBuilder::new()
+        let mut b = ArenaOptions::new()
             .capacity(size as u64 + MIB as u64)
             .create()
             .expect("create");
@@ -50,7 +50,7 @@ fn map_get(c: &mut Criterion) {
     let n = map_entries();
     let map = make_map(n);
     let keys = lookup_keys(n, LOOKUPS);
-    let arena = map_arena(ArenaBuilder::new(), &map);
+    let arena = map_arena(ArenaOptions::new(), &map);
     let archived = arena
         .get::<std::collections::HashMap<String, u32>>("map")
         .expect("get");

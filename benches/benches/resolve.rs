@@ -8,10 +8,10 @@ use std::hint::black_box;
 use std::sync::Arc;
 
 use criterion::Criterion;
-use shmarena::{Arena, ArenaBuilder, Handle, SliceHandle};
+use shmarena::{Arena, ArenaOptions, Handle, SliceHandle};
 use shmarena_bench::{unique_name, Map};
 
-fn build(builder: ArenaBuilder) -> Arena {
+fn build(builder: ArenaOptions) -> Arena {
     let map: Map = (0..1000).map(|i| (format!("k{i}"), i)).collect();
     let mut b = builder.create().expect("create");
     b.put("map", &map).expect("put map");
@@ -43,11 +43,11 @@ fn bench_arena(c: &mut Criterion, group: &str, arena: &Arena) {
 }
 
 fn resolve(c: &mut Criterion) {
-    let memfd = build(ArenaBuilder::new());
+    let memfd = build(ArenaOptions::new());
     bench_arena(c, "resolve/memfd", &memfd);
     drop(memfd);
     let name = unique_name("resolve");
-    let named = build(ArenaBuilder::new().named(&name));
+    let named = build(ArenaOptions::new().named(&name));
     bench_arena(c, "resolve/named", &named);
     drop(named);
 }

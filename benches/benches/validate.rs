@@ -6,7 +6,7 @@
 use std::os::fd::AsFd;
 
 use criterion::{BenchmarkId, Criterion, Throughput};
-use shmarena::{Arena, ArenaBuilder, OpenOptions};
+use shmarena::{Arena, ArenaOptions, OpenOptions};
 use shmarena_bench::{archive_entries, make_map, map_arena, unique_name, Map, TempDir};
 
 fn read(arena: &Arena) -> usize {
@@ -17,11 +17,11 @@ fn validate(c: &mut Criterion) {
     let n = archive_entries();
     let map = make_map(n);
     let dir = TempDir::new().expect("temporary directory");
-    let memfd = map_arena(ArenaBuilder::new(), &map);
+    let memfd = map_arena(ArenaOptions::new(), &map);
     let name = unique_name("validate");
-    let named = map_arena(ArenaBuilder::new().named(&name), &map);
+    let named = map_arena(ArenaOptions::new().named(&name), &map);
     let path = dir.path().join("validate.arena");
-    let file = map_arena(ArenaBuilder::new().file(&path), &map);
+    let file = map_arena(ArenaOptions::new().file(&path), &map);
     let entry_len = memfd.layout().entries[0].len;
     let label = format!("{n} entries");
 

@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use criterion::Criterion;
-use shmarena::{Arena, ArenaBuilder, Builder};
+use shmarena::{Arena, ArenaOptions, ArenaWriter};
 
 pub mod ab;
 pub mod baseline;
@@ -220,7 +220,7 @@ pub fn lookup_keys(n: usize, count: usize) -> Vec<String> {
 
 /// A sealed arena of up to 64 MiB, created with `options` (a backing), holding `map` as its
 /// entry `"map"`.
-pub fn map_arena(options: ArenaBuilder, map: &Map) -> Arena {
+pub fn map_arena(options: ArenaOptions, map: &Map) -> Arena {
     let mut b = options.capacity(64 * MIB as u64).create().expect("create");
     b.put("map", map).expect("put");
     b.seal().expect("seal")
@@ -228,7 +228,7 @@ pub fn map_arena(options: ArenaBuilder, map: &Map) -> Arena {
 
 /// A sealed arena of `size` bytes (at least 64 KiB), created with `options` (a backing): one
 /// `u64` slice named `"data"` holding 1, 2, 3, … that fills it but for 64 KiB.
-pub fn pod_arena(options: ArenaBuilder, size: usize) -> Arena {
+pub fn pod_arena(options: ArenaOptions, size: usize) -> Arena {
     let count = (size - 64 * 1024) / 8;
     let mut b = options.capacity(size as u64).create().expect("create");
     b.put_slice_with::<u64>("data", count, |d| {
@@ -247,8 +247,8 @@ pub fn first_value(arena: &Arena) -> u64 {
 
 /// A new, empty memfd builder with room to archive a value of `archived_len` bytes (twice that
 /// plus 1 MiB): what the rkyv build benchmarks `put` into.
-pub fn builder_for_archive(archived_len: usize) -> Builder {
-    ArenaBuilder::new()
+pub fn builder_for_archive(archived_len: usize) -> ArenaWriter {
+    ArenaOptions::new()
         .capacity(2 * archived_len as u64 + MIB as u64)
         .create()
         .expect("create")
@@ -256,8 +256,8 @@ pub fn builder_for_archive(archived_len: usize) -> Builder {
 
 /// A new memfd builder with room for `data` (plus 64 KiB), holding `data` as its POD entry
 /// `"data"`, not sealed: what the build benchmarks time, with or without the `seal`.
-pub fn pod_builder(data: &[u64]) -> Builder {
-    let mut b = ArenaBuilder::new()
+pub fn pod_builder(data: &[u64]) -> ArenaWriter {
+    let mut b = ArenaOptions::new()
         .capacity(std::mem::size_of_val(data) as u64 + 64 * 1024)
         .create()
         .expect("create");

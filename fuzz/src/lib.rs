@@ -19,7 +19,7 @@ use std::sync::OnceLock;
 use shmarena::format::{
     self, entry_offsets, header_offsets as ho, Header, Layout, HEADER_LEN, MAGIC, TOC_ENTRY_LEN,
 };
-use shmarena::{Arena, ArenaBuilder};
+use shmarena::{Arena, ArenaOptions};
 
 mod reads;
 
@@ -194,18 +194,19 @@ pub fn read_everything(arena: &Arena) {
 /// Together they hold every entry kind [`read_everything`] reads.
 pub fn seed_arenas(dir: &Path) -> shmarena::Result<Vec<(String, Vec<u8>)>> {
     let mut out = Vec::new();
-    let mut build = |file: &str, fill: &dyn Fn(&mut shmarena::Builder) -> shmarena::Result<()>| {
-        let path = dir.join(file);
-        let mut b = ArenaBuilder::new().file(&path).capacity(4096).create()?;
-        fill(&mut b)?;
-        drop(b.seal()?);
-        out.push((
-            file.to_owned(),
-            std::fs::read(&path).expect("reading a seed"),
-        ));
-        std::fs::remove_file(&path).expect("removing a seed");
-        Ok::<_, shmarena::Error>(())
-    };
+    let mut build =
+        |file: &str, fill: &dyn Fn(&mut shmarena::ArenaWriter) -> shmarena::Result<()>| {
+            let path = dir.join(file);
+            let mut b = ArenaOptions::new().file(&path).capacity(4096).create()?;
+            fill(&mut b)?;
+            drop(b.seal()?);
+            out.push((
+                file.to_owned(),
+                std::fs::read(&path).expect("reading a seed"),
+            ));
+            std::fs::remove_file(&path).expect("removing a seed");
+            Ok::<_, shmarena::Error>(())
+        };
     build("empty.arena", &|_| Ok(()))?;
     build("mixed.arena", &|b| {
         let lex: HashMap<String, u32> = (0..24u32).map(|i| (format!("w{i}"), i * 3)).collect();
@@ -246,7 +247,7 @@ pub fn seed_arenas(dir: &Path) -> shmarena::Result<Vec<(String, Vec<u8>)>> {
     })?;
     // A header that still says "building", as a reader would find a crashed builder's segment.
     let path = dir.join("building.arena");
-    let mut b = ArenaBuilder::new().file(&path).capacity(4096).create()?;
+    let mut b = ArenaOptions::new().file(&path).capacity(4096).create()?;
     b.put_slice("partial", &[1u32, 2, 3])?;
     let tmp = std::fs::read_dir(dir)
         .expect("listing the seed directory")

@@ -22,7 +22,7 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use shmarena::{ArenaBuilder, Handle, SliceHandle};
+use shmarena::{ArenaOptions, Handle, SliceHandle};
 use shmarena_pool::{Job, Mode, Pool};
 
 // The classify example's dataset, memory figures and worker messages, shared rather than copied.
@@ -317,7 +317,7 @@ fn run_variant(v: Variant, p: Params) -> Result<Run> {
     }
     match v {
         Variant::A | Variant::B | Variant::D => {
-            let mut b = ArenaBuilder::new().capacity(64 << 20).create()?;
+            let mut b = ArenaOptions::new().capacity(64 << 20).create()?;
             b.put("classifier", &classifier)?;
             b.put_slice("centroids", &cents)?;
             let arena = b.seal()?;

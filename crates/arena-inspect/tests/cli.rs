@@ -12,7 +12,7 @@ use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use serde_json::Value;
-use shmarena::{Arena, ArenaBuilder, Builder, Locator};
+use shmarena::{Arena, ArenaOptions, ArenaWriter, Locator};
 
 const BIN: &str = env!("CARGO_BIN_EXE_arena-inspect");
 
@@ -131,7 +131,7 @@ fn weights() -> Vec<f32> {
     (0..1000).map(|i| i as f32 * 0.25).collect()
 }
 
-fn fill(b: &mut Builder) {
+fn fill(b: &mut ArenaWriter) {
     let map: HashMap<String, u32> = (0..50).map(|i| (format!("k{i}"), i)).collect();
     b.put("map", &map).unwrap();
     b.put_slice("weights", &weights()).unwrap();
@@ -277,7 +277,7 @@ fn check_valid(arena: &Arena, arg: &str) {
 fn named_arena() {
     let scope = Scope::new();
     let name = scope.name("named");
-    let mut b = ArenaBuilder::new().named(&name).create().unwrap();
+    let mut b = ArenaOptions::new().named(&name).create().unwrap();
     fill(&mut b);
     let arena = b.seal().unwrap();
     let arg = format!("/{name}");
@@ -319,7 +319,7 @@ fn handle_strings() {
     let scope = Scope::new();
     let name = scope.name("handles");
     let build = || {
-        let mut b = ArenaBuilder::new().named(&name).create().unwrap();
+        let mut b = ArenaOptions::new().named(&name).create().unwrap();
         fill(&mut b);
         b.seal().unwrap()
     };
@@ -368,7 +368,7 @@ fn handle_strings() {
 #[test]
 fn memfd_arena_by_pid_fd() {
     let scope = Scope::new();
-    let mut b = ArenaBuilder::new().create().unwrap();
+    let mut b = ArenaOptions::new().create().unwrap();
     fill(&mut b);
     let arena = b.seal().unwrap();
     let arg = spell(arena.locator());
@@ -434,7 +434,7 @@ fn memfd_arena_of_another_process() {
 fn file_arena_and_corrupted_copies() {
     let scope = Scope::new();
     let path = scope.path("good.arena");
-    let mut b = ArenaBuilder::new().file(&path).create().unwrap();
+    let mut b = ArenaOptions::new().file(&path).create().unwrap();
     fill(&mut b);
     let arena = b.seal().unwrap();
     let arg = path.display().to_string();
@@ -553,14 +553,14 @@ fn child_builder() {
     };
     let (mode, name) = what.split_once(':').unwrap();
     if mode == "memfd" {
-        let mut b = ArenaBuilder::new().create().unwrap();
+        let mut b = ArenaOptions::new().create().unwrap();
         fill(&mut b);
         let arena = b.seal().unwrap();
         println!("READY {}", spell(arena.locator()));
         std::thread::sleep(std::time::Duration::from_secs(600));
         unreachable!("the parent kills this child");
     }
-    let mut b = ArenaBuilder::new().named(name).create().unwrap();
+    let mut b = ArenaOptions::new().named(name).create().unwrap();
     fill(&mut b);
     match mode {
         "persist" => b.seal().unwrap().persist(),
@@ -628,7 +628,7 @@ fn orphans_of_killed_children_are_collected() {
     let reader = Arena::open_named(&used).unwrap();
     // A segment whose creator (this process) is alive: gc must keep it.
     let mine = scope.name("mine");
-    let mut b = ArenaBuilder::new().named(&mine).create().unwrap();
+    let mut b = ArenaOptions::new().named(&mine).create().unwrap();
     fill(&mut b);
     let own = b.seal().unwrap();
     own.persist();
@@ -805,7 +805,7 @@ fn help_has_examples() {
 #[test]
 fn broken_pipe_is_success() {
     let scope = Scope::new();
-    let mut b = ArenaBuilder::new().create().unwrap();
+    let mut b = ArenaOptions::new().create().unwrap();
     b.put_slice_with::<u64>("big", 200_000, |d| {
         for (i, x) in d.iter_mut().enumerate() {
             *x = i as u64;

@@ -10,7 +10,7 @@
 //! use shmarena_pool::{Mode, Pool};
 //!
 //! // The shared dataset: a sealed arena, built once (here in the parent, before forking).
-//! let mut b = shmarena::ArenaBuilder::new().create()?;
+//! let mut b = shmarena::ArenaOptions::new().create()?;
 //! b.put_slice("weights", &[1.5f32, 2.0, 4.0])?;
 //! let arena = b.seal()?;
 //! let weights = arena.slice::<f32>("weights")?;

@@ -23,7 +23,7 @@ use std::os::unix::process::ExitStatusExt;
 use rustix::process::Signal;
 
 use common::Scope;
-use shmarena::{Arena, ArenaBuilder};
+use shmarena::{Arena, ArenaOptions};
 use shmarena_pool::{Job, Mode, Pool, PoolBuilder, PoolError};
 use workers::{is_our_child, kill_self, lock_free_panic_hook};
 
@@ -186,7 +186,7 @@ fn fork_closures_capture_borrowed_state_and_views() {
     let offsets: Vec<u64> = (0..10).map(|i| i * 1000).collect();
     let arena = {
         let _no_forks = FORKS.write().unwrap_or_else(|e| e.into_inner());
-        let mut b = ArenaBuilder::new().create().unwrap();
+        let mut b = ArenaOptions::new().create().unwrap();
         b.put_slice("numbers", &(0..1000u64).collect::<Vec<_>>())
             .unwrap();
         b.seal().unwrap()
@@ -211,7 +211,7 @@ fn spawn_workers_attach_a_named_arena() {
     let scope = Scope::new();
     let name = scope.name("pool");
     {
-        let mut b = ArenaBuilder::new().named(name.clone()).create().unwrap();
+        let mut b = ArenaOptions::new().named(name.clone()).create().unwrap();
         b.put_slice("numbers", &(1..=100u64).collect::<Vec<_>>())
             .unwrap();
         let _arena = b.seal().unwrap();

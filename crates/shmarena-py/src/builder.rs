@@ -23,7 +23,7 @@ const DISCARDED: &str = "this builder was discarded (its block raised an error)"
 /// it, and `.arena` is the sealed arena; an error discards everything.
 #[pyclass(unsendable, module = "shmarena", name = "Builder")]
 pub(crate) struct PyBuilder {
-    inner: Option<shmarena::Builder>,
+    inner: Option<shmarena::ArenaWriter>,
     /// (entry, dtype, shape) of arrays stored with `put_array`.
     arrays: Vec<(String, String, Vec<u64>)>,
     /// Whether the arrays' metadata entry is written (a failed seal hands the builder back).
@@ -32,7 +32,7 @@ pub(crate) struct PyBuilder {
 }
 
 impl PyBuilder {
-    fn builder(&mut self) -> PyResult<&mut shmarena::Builder> {
+    fn builder(&mut self) -> PyResult<&mut shmarena::ArenaWriter> {
         match (&mut self.inner, &self.arena) {
             (Some(b), _) => Ok(b),
             (None, Some(_)) => Err(PyRuntimeError::new_err(
@@ -54,7 +54,7 @@ impl PyBuilder {
 
 /// Copies a byte buffer of `T`s into a new POD entry.
 fn put_typed<T: Pod>(
-    b: &mut shmarena::Builder,
+    b: &mut shmarena::ArenaWriter,
     py: Python<'_>,
     name: &str,
     buf: &PyBuffer<u8>,
@@ -207,7 +207,7 @@ pub(crate) fn build(
     capacity: Option<u64>,
     overwrite: bool,
 ) -> PyResult<PyBuilder> {
-    let mut opts = shmarena::ArenaBuilder::new();
+    let mut opts = shmarena::ArenaOptions::new();
     match (name, path) {
         (Some(_), Some(_)) => {
             return Err(PyValueError::new_err("give name= or path=, not both"));

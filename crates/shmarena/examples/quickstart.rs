@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::time::Instant;
 
-use shmarena::{Arena, ArenaBuilder, Locator};
+use shmarena::{Arena, ArenaOptions, Locator};
 
 fn main() -> shmarena::Result<()> {
     // A worker role: `quickstart <pid> <fd>` opens the parent's arena and prints a lookup.
@@ -32,7 +32,7 @@ fn main() -> shmarena::Result<()> {
     let weights: Vec<f32> = (0..1_000_000).map(|i| (i as f32).sin()).collect();
 
     let t = Instant::now();
-    let mut b = ArenaBuilder::new().create()?;
+    let mut b = ArenaOptions::new().create()?;
     b.put("lexicon", &lexicon)?;
     b.put_slice("weights", &weights)?;
     let arena = b.seal()?;

@@ -12,24 +12,25 @@ use crate::segment::Segment;
 /// The rkyv serializer shmarena archives with. It appears only in trait bounds:
 /// `T: for<'a, 'w> rkyv::Serialize<ArenaSerializer<'a, 'w>>` holds for every type that derives
 /// `rkyv::Serialize` and for rkyv's std impls.
-pub type ArenaSerializer<'a, 'w> = HighSerializer<ArenaWriter<'w>, ArenaHandle<'a>, rancor::Error>;
+pub type ArenaSerializer<'a, 'w> =
+    HighSerializer<SegmentWriter<'w>, ArenaHandle<'a>, rancor::Error>;
 
 /// The validator shmarena checks archived entries with (rkyv's high-level validator).
 pub type ArenaValidator<'a> = HighValidator<'a, rancor::Error>;
 
 /// The rkyv writer that appends an entry straight into the segment, growing it as needed.
 /// You meet it only in trait bounds, through [`ArenaSerializer`].
-pub struct ArenaWriter<'w> {
+pub struct SegmentWriter<'w> {
     seg: &'w mut Segment,
     start: usize,
     pos: usize,
     failure: Option<Error>,
 }
 
-impl<'w> ArenaWriter<'w> {
+impl<'w> SegmentWriter<'w> {
     /// A writer appending at byte `start` of `seg`.
-    pub(crate) fn new(seg: &'w mut Segment, start: usize) -> ArenaWriter<'w> {
-        ArenaWriter {
+    pub(crate) fn new(seg: &'w mut Segment, start: usize) -> SegmentWriter<'w> {
+        SegmentWriter {
             seg,
             start,
             pos: 0,
@@ -54,13 +55,13 @@ impl std::fmt::Display for GrowFailed {
 
 impl std::error::Error for GrowFailed {}
 
-impl Positional for ArenaWriter<'_> {
+impl Positional for SegmentWriter<'_> {
     fn pos(&self) -> usize {
         self.pos
     }
 }
 
-impl<E: rancor::Source> Writer<E> for ArenaWriter<'_> {
+impl<E: rancor::Source> Writer<E> for SegmentWriter<'_> {
     fn write(&mut self, bytes: &[u8]) -> Result<(), E> {
         let at = self.start + self.pos;
         let end = at + bytes.len();

@@ -184,7 +184,7 @@ impl OpenOptions {
 /// A sealed, read-only arena. Cheap to clone (an `Arc`); views keep it alive.
 ///
 /// Open one with [`Arena::open`], [`Arena::open_named`], [`Arena::open_file`] or
-/// [`Arena::open_memfd`], or get one from [`Builder::seal`](crate::Builder::seal).
+/// [`Arena::open_memfd`], or get one from [`ArenaWriter::seal`](crate::ArenaWriter::seal).
 #[derive(Clone)]
 pub struct Arena {
     pub(crate) shared: Arc<Shared>,

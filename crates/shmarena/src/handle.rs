@@ -5,10 +5,10 @@
 //! ```
 //! # fn main() -> shmarena::Result<()> {
 //! use std::collections::HashMap;
-//! use shmarena::{ArenaBuilder, Handle};
+//! use shmarena::{ArenaOptions, Handle};
 //!
 //! let lexicon: HashMap<String, u32> = [("apple".to_string(), 7)].into();
-//! let mut b = ArenaBuilder::new().create()?;
+//! let mut b = ArenaOptions::new().create()?;
 //! b.put("lexicon", &lexicon)?;
 //! let arena = b.seal()?;
 //!

@@ -6,7 +6,7 @@
 //! use std::collections::HashMap;
 //!
 //! // Create: a sealed memfd by default (`.named("lex")` or `.file(path)` for the others).
-//! let mut b = shmarena::ArenaBuilder::new().create()?;
+//! let mut b = shmarena::ArenaOptions::new().create()?;
 //!
 //! // Archive: rkyv writes straight into the segment; POD slices are copied once.
 //! let lexicon: HashMap<String, (u8, f32)> =
@@ -34,9 +34,9 @@
 //!
 //! | backing | made by | reached by | freed |
 //! |---|---|---|---|
-//! | sealed memfd (default) | [`ArenaBuilder::new`] | fork (inherited), an inherited fd ([`Arena::open_fd`]), `/proc/PID/fd/N` ([`Arena::open_memfd`]) | by the kernel when the last fd or mapping goes, even on SIGKILL |
-//! | named segment | [`ArenaBuilder::named`] | any process of the user ([`Arena::open_named`]) | unlinked when the builder's arena drops, unless [`Arena::persist`]ed |
-//! | file | [`ArenaBuilder::file`] | any process that can read it ([`Arena::open_file`]) | never (it is an image) |
+//! | sealed memfd (default) | [`ArenaOptions::new`] | fork (inherited), an inherited fd ([`Arena::open_fd`]), `/proc/PID/fd/N` ([`Arena::open_memfd`]) | by the kernel when the last fd or mapping goes, even on SIGKILL |
+//! | named segment | [`ArenaOptions::named`] | any process of the user ([`Arena::open_named`]) | unlinked when the builder's arena drops, unless [`Arena::persist`]ed |
+//! | file | [`ArenaOptions::file`] | any process that can read it ([`Arena::open_file`]) | never (it is an image) |
 //!
 //! All three hold the same bytes, laid out as docs/FORMAT.md describes.
 //!
@@ -56,7 +56,7 @@
 //!
 //! # Lifecycle
 //!
-//! A [`Builder`] writes a header that says "building"; [`Builder::seal`] writes the table of
+//! A [`ArenaWriter`] writes a header that says "building"; [`ArenaWriter::seal`] writes the table of
 //! contents, flips the header to "sealed" and makes the segment read-only. A reader refuses an
 //! arena that is not sealed with [`Error::Format`] ([`format::FormatError::StillBuilding`]). A dropped builder removes what it made.
 //!
@@ -114,16 +114,16 @@ mod writer;
 mod os;
 
 #[doc(hidden)]
-pub use archive::ArenaWriter;
+pub use archive::SegmentWriter;
 pub use archive::{ArenaSerializer, ArenaValidator};
 pub use arena::{Arena, ArenaId, OpenOptions};
 pub use attach::{attach, detach, detach_all, expect_id};
 pub use error::{Error, Result};
 pub use handle::{Handle, SliceHandle};
 pub use locator::{validate_entry_name, validate_segment_name, Locator, MAX_SEGMENT_NAME};
-pub use options::ArenaBuilder;
+pub use options::ArenaOptions;
 pub use view::{SliceView, View};
-pub use writer::{Builder, SealError};
+pub use writer::{ArenaWriter, SealError};
 
 /// The README's example, compiled as a doctest so it cannot drift from the API.
 #[cfg(doctest)]

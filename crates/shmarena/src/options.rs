@@ -6,15 +6,15 @@ use crate::error::{Error, Result};
 use crate::format::Header;
 use crate::os;
 use crate::segment::{self, round_up, Segment, Target, PAGE};
-use crate::writer::Builder;
+use crate::writer::ArenaWriter;
 
 const DEFAULT_CAPACITY: u64 = 1 << 20;
 
-/// Options for a new arena; [`ArenaBuilder::create`] makes the segment.
+/// Options for a new arena; [`ArenaOptions::create`] makes the segment.
 ///
 /// ```
 /// # fn main() -> shmarena::Result<()> {
-/// let mut b = shmarena::ArenaBuilder::new().capacity(4 << 20).create()?;
+/// let mut b = shmarena::ArenaOptions::new().capacity(4 << 20).create()?;
 /// b.put_slice("primes", &[2u32, 3, 5, 7])?;
 /// let arena = b.seal()?;
 /// assert_eq!(&*arena.slice::<u32>("primes")?, &[2, 3, 5, 7]);
@@ -22,23 +22,23 @@ const DEFAULT_CAPACITY: u64 = 1 << 20;
 /// ```
 #[derive(Clone, Debug)]
 #[must_use]
-pub struct ArenaBuilder {
+pub struct ArenaOptions {
     target: Target,
     capacity: u64,
     overwrite: bool,
 }
 
-impl Default for ArenaBuilder {
+impl Default for ArenaOptions {
     fn default() -> Self {
-        ArenaBuilder::new()
+        ArenaOptions::new()
     }
 }
 
-impl ArenaBuilder {
+impl ArenaOptions {
     /// An anonymous sealed memfd (the default): freed by the kernel when the last descriptor or
     /// mapping goes, so it cannot leak even on SIGKILL.
-    pub fn new() -> ArenaBuilder {
-        ArenaBuilder {
+    pub fn new() -> ArenaOptions {
+        ArenaOptions {
             target: Target::Memfd,
             capacity: DEFAULT_CAPACITY,
             overwrite: false,
@@ -48,34 +48,34 @@ impl ArenaBuilder {
     /// Build in a named POSIX shared-memory segment that unrelated processes can open with
     /// [`Arena::open_named`](crate::Arena::open_named). The name is checked by [`create`](Self::create) against
     /// [`validate_segment_name`](crate::validate_segment_name).
-    pub fn named(mut self, name: impl Into<String>) -> ArenaBuilder {
+    pub fn named(mut self, name: impl Into<String>) -> ArenaOptions {
         self.target = Target::Shm(name.into());
         self
     }
 
     /// Build into a file: written under a temporary name beside `path`, then renamed to `path`
     /// when sealed, so `path` only ever holds a whole arena.
-    pub fn file(mut self, path: impl Into<PathBuf>) -> ArenaBuilder {
+    pub fn file(mut self, path: impl Into<PathBuf>) -> ArenaOptions {
         self.target = Target::File(path.into());
         self
     }
 
     /// Bytes to reserve up front (default 1 MiB). The segment grows as needed either way; a good
     /// guess saves the remaps.
-    pub fn capacity(mut self, bytes: u64) -> ArenaBuilder {
+    pub fn capacity(mut self, bytes: u64) -> ArenaOptions {
         self.capacity = bytes;
         self
     }
 
     /// For [`file`](Self::file): replace an existing file when sealing (default: refuse with
     /// [`Error::AlreadyExists`](crate::Error::AlreadyExists)).
-    pub fn overwrite(mut self, yes: bool) -> ArenaBuilder {
+    pub fn overwrite(mut self, yes: bool) -> ArenaOptions {
         self.overwrite = yes;
         self
     }
 
     /// Creates the segment, writes a header that says "building", and reserves the capacity.
-    pub fn create(self) -> Result<Builder> {
+    pub fn create(self) -> Result<ArenaWriter> {
         let id = os::random_id().map_err(|e| Error::Io {
             context: "reading random bytes for the arena id".into(),
             source: e,
@@ -99,6 +99,6 @@ impl ArenaBuilder {
             size: capacity,
         })?;
         // From here on `site` cleans up after itself on drop (unlinks the name or temp file).
-        Builder::start(Segment::new(file, what), site, locator, header, capacity)
+        ArenaWriter::start(Segment::new(file, what), site, locator, header, capacity)
     }
 }

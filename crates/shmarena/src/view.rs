@@ -24,7 +24,7 @@ impl Arena {
     ///
     /// ```compile_fail
     /// # fn main() -> shmarena::Result<()> {
-    /// let mut b = shmarena::ArenaBuilder::new().create()?;
+    /// let mut b = shmarena::ArenaOptions::new().create()?;
     /// b.put("v", &vec![1u32, 2, 3])?;
     /// let arena = b.seal()?;
     /// let slice: &rkyv::vec::ArchivedVec<rkyv::Archived<u32>> = {
@@ -63,7 +63,7 @@ impl Arena {
         Ok(SliceView::new(self.clone(), items))
     }
 
-    /// Reads a bytes entry written with [`Builder::put_bytes`](crate::Builder::put_bytes).
+    /// Reads a bytes entry written with [`ArenaWriter::put_bytes`](crate::ArenaWriter::put_bytes).
     pub fn bytes(&self, name: &str) -> Result<SliceView<u8>> {
         let payload = self.bytes_of(name)?;
         Ok(SliceView::new(self.clone(), payload))

@@ -7,7 +7,7 @@ use rkyv::ser::sharing::Share;
 use rkyv::ser::Serializer;
 use rkyv::{Archive, Portable, Serialize};
 
-use crate::archive::{ArenaSerializer, ArenaValidator, ArenaWriter};
+use crate::archive::{ArenaSerializer, ArenaValidator, SegmentWriter};
 use crate::arena::{Arena, Backing};
 use crate::error::{Error, Result};
 use crate::format::{self, Entry, Header, Kind, Prim};
@@ -22,7 +22,7 @@ use crate::segment::{round_up, Segment, Site};
 ///
 /// Dropping a builder without sealing removes what it made: the memfd is freed, a named segment
 /// unlinked and a temporary file removed.
-pub struct Builder {
+pub struct ArenaWriter {
     seg: Segment,
     site: Site,
     /// Where the sealed arena will be found.
@@ -33,9 +33,9 @@ pub struct Builder {
     pos: usize,
 }
 
-impl std::fmt::Debug for Builder {
+impl std::fmt::Debug for ArenaWriter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Builder")
+        f.debug_struct("ArenaWriter")
             .field("segment", &self.seg.what())
             .field("entries", &self.entries.len())
             .field("len", &self.pos)
@@ -43,7 +43,7 @@ impl std::fmt::Debug for Builder {
     }
 }
 
-impl Builder {
+impl ArenaWriter {
     /// Starts a writer on a fresh segment: writes the "building" header, then reserves
     /// `capacity` bytes (a multiple of the page size).
     pub(crate) fn start(
@@ -52,8 +52,8 @@ impl Builder {
         locator: Locator,
         header: Header,
         capacity: usize,
-    ) -> Result<Builder> {
-        let mut builder = Builder {
+    ) -> Result<ArenaWriter> {
+        let mut builder = ArenaWriter {
             seg,
             site,
             locator,
@@ -82,7 +82,7 @@ impl Builder {
     /// # fn main() -> shmarena::Result<()> {
     /// use std::collections::HashMap;
     /// let lexicon: HashMap<String, u32> = [("apple".to_string(), 1), ("pear".to_string(), 2)].into();
-    /// let mut b = shmarena::ArenaBuilder::new().create()?;
+    /// let mut b = shmarena::ArenaOptions::new().create()?;
     /// b.put("lexicon", &lexicon)?;
     /// let arena = b.seal()?;
     /// let lex = arena.get::<HashMap<String, u32>>("lexicon")?;
@@ -100,7 +100,7 @@ impl Builder {
         self.seg.zero_reused(self.pos, start);
         let seg = &mut self.seg;
         let (serialized, len, failure) = rkyv::util::with_arena(|arena| {
-            let writer = ArenaWriter::new(seg, start);
+            let writer = SegmentWriter::new(seg, start);
             let mut ser = Serializer::new(writer, arena.acquire(), Share::new());
             let serialized = rkyv::api::serialize_using::<_, rancor::Error>(value, &mut ser);
             let (writer, _, _) = ser.into_raw_parts();
@@ -165,7 +165,7 @@ impl Builder {
     ///
     /// ```
     /// # fn main() -> shmarena::Result<()> {
-    /// let mut b = shmarena::ArenaBuilder::new().create()?;
+    /// let mut b = shmarena::ArenaOptions::new().create()?;
     /// b.put_slice_with::<f32>("grid", 1000, |dst| {
     ///     for (i, x) in dst.iter_mut().enumerate() {
     ///         *x = i as f32 * 0.5;
@@ -365,7 +365,7 @@ impl Builder {
 
     /// Makes the written segment read-only and maps it as an arena.
     fn finish(self, total: usize) -> Result<Arena> {
-        let Builder {
+        let ArenaWriter {
             seg,
             mut site,
             locator,
@@ -438,7 +438,7 @@ fn copy_and_checksum(dst: &mut [u8], src: &[u8]) -> u64 {
     hasher.digest()
 }
 
-/// A failed [`Builder::seal`]. If it failed before changing anything (no space left for the
+/// A failed [`ArenaWriter::seal`]. If it failed before changing anything (no space left for the
 /// table of contents, say), it hands the builder back, so the work is not lost: free some space
 /// and seal again.
 ///
@@ -446,7 +446,7 @@ fn copy_and_checksum(dst: &mut [u8], src: &[u8]) -> u64 {
 /// [`shmarena::Result`](crate::Result).
 pub struct SealError {
     error: Error,
-    builder: Option<Box<Builder>>,
+    builder: Option<Box<ArenaWriter>>,
 }
 
 impl SealError {
@@ -456,7 +456,7 @@ impl SealError {
     }
 
     /// The builder, unchanged, if sealing failed before it changed anything.
-    pub fn into_builder(self) -> Option<Builder> {
+    pub fn into_builder(self) -> Option<ArenaWriter> {
         self.builder.map(|b| *b)
     }
 

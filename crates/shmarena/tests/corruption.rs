@@ -28,7 +28,7 @@ use shmarena::format::{
     self, entry_offsets as eo, header_offsets as ho, Entry, Header, Kind, Layout, Prim, HEADER_LEN,
     TOC_ENTRY_LEN,
 };
-use shmarena::{Arena, ArenaBuilder, Error};
+use shmarena::{Arena, ArenaOptions, Error};
 
 #[derive(rkyv::Archive, rkyv::Serialize, Debug, Clone)]
 struct Record {
@@ -75,7 +75,7 @@ fn record(i: u32) -> Record {
 /// A sealed file arena with every entry kind, read back as bytes.
 fn sample(scope: &Scope) -> Vec<u8> {
     let path = scope.path("sample.arena");
-    let mut b = ArenaBuilder::new().file(&path).create().unwrap();
+    let mut b = ArenaOptions::new().file(&path).create().unwrap();
     let lex: Lexicon = (0..64u32).map(|i| (format!("w{i}"), i * 7)).collect();
     b.put("lexicon", &lex).unwrap();
     b.put(

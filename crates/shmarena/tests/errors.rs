@@ -8,11 +8,11 @@ use std::os::unix::fs::PermissionsExt;
 use common::{report, Scope};
 use shmarena::format::FormatError;
 use shmarena::format::{header_offsets, HEADER_LEN};
-use shmarena::{Arena, ArenaBuilder, Error};
+use shmarena::{Arena, ArenaOptions, Error};
 
 fn small_file_arena(scope: &Scope, file: &str) -> std::path::PathBuf {
     let path = scope.path(file);
-    let mut b = ArenaBuilder::new().file(&path).create().unwrap();
+    let mut b = ArenaOptions::new().file(&path).create().unwrap();
     let map: HashMap<String, Vec<String>> = (0..200)
         .map(|i| (format!("k{i}"), vec![format!("v{i}"); 3]))
         .collect();
@@ -42,7 +42,7 @@ fn open_edited(
 
 #[test]
 fn wrong_type_and_wrong_name() {
-    let mut b = ArenaBuilder::new().create().unwrap();
+    let mut b = ArenaOptions::new().create().unwrap();
     b.put("strings", &vec!["a".to_string()]).unwrap();
     b.put_slice("floats", &[1.0f32, 2.0]).unwrap();
     let arena = b.seal().unwrap();
@@ -79,14 +79,14 @@ fn wrong_type_and_wrong_name() {
 #[test]
 fn bad_names_and_duplicates() {
     for bad in ["", "a/b", "..", "x".repeat(31).as_str(), "sp ace", ".dot"] {
-        let e = ArenaBuilder::new().named(bad).create().unwrap_err();
+        let e = ArenaOptions::new().named(bad).create().unwrap_err();
         assert!(matches!(e, Error::InvalidName { .. }), "{bad:?}: {e}");
         assert!(
             matches!(Arena::open_named(bad), Err(Error::InvalidName { .. })),
             "{bad:?}"
         );
     }
-    let mut b = ArenaBuilder::new().create().unwrap();
+    let mut b = ArenaOptions::new().create().unwrap();
     b.put_slice("x", &[1u8]).unwrap();
     let e = b.put_slice("x", &[2u8]).unwrap_err();
     assert!(matches!(e, Error::AlreadyExists { .. }), "{e}");
@@ -111,8 +111,8 @@ fn missing_things_are_not_found() {
     let e = Arena::open_memfd(u32::MAX / 2, 3).unwrap_err();
     assert!(matches!(e, Error::NotFound { .. }), "{e}");
     let name = scope.name("dup");
-    let first = ArenaBuilder::new().named(&name).create().unwrap();
-    let e = ArenaBuilder::new().named(&name).create().unwrap_err();
+    let first = ArenaOptions::new().named(&name).create().unwrap();
+    let e = ArenaOptions::new().named(&name).create().unwrap_err();
     assert!(matches!(e, Error::AlreadyExists { .. }), "{e}");
     drop(first);
     scope.finish();
@@ -315,7 +315,7 @@ fn symlinks_are_not_followed() {
     let e = Arena::open_file(&link).unwrap_err();
     assert!(matches!(e, Error::Io { .. }), "{e}");
     // And a builder never writes through one.
-    let e = ArenaBuilder::new().file(&link).create().unwrap_err();
+    let e = ArenaOptions::new().file(&link).create().unwrap_err();
     assert!(matches!(e, Error::AlreadyExists { .. }), "{e}");
     std::fs::remove_file(&link).unwrap();
     std::fs::remove_file(&path).unwrap();

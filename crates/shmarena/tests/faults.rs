@@ -21,7 +21,7 @@ use common::Scope;
 use shmarena::format::FormatError;
 use shmarena::format::{Header, HEADER_LEN, STATE_BUILDING};
 use shmarena::inspect::{gc, GcOptions};
-use shmarena::{Arena, ArenaBuilder, Error, Locator};
+use shmarena::{Arena, ArenaOptions, Error, Locator};
 
 type Lexicon = HashMap<String, u32>;
 
@@ -42,7 +42,7 @@ fn blob_byte(i: usize) -> u8 {
 }
 
 /// Builds the test arena entry by entry, calling `mark` before each phase.
-fn build(builder: ArenaBuilder, mut mark: impl FnMut(&str)) -> Arena {
+fn build(builder: ArenaOptions, mut mark: impl FnMut(&str)) -> Arena {
     let capacity = std::env::var("SHMARENA_FAULT_CAPACITY")
         .ok()
         .and_then(|c| c.parse().ok())
@@ -114,8 +114,8 @@ fn fault_builder_child() {
         return;
     };
     let builder = match target.split_once(':') {
-        Some(("shm", name)) => ArenaBuilder::new().named(name),
-        _ => ArenaBuilder::new(),
+        Some(("shm", name)) => ArenaOptions::new().named(name),
+        _ => ArenaOptions::new(),
     };
     let arena = build(builder, |phase| println!("@phase {phase}"));
     if let Locator::Memfd { pid, fd } = arena.locator() {
@@ -515,7 +515,7 @@ fn a_named_segment_truncated_under_a_reader_faults_that_reader() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let scope = Scope::new();
     let name = scope.name("trunc");
-    let mut b = ArenaBuilder::new().named(&name).create().unwrap();
+    let mut b = ArenaOptions::new().named(&name).create().unwrap();
     b.put_slice("ids", &(0..1_000_000u32).collect::<Vec<_>>())
         .unwrap();
     let owner = b.seal().unwrap();

@@ -8,11 +8,11 @@ use std::process::Command;
 
 use common::{exited_with, fork_and_wait, run_checked, run_isolated, Scope};
 use shmarena::handle::RawHandle;
-use shmarena::{Arena, ArenaBuilder, Error, Handle, SliceHandle};
+use shmarena::{Arena, ArenaOptions, Error, Handle, SliceHandle};
 
 type Lexicon = HashMap<String, u32>;
 
-fn build(builder: ArenaBuilder) -> Arena {
+fn build(builder: ArenaOptions) -> Arena {
     let lexicon: Lexicon = (0..1000u32).map(|i| (format!("w{i}"), i)).collect();
     let mut b = builder.create().unwrap();
     b.put("lexicon", &lexicon).unwrap();
@@ -28,8 +28,8 @@ fn handles_are_small_copy_values_in_three_forms() {
     let scope = Scope::new();
     let name = scope.name("forms");
     for arena in [
-        build(ArenaBuilder::new()),
-        build(ArenaBuilder::new().named(&name)),
+        build(ArenaOptions::new()),
+        build(ArenaOptions::new().named(&name)),
     ] {
         let h: Handle<Lexicon> = arena.handle("lexicon").unwrap();
         let copy = h; // Copy
@@ -56,7 +56,7 @@ fn handles_are_small_copy_values_in_three_forms() {
 
 #[test]
 fn making_a_handle_checks_the_type() {
-    let arena = build(ArenaBuilder::new());
+    let arena = build(ArenaOptions::new());
     assert!(matches!(
         arena.handle::<Vec<u8>>("lexicon"),
         Err(Error::TypeMismatch { .. })
@@ -79,7 +79,7 @@ fn making_a_handle_checks_the_type() {
 
 #[test]
 fn forged_handles_are_errors_never_reads() {
-    let arena = build(ArenaBuilder::new());
+    let arena = build(ArenaOptions::new());
     let h = arena.handle::<Lexicon>("lexicon").unwrap().to_string();
     let parts: Vec<&str> = h.splitn(6, ':').collect();
     let forge = |i: usize, v: &str| {
@@ -149,7 +149,7 @@ fn forge_fresh_id(handle: &str) -> String {
 fn stale_handles_are_clear_errors() {
     let scope = Scope::new();
     // The arena is gone (memfd freed with its last descriptor and mapping).
-    let arena = build(ArenaBuilder::new());
+    let arena = build(ArenaOptions::new());
     let h = arena.handle::<Lexicon>("lexicon").unwrap();
     drop(arena);
     let e = h.get().unwrap_err();
@@ -158,13 +158,13 @@ fn stale_handles_are_clear_errors() {
 
     // A named arena unlinked by its owner.
     let name = scope.name("stale");
-    let arena = build(ArenaBuilder::new().named(&name));
+    let arena = build(ArenaOptions::new().named(&name));
     let h = arena.handle::<Lexicon>("lexicon").unwrap();
     drop(arena);
     assert!(matches!(h.get(), Err(Error::StaleHandle { .. })));
 
     // The place now holds another arena (pid/fd or name reused): the id tells them apart.
-    let newer = build(ArenaBuilder::new().named(&name));
+    let newer = build(ArenaOptions::new().named(&name));
     let forged = forge_fresh_id(&newer.handle::<Lexicon>("lexicon").unwrap().to_string());
     let e = forged
         .parse::<Handle<Lexicon>>()
@@ -183,7 +183,7 @@ fn fork_child_uses_prebuilt_handles() {
     if std::env::var("SHMARENA_TEST_ISOLATED").is_err() {
         return;
     }
-    let arena = build(ArenaBuilder::new());
+    let arena = build(ArenaOptions::new());
     let h: Handle<Lexicon> = arena.handle("lexicon").unwrap();
     let view = h.get().unwrap();
     let status = fork_and_wait(|| {
@@ -235,8 +235,8 @@ fn spawned_children_resolve_shared_handles() {
     let scope = Scope::new();
     let name = scope.name("spawnh");
     for (arena, local) in [
-        (build(ArenaBuilder::new()), "1"),
-        (build(ArenaBuilder::new().named(&name)), "0"),
+        (build(ArenaOptions::new()), "1"),
+        (build(ArenaOptions::new().named(&name)), "0"),
     ] {
         let mut cmd = Command::new(std::env::current_exe().unwrap());
         cmd.args([
@@ -264,7 +264,7 @@ fn spawned_children_resolve_shared_handles() {
 #[test]
 fn the_descriptor_is_not_leaked_to_other_children() {
     use std::os::fd::AsRawFd;
-    let arena = build(ArenaBuilder::new());
+    let arena = build(ArenaOptions::new());
     let fd = std::os::fd::AsFd::as_fd(&arena).as_raw_fd();
     // A child spawned without share_with does not inherit the memfd.
     let out = Command::new("ls")
@@ -279,7 +279,7 @@ fn the_descriptor_is_not_leaked_to_other_children() {
 
 #[test]
 fn the_attach_cache_is_shared_by_threads() {
-    let arena = build(ArenaBuilder::new());
+    let arena = build(ArenaOptions::new());
     let h: Handle<Lexicon> = arena.handle("lexicon").unwrap();
     let s: SliceHandle<f32> = arena.slice_handle("weights").unwrap();
     std::thread::scope(|scope| {

@@ -5,7 +5,7 @@ mod common;
 
 use std::process::Command;
 
-use shmarena::{Arena, ArenaBuilder, Error};
+use shmarena::{Arena, ArenaOptions, Error};
 
 /// Runs in a private mount namespace where /dev/shm is a 2 MiB tmpfs (see the test below).
 #[test]
@@ -16,7 +16,7 @@ fn nospace_child_entry() {
     };
     let big = vec![7u8; 8 << 20];
     // Named segment in the small /dev/shm: growing past 2 MiB is refused, not a SIGBUS.
-    let mut b = ArenaBuilder::new().named("sa-nospace").create().unwrap();
+    let mut b = ArenaOptions::new().named("sa-nospace").create().unwrap();
     b.put_bytes("small", &[1u8; 1000]).unwrap();
     let e = b.put_bytes("big", &big).unwrap_err();
     assert!(matches!(e, Error::NoSpace { .. }), "named: {e}");
@@ -32,7 +32,7 @@ fn nospace_child_entry() {
 
     // A file arena in the same small tmpfs, grown by rkyv's writer.
     let path = std::path::Path::new(&dir).join("f.arena");
-    let mut b = ArenaBuilder::new().file(&path).create().unwrap();
+    let mut b = ArenaOptions::new().file(&path).create().unwrap();
     let e = b.put("vec", &big).unwrap_err();
     assert!(matches!(e, Error::NoSpace { .. }), "file: {e}");
     drop(b);
@@ -42,7 +42,7 @@ fn nospace_child_entry() {
     );
 
     // Sealing with no room left for the table of contents hands the builder back.
-    let mut b = ArenaBuilder::new()
+    let mut b = ArenaOptions::new()
         .named("sa-nospace-toc")
         .create()
         .unwrap();
@@ -102,7 +102,7 @@ SHMARENA_TEST_SMALL_TMPFS="$dir" "$0" --exact nospace_child_entry --ignored --no
 #[test]
 fn a_3_gib_pod_entry() {
     const LEN: usize = 3 << 30;
-    let mut b = ArenaBuilder::new().create().unwrap();
+    let mut b = ArenaOptions::new().create().unwrap();
     b.put_slice("head", &[1u64, 2, 3]).unwrap();
     b.put_slice_with::<u8>("big", LEN, |dst| {
         dst.fill(0x5a);

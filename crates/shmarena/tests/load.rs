@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::process::{Command, Stdio};
 
 use common::Scope;
-use shmarena::{detach_all, Arena, ArenaBuilder, Handle, Locator, SliceHandle};
+use shmarena::{detach_all, Arena, ArenaOptions, Handle, Locator, SliceHandle};
 
 type Lexicon = HashMap<String, u32>;
 
@@ -17,7 +17,7 @@ fn long() -> bool {
     std::env::var("SHMARENA_LONG").is_ok_and(|v| v == "1")
 }
 
-fn build(builder: ArenaBuilder) -> Arena {
+fn build(builder: ArenaOptions) -> Arena {
     let lexicon: Lexicon = (0..2000u32).map(|i| (format!("w{i}"), i * 5)).collect();
     let mut b = builder.create().unwrap();
     b.put("lexicon", &lexicon).unwrap();
@@ -109,8 +109,8 @@ fn load_child() {
 fn many_processes_attach_get_and_drop_at_once() {
     let (procs, cycles) = if long() { (64, 1000) } else { (16, 200) };
     let scope = Scope::new();
-    let named = build(ArenaBuilder::new().named(scope.name("load")));
-    let memfd = build(ArenaBuilder::new());
+    let named = build(ArenaOptions::new().named(scope.name("load")));
+    let memfd = build(ArenaOptions::new());
     let mut children = Vec::new();
     for p in 0..procs {
         let arena = if p % 2 == 0 { &named } else { &memfd };
@@ -190,8 +190,8 @@ fn threads_share_the_attach_cache_isolated() {
     }
     let (threads, cycles) = if long() { (16, 5000) } else { (16, 500) };
     let scope = Scope::new();
-    let named = build(ArenaBuilder::new().named(scope.name("threads")));
-    let memfd = build(ArenaBuilder::new());
+    let named = build(ArenaOptions::new().named(scope.name("threads")));
+    let memfd = build(ArenaOptions::new());
     let handles: Vec<(Locator, Handle<Lexicon>, SliceHandle<f64>)> = [&named, &memfd]
         .iter()
         .map(|a| {

@@ -7,13 +7,13 @@ use std::collections::HashMap;
 use std::process::Command;
 
 use common::{exited_with, fork_and_wait, killed_by, Scope};
-use shmarena::{Arena, ArenaBuilder, Locator};
+use shmarena::{Arena, ArenaOptions, Locator};
 
 fn lexicon() -> HashMap<String, u32> {
     (0..10_000u32).map(|i| (format!("w{i}"), i * 3)).collect()
 }
 
-fn build(builder: ArenaBuilder) -> Arena {
+fn build(builder: ArenaOptions) -> Arena {
     let mut b = builder.create().unwrap();
     b.put("lexicon", &lexicon()).unwrap();
     b.put_slice("weights", &(0..4096).map(|i| i as f64).collect::<Vec<_>>())
@@ -23,7 +23,7 @@ fn build(builder: ArenaBuilder) -> Arena {
 
 #[test]
 fn forked_child_reads_inherited_views() {
-    let arena = build(ArenaBuilder::new());
+    let arena = build(ArenaOptions::new());
     let lex = arena.get::<HashMap<String, u32>>("lexicon").unwrap();
     let w = arena.slice::<f64>("weights").unwrap();
     let status = fork_and_wait(|| {
@@ -89,18 +89,18 @@ fn run_child(spec: String, arena: &Arena) {
 #[test]
 fn spawned_children_attach_in_every_backing() {
     let scope = Scope::new();
-    let memfd = build(ArenaBuilder::new());
+    let memfd = build(ArenaOptions::new());
     let Locator::Memfd { pid, fd } = memfd.locator().clone() else {
         unreachable!()
     };
     run_child(format!("memfd:{pid},{fd}"), &memfd);
 
     let name = scope.name("spawn");
-    let named = build(ArenaBuilder::new().named(&name));
+    let named = build(ArenaOptions::new().named(&name));
     run_child(format!("shm:{name}"), &named);
 
     let path = scope.path("spawn.arena");
-    let file = build(ArenaBuilder::new().file(&path));
+    let file = build(ArenaOptions::new().file(&path));
     run_child(format!("file:{}", path.display()), &file);
     drop((named, file));
     std::fs::remove_file(&path).unwrap();
@@ -131,8 +131,8 @@ fn readers_never_hold_a_writable_mapping() {
     let scope = Scope::new();
     let name = scope.name("ro");
     for arena in [
-        build(ArenaBuilder::new()),
-        build(ArenaBuilder::new().named(&name)),
+        build(ArenaOptions::new()),
+        build(ArenaOptions::new().named(&name)),
     ] {
         let w = arena.slice::<f64>("weights").unwrap();
         assert_eq!(
@@ -158,8 +158,8 @@ fn a_write_through_a_view_kills_only_the_writer() {
     let scope = Scope::new();
     let name = scope.name("segv");
     for arena in [
-        build(ArenaBuilder::new()),
-        build(ArenaBuilder::new().named(&name)),
+        build(ArenaOptions::new()),
+        build(ArenaOptions::new().named(&name)),
     ] {
         let w = arena.slice::<f64>("weights").unwrap();
         let target = w.as_ptr() as *mut f64;
@@ -179,7 +179,7 @@ fn a_write_through_a_view_kills_only_the_writer() {
 #[test]
 fn a_sealed_memfd_refuses_truncate_and_write() {
     use std::io::Write;
-    let arena = build(ArenaBuilder::new());
+    let arena = build(ArenaOptions::new());
     let Locator::Memfd { pid, fd } = arena.locator().clone() else {
         unreachable!()
     };
@@ -198,7 +198,7 @@ fn a_sealed_memfd_refuses_truncate_and_write() {
 
 #[test]
 fn a_child_forked_mid_build_does_not_block_sealing() {
-    let mut b = ArenaBuilder::new().create().unwrap();
+    let mut b = ArenaOptions::new().create().unwrap();
     b.put_slice("x", &[1u32; 100_000]).unwrap();
     // SAFETY: the child only sleeps and exits, touching no shared state.
     let child = unsafe { libc::fork() };

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use common::Scope;
 use rkyv::{Archive, Deserialize, Serialize};
 use shmarena::format::FormatError;
-use shmarena::{Arena, ArenaBuilder, Builder, Error};
+use shmarena::{Arena, ArenaOptions, ArenaWriter, Error};
 
 #[derive(Archive, Serialize, Deserialize, Debug, PartialEq, Clone)]
 enum Shape {
@@ -66,7 +66,7 @@ fn sample_records() -> Vec<Record> {
     ]
 }
 
-fn fill(b: &mut Builder) {
+fn fill(b: &mut ArenaWriter) {
     b.put("map", &sample_map()).unwrap();
     b.put("records", &sample_records()).unwrap();
     b.put_slice(
@@ -123,7 +123,7 @@ fn check(arena: &Arena) {
 #[test]
 fn memfd_round_trip() {
     let scope = Scope::new();
-    let mut b = ArenaBuilder::new().create().unwrap();
+    let mut b = ArenaOptions::new().create().unwrap();
     fill(&mut b);
     let arena = b.seal().unwrap();
     assert!(
@@ -146,7 +146,7 @@ fn memfd_round_trip() {
 fn named_round_trip_and_unlink_on_drop() {
     let scope = Scope::new();
     let name = scope.name("rt");
-    let mut b = ArenaBuilder::new().named(&name).create().unwrap();
+    let mut b = ArenaOptions::new().named(&name).create().unwrap();
     fill(&mut b);
     let arena = b.seal().unwrap();
     assert!(!arena.is_kernel_sealed(), "named segments are validated");
@@ -168,7 +168,7 @@ fn named_round_trip_and_unlink_on_drop() {
 fn named_persist_keeps_the_segment() {
     let scope = Scope::new();
     let name = scope.name("persist");
-    let mut b = ArenaBuilder::new().named(&name).create().unwrap();
+    let mut b = ArenaOptions::new().named(&name).create().unwrap();
     b.put_slice("x", &[1u8, 2, 3]).unwrap();
     let arena = b.seal().unwrap();
     arena.persist();
@@ -186,7 +186,7 @@ fn named_persist_keeps_the_segment() {
 fn file_round_trip() {
     let scope = Scope::new();
     let path = scope.path("data.arena");
-    let mut b = ArenaBuilder::new().file(&path).create().unwrap();
+    let mut b = ArenaOptions::new().file(&path).create().unwrap();
     fill(&mut b);
     assert!(!path.exists(), "the final path appears only when sealed");
     let arena = b.seal().unwrap();
@@ -199,9 +199,9 @@ fn file_round_trip() {
     check(&opened);
     drop(opened);
     // Refuses to replace an existing file unless asked to.
-    let err = ArenaBuilder::new().file(&path).create().unwrap_err();
+    let err = ArenaOptions::new().file(&path).create().unwrap_err();
     assert!(matches!(err, Error::AlreadyExists { .. }), "{err}");
-    let mut b = ArenaBuilder::new()
+    let mut b = ArenaOptions::new()
         .file(&path)
         .overwrite(true)
         .create()
@@ -219,7 +219,7 @@ fn file_round_trip() {
 fn dropped_builders_leave_nothing() {
     let scope = Scope::new();
     let name = scope.name("drop");
-    let mut b = ArenaBuilder::new().named(&name).create().unwrap();
+    let mut b = ArenaOptions::new().named(&name).create().unwrap();
     b.put_slice("x", &[0u64; 1000]).unwrap();
     assert_eq!(scope.leftover_segments(), vec![name.clone()]);
     // While building, a reader is refused.
@@ -236,13 +236,13 @@ fn dropped_builders_leave_nothing() {
     );
     assert!(err.to_string().contains(&name), "{err}");
     drop(b);
-    let mut b = ArenaBuilder::new()
+    let mut b = ArenaOptions::new()
         .file(scope.path("f.arena"))
         .create()
         .unwrap();
     b.put_slice("x", &[0u64; 1000]).unwrap();
     drop(b);
-    drop(ArenaBuilder::new().create().unwrap());
+    drop(ArenaOptions::new().create().unwrap());
     scope.finish();
 }
 
@@ -250,7 +250,7 @@ fn dropped_builders_leave_nothing() {
 fn many_entries_and_growth() {
     let scope = Scope::new();
     // Start tiny so the segment has to grow many times, across rkyv and POD entries.
-    let mut b = ArenaBuilder::new().capacity(4096).create().unwrap();
+    let mut b = ArenaOptions::new().capacity(4096).create().unwrap();
     for i in 0..2000u32 {
         if i % 2 == 0 {
             b.put(
@@ -279,7 +279,7 @@ fn many_entries_and_growth() {
 
 #[test]
 fn views_outlive_the_arena_handle() {
-    let mut b = ArenaBuilder::new().create().unwrap();
+    let mut b = ArenaOptions::new().create().unwrap();
     b.put("v", &vec![String::from("kept alive")]).unwrap();
     b.put_slice("s", &[7u16; 3]).unwrap();
     let arena = b.seal().unwrap();
@@ -298,7 +298,7 @@ fn views_outlive_the_arena_handle() {
 fn validation_is_cached_per_entry() {
     let scope = Scope::new();
     let name = scope.name("cache");
-    let mut b = ArenaBuilder::new().named(&name).create().unwrap();
+    let mut b = ArenaOptions::new().named(&name).create().unwrap();
     b.put("m", &sample_map()).unwrap();
     let arena = b.seal().unwrap();
     for _ in 0..3 {
@@ -311,7 +311,7 @@ fn validation_is_cached_per_entry() {
 
 #[test]
 fn always_validate_option_reads_the_same() {
-    let mut b = ArenaBuilder::new().create().unwrap();
+    let mut b = ArenaOptions::new().create().unwrap();
     b.put("m", &sample_map()).unwrap();
     let arena = b.seal().unwrap();
     let shmarena::Locator::Memfd { pid, fd } = arena.locator().clone() else {

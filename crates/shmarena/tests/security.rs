@@ -10,13 +10,13 @@ use std::os::unix::process::CommandExt;
 use std::process::Command;
 
 use common::{run_checked, Scope};
-use shmarena::{Arena, ArenaBuilder, Error, Handle, Locator, OpenOptions};
+use shmarena::{Arena, ArenaOptions, Error, Handle, Locator, OpenOptions};
 
 type Lexicon = HashMap<String, u32>;
 
 const NOBODY: u32 = 65534;
 
-fn build(builder: ArenaBuilder) -> Arena {
+fn build(builder: ArenaOptions) -> Arena {
     let lexicon: Lexicon = (0..100u32).map(|i| (format!("w{i}"), i)).collect();
     let mut b = builder.create().unwrap();
     b.put("lexicon", &lexicon).unwrap();
@@ -40,10 +40,10 @@ fn shm_mode(name: &str) -> u32 {
 fn segments_are_created_0600_exclusively_and_sealed_0400() {
     let scope = Scope::new();
     let name = scope.name("mode");
-    let b = ArenaBuilder::new().named(&name).create().unwrap();
+    let b = ArenaOptions::new().named(&name).create().unwrap();
     assert_eq!(shm_mode(&name), 0o600);
     // O_EXCL: a second builder of the same name is refused and the first is untouched.
-    let e = ArenaBuilder::new().named(&name).create().unwrap_err();
+    let e = ArenaOptions::new().named(&name).create().unwrap_err();
     assert!(matches!(e, Error::AlreadyExists { .. }), "{e}");
     let arena = b.seal().unwrap();
     assert_eq!(shm_mode(&name), 0o400);
@@ -60,7 +60,7 @@ fn symlinks_in_dev_shm_are_never_followed() {
     let link = format!("/dev/shm/{name}");
     std::os::unix::fs::symlink(&target, &link).unwrap();
     // A builder does not create or write through it ...
-    let e = ArenaBuilder::new().named(&name).create().unwrap_err();
+    let e = ArenaOptions::new().named(&name).create().unwrap_err();
     assert!(matches!(e, Error::AlreadyExists { .. }), "{e}");
     // ... and a reader does not open through it.
     let e = Arena::open_named(&name).unwrap_err();
@@ -79,7 +79,7 @@ fn another_users_segment_is_refused_unless_opted_in() {
     }
     let scope = Scope::new();
     let name = scope.name("foreign");
-    let arena = build(ArenaBuilder::new().named(&name));
+    let arena = build(ArenaOptions::new().named(&name));
     std::os::unix::fs::chown(format!("/dev/shm/{name}"), Some(NOBODY), Some(NOBODY)).unwrap();
     let e = Arena::open_named(&name).unwrap_err();
     assert!(matches!(e, Error::PermissionDenied { .. }), "{e}");
@@ -136,7 +136,7 @@ fn another_user_cannot_reach_this_users_memfd() {
         eprintln!("SKIPPED: needs root to run a child as another user");
         return;
     }
-    let arena = build(ArenaBuilder::new());
+    let arena = build(ArenaOptions::new());
     let Locator::Memfd { pid, fd } = arena.locator().clone() else {
         unreachable!()
     };

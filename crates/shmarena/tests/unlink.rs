@@ -9,7 +9,7 @@ use common::Scope;
 fn owner_unlinks_once_and_mappings_stay_readable() {
     let scope = Scope::new();
     let name = scope.name("u");
-    let mut b = shmarena::ArenaBuilder::new().named(&name).create().unwrap();
+    let mut b = shmarena::ArenaOptions::new().named(&name).create().unwrap();
     b.put_slice("xs", &[1u32, 2, 3]).unwrap();
     let arena = b.seal().unwrap();
     let reader = shmarena::Arena::open_named(&name).unwrap();
@@ -26,7 +26,7 @@ fn owner_unlinks_once_and_mappings_stay_readable() {
     assert_eq!(&*arena.slice::<u32>("xs").unwrap(), &[1, 2, 3]);
     assert_eq!(&*reader.slice::<u32>("xs").unwrap(), &[1, 2, 3]);
     // A segment made later under the same name is not unlinked by the old arena's drop.
-    let mut b2 = shmarena::ArenaBuilder::new().named(&name).create().unwrap();
+    let mut b2 = shmarena::ArenaOptions::new().named(&name).create().unwrap();
     b2.put_slice("ys", &[4u8]).unwrap();
     let second = b2.seal().unwrap();
     drop(arena);
@@ -39,11 +39,11 @@ fn owner_unlinks_once_and_mappings_stay_readable() {
 #[test]
 fn unlink_is_a_no_op_for_memfd_and_file_arenas() {
     let scope = Scope::new();
-    let mut b = shmarena::ArenaBuilder::new().create().unwrap();
+    let mut b = shmarena::ArenaOptions::new().create().unwrap();
     b.put_bytes("b", b"x").unwrap();
     assert!(!b.seal().unwrap().unlink().unwrap());
     let path = scope.path("a.arena");
-    let mut b = shmarena::ArenaBuilder::new().file(&path).create().unwrap();
+    let mut b = shmarena::ArenaOptions::new().file(&path).create().unwrap();
     b.put_bytes("b", b"x").unwrap();
     let arena = b.seal().unwrap();
     assert!(!arena.unlink().unwrap());

@@ -15,7 +15,7 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use clap::{Parser, ValueEnum};
-use shmarena::{ArenaBuilder, Handle, SliceHandle};
+use shmarena::{ArenaOptions, Handle, SliceHandle};
 use shmarena_pool::{Job, Mode, Pool};
 
 use data::{Classifier, DIMS, LABELS, LABEL_NAMES};
@@ -159,7 +159,7 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     };
     let generated = t.elapsed();
     let t = Instant::now();
-    let mut b = ArenaBuilder::new().capacity(64 << 20).create()?;
+    let mut b = ArenaOptions::new().capacity(64 << 20).create()?;
     b.put("classifier", &classifier)?;
     b.put_slice_with::<f32>("centroids", LABELS * DIMS, data::fill_centroids)?;
     let arena = b.seal()?;
