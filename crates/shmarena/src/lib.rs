@@ -89,10 +89,12 @@ mod builder;
 mod error;
 pub mod format;
 mod handle;
+mod image;
 pub mod inspect;
 mod locator;
 pub mod metrics;
 pub mod pool;
+pub mod service;
 mod view;
 
 #[cfg_attr(target_os = "linux", path = "os/linux.rs")]
@@ -103,6 +105,7 @@ pub use builder::{ArenaBuilder, ArenaSerializer, ArenaValidator, ArenaWriter, Bu
 pub use error::{Error, Result};
 pub use handle::{detach_all, Handle, RawHandle, SliceHandle, INHERITED_FDS_ENV};
 pub use locator::{validate_entry_name, validate_segment_name, Locator, MAX_SEGMENT_NAME};
+pub use service::{connect, subscribe, ConnectOptions, Publisher, Subscription};
 pub use view::{SliceView, View};
 
 /// The README's example, compiled as a doctest so it cannot drift from the API.
