@@ -588,7 +588,7 @@ fn generation_swaps_under_four_reader_processes() {
 
     let gen_bytes = (DATA_LEN * 8) as u64;
     let mut at = [0u64; 4];
-    let mut wait_all = |g: u64, at: &mut [u64; 4]| {
+    let wait_all = |g: u64, at: &mut [u64; 4]| {
         while at.iter().any(|&a| a < g) {
             let (i, seen) = rx.recv().expect("a reader died");
             at[i] = at[i].max(seen);
