@@ -40,6 +40,10 @@
 //!
 //! All three hold the same bytes, laid out as docs/FORMAT.md describes.
 //!
+//! A sealed memfd can also be [published](Arena::publish) by name: any process of the user then
+//! reaches it with [`connect`] or follows its generations with [`subscribe`] (see
+//! [`service`]). [`Arena::load_file`] copies an image file into a sealed memfd, checked once.
+//!
 //! # Trust model
 //!
 //! - The header and table of contents are bounds-checked on every open: O(entries). Corrupted,
@@ -76,7 +80,8 @@
 //!
 //! # Where `unsafe` lives
 //!
-//! Four files: `os/linux.rs` (mapping, the pre-exec descriptor hook), `view.rs` (dereferencing
+//! Five files: `os/linux.rs` (mapping, the pre-exec descriptor hook), `os/service.rs` (the
+//! service's generation page), `view.rs` (dereferencing
 //! views), `arena.rs` (reading a kernel-sealed archive without re-validation) and
 //! `pool/process.rs` (fork, pipes, pidfds, reaping). Each block carries its argument.
 

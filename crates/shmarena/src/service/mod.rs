@@ -51,7 +51,7 @@ use crate::locator::validate_segment_name;
 
 /// The abstract socket name (without the leading NUL) that `uid` publishes `name` under:
 /// `shmarena/<uid>/<name>`. `name` follows the segment-name rule
-/// ([`validate_segment_name`](crate::validate_segment_name)).
+/// ([`validate_segment_name`]).
 ///
 /// ```
 /// assert_eq!(shmarena::service::socket_name(1000, "lexicon").unwrap(), "shmarena/1000/lexicon");
