@@ -105,6 +105,50 @@ fn is_root() -> bool {
         .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(2) == Some("0"))
 }
 
+/// A command running child entry `entry` as uid and gid [`NOBODY`]. If nobody cannot reach this
+/// test binary (a checkout under a 0700 home, say), it runs a copy in a world-readable
+/// temporary directory; the returned guard removes the copy.
+fn child_as_nobody(entry: &str, envs: &[(&str, String)]) -> (Command, Option<TempCopy>) {
+    use std::os::unix::fs::PermissionsExt;
+    let exe = std::env::current_exe().unwrap();
+    let reachable = exe
+        .ancestors()
+        .skip(1)
+        .all(|d| std::fs::metadata(d).is_ok_and(|m| m.permissions().mode() & 0o001 != 0))
+        && std::fs::metadata(&exe).is_ok_and(|m| m.permissions().mode() & 0o005 == 0o005);
+    let mut cmd = child(entry, envs);
+    let copy = if reachable {
+        None
+    } else {
+        let dir = std::env::temp_dir().join(format!("shmarena-svc-exe-{}", unique_name("")));
+        std::fs::create_dir(&dir).unwrap();
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let copy = dir.join("service-test");
+        std::fs::copy(&exe, &copy).unwrap();
+        std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let mut c = Command::new(&copy);
+        c.args(["--exact", entry, "--ignored", "--nocapture", "--quiet"])
+            .env_clear()
+            .stdin(Stdio::null());
+        for (k, v) in envs {
+            c.env(k, v);
+        }
+        cmd = c;
+        Some(TempCopy(dir))
+    };
+    cmd.uid(NOBODY).gid(NOBODY).current_dir("/");
+    (cmd, copy)
+}
+
+/// Removes a copied test binary's directory on drop.
+struct TempCopy(std::path::PathBuf);
+
+impl Drop for TempCopy {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 fn service_err(e: Error) -> ServiceError {
     match e {
         Error::Service(s) => s,
@@ -244,8 +288,7 @@ fn a_client_of_another_uid_is_refused() {
     let scope = Scope::new();
     let name = unique_name("r");
     let _p = build_lexicon_arena(1).publish(&name).unwrap();
-    let mut cmd = child("child_other_uid_client", &[("SVC_NAME", name.clone())]);
-    cmd.uid(NOBODY).gid(NOBODY);
+    let (mut cmd, _copy) = child_as_nobody("child_other_uid_client", &[("SVC_NAME", name.clone())]);
     output_ok(&mut cmd, "child_other_uid_client");
 
     // With an allow-list, the same client is served, and validates what it reads.
@@ -254,8 +297,7 @@ fn a_client_of_another_uid_is_refused() {
         .allow_uid(NOBODY)
         .publish(&name2, build_lexicon_arena(2))
         .unwrap();
-    let mut cmd = child("child_allowed_client", &[("SVC_NAME", name2)]);
-    cmd.uid(NOBODY).gid(NOBODY);
+    let (mut cmd, _copy2) = child_as_nobody("child_allowed_client", &[("SVC_NAME", name2)]);
     output_ok(&mut cmd, "child_allowed_client");
     scope.finish();
 }
@@ -307,7 +349,7 @@ fn a_server_of_another_uid_squatting_a_name_is_refused() {
     }
     let scope = Scope::new();
     let name = unique_name("q");
-    let mut squatter = child(
+    let (mut squatter, _copy) = child_as_nobody(
         "child_squatter",
         &[(
             "SVC_SOCKET",
@@ -315,8 +357,6 @@ fn a_server_of_another_uid_squatting_a_name_is_refused() {
         )],
     );
     let mut squatter = squatter
-        .uid(NOBODY)
-        .gid(NOBODY)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()
