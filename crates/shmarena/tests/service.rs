@@ -682,12 +682,94 @@ fn generation_swaps_under_four_reader_processes() {
 }
 
 #[test]
+fn unpaced_swaps_never_tear_and_readers_end_on_the_last() {
+    let scope = Scope::new();
+    let swaps: u64 = if std::env::var_os("SHMARENA_LONG").is_some() {
+        1000
+    } else {
+        200
+    };
+    let last = swaps + 1;
+    let name = unique_name("b");
+    let mut publisher = child(
+        "child_swapper",
+        &[("SVC_NAME", name.clone()), ("SVC_BURST", swaps.to_string())],
+    )
+    .stdin(Stdio::piped())
+    .stdout(Stdio::piped())
+    .spawn()
+    .unwrap();
+    let mut pub_out = BufReader::new(publisher.stdout.take().unwrap());
+    let mut pub_in = publisher.stdin.take().unwrap();
+    wait_line(&mut pub_out, "READY");
+    let readers: Vec<Child> = (0..4)
+        .map(|_| {
+            child(
+                "child_follower",
+                &[("SVC_NAME", name.clone()), ("SVC_LAST", last.to_string())],
+            )
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap()
+        })
+        .collect();
+    writeln!(pub_in, "go").unwrap();
+    wait_line(&mut pub_out, &format!("PUBLISHED {last}"));
+    for r in readers {
+        let out = r.wait_with_output().unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "a reader failed: {stdout}");
+        let summary = stdout.lines().find(|l| l.starts_with("OK:")).unwrap();
+        assert!(summary.ends_with(&format!("last={last}")), "{summary}");
+        eprintln!("{summary}");
+    }
+    writeln!(pub_in, "stop").unwrap();
+    assert!(publisher.wait().unwrap().success());
+    scope.finish();
+}
+
+#[test]
+fn clients_that_never_read_do_not_block_the_publisher() {
+    use std::os::linux::net::SocketAddrExt;
+    let name = unique_name("n");
+    let _p = build_lexicon_arena(5).publish(&name).unwrap();
+    let sock = shmarena::service::socket_name(rustix_uid(), &name).unwrap();
+    let addr = std::os::unix::net::SocketAddr::from_abstract_name(sock).unwrap();
+    // Connections that never read their answer (nor close).
+    let idle: Vec<_> = (0..50)
+        .map(|_| std::os::unix::net::UnixStream::connect_addr(&addr).unwrap())
+        .collect();
+    let arena = ConnectOptions::new()
+        .timeout(std::time::Duration::from_secs(2))
+        .connect(&name)
+        .unwrap();
+    check_lexicon_arena(&arena, 5);
+    drop(idle);
+}
+
+#[test]
 #[ignore = "child entry: publishes generation 1, then one more per line on stdin"]
 fn child_swapper() {
     let publisher = generation_arena(1).publish(&env("SVC_NAME")).unwrap();
     println!("READY");
     std::io::stdout().flush().unwrap();
     let mut line = String::new();
+    if let Ok(burst) = std::env::var("SVC_BURST") {
+        // Unpaced: one line starts a burst of swaps as fast as they can be built.
+        std::io::stdin().read_line(&mut line).unwrap();
+        for _ in 0..burst.parse::<u64>().unwrap() {
+            let g = publisher
+                .publish(generation_arena(publisher.generation() + 1))
+                .unwrap();
+            println!("PUBLISHED {g}");
+        }
+        std::io::stdout().flush().unwrap();
+        line.clear();
+        std::io::stdin().read_line(&mut line).unwrap(); // serve until told to stop
+        drop(publisher);
+        println!("OK:child_swapper");
+        return;
+    }
     while {
         line.clear();
         std::io::stdin().read_line(&mut line).unwrap() > 0
