@@ -462,6 +462,49 @@ fn a_stuck_or_dying_server_gives_typed_errors() {
     );
 }
 
+#[test]
+fn descriptors_that_are_not_sealed_memfds_are_refused() {
+    use std::mem::MaybeUninit;
+    use std::os::fd::AsFd;
+    use std::os::linux::net::SocketAddrExt;
+    use std::os::unix::net::{SocketAddr, UnixListener};
+    let name = unique_name("m");
+    let sock = shmarena::service::socket_name(rustix_uid(), &name).unwrap();
+    let listener = UnixListener::bind_addr(&SocketAddr::from_abstract_name(sock).unwrap()).unwrap();
+    let real = build_lexicon_arena(1);
+    let t = std::thread::spawn(move || {
+        let unsealed = rustix::fs::memfd_create("lying", rustix::fs::MemfdFlags::CLOEXEC).unwrap();
+        rustix::fs::ftruncate(&unsealed, real.len()).unwrap();
+        let plain = std::fs::File::open("/proc/self/exe").unwrap();
+        let page = rustix::fs::memfd_create("page", rustix::fs::MemfdFlags::CLOEXEC).unwrap();
+        for first in [unsealed.as_fd(), plain.as_fd()] {
+            let c = listener.accept().unwrap().0;
+            let mut msg = [0u8; 64];
+            msg[..8].copy_from_slice(&shmarena::service::MAGIC);
+            msg[8..10].copy_from_slice(&1u16.to_le_bytes());
+            msg[24..32].copy_from_slice(&1u64.to_le_bytes());
+            msg[32..48].copy_from_slice(&real.id().to_bytes());
+            msg[48..56].copy_from_slice(&real.len().to_le_bytes());
+            let fds = [first, page.as_fd()];
+            let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(2))];
+            let mut control = rustix::net::SendAncillaryBuffer::new(&mut space);
+            assert!(control.push(rustix::net::SendAncillaryMessage::ScmRights(&fds)));
+            rustix::net::sendmsg(
+                &c,
+                &[std::io::IoSlice::new(&msg)],
+                &mut control,
+                rustix::net::SendFlags::empty(),
+            )
+            .unwrap();
+        }
+    });
+    for _ in 0..2 {
+        let e = service_err(Arena::connect(&name).unwrap_err());
+        assert!(matches!(e, ServiceError::NotSealedMemfd { .. }), "{e}");
+    }
+    t.join().unwrap();
+}
+
 // ---------------------------------------------------------------------------------------------
 // Images
 
