@@ -110,7 +110,7 @@ pub use builder::{ArenaBuilder, ArenaSerializer, ArenaValidator, ArenaWriter, Bu
 pub use error::{Error, Result};
 pub use handle::{detach_all, Handle, RawHandle, SliceHandle, INHERITED_FDS_ENV};
 pub use locator::{validate_entry_name, validate_segment_name, Locator, MAX_SEGMENT_NAME};
-pub use service::{connect, subscribe, ConnectOptions, Publisher, Subscription};
+pub use service::{connect, subscribe, ConnectOptions, PublishOptions, Publisher, Subscription};
 pub use view::{SliceView, View};
 
 /// The README's example, compiled as a doctest so it cannot drift from the API.
