@@ -436,6 +436,13 @@ impl Arena {
         self.shared.trusted
     }
 
+    /// Whether this arena validates archived entries on first access even when kernel-sealed
+    /// (opened with [`OpenOptions::always_validate`]). The service uses it to tell readers
+    /// whether the builder's validation can be relied on.
+    pub(crate) fn validates_always(&self) -> bool {
+        self.shared.always_validate
+    }
+
     /// Keeps a named segment after this arena is dropped (by default the process that built it
     /// unlinks it on drop). No effect on memfd and file arenas.
     pub fn persist(&self) {

@@ -106,6 +106,8 @@ pub enum Error {
         /// What is wrong with it.
         reason: String,
     },
+    /// Publishing or connecting to a published arena failed (see [`crate::service`]).
+    Service(crate::service::ServiceError),
     /// Any other OS error, with what was being done.
     Io {
         /// What was being done, naming the segment or path.
@@ -152,6 +154,7 @@ impl fmt::Display for Error {
             Error::TooLarge { what, size } => write!(f, "{what} is too large ({size} bytes)"),
             Error::StaleHandle { handle, reason } => write!(f, "stale handle {handle}: {reason}"),
             Error::BadHandle { handle, reason } => write!(f, "bad handle {handle:?}: {reason}"),
+            Error::Service(e) => fmt::Display::fmt(e, f),
             Error::Io { context, .. } => f.write_str(context),
         }
     }
@@ -167,8 +170,15 @@ impl std::error::Error for Error {
             | Error::PermissionDenied { source, .. } => source
                 .as_ref()
                 .map(|e| e as &(dyn std::error::Error + 'static)),
+            Error::Service(e) => Some(e),
             _ => None,
         }
+    }
+}
+
+impl From<crate::service::ServiceError> for Error {
+    fn from(e: crate::service::ServiceError) -> Error {
+        Error::Service(e)
     }
 }
 

@@ -40,6 +40,10 @@
 //!
 //! All three hold the same bytes, laid out as docs/FORMAT.md describes.
 //!
+//! A sealed memfd can also be [published](Arena::publish) by name: any process of the user then
+//! reaches it with [`connect`] or follows its generations with [`subscribe`] (see
+//! [`service`]). [`Arena::load_file`] copies an image file into a sealed memfd, checked once.
+//!
 //! # Trust model
 //!
 //! - The header and table of contents are bounds-checked on every open: O(entries). Corrupted,
@@ -76,11 +80,12 @@
 //!
 //! # Where `unsafe` lives
 //!
-//! Three files, each block with its `// SAFETY:` argument:
+//! Four files, each block with its `// SAFETY:` argument:
 //!
 //! - `os/linux.rs`: creating, growing (`mremap`) and read-only mapping of a segment, the
 //!   descriptors borrowed in the pre-exec hook that passes inherited memfds to a child, and
 //!   adopting an inherited descriptor;
+//! - `os/service.rs`: mapping the service's one-page generation counter;
 //! - `view.rs`: dereferencing a [`View`] or [`SliceView`], and their `Send`/`Sync` impls;
 //! - `arena.rs`: reading an archived entry of a kernel-sealed memfd without re-validation.
 //!
@@ -91,7 +96,7 @@
 //!
 //! `format` (bytes, no I/O) → `os` (system calls) → `segment` (the growable segment) and
 //! `archive` (rkyv glue) → `options`/`writer` (building and sealing), `arena` (opening, checked
-//! access) and `view` (typed views) → `attach` → `handle` → `inspect`. No module imports one to its left;
+//! access) and `view` (typed views) → `attach` → `handle` → `service`, `image` → `inspect`. No module imports one to its left;
 //! docs/DESIGN.md has the table.
 
 #[cfg(not(target_os = "linux"))]
@@ -103,10 +108,12 @@ mod attach;
 mod error;
 pub mod format;
 pub mod handle;
+mod image;
 pub mod inspect;
 mod locator;
 mod options;
 mod segment;
+pub mod service;
 mod view;
 mod writer;
 
@@ -122,6 +129,7 @@ pub use error::{Error, Result};
 pub use handle::{Handle, SliceHandle};
 pub use locator::{validate_entry_name, validate_segment_name, Locator, MAX_SEGMENT_NAME};
 pub use options::ArenaOptions;
+pub use service::{connect, subscribe, ConnectOptions, PublishOptions, Publisher, Subscription};
 pub use view::{SliceView, View};
 pub use writer::{ArenaWriter, SealError};
 

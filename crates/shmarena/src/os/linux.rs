@@ -8,6 +8,9 @@ use std::path::Path;
 use memmap2::{Mmap, MmapMut, MmapOptions, RemapOptions};
 use rustix::fs::{FallocateFlags, Mode, OFlags, SealFlags};
 
+#[path = "service.rs"]
+pub(crate) mod service;
+
 /// Where POSIX shared memory objects live on Linux.
 pub(crate) const SHM_DIR: &str = "/dev/shm";
 

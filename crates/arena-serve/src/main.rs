@@ -1,0 +1,208 @@
+//! `arena-serve`: publishes arena image files by name for processes that have no long-lived
+//! parent to hand them an arena.
+//!
+//! Each `NAME=PATH` is loaded into a sealed memfd (checked once: header, table of contents and
+//! payload checksums), published as `NAME` with `shmarena::service`, and watched: when a new
+//! image is renamed over `PATH`, it is loaded and published as the next generation. A failed
+//! load leaves the served generation in place. SIGTERM or SIGINT stop it cleanly; readers keep
+//! what they mapped. All OS access goes through `shmarena` and `signal-hook`; this binary
+//! parses arguments, calls the library and prints. Run `arena-serve --help`.
+
+#![forbid(unsafe_code)]
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::mpsc;
+use std::time::{Duration, SystemTime};
+
+use anyhow::{bail, Context, Result};
+use clap::Parser;
+use shmarena::service::{PublishOptions, Publisher};
+use shmarena::Arena;
+
+const AFTER_HELP: &str = "\
+Each NAME=PATH publishes the arena image at PATH as NAME (readers call
+shmarena::connect(\"NAME\") or shmarena::subscribe(\"NAME\")). Replace an image by
+writing the new one beside it and renaming it over PATH (Arena::save does this):
+arena-serve then publishes it as the next generation. An image that fails its
+checks is reported and the current generation stays.
+
+Lines on standard output:
+  published NAME generation G from PATH (N bytes, E entries)
+  ready                      (after the first generation of every name)
+  stopped                    (after SIGTERM or SIGINT)
+Errors go to standard error. Exit status: 0 after a signal; 1 if an image cannot
+be loaded or a name cannot be published at start.
+
+Example:
+  arena-serve lexicon=/srv/data/lexicon.arena model=/srv/data/model.arena";
+
+/// Publish arena image files by name, and publish a new generation when an image is replaced.
+#[derive(Parser, Debug)]
+#[command(name = "arena-serve", version, after_help = AFTER_HELP)]
+struct Cli {
+    /// NAME=PATH pairs: publish the image at PATH as NAME.
+    #[arg(required = true, value_name = "NAME=PATH")]
+    serve: Vec<String>,
+    /// How often to check each PATH for a replaced image, in milliseconds.
+    #[arg(long, default_value_t = 200, value_name = "MS")]
+    poll_ms: u64,
+    /// Also serve clients running as this uid (repeatable).
+    #[arg(long, value_name = "UID")]
+    allow_uid: Vec<u32>,
+    /// Also serve clients whose primary gid is this gid (repeatable).
+    #[arg(long, value_name = "GID")]
+    allow_gid: Vec<u32>,
+}
+
+/// What identifies one version of an image file: a rename over the path changes the inode.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Stamp {
+    dev: u64,
+    ino: u64,
+    len: u64,
+    mtime: Option<SystemTime>,
+}
+
+/// Prints a line to standard output; a closed output (a gone log reader) does not stop serving.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
+fn stamp(path: &PathBuf) -> Option<Stamp> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(path).ok()?;
+    Some(Stamp {
+        dev: m.dev(),
+        ino: m.ino(),
+        len: m.len(),
+        mtime: m.modified().ok(),
+    })
+}
+
+struct Served {
+    name: String,
+    path: PathBuf,
+    publisher: Publisher,
+    /// The file version last loaded, or last tried (so a bad image is reported once).
+    seen: Option<Stamp>,
+}
+
+fn parse_pair(s: &str) -> Result<(String, PathBuf)> {
+    let Some((name, path)) = s.split_once('=') else {
+        bail!("{s:?} is not NAME=PATH");
+    };
+    shmarena::validate_segment_name(name).with_context(|| format!("in {s:?}"))?;
+    if path.is_empty() {
+        bail!("{s:?} has an empty PATH");
+    }
+    Ok((name.to_owned(), PathBuf::from(path)))
+}
+
+fn describe(arena: &Arena) -> String {
+    format!(
+        "{} bytes, {} entries",
+        arena.len(),
+        arena.layout().entries.len()
+    )
+}
+
+fn run(cli: Cli) -> Result<()> {
+    let mut opts = PublishOptions::new();
+    for uid in &cli.allow_uid {
+        opts = opts.allow_uid(*uid);
+    }
+    for gid in &cli.allow_gid {
+        opts = opts.allow_gid(*gid);
+    }
+    // Signals first, so a SIGTERM during a long load still ends us cleanly.
+    let (tx, rx) = mpsc::channel::<i32>();
+    let mut signals = signal_hook::iterator::Signals::new([
+        signal_hook::consts::SIGTERM,
+        signal_hook::consts::SIGINT,
+    ])
+    .context("installing the SIGTERM and SIGINT handlers")?;
+    let sig_handle = signals.handle();
+    let sig_thread = std::thread::spawn(move || {
+        if let Some(sig) = signals.forever().next() {
+            let _ = tx.send(sig);
+        }
+    });
+
+    let mut served = Vec::new();
+    for pair in &cli.serve {
+        let (name, path) = parse_pair(pair)?;
+        let seen = stamp(&path);
+        let arena = Arena::load_file(&path)
+            .with_context(|| format!("loading {} for {name:?}", path.display()))?;
+        let what = describe(&arena);
+        let publisher = opts
+            .clone()
+            .publish(&name, arena)
+            .with_context(|| format!("publishing {name:?}"))?;
+        say!(
+            "published {name} generation 1 from {} ({what})",
+            path.display()
+        );
+        served.push(Served {
+            name,
+            path,
+            publisher,
+            seen,
+        });
+    }
+    say!("ready");
+
+    let poll = Duration::from_millis(cli.poll_ms.max(1));
+    loop {
+        match rx.recv_timeout(poll) {
+            Ok(_) | Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+        }
+        for s in &mut served {
+            let now = stamp(&s.path);
+            if now.is_none() || now == s.seen {
+                continue;
+            }
+            s.seen = now;
+            match Arena::load_file(&s.path) {
+                Ok(arena) => {
+                    let what = describe(&arena);
+                    match s.publisher.publish(arena) {
+                        Ok(g) => say!(
+                            "published {} generation {g} from {} ({what})",
+                            s.name,
+                            s.path.display()
+                        ),
+                        Err(e) => eprintln!("arena-serve: publishing {}: {e:#}", s.name),
+                    }
+                }
+                Err(e) => eprintln!(
+                    "arena-serve: keeping generation {} of {}: {}: {e}",
+                    s.publisher.generation(),
+                    s.name,
+                    s.path.display()
+                ),
+            }
+        }
+    }
+    drop(served); // every name disappears here
+    sig_handle.close();
+    let _ = sig_thread.join();
+    say!("stopped");
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("arena-serve: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}

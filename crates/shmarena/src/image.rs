@@ -1,0 +1,140 @@
+//! Arena image files: loading one into a fresh sealed memfd, and saving an arena as one.
+
+use std::io::Write;
+use std::os::fd::OwnedFd;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+
+use crate::arena::{Arena, OpenOptions};
+use crate::error::{Error, Result};
+use crate::format::FormatError;
+use crate::os;
+
+impl Arena {
+    /// Copies the arena image at `path` into a fresh sealed memfd and checks it once: header,
+    /// table of contents and every payload checksum ([`Arena::verify`]). The file is read with
+    /// `pread`, never mapped, so a writer or a truncation of the file during or after the load
+    /// cannot change what the arena holds; a FIFO or device is refused before any read.
+    ///
+    /// The copy is a sealed memfd that can be [published](Arena::publish) or shared like a
+    /// built one. Its archived entries are validated with bytecheck on first access in each
+    /// process (the bytes came from a file, not from a builder of this process).
+    ///
+    /// ```
+    /// # fn main() -> shmarena::Result<()> {
+    /// # let dir = std::env::temp_dir().join(format!("shmarena-doc-load-{}", std::process::id()));
+    /// # std::fs::create_dir_all(&dir).unwrap();
+    /// let path = dir.join("weights.arena");
+    /// let mut b = shmarena::ArenaOptions::new().create()?;
+    /// b.put_slice("weights", &[1u32, 2, 3])?;
+    /// b.seal()?.save(&path)?;
+    ///
+    /// let arena = shmarena::Arena::load_file(&path)?;
+    /// assert_eq!(&*arena.slice::<u32>("weights")?, &[1, 2, 3]);
+    /// # std::fs::remove_dir_all(&dir).unwrap();
+    /// # Ok(()) }
+    /// ```
+    pub fn load_file(path: impl AsRef<Path>) -> Result<Arena> {
+        let path = path.as_ref();
+        let what = format!("file {}", path.display());
+        let (src, size) = os::service::open_regular_ro(path).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::InvalidInput {
+                Error::format(
+                    &format!("{what} (not a regular file)"),
+                    FormatError::BadMagic,
+                )
+            } else {
+                Error::os(format!("opening {what}"), &what, e)
+            }
+        })?;
+        if size == 0 {
+            return Err(Error::format(&what, FormatError::BadMagic));
+        }
+        let len = usize::try_from(size).map_err(|_| Error::TooLarge {
+            what: what.clone(),
+            size,
+        })?;
+        let memfd = os::memfd_create("shmarena-image")
+            .map_err(|e| Error::os(format!("creating a memfd for {what}"), &what, e))?;
+        os::reserve(&memfd, 0, size).map_err(|e| match Error::os("", &what, e) {
+            Error::NoSpace { what, source, .. } => Error::NoSpace {
+                what,
+                requested: size,
+                source,
+            },
+            other => other,
+        })?;
+        {
+            let mut map = os::MapMut::new(&memfd, len).map_err(|e| Error::Io {
+                context: format!("mapping a memfd for {what}"),
+                source: e,
+            })?;
+            src.read_exact_at(map.bytes_mut(), 0)
+                .map_err(|e| match e.kind() {
+                    std::io::ErrorKind::UnexpectedEof => Error::format(
+                        &what,
+                        FormatError::Truncated {
+                            needed: size,
+                            len: 0,
+                        },
+                    ),
+                    _ => Error::Io {
+                        context: format!("reading {what}"),
+                        source: e,
+                    },
+                })?;
+            // The writable mapping goes before sealing: F_SEAL_WRITE refuses while one exists.
+        }
+        os::seal_memfd(&memfd).map_err(|e| Error::Io {
+            context: format!("sealing the copy of {what}"),
+            source: e,
+        })?;
+        let arena = OpenOptions::new()
+            .always_validate(true)
+            .open_fd(OwnedFd::from(memfd))
+            .map_err(|e| rename_arena(e, &what))?;
+        arena.verify().map_err(|e| rename_arena(e, &what))?;
+        Ok(arena)
+    }
+
+    /// Writes the arena's bytes to `path` atomically: to a temporary file beside it (mode
+    /// 0600), synced, then renamed over `path`. A reader of `path` sees the old image or the new
+    /// one, never a part. [`Arena::load_file`] reads it back.
+    pub fn save(&self, path: impl AsRef<Path>) -> Result<()> {
+        let path = path.as_ref();
+        let what = format!("file {}", path.display());
+        let file_name = path.file_name().ok_or_else(|| Error::InvalidName {
+            name: path.display().to_string(),
+            reason: "the path has no file name".into(),
+        })?;
+        let id = os::random_id().map_err(|e| Error::os("drawing a random name", &what, e))?;
+        let mut tmp_name = std::ffi::OsString::from(".");
+        tmp_name.push(file_name);
+        tmp_name.push(format!(
+            ".tmp-{:02x}{:02x}{:02x}{:02x}",
+            id[0], id[1], id[2], id[3]
+        ));
+        let tmp = path.with_file_name(tmp_name);
+        let write = || -> std::io::Result<()> {
+            let mut f = os::create_excl(&tmp)?;
+            f.write_all(self.as_bytes())?;
+            f.sync_all()?;
+            os::rename_replace(&tmp, path)
+        };
+        write().map_err(|e| {
+            let _ = os::unlink(&tmp);
+            Error::os(format!("saving {what}"), &what, e)
+        })
+    }
+}
+
+/// Names the source file rather than the memfd copy in an error about an image.
+fn rename_arena(e: Error, what: &str) -> Error {
+    match e {
+        Error::Format { source, .. } => Error::Format {
+            arena: what.to_owned(),
+            source,
+        },
+        other => other,
+    }
+}

@@ -1,0 +1,327 @@
+//! The connecting side: one handshake per connect, and subscriptions that follow generations.
+
+use std::fmt;
+use std::io;
+use std::os::fd::{AsFd, OwnedFd};
+use std::time::Duration;
+
+use super::wire::{
+    Message, WireError, FLAG_BUILDER_VALIDATED, MESSAGE_LEN, PROTOCOL_VERSION, STATUS_OK,
+};
+use super::{socket_name, RefusedBy, ServiceError};
+use crate::arena::{Arena, OpenOptions};
+use crate::error::{Error, Result};
+use crate::os;
+use crate::os::service as sock;
+
+/// Options for connecting: whose publication to trust, and how long to wait.
+///
+/// ```no_run
+/// # fn main() -> shmarena::Result<()> {
+/// use std::time::Duration;
+/// let arena = shmarena::ConnectOptions::new()
+///     .timeout(Duration::from_millis(500))
+///     .connect("lexicon")?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone, Debug)]
+#[must_use]
+pub struct ConnectOptions {
+    server_uid: Option<u32>,
+    timeout: Duration,
+    always_validate: bool,
+}
+
+impl Default for ConnectOptions {
+    fn default() -> Self {
+        ConnectOptions {
+            server_uid: None,
+            timeout: Duration::from_secs(5),
+            always_validate: false,
+        }
+    }
+}
+
+impl ConnectOptions {
+    /// Defaults: the publisher must run as this process's effective uid; 5 s timeout.
+    pub fn new() -> ConnectOptions {
+        ConnectOptions::default()
+    }
+
+    /// Connect to the name as published by `uid` (`shmarena/<uid>/<name>`), and accept a server
+    /// running as that uid and no other. Its arena is then owned by another user, so its
+    /// archived entries are validated on first access.
+    pub fn server_uid(mut self, uid: u32) -> ConnectOptions {
+        self.server_uid = Some(uid);
+        self
+    }
+
+    /// How long to wait for the connection and for the answer (default 5 s). A stuck server
+    /// gives [`ServiceError::Timeout`].
+    pub fn timeout(mut self, timeout: Duration) -> ConnectOptions {
+        self.timeout = timeout;
+        self
+    }
+
+    /// Validate archived entries on first access even when the publisher built and validated
+    /// them. Off by default.
+    pub fn always_validate(mut self, yes: bool) -> ConnectOptions {
+        self.always_validate = yes;
+        self
+    }
+
+    /// Connects and attaches the arena published as `name`.
+    pub fn connect(&self, name: &str) -> Result<Arena> {
+        Ok(self.fetch(name)?.arena)
+    }
+
+    /// Connects and returns a [`Subscription`] that follows the name's generations.
+    pub fn subscribe(&self, name: &str) -> Result<Subscription> {
+        let f = self.fetch(name)?;
+        Ok(Subscription {
+            name: f.name.clone(),
+            opts: self.clone(),
+            arena: f.arena,
+            generation: f.generation,
+            page: f.page,
+        })
+    }
+
+    fn fetch(&self, name: &str) -> Result<Fetched> {
+        let me = os::euid();
+        let server_uid = self.server_uid.unwrap_or(me);
+        let sock_name = socket_name(server_uid, name)?;
+        let name = name.strip_prefix('/').unwrap_or(name).to_owned();
+        let svc = |e: ServiceError| Error::Service(e);
+        let conn = sock::connect_abstract(sock_name.as_bytes(), self.timeout).map_err(|e| {
+            match rustix::io::Errno::from_io_error(&e) {
+                Some(rustix::io::Errno::CONNREFUSED | rustix::io::Errno::NOENT) => {
+                    svc(ServiceError::NotPublished { name: name.clone() })
+                }
+                Some(rustix::io::Errno::AGAIN | rustix::io::Errno::TIMEDOUT) => {
+                    svc(ServiceError::Timeout {
+                        name: name.clone(),
+                        after: self.timeout,
+                    })
+                }
+                _ => svc(ServiceError::Io {
+                    context: format!("connecting to published name {name:?}"),
+                    source: e,
+                }),
+            }
+        })?;
+        let peer = sock::peer_cred(conn.as_fd()).map_err(|e| {
+            svc(ServiceError::Io {
+                context: format!("reading the credentials of the publisher of {name:?}"),
+                source: e,
+            })
+        })?;
+        if peer.uid != server_uid {
+            return Err(svc(ServiceError::Refused {
+                name,
+                by: RefusedBy::Client,
+                uid: peer.uid,
+                gid: peer.gid,
+            }));
+        }
+        let mut buf = [0u8; MESSAGE_LEN];
+        let got = sock::recv_with_fds(conn.as_fd(), &mut buf).map_err(|e| match e.kind() {
+            io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => svc(ServiceError::Timeout {
+                name: name.clone(),
+                after: self.timeout,
+            }),
+            io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe => {
+                svc(ServiceError::ServerDied {
+                    name: name.clone(),
+                    detail: format!("the connection was reset ({e})"),
+                })
+            }
+            _ => svc(ServiceError::Io {
+                context: format!("receiving from the publisher of {name:?}"),
+                source: e,
+            }),
+        })?;
+        drop(conn);
+        let msg = match Message::decode(&buf[..got.len]) {
+            Ok(m) => m,
+            Err(WireError::BadMagic) => {
+                return Err(svc(ServiceError::Protocol {
+                    name,
+                    detail: "the answer does not start with the service magic".into(),
+                }))
+            }
+            Err(WireError::Version(found)) => {
+                return Err(svc(ServiceError::VersionMismatch {
+                    name,
+                    found,
+                    expected: PROTOCOL_VERSION,
+                }))
+            }
+            Err(WireError::Short(n) | WireError::Truncated(n)) => {
+                return Err(svc(ServiceError::ServerDied {
+                    name,
+                    detail: format!("it closed the connection after {n} of {MESSAGE_LEN} bytes"),
+                }))
+            }
+            Err(WireError::Malformed(detail)) => {
+                return Err(svc(ServiceError::Protocol { name, detail }))
+            }
+        };
+        if msg.status != STATUS_OK {
+            return Err(svc(ServiceError::Refused {
+                name,
+                by: RefusedBy::Server,
+                uid: msg.client_uid,
+                gid: me_gid(),
+            }));
+        }
+        if got.fds_truncated || got.fds.len() != 2 {
+            return Err(svc(ServiceError::Protocol {
+                name,
+                detail: format!("expected 2 descriptors, received {}", got.fds.len()),
+            }));
+        }
+        let mut fds = got.fds.into_iter();
+        let arena_fd: OwnedFd = fds.next().expect("two descriptors");
+        let page_fd: OwnedFd = fds.next().expect("two descriptors");
+        let not_sealed = |detail: String| {
+            svc(ServiceError::NotSealedMemfd {
+                name: name.clone(),
+                detail,
+            })
+        };
+        let seals = sock::seals_of(arena_fd.as_fd());
+        if !(seals.immutable() && seals.seal) {
+            return Err(not_sealed(format!(
+                "the arena descriptor carries seals {seals:?}, not write, grow, shrink and seal"
+            )));
+        }
+        if !sock::is_memfd(arena_fd.as_fd()) {
+            return Err(not_sealed("the arena descriptor is not a memfd".into()));
+        }
+        let info = sock::fd_info(arena_fd.as_fd()).map_err(|e| {
+            svc(ServiceError::Io {
+                context: format!("inspecting the arena published as {name:?}"),
+                source: e,
+            })
+        })?;
+        if !info.is_regular || info.size < msg.arena_len {
+            return Err(not_sealed(format!(
+                "the arena descriptor holds {} bytes, the answer says {}",
+                info.size, msg.arena_len
+            )));
+        }
+        let page = sock::CounterView::new(page_fd).map_err(not_sealed)?;
+        let validated = msg.flags & FLAG_BUILDER_VALIDATED != 0;
+        let arena = OpenOptions::new()
+            .always_validate(self.always_validate || !validated)
+            .allow_foreign_owner(server_uid != me)
+            .open_fd(arena_fd)?;
+        if arena.id().to_bytes() != msg.arena_id {
+            return Err(svc(ServiceError::Protocol {
+                name,
+                detail: format!(
+                    "the arena received has id {}, the answer names {}",
+                    arena.id(),
+                    crate::ArenaId::from_bytes(msg.arena_id)
+                ),
+            }));
+        }
+        Ok(Fetched {
+            name,
+            arena,
+            generation: msg.generation,
+            page,
+        })
+    }
+}
+
+fn me_gid() -> u32 {
+    rustix::process::getegid().as_raw()
+}
+
+struct Fetched {
+    name: String,
+    arena: Arena,
+    generation: u64,
+    page: sock::CounterView,
+}
+
+/// Connects to the arena published as `name` by a process of this user and attaches it (see
+/// [`ConnectOptions`] for the options).
+///
+/// Errors are [`Error::Service`]: [`ServiceError::NotPublished`] if nobody listens,
+/// [`ServiceError::Refused`] if either side refuses the other's uid,
+/// [`ServiceError::ServerDied`], [`ServiceError::Timeout`], [`ServiceError::NotSealedMemfd`],
+/// [`ServiceError::VersionMismatch`].
+pub fn connect(name: &str) -> Result<Arena> {
+    ConnectOptions::new().connect(name)
+}
+
+/// Connects to `name` and follows its generations (see [`Subscription`]).
+pub fn subscribe(name: &str) -> Result<Subscription> {
+    ConnectOptions::new().subscribe(name)
+}
+
+/// The latest generation of a published arena, checked cheaply at each task boundary.
+///
+/// [`current`](Subscription::current) reads the publisher's generation counter from a shared
+/// read-only page (one relaxed atomic load) and returns the arena it already holds when nothing
+/// changed; after a change it connects again and fetches the new arena. Views taken from the
+/// old arena stay valid: each holds its own mapping.
+pub struct Subscription {
+    name: String,
+    opts: ConnectOptions,
+    arena: Arena,
+    generation: u64,
+    page: sock::CounterView,
+}
+
+impl fmt::Debug for Subscription {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Subscription")
+            .field("name", &self.name)
+            .field("generation", &self.generation)
+            .field("arena", &self.arena)
+            .finish()
+    }
+}
+
+impl Subscription {
+    /// The arena of the latest generation: the one held if the publisher's counter has not
+    /// moved, a freshly fetched one otherwise. On error (the publisher died between changing
+    /// the counter and answering, say) the subscription keeps what it had:
+    /// [`last`](Subscription::last) still returns it, and the next call tries again.
+    pub fn current(&mut self) -> Result<&Arena> {
+        if self.page.load() != self.generation as u32 {
+            self.refresh()?;
+        }
+        Ok(&self.arena)
+    }
+
+    /// Fetches the arena served now, whether or not the counter moved (for a publisher that
+    /// restarted under the same name). Returns whether the generation or arena changed.
+    pub fn refresh(&mut self) -> Result<bool> {
+        let f = self.opts.fetch(&self.name)?;
+        let changed = f.generation != self.generation || f.arena.id() != self.arena.id();
+        self.arena = f.arena;
+        self.generation = f.generation;
+        self.page = f.page;
+        Ok(changed)
+    }
+
+    /// The arena last fetched, without checking for a newer one.
+    pub fn last(&self) -> &Arena {
+        &self.arena
+    }
+
+    /// The generation of [`last`](Subscription::last).
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// The published name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+}
