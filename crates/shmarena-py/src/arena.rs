@@ -113,6 +113,14 @@ pub(crate) fn resolve(state: &Arc<ArenaState>, py: Python<'_>, h: &Handle) -> Py
     }
 }
 
+/// `collections.abc.<view>(arena)`: a keys, values or items view of the arena as a Mapping.
+fn abc_view<'py>(slf: &Bound<'py, PyArena>, view: &str) -> PyResult<Bound<'py, PyAny>> {
+    slf.py()
+        .import("collections.abc")?
+        .getattr(view)?
+        .call1((slf,))
+}
+
 /// Unlinks the name of a named arena this process built, and forgets the arena.
 pub(crate) fn close(state: &ArenaState) -> PyResult<()> {
     handle::forget(state.arena.id());
@@ -152,9 +160,27 @@ impl PyArena {
             .map(Bound::into_any)
     }
 
-    /// Entry names, in the order they were added.
-    fn keys(&self) -> Vec<String> {
-        self.state.names().into_iter().map(str::to_owned).collect()
+    /// A `KeysView` of the entry names, in the order they were added (the arena is a
+    /// `collections.abc.Mapping` of entry name to value).
+    fn keys<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
+        abc_view(slf, "KeysView")
+    }
+
+    /// A `ValuesView` of the entries' values (views and arrays, read lazily).
+    fn values<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
+        abc_view(slf, "ValuesView")
+    }
+
+    /// An `ItemsView` of `(name, value)` pairs.
+    fn items<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
+        abc_view(slf, "ItemsView")
+    }
+
+    /// Entry names from the last added to the first.
+    fn __reversed__<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let mut names = self.state.names();
+        names.reverse();
+        PyList::new(py, names)?.try_iter().map(Bound::into_any)
     }
 
     /// The arena's random id (32 hex digits).

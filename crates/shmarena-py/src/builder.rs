@@ -13,6 +13,7 @@ use crate::arena::PyArena;
 use crate::dtype;
 use crate::errors::{self, lib_err, ShmarenaError};
 use crate::from_py::{prepare_array, Converter};
+use crate::lifecycle::{self, check_thread};
 use crate::registry::META_ENTRY;
 use crate::value::{Key, Value};
 
@@ -20,9 +21,14 @@ use crate::value::{Key, Value};
 const DISCARDED: &str = "this builder was discarded (its block raised an error)";
 
 /// An arena being built. Use it as a context manager: leaving the block without an error seals
-/// it, and `.arena` is the sealed arena; an error discards everything.
-#[pyclass(unsendable, module = "shmarena", name = "Builder")]
+/// it, and `.arena` is the sealed arena; an error discards everything. It belongs to the thread
+/// that made it: another thread gets `WrongThreadError`.
+#[pyclass(module = "shmarena", name = "Builder")]
 pub(crate) struct PyBuilder {
+    /// The thread that made it.
+    thread: std::thread::ThreadId,
+    /// Keep a named segment after this process exits (`build(persist=True)`).
+    persist: bool,
     inner: Option<shmarena::ArenaWriter>,
     /// (entry, dtype, shape) of arrays stored with `put_array`.
     arrays: Vec<(String, String, Vec<u64>)>,
@@ -73,6 +79,7 @@ impl PyBuilder {
     /// Archives a JSON-like value (dict with str/int/bytes keys, list, tuple, str, bytes, int,
     /// float, bool, None, numpy arrays) as entry `name`.
     fn put(&mut self, py: Python<'_>, name: &str, value: &Bound<'_, PyAny>) -> PyResult<()> {
+        check_thread(self.thread)?;
         Self::check_name(name)?;
         let v = Converter::new(py)?.convert(value)?;
         let b = self.builder()?;
@@ -84,6 +91,7 @@ impl PyBuilder {
     /// POD entry (typed for Rust readers when the dtype is a Rust primitive), dtype and shape
     /// beside it.
     fn put_array(&mut self, py: Python<'_>, name: &str, array: &Bound<'_, PyAny>) -> PyResult<()> {
+        check_thread(self.thread)?;
         Self::check_name(name)?;
         let p = prepare_array(py, array)?;
         let buf = PyBuffer::<u8>::get(&p.bytes)?;
@@ -110,6 +118,7 @@ impl PyBuilder {
 
     /// Writes the table of contents and seals the arena; returns it (also as `.arena`).
     fn seal(&mut self, py: Python<'_>) -> PyResult<Py<PyArena>> {
+        check_thread(self.thread)?;
         if let Some(a) = &self.arena {
             return Ok(a.clone_ref(py));
         }
@@ -141,14 +150,22 @@ impl PyBuilder {
                 return Err(err);
             }
         };
+        if self.persist {
+            arena.persist();
+        }
+        // The value trees are freed: give their pages back rather than leave them to fork
+        // children.
+        shmarena::release_free_memory();
         let a = Py::new(py, PyArena::local(arena, true))?;
         self.arena = Some(a.clone_ref(py));
         Ok(a)
     }
 
     /// Drops everything built so far (a named segment or temporary file is removed).
-    fn discard(&mut self) {
+    fn discard(&mut self) -> PyResult<()> {
+        check_thread(self.thread)?;
         self.inner = None;
+        Ok(())
     }
 
     /// The sealed arena.
@@ -168,8 +185,9 @@ impl PyBuilder {
         self.inner.as_ref().map_or(0, |b| b.entry_count())
     }
 
-    fn __enter__(slf: Py<Self>) -> Py<Self> {
-        slf
+    fn __enter__(slf: PyRef<'_, Self>) -> PyResult<PyRef<'_, Self>> {
+        check_thread(slf.thread)?;
+        Ok(slf)
     }
 
     fn __exit__(
@@ -182,7 +200,7 @@ impl PyBuilder {
         if ty.is_none() {
             self.seal(py)?;
         } else {
-            self.discard();
+            self.discard()?;
         }
         Ok(false)
     }
@@ -197,30 +215,49 @@ impl PyBuilder {
 }
 
 /// Starts building an arena: a sealed memfd by default, or a named segment (`name=`) or a file
-/// (`path=`).
+/// (`path=`). `overwrite=True` replaces an existing file, or a named segment left behind by a
+/// builder that exited; `persist=True` keeps a named segment after this process exits.
 #[pyfunction]
-#[pyo3(signature = (*, name = None, path = None, capacity = None, overwrite = false))]
+#[pyo3(signature = (*, name = None, path = None, capacity = None, overwrite = false, persist = false))]
 pub(crate) fn build(
     py: Python<'_>,
     name: Option<String>,
     path: Option<PathBuf>,
     capacity: Option<u64>,
     overwrite: bool,
+    persist: bool,
 ) -> PyResult<PyBuilder> {
     let mut opts = shmarena::ArenaOptions::new();
-    match (name, path) {
+    if persist && name.is_none() {
+        return Err(PyValueError::new_err(
+            "persist=True is for named arenas (name=...): a memfd arena lives as long as a process              uses it, and a file arena stays on disk anyway",
+        ));
+    }
+    match (&name, path) {
         (Some(_), Some(_)) => {
             return Err(PyValueError::new_err("give name= or path=, not both"));
         }
-        (Some(n), None) => opts = opts.named(n),
-        (None, Some(p)) => opts = opts.file(p).overwrite(overwrite),
+        (Some(n), None) => {
+            if overwrite {
+                lifecycle::clear_for_overwrite(n)?;
+            }
+            opts = opts.named(n.clone());
+        }
+        (None, Some(p)) => {
+            lifecycle::check_file_target(&p)?;
+            opts = opts.file(p).overwrite(overwrite);
+        }
         (None, None) => {}
     }
     if let Some(c) = capacity {
         opts = opts.capacity(c);
     }
-    let b = py.detach(move || opts.create()).map_err(lib_err)?;
+    let b = py
+        .detach(move || opts.create())
+        .map_err(|e| lifecycle::create_error(e, name.as_deref()))?;
     Ok(PyBuilder {
+        thread: std::thread::current().id(),
+        persist,
         inner: Some(b),
         arrays: Vec::new(),
         meta_written: false,

@@ -46,3 +46,11 @@ pub(crate) fn lib_err(e: shmarena::Error) -> PyErr {
         _ => ShmarenaError::new_err(chain(&e)),
     }
 }
+
+create_exception!(
+    shmarena,
+    WrongThreadError,
+    ShmarenaError,
+    "A `Builder` was used from a thread other than the one that made it (build on one thread; \
+     hand the sealed arena or its views to others)."
+);

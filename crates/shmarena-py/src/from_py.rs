@@ -33,6 +33,14 @@ pub(crate) fn prepare_array<'py>(
     py: Python<'py>,
     array: &Bound<'py, PyAny>,
 ) -> PyResult<Prepared<'py>> {
+    let np = py.import("numpy")?;
+    if !array.is_instance(&np.getattr("ndarray")?)? {
+        return Err(PyTypeError::new_err(format!(
+            "put_array takes a numpy array, not {}: pass numpy.asarray(value) (with the dtype \
+             you want), or store it with put() as a list",
+            Converter::type_name(array)
+        )));
+    }
     let prep = py.import("shmarena")?.getattr("_prepare_array")?;
     let (dtype, shape, bytes): (String, Vec<u64>, Bound<'py, PyAny>) =
         prep.call1((array,))?.extract()?;
@@ -47,6 +55,9 @@ pub(crate) fn prepare_array<'py>(
 pub(crate) struct Converter<'py> {
     py: Python<'py>,
     path: Vec<Seg<'py>>,
+    /// The containers (lists, tuples, dicts) on the current path, by address: one met again
+    /// contains itself.
+    open: Vec<usize>,
     ndarray: Bound<'py, PyType>,
     generic: Bound<'py, PyType>,
 }
@@ -57,6 +68,7 @@ impl<'py> Converter<'py> {
         Ok(Converter {
             py,
             path: Vec::new(),
+            open: Vec::new(),
             ndarray: np.getattr("ndarray")?.cast_into::<PyType>()?,
             generic: np.getattr("generic")?.cast_into::<PyType>()?,
         })
@@ -80,7 +92,20 @@ impl<'py> Converter<'py> {
         s
     }
 
-    fn type_name(obj: &Bound<'_, PyAny>) -> String {
+    /// [`where_`](Self::where_), cut to its first 100 bytes when longer than 120.
+    fn where_short(&self) -> String {
+        let at = self.where_();
+        if at.len() <= 120 {
+            return at;
+        }
+        let mut cut = 100;
+        while !at.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        format!("{}... ({} levels)", &at[..cut], self.path.len())
+    }
+
+    pub(crate) fn type_name(obj: &Bound<'_, PyAny>) -> String {
         obj.get_type()
             .name()
             .map(|n| n.to_string())
@@ -92,7 +117,7 @@ impl<'py> Converter<'py> {
         if self.path.len() > MAX_DEPTH {
             return Err(PyValueError::new_err(format!(
                 "{}: nested deeper than {MAX_DEPTH} levels",
-                self.where_()
+                self.where_short()
             )));
         }
         if obj.is_none() {
@@ -128,6 +153,7 @@ impl<'py> Converter<'py> {
             return Ok(Value::Bytes(b.to_vec()));
         }
         if let Ok(d) = obj.cast::<PyDict>() {
+            self.enter(obj)?;
             let mut map = IndexMap::with_capacity(d.len());
             for (k, v) in d.iter() {
                 let key = self.key(&k)?;
@@ -136,13 +162,20 @@ impl<'py> Converter<'py> {
                 self.path.pop();
                 map.insert(key, v);
             }
+            self.open.pop();
             return Ok(Value::Map(map));
         }
         if let Ok(l) = obj.cast::<PyList>() {
-            return self.items(l.iter()).map(Value::List);
+            self.enter(obj)?;
+            let items = self.items(l.iter()).map(Value::List);
+            self.open.pop();
+            return items;
         }
         if let Ok(t) = obj.cast::<PyTuple>() {
-            return self.items(t.iter()).map(Value::Tuple);
+            self.enter(obj)?;
+            let items = self.items(t.iter()).map(Value::Tuple);
+            self.open.pop();
+            return items;
         }
         if obj.is_instance(&self.ndarray)? {
             let p = prepare_array(self.py, obj).map_err(|e| {
@@ -168,6 +201,26 @@ impl<'py> Converter<'py> {
             self.where_(),
             Self::type_name(obj)
         )))
+    }
+
+    /// Notes that the container `obj` is being converted; a container that is already (it
+    /// contains itself) is an error naming where it recurs, not a depth overflow.
+    fn enter(&mut self, obj: &Bound<'py, PyAny>) -> PyResult<()> {
+        let addr = obj.as_ptr() as usize;
+        if let Some(depth) = self.open.iter().position(|&a| a == addr) {
+            let outer = if depth == 0 {
+                "the value".to_owned()
+            } else {
+                format!("the {} at depth {depth}", Self::type_name(obj))
+            };
+            let at = self.where_short();
+            return Err(PyValueError::new_err(format!(
+                "{at}: cycle: {outer} contains itself (shmarena stores trees; copy the repeated \
+                 part or break the cycle)"
+            )));
+        }
+        self.open.push(addr);
+        Ok(())
     }
 
     fn items(

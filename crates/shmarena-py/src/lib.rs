@@ -18,6 +18,8 @@
 //! - `map.rs`, `list.rs`: the methods of `MapView` and `ListView`, and their iterators.
 //! - `from_py.rs`: Python objects to `Value`, with errors naming the path.
 //! - `arena.rs`: `Arena`, `shmarena.open`, and a handle back to what it names.
+//! - `lifecycle.rs`: what `build` checks before creating a segment (with hints in its errors),
+//!   `shmarena.remove` for named arenas, and the builder's thread check.
 //! - `builder.rs`: `Builder` and `shmarena.build`.
 //! - `lib.rs`: the module and its cache functions.
 
@@ -28,6 +30,7 @@ mod dtype;
 mod errors;
 mod from_py;
 mod handle;
+mod lifecycle;
 mod list;
 mod map;
 mod package;
@@ -41,7 +44,7 @@ use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 
 use crate::arena::PyArena;
-use crate::errors::{BadHandleError, ShmarenaError, StaleHandleError};
+use crate::errors::{BadHandleError, ShmarenaError, StaleHandleError, WrongThreadError};
 use crate::view::{ListView, MapView};
 
 /// Rebuilds a pickled arena or view (what `__reduce__` names).
@@ -96,9 +99,11 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(_attached_count, m)?)?;
     m.add_function(wrap_pyfunction!(_close_owned, m)?)?;
     m.add_function(wrap_pyfunction!(_attached_ids, m)?)?;
+    m.add_function(wrap_pyfunction!(lifecycle::remove, m)?)?;
     m.add("ShmarenaError", py.get_type::<ShmarenaError>())?;
     m.add("StaleHandleError", py.get_type::<StaleHandleError>())?;
     m.add("BadHandleError", py.get_type::<BadHandleError>())?;
+    m.add("WrongThreadError", py.get_type::<WrongThreadError>())?;
     m.add("MAX_DEPTH", from_py::MAX_DEPTH)?;
     Ok(())
 }

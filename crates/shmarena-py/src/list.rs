@@ -55,16 +55,18 @@ impl ListView {
         node_to_py(py, &self.root, &items[j], &self.path, Some(j))
     }
 
-    /// Positions of the elements equal to `value`, in order; only the first when `first`.
+    /// Positions of the elements equal to `value`, in order, among positions `range` (clamped
+    /// to the view); only the first when `first`.
     fn positions_of(
         &self,
         py: Python<'_>,
         value: &Bound<'_, PyAny>,
         first: bool,
+        range: std::ops::Range<usize>,
     ) -> PyResult<Vec<usize>> {
         let s = self.sel()?;
         let mut out = Vec::new();
-        for i in 0..s.len {
+        for i in range.start..range.end.min(s.len) {
             if self.element(py, s, i)?.bind(py).eq(value)? {
                 out.push(i);
                 if first {
@@ -143,12 +145,25 @@ impl ListView {
     }
 
     fn __contains__(&self, py: Python<'_>, value: &Bound<'_, PyAny>) -> PyResult<bool> {
-        Ok(!self.positions_of(py, value, true)?.is_empty())
+        Ok(!self
+            .positions_of(py, value, true, 0..usize::MAX)?
+            .is_empty())
     }
 
-    /// Position of the first element equal to `value` (`ValueError` if none).
-    fn index(&self, py: Python<'_>, value: &Bound<'_, PyAny>) -> PyResult<usize> {
-        self.positions_of(py, value, true)?
+    /// Position of the first element equal to `value` at or after `start` and before `stop`
+    /// (negative ones count from the end, as for `list.index`); `ValueError` if none.
+    #[pyo3(signature = (value, start = 0, stop = None))]
+    fn index(
+        &self,
+        py: Python<'_>,
+        value: &Bound<'_, PyAny>,
+        start: isize,
+        stop: Option<isize>,
+    ) -> PyResult<usize> {
+        let n = self.sel()?.len as isize;
+        let clamp = |i: isize| (if i < 0 { i + n } else { i }).clamp(0, n) as usize;
+        let range = clamp(start)..clamp(stop.unwrap_or(n));
+        self.positions_of(py, value, true, range)?
             .first()
             .copied()
             .ok_or_else(|| PyValueError::new_err("value is not in the ListView"))
@@ -156,7 +171,7 @@ impl ListView {
 
     /// Number of elements equal to `value`.
     fn count(&self, py: Python<'_>, value: &Bound<'_, PyAny>) -> PyResult<usize> {
-        Ok(self.positions_of(py, value, false)?.len())
+        Ok(self.positions_of(py, value, false, 0..usize::MAX)?.len())
     }
 
     /// Whether the stored value was a tuple (`to_python` gives a tuple then, else a list).
@@ -193,6 +208,18 @@ impl ListView {
             return Ok(py.NotImplemented());
         };
         self.to_python(py)?.bind(py).eq(other)?.into_py_any(py)
+    }
+
+    /// A stored tuple hashes as the tuple it holds (so it can be a dict key or a set member, and
+    /// `hash(view) == hash(view.to_python())`); a stored list is unhashable, like a `list`.
+    fn __hash__(&self, py: Python<'_>) -> PyResult<isize> {
+        if !self.items()?.1 {
+            return Err(PyTypeError::new_err(
+                "unhashable type: 'ListView' (it holds a list; views of stored tuples are \
+                 hashable, or use tuple(view))",
+            ));
+        }
+        self.to_python(py)?.bind(py).hash()
     }
 
     fn __repr__(&self) -> PyResult<String> {

@@ -67,6 +67,7 @@ impl MapView {
             pos: 0,
             len: self.map()?.len(),
             what,
+            reverse: false,
         })
     }
 }
@@ -103,6 +104,13 @@ impl MapView {
 
     fn __iter__(&self) -> PyResult<MapIter> {
         self.iter(IterWhat::Keys)
+    }
+
+    /// The keys in reverse insertion order, as `reversed(dict)` gives them.
+    fn __reversed__(&self) -> PyResult<MapIter> {
+        let mut it = self.iter(IterWhat::Keys)?;
+        it.reverse = true;
+        Ok(it)
     }
 
     /// A `KeysView` of the mapping.
@@ -182,6 +190,8 @@ pub(crate) struct MapIter {
     pos: usize,
     len: usize,
     what: IterWhat,
+    /// From the last entry to the first.
+    reverse: bool,
 }
 
 #[pymethods]
@@ -197,7 +207,11 @@ impl MapIter {
         let Some(ArchivedValue::Map(m)) = self.root.walk(&self.path) else {
             return Err(self.root.bad_path(&self.path));
         };
-        let i = self.pos;
+        let i = if self.reverse {
+            self.len - 1 - self.pos
+        } else {
+            self.pos
+        };
         self.pos += 1;
         let Some((k, v)) = m.get_index(i) else {
             return Ok(None);

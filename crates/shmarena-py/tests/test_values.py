@@ -343,7 +343,7 @@ def test_builder_lifecycle(closing):
 
 def test_arena_mapping_api(closing):
     arena = build(closing, a=1, b=[1], c=np.zeros(3))
-    assert list(arena) == ["a", "b", "c"] == arena.keys()
+    assert list(arena) == ["a", "b", "c"] == list(arena.keys())
     assert len(arena) == 3 and "a" in arena and "shmarena-py/arrays" not in arena
     assert arena.get("zz", 5) == 5
     with pytest.raises(KeyError):
@@ -393,8 +393,10 @@ def test_handle_sizes(closing):
         size = len(pickle.dumps(obj))
         assert size < 100, (what, size)
         assert len(pickle.dumps(obj, protocol=5)) < 100
-    # Derived arrays are ordinary arrays and pickle their data.
-    assert len(pickle.dumps(arena["centroids"][:2])) > 2 * 64 * 4
+    # Views of a shared array (slices) pickle as a handle plus their place; arrays computed
+    # from it are ordinary arrays and pickle their data.
+    assert len(pickle.dumps(arena["centroids"][:2])) < 150
+    assert len(pickle.dumps(arena["centroids"][:2] + 1)) > 2 * 64 * 4
 
 
 def test_bad_handles_raise():

@@ -22,6 +22,8 @@ import collections.abc as _abc
 import numpy as _np
 
 from . import _native
+from ._array import SharedArray, _restore_view
+from ._json import to_json_default
 from ._native import (
     MAX_DEPTH,
     Arena,
@@ -31,8 +33,10 @@ from ._native import (
     MapView,
     ShmarenaError,
     StaleHandleError,
+    WrongThreadError,
     build,
     open,
+    remove,
 )
 
 __all__ = [
@@ -45,41 +49,21 @@ __all__ = [
     "SharedArray",
     "ShmarenaError",
     "StaleHandleError",
+    "WrongThreadError",
     "attached_count",
     "attached_ids",
     "build",
+    "remove",
+    "to_json_default",
 ]  # `open` is left out so that `from shmarena import *` does not shadow the builtin
 
 _abc.Mapping.register(MapView)
+_abc.Mapping.register(Arena)
 _abc.Sequence.register(ListView)
 
 # numpy dtype kinds stored as raw bytes: bool, ints, uints, floats, complex, datetimes,
 # timedeltas, fixed-width bytes and unicode strings. Object and structured dtypes are refused.
 _KINDS = frozenset("biufcmMSU")
-
-
-class SharedArray(_np.ndarray):
-    """A read-only numpy array over an arena's shared mapping.
-
-    It behaves as a plain ``numpy.ndarray``; the only difference is pickling: an array that
-    ``arena[...]`` returned pickles to a small handle instead of its data, so a worker process
-    maps the same pages. Arrays derived from it (slices, arithmetic results) pickle normally.
-    """
-
-    _shmarena_handle: bytes | None = None
-
-    def __array_finalize__(self, obj: object) -> None:
-        # Derived arrays do not inherit the handle: they are not the entry the handle names.
-        self._shmarena_handle = None
-
-    def __reduce_ex__(self, protocol: int):  # type: ignore[override]
-        handle = self._shmarena_handle
-        if handle is not None:
-            return (_restore, (handle,))
-        return _np.asarray(self).view(_np.ndarray).__reduce_ex__(protocol)
-
-    def __reduce__(self):  # type: ignore[override]
-        return self.__reduce_ex__(2)
 
 
 def _make_array(buffer: object, dtype: str, shape: tuple[int, ...], handle: bytes) -> SharedArray:

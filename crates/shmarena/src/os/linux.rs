@@ -407,6 +407,32 @@ pub(crate) fn adopt_inherited_fd(fd: std::os::fd::RawFd) -> io::Result<File> {
     Ok(File::from(dup))
 }
 
+/// Returns heap memory that the C allocator holds free to the operating system
+/// (`malloc_trim(0)` on glibc; nothing elsewhere). Building an arena from a large value tree
+/// frees that tree at the end, but glibc keeps the freed pages in the process, where `fork`
+/// children inherit them; calling this after sealing gives them back.
+///
+/// ```
+/// shmarena::release_free_memory();
+/// ```
+pub fn release_free_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        extern "C" {
+            /// glibc's `int malloc_trim(size_t pad)`.
+            fn malloc_trim(pad: usize) -> std::ffi::c_int;
+        }
+        // SAFETY: malloc_trim is declared with glibc's signature (size_t -> int); this branch is
+        // compiled only for glibc targets, where the symbol exists. It takes no pointers, is
+        // thread-safe (it locks each malloc arena it trims) and only releases pages that hold
+        // no live allocation, so no memory the program uses changes. Its return value (whether
+        // anything was released) carries no error.
+        unsafe {
+            malloc_trim(0);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
