@@ -127,7 +127,7 @@ fn refusal(name: &str, maker: &Maker, doing: &str, force: bool) -> Option<PyErr>
         Maker::Running(pid) if !force => Some(ShmarenaError::new_err(format!(
             "cannot {doing} named arena {name:?}: process {pid}, which built it, is still \
              running (it removes the name when it closes the arena or exits); open it with \
-             shmarena.open(name={name:?}), or pass force=True to remove the name anyway"
+             shmarena.open(name='{name}'), or pass force=True to remove the name anyway"
         ))),
         _ => None,
     }
@@ -164,22 +164,22 @@ pub(crate) fn create_error(e: shmarena::Error, name: Option<&str>) -> PyErr {
         Some(name) => match maker(name) {
             Ok(Some(Maker::Us)) => format!(
                 "this process built it: close that arena first (arena.close()), or pass \
-                 overwrite=True, or use another name; open it with shmarena.open(name={name:?})"
+                 overwrite=True, or use another name; open it with shmarena.open(name='{name}')"
             ),
             Ok(Some(Maker::Running(pid))) => format!(
                 "process {pid}, which built it, is still running: open it with \
-                 shmarena.open(name={name:?}), or use another name"
+                 shmarena.open(name='{name}'), or use another name"
             ),
             Ok(Some(Maker::Gone(pid))) => format!(
                 "it was left behind by process {pid}, which exited without removing it (killed, \
-                 or built with persist=True): remove it with shmarena.remove({name:?}), or pass \
+                 or built with persist=True): remove it with shmarena.remove('{name}'), or pass \
                  overwrite=True"
             ),
             Ok(Some(Maker::NotAnArena(_))) => {
                 "it is not a shmarena arena: use another name".to_owned()
             }
             Ok(None) | Err(_) => format!(
-                "remove it with shmarena.remove({name:?}) if it is left over, or pass \
+                "remove it with shmarena.remove('{name}') if it is left over, or pass \
                  overwrite=True"
             ),
         },

@@ -82,3 +82,15 @@ def build_send_and_wait(conn, done):
         b.put("v", {"from": "child", "pid": os.getpid(), "arr": np.arange(5.0)})
     conn.send(pickle.dumps(b.arena["v"]))
     done.wait(60)
+
+
+def shares_arena_pages(arr):
+    """(sum, whether `arr` arrived as a read-only SharedArray over an arena mapping)."""
+    perms, path = mapping_of(arr)
+    shared = (
+        type(arr) is shmarena.SharedArray
+        and not arr.flags.writeable
+        and perms.startswith("r--")
+        and ("memfd:shmarena" in path or path.startswith("/dev/shm/"))
+    )
+    return int(arr.sum()), shared
