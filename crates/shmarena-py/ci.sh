@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# Builds the Python bindings the way a user installs them and runs their pytest suite.
+# Builds the Python bindings the way a user installs them, runs their pytest suite (which also
+# runs every Python block of the docs and the examples), and type-checks examples/python with
+# mypy against the installed package's stubs.
 # Run from anywhere: `bash crates/shmarena-py/ci.sh`. Needs python3 (>= 3.11) with venv and
-# network access to PyPI for maturin, numpy and pytest only.
+# network access to PyPI for maturin, numpy, pytest and mypy only.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 py="${PYTHON:-python3}"
@@ -11,7 +13,7 @@ work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 "$py" -m venv "$work/venv"
 pip=("$work/venv/bin/python" -m pip --disable-pip-version-check --quiet)
-"${pip[@]}" install 'maturin>=1.16,<2' 'numpy>=1.23' 'pytest>=7'
+"${pip[@]}" install 'maturin>=1.16,<2' 'numpy>=1.23' 'pytest>=7' 'mypy>=1.10'
 # maturin's build backend runs the `maturin` command, so the venv's bin must come first on PATH.
 export PATH="$work/venv/bin:$PATH"
 # The documented install command (with the maturin just installed, so nothing else is fetched).
@@ -24,4 +26,9 @@ if [ "$rc" -ne 0 ]; then
     # 1: tests failed, 2: interrupted, 3: internal error, 4: usage error, 5: no tests collected.
     echo "python tests failed (pytest exit code $rc)"
     exit "$rc"
+fi
+# The documented patterns must type-check without casts (examples/python uses them).
+if ! "$work/venv/bin/python" -m mypy --cache-dir "$work/mypy-cache" "$here/../../examples/python"; then
+    echo "mypy found errors in examples/python"
+    exit 1
 fi

@@ -22,7 +22,7 @@ import collections.abc as _abc
 import numpy as _np
 
 from . import _native
-from ._array import SharedArray, _restore_view
+from ._array import SharedArray, _restore_view  # noqa: F401 - pickles of array views name it
 from ._json import to_json_default
 from ._native import (
     MAX_DEPTH,
@@ -99,7 +99,7 @@ def _copy_array(array: _np.ndarray) -> _np.ndarray:
     return _np.array(array, subok=False)
 
 
-def _restore(handle: bytes):
+def _restore(handle: bytes) -> object:
     """Unpickles an arena or view: attaches through the per-process cache."""
     return _native._restore(handle)
 

@@ -13,6 +13,7 @@ place over the same pages in the receiver. Nothing of the data is copied either 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -74,20 +75,24 @@ class SharedArray(np.ndarray):
             root = None
         self._shmarena_root = root
 
-    def __array_wrap__(self, arr, context=None, return_scalar=False):  # type: ignore[override]
+    def __array_wrap__(
+        self, arr: np.ndarray, context: Any = None, return_scalar: bool = False
+    ) -> Any:
         # Called with ufunc results (a + 1, a @ q, a.sum()): never the arena's pages.
         if return_scalar or arr.ndim == 0:
             return arr[()]
         return _plain(arr)
 
-    def __array_function__(self, func, types, args, kwargs):  # type: ignore[override]
+    def __array_function__(
+        self, func: Any, types: Any, args: Any, kwargs: Any
+    ) -> Any:
         return _plain(super().__array_function__(func, types, args, kwargs))
 
     def __getitem__(self, index: Any) -> Any:
         # Basic slices are views (kept); fancy indexing copies (made plain).
         return _plain(super().__getitem__(index))
 
-    def __reduce_ex__(self, protocol: int):  # type: ignore[override]
+    def __reduce_ex__(self, protocol: Any) -> Any:
         if self._shmarena_handle is not None:
             from . import _restore  # `shmarena._restore`: the name every handle pickles with
 
@@ -106,7 +111,7 @@ class SharedArray(np.ndarray):
             )
         return np.asarray(self).view(np.ndarray).__reduce_ex__(protocol)
 
-    def __reduce__(self):  # type: ignore[override]
+    def __reduce__(self) -> Any:
         return self.__reduce_ex__(2)
 
 
@@ -124,10 +129,10 @@ def _plain(x: Any) -> Any:
     return x
 
 
-def _plain_method(name: str):
+def _plain_method(name: str) -> Callable[..., Any]:
     method = getattr(np.ndarray, name)
 
-    def wrapper(self, *args, **kwargs):
+    def wrapper(self: SharedArray, *args: Any, **kwargs: Any) -> Any:
         return _plain(method(self, *args, **kwargs))
 
     wrapper.__name__ = name
