@@ -155,7 +155,7 @@ impl PyBuilder {
         }
         // The value trees are freed: give their pages back rather than leave them to fork
         // children.
-        shmarena::release_free_memory();
+        py.detach(shmarena::release_free_memory);
         let a = Py::new(py, PyArena::local(arena, true))?;
         self.arena = Some(a.clone_ref(py));
         Ok(a)
