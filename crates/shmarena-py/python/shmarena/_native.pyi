@@ -46,13 +46,15 @@ class WrongThreadError(ShmarenaError): ...
 
 @final
 class Builder:
-    """An arena being built; a context manager that seals on success and discards on error."""
+    """An arena being built; a context manager that seals on success and discards on error.
+    It belongs to the thread that called ``build()``: another thread gets ``WrongThreadError``."""
 
     def put(self, name: str, value: object) -> None:
         """Archives a JSON-like value: dict (str/int/bytes keys), list, tuple, str, bytes, int
         (64-bit), float, bool, None and numpy arrays, nested to at most MAX_DEPTH levels."""
     def put_array(self, name: str, array: np.ndarray) -> None:
-        """Stores a numpy array of a numeric, bool, datetime or fixed-width string dtype."""
+        """Stores a numpy array of a numeric, bool, datetime or fixed-width string dtype
+        (anything but a ``numpy.ndarray`` is a ``TypeError``: pass ``numpy.asarray(x)``)."""
     def seal(self) -> Arena: ...
     def discard(self) -> None: ...
     @property
