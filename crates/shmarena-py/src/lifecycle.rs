@@ -6,10 +6,12 @@
 //! header first, so only shmarena arenas are removed, and never one whose builder still runs
 //! (unless asked to).
 
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::thread::ThreadId;
 
 use pyo3::prelude::*;
+use shmarena::inspect::FileKey;
 use shmarena::Locator;
 
 use crate::errors::{chain, lib_err, ShmarenaError, WrongThreadError};
@@ -70,8 +72,9 @@ enum Maker {
     Gone(u32),
 }
 
-/// The maker of segment `name`, or `None` if there is no such segment.
-fn maker(name: &str) -> PyResult<Option<Maker>> {
+/// The maker of segment `name` and the segment's device and inode, or `None` if there is no
+/// such segment.
+fn maker(name: &str) -> PyResult<Option<(Maker, FileKey)>> {
     // Validated here too, so that no caller can make this read outside /dev/shm.
     let name = shmarena::validate_segment_name(name).map_err(lib_err)?;
     let locator = Locator::Shm {
@@ -82,31 +85,43 @@ fn maker(name: &str) -> PyResult<Option<Maker>> {
         Err(shmarena::Error::NotFound { .. }) => return Ok(None),
         Err(e) => return Err(lib_err(e)),
     };
+    let key = status.key;
     let owner = match (&status.header, status.owner) {
         (Ok(_), Some(o)) => o,
-        (Err(e), _) => return Ok(Some(Maker::NotAnArena(chain(e)))),
-        (Ok(_), None) => return Ok(Some(Maker::NotAnArena("no owner recorded".into()))),
+        (Err(e), _) => return Ok(Some((Maker::NotAnArena(chain(e)), key))),
+        (Ok(_), None) => {
+            return Ok(Some((Maker::NotAnArena("no owner recorded".into()), key)));
+        }
     };
-    Ok(Some(if owner.pid == std::process::id() && owner.alive {
+    let maker = if owner.pid == std::process::id() && owner.alive {
         Maker::Us
     } else if owner.alive {
         Maker::Running(owner.pid)
     } else {
         Maker::Gone(owner.pid)
-    }))
+    };
+    Ok(Some((maker, key)))
 }
 
 /// Removes the name of segment `name` (validated, without its leading `/`, and checked with
-/// [`maker`] by the caller). Arenas this
-/// process built under that name are marked persisted first, so that dropping them later does
-/// not unlink a new segment that took the name.
-fn unlink(name: &str) -> PyResult<()> {
+/// [`maker`] by the caller, which found the segment `key`). Arenas this process built under
+/// that name are marked persisted first, so that dropping them later does not unlink a new
+/// segment that took the name.
+fn unlink(name: &str, key: FileKey) -> PyResult<()> {
+    let path = PathBuf::from(SHM_DIR).join(name);
+    // The name may have been given to another segment since it was checked.
+    if let Ok(m) = std::fs::symlink_metadata(&path) {
+        if (m.dev(), m.ino()) != (key.dev, key.ino) {
+            return Err(ShmarenaError::new_err(format!(
+                "named arena {name:?} was replaced while being removed; try again"
+            )));
+        }
+    }
     for s in handle::cached() {
         if matches!(s.arena.locator(), Locator::Shm { name: n } if n == name) {
             s.arena.persist();
         }
     }
-    let path = PathBuf::from(SHM_DIR).join(name);
     std::fs::remove_file(&path).map_err(|e| {
         ShmarenaError::new_err(format!(
             "cannot remove named arena {name:?} ({}): {e}",
@@ -137,13 +152,13 @@ fn refusal(name: &str, maker: &Maker, doing: &str, force: bool) -> Option<PyErr>
 /// arena or another running process built it.
 pub(crate) fn clear_for_overwrite(name: &str) -> PyResult<()> {
     let name = shmarena::validate_segment_name(name).map_err(lib_err)?;
-    let Some(m) = maker(name)? else {
+    let Some((m, key)) = maker(name)? else {
         return Ok(());
     };
     if let Some(e) = refusal(name, &m, "overwrite", false) {
         return Err(e);
     }
-    match unlink(name) {
+    match unlink(name, key) {
         Err(e) if !PathBuf::from(SHM_DIR).join(name).exists() => {
             drop(e); // removed meanwhile by someone else: the name is free either way
             Ok(())
@@ -161,7 +176,7 @@ pub(crate) fn create_error(e: shmarena::Error, name: Option<&str>) -> PyErr {
     let base = chain(&e);
     let hint = match name {
         None => "pass overwrite=True to replace it".to_owned(),
-        Some(name) => match maker(name) {
+        Some(name) => match maker(name).map(|m| m.map(|(m, _)| m)) {
             Ok(Some(Maker::Us)) => format!(
                 "this process built it: close that arena first (arena.close()), or pass \
                  overwrite=True, or use another name; open it with shmarena.open(name='{name}')"
@@ -195,7 +210,7 @@ pub(crate) fn create_error(e: shmarena::Error, name: Option<&str>) -> PyErr {
 #[pyo3(signature = (name, *, missing_ok = false, force = false))]
 pub(crate) fn remove(name: &str, missing_ok: bool, force: bool) -> PyResult<()> {
     let name = shmarena::validate_segment_name(name).map_err(lib_err)?;
-    let Some(m) = maker(name)? else {
+    let Some((m, key)) = maker(name)? else {
         if missing_ok {
             return Ok(());
         }
@@ -206,5 +221,5 @@ pub(crate) fn remove(name: &str, missing_ok: bool, force: bool) -> PyResult<()> 
     if let Some(e) = refusal(name, &m, "remove", force) {
         return Err(e);
     }
-    unlink(name)
+    unlink(name, key)
 }
