@@ -219,8 +219,10 @@ impl PyArena {
         py.detach(move || arena.verify()).map_err(lib_err)
     }
 
-    /// Stops sharing: the owner of a named arena removes its name now; every process forgets
-    /// the arena in its attach cache. Views and arrays already made keep working.
+    /// Stops sharing: the owner of a named arena removes its name now (unless it was built with
+    /// `persist=True`); every process forgets the arena in its attach cache. Views and arrays
+    /// already made keep working. To remove a name this process did not build (an orphan, or
+    /// a persisted arena), use `shmarena.remove(name)`.
     fn close(&self) -> PyResult<()> {
         close(&self.state)
     }
