@@ -36,6 +36,7 @@
 
 mod gc;
 mod probe;
+mod published;
 mod scan;
 mod target;
 
@@ -52,8 +53,9 @@ use crate::os;
 
 pub use gc::{gc, GcOptions, GcReport, Removed, SkipReason, Skipped};
 use probe::{locator_path, probe_path, Probe};
+pub use published::{published, Published};
 use scan::Scan;
-pub use scan::{FileKey, Holder};
+pub use scan::{FileKey, Holder, MemoryCost};
 pub use target::{is_handle_string, Target};
 
 /// The process that created an arena, from its header, and whether it still runs.
@@ -251,7 +253,9 @@ pub fn status(locator: &Locator) -> Result<ArenaStatus> {
     Ok(status_from(locator.clone(), probe, &scan))
 }
 
-/// The processes that map the arena or hold a descriptor to it, by pid, with their commands.
+/// The processes that map the arena or hold a descriptor to it, by pid, with their commands and
+/// what their use of it costs in memory ([`Holder::memory`]: the `Pss` and `Rss` of their
+/// mappings of the arena, and their own anonymous memory).
 ///
 /// ```no_run
 /// # fn main() -> shmarena::Result<()> {
@@ -262,7 +266,16 @@ pub fn status(locator: &Locator) -> Result<ArenaStatus> {
 /// # Ok(()) }
 /// ```
 pub fn who(locator: &Locator) -> Result<Vec<Holder>> {
-    Ok(status(locator)?.holders)
+    let st = status(locator)?;
+    let key = st.key;
+    Ok(st
+        .holders
+        .into_iter()
+        .map(|mut h| {
+            h.memory = MemoryCost::read(h.pid, &key);
+            h
+        })
+        .collect())
 }
 
 #[cfg(test)]

@@ -406,10 +406,18 @@ mod tests {
 
     #[test]
     fn status_groups() {
-        let status = "Name:\tx\nUid:\t1000\t1001\t1001\t1001\nGid:\t5\t5\t5\t5\nGroups:\t4 24 100 \n";
+        let status =
+            "Name:\tx\nUid:\t1000\t1001\t1001\t1001\nGid:\t5\t5\t5\t5\nGroups:\t4 24 100 \n";
         assert_eq!(parse_status_groups(status, 1001), Some(vec![4, 24, 100]));
-        assert_eq!(parse_status_groups(status, 1000), None, "the effective uid is checked");
-        assert_eq!(parse_status_groups("Uid:\t0\t0\t0\t0\nGroups:\t\n", 0), Some(vec![]));
+        assert_eq!(
+            parse_status_groups(status, 1000),
+            None,
+            "the effective uid is checked"
+        );
+        assert_eq!(
+            parse_status_groups("Uid:\t0\t0\t0\t0\nGroups:\t\n", 0),
+            Some(vec![])
+        );
         let me = euid_for_test();
         assert!(supplementary_groups(std::process::id(), me).is_some());
     }
