@@ -283,7 +283,11 @@ const SERVICE_TARGETS: [(&str, &str, &str, &str, f64); 3] = [
     ),
 ];
 
-fn find<'m>(measurements: &'m [Measurement], group: &str, function: &str) -> Option<&'m Measurement> {
+fn find<'m>(
+    measurements: &'m [Measurement],
+    group: &str,
+    function: &str,
+) -> Option<&'m Measurement> {
     measurements
         .iter()
         .find(|m| m.group == group && m.function == function)
@@ -315,7 +319,11 @@ pub fn service_section(measurements: &[Measurement], memory: Option<&Value>) -> 
         };
         let (floor_text, ratio) = match find(measurements, group, floor) {
             Some(f) => (
-                format!("{} ({})", fmt_time(f.median_ns), floor.trim_start_matches("baseline: ")),
+                format!(
+                    "{} ({})",
+                    fmt_time(f.median_ns),
+                    floor.trim_start_matches("baseline: ")
+                ),
                 format!("{:.1}×", m.median_ns / f.median_ns),
             ),
             None => ("–".to_owned(), "–".to_owned()),
@@ -325,7 +333,11 @@ pub fn service_section(measurements: &[Measurement], memory: Option<&Value>) -> 
             "| {what} | **{}** | {floor_text} | {ratio} | ≤ {} | {} |",
             fmt_time(m.median_ns),
             fmt_time(target),
-            if m.median_ns <= target { "yes" } else { "**no**" },
+            if m.median_ns <= target {
+                "yes"
+            } else {
+                "**no**"
+            },
         );
     }
     out.push('\n');
@@ -391,17 +403,18 @@ pub fn service_section(measurements: &[Measurement], memory: Option<&Value>) -> 
         let _ = writeln!(out, "| moment | Shmem − before | in arenas |");
         let _ = writeln!(out, "|---|--:|--:|");
         for (key, what) in [
-            ("two_generations_delta", "new generation published, reader still on the old one"),
-            ("following_delta", "reader moved to the new one (old one's last reader let go)"),
+            (
+                "two_generations_delta",
+                "new generation published, reader still on the old one",
+            ),
+            (
+                "following_delta",
+                "reader moved to the new one (old one's last reader let go)",
+            ),
             ("released_delta", "publisher and reader let go"),
         ] {
             if let Some(d) = get(&["shmem", key]) {
-                let _ = writeln!(
-                    out,
-                    "| {what} | {} | {:.2} |",
-                    bytes_text(d),
-                    d / size
-                );
+                let _ = writeln!(out, "| {what} | {} | {:.2} |", bytes_text(d), d / size);
             }
         }
         out.push('\n');
@@ -780,7 +793,11 @@ mod tests {
             throughput: None,
         };
         let ms = [
-            m("service/connect", "baseline: Arena::open_memfd + first value", 20_000.0),
+            m(
+                "service/connect",
+                "baseline: Arena::open_memfd + first value",
+                20_000.0,
+            ),
             m("service/connect", "connect + first value", 40_000.0),
             m("service/current", "Subscription::current (no change)", 25.0),
         ];
@@ -794,7 +811,12 @@ mod tests {
         assert!(s.contains("| connect by name + first value | **40.0 µs** | 20.0 µs (Arena::open_memfd + first value) | 2.0× | ≤ 100.0 µs | yes |"), "{s}");
         assert!(s.contains("≤ 20.0 ns | **no** |"), "{s}");
         assert!(s.contains("(not run)"), "{s}");
-        assert!(s.contains("| reader moved to the new one (old one's last reader let go) | 1.0 MiB | 1.00 |"), "{s}");
+        assert!(
+            s.contains(
+                "| reader moved to the new one (old one's last reader let go) | 1.0 MiB | 1.00 |"
+            ),
+            "{s}"
+        );
     }
 
     #[test]

@@ -28,9 +28,7 @@ fn run() -> Result<()> {
                 dir = args.next().context("--criterion needs a directory")?.into()
             }
             Some("--ab") => ab = args.next().context("--ab needs a file")?.into(),
-            Some("--service") => {
-                service = args.next().context("--service needs a file")?.into()
-            }
+            Some("--service") => service = args.next().context("--service needs a file")?.into(),
             Some("--write") => write = Some(args.next().context("--write needs a file")?.into()),
             Some("-h" | "--help") => {
                 println!(
@@ -56,8 +54,8 @@ fn run() -> Result<()> {
             ab.display()
         )
     });
-    let service_section = report::service_section_from(&measurements, &service)?
-        .unwrap_or_else(|| {
+    let service_section =
+        report::service_section_from(&measurements, &service)?.unwrap_or_else(|| {
             format!(
                 "(no service results yet: run `cargo bench -p shmarena-bench --bench service`, \
                  which also writes {})\n",
