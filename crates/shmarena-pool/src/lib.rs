@@ -94,7 +94,7 @@
 //!
 //! # New generations of the data (feature `shmarena`)
 //!
-//! With the `shmarena` feature, [`generations`] hands each task the current generation of an
+//! With the `shmarena` feature, the module `generations` hands each task the current generation of an
 //! arena published by name (`shmarena::Publisher`, `arena-serve`): each worker holds a
 //! subscription, and a task sees exactly one generation from start to end.
 //!
