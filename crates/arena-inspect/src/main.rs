@@ -1,7 +1,8 @@
 //! `arena-inspect`: the debugging CLI for shmarena arenas.
 //!
 //! It lists the arenas on this machine, shows an arena's header and table of contents, verifies
-//! checksums, dumps entries, names the processes that use an arena, and removes orphaned named
+//! checksums, dumps entries, names the processes that use an arena and what it costs each,
+//! lists the names published with `Arena::publish` or `arena-serve`, and removes orphaned named
 //! segments. All OS access goes through `shmarena` (`shmarena::inspect` for the scans); this
 //! binary parses arguments, calls the library and prints. Run `arena-inspect --help`.
 
