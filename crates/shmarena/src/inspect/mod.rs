@@ -5,7 +5,8 @@
 //! module). Nothing maps an arena or
 //! reads more than its 128-byte header, so each call costs the same on a 4 GiB arena as on a
 //! small one. The one function that changes anything is [`gc`], which unlinks orphaned named
-//! segments of this user.
+//! segments of this user. [`published`] also talks to each publisher it finds, exactly as a
+//! client does (one handshake; it `fstat`s the descriptor received and closes it unmapped).
 //!
 //! A process is identified by its pid *and* its start time (`/proc/PID/stat` field 22, which
 //! the header records as `creator_start`), so a recycled pid does not make a dead owner look
@@ -31,8 +32,8 @@
 //! processes when run as a normal user.
 //!
 //! The parts: [`Target`] (an argument naming an arena or an entry), `probe` (a header read),
-//! `scan` (who uses what, from `/proc`), [`gc`]; this file puts them together into [`list`],
-//! [`status`] and [`who`].
+//! `scan` (who uses what, from `/proc`), [`gc`], [`published`] (names served by publishers);
+//! this file puts them together into [`list`], [`status`] and [`who`].
 
 mod gc;
 mod probe;
