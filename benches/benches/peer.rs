@@ -7,7 +7,7 @@
 //! - shmarena `Handle::get()` on a sealed memfd (never validated: the kernel forbids changes)
 //!   and on a named segment (validated once per process, then cached).
 //!
-//! This file holds the only `unsafe` outside crates/shmarena: mmap-sync's `read` is an
+//! This file and service.rs hold the only `unsafe` outside crates/shmarena: mmap-sync's `read` is an
 //! `unsafe fn`, so measuring the peer means calling it. shmarena's side is all safe code.
 
 use std::ffi::OsString;

@@ -257,6 +257,186 @@ pub fn ab_table_from(path: &Path) -> Result<Option<String>> {
     ab_table(&read_json(path)?).map(Some)
 }
 
+/// The issue-12 targets of the arena service, in the order the service section lists them:
+/// (criterion group, measured function, same-run floor, what it is, target in ns).
+const SERVICE_TARGETS: [(&str, &str, &str, &str, f64); 3] = [
+    (
+        "service/connect",
+        "connect + first value",
+        "baseline: Arena::open_memfd + first value",
+        "connect by name + first value",
+        100_000.0,
+    ),
+    (
+        "service/current",
+        "Subscription::current (no change)",
+        "baseline: relaxed load + compare",
+        "`Subscription::current()`, no change",
+        20.0,
+    ),
+    (
+        "service/publish-to-visible",
+        "publish + current + first value",
+        "baseline: Arena::open_memfd + first value",
+        "publish → visible in a reader (+ first value)",
+        1_000_000.0,
+    ),
+];
+
+fn find<'m>(
+    measurements: &'m [Measurement],
+    group: &str,
+    function: &str,
+) -> Option<&'m Measurement> {
+    measurements
+        .iter()
+        .find(|m| m.group == group && m.function == function)
+}
+
+fn bytes_text(b: f64) -> String {
+    if b.abs() >= (1u64 << 20) as f64 {
+        format!("{:.1} MiB", b / (1u64 << 20) as f64)
+    } else {
+        format!("{:.1} KiB", b / 1024.0)
+    }
+}
+
+/// The service section of docs/BENCHMARKS.md: the issue-12 targets from criterion's `service/*`
+/// groups, each with its same-run floor; the swap cycle side by side with mmap-sync, with the
+/// bytes each keeps resident; and `Shmem` as generations come and go. `memory` is the `service`
+/// bench's `target/service/results.json`, if there is one.
+pub fn service_section(measurements: &[Measurement], memory: Option<&Value>) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "| measure | median | same-run floor | median ÷ floor | target (median) | within target |"
+    );
+    let _ = writeln!(out, "|---|--:|--:|--:|--:|---|");
+    for (group, function, floor, what, target) in SERVICE_TARGETS {
+        let Some(m) = find(measurements, group, function) else {
+            let _ = writeln!(out, "| {what} | (not run) | | | {} | |", fmt_time(target));
+            continue;
+        };
+        let (floor_text, ratio) = match find(measurements, group, floor) {
+            Some(f) => (
+                format!(
+                    "{} ({})",
+                    fmt_time(f.median_ns),
+                    floor.trim_start_matches("baseline: ")
+                ),
+                format!("{:.1}×", m.median_ns / f.median_ns),
+            ),
+            None => ("–".to_owned(), "–".to_owned()),
+        };
+        let _ = writeln!(
+            out,
+            "| {what} | **{}** | {floor_text} | {ratio} | ≤ {} | {} |",
+            fmt_time(m.median_ns),
+            fmt_time(target),
+            if m.median_ns <= target {
+                "yes"
+            } else {
+                "**no**"
+            },
+        );
+    }
+    out.push('\n');
+
+    let get = |path: &[&str]| -> Option<f64> {
+        let mut v = memory?;
+        for k in path {
+            v = v.get(*k)?;
+        }
+        v.as_f64()
+    };
+    let swap: Vec<&Measurement> = measurements
+        .iter()
+        .filter(|m| m.group == "service/swap-cycle")
+        .collect();
+    let base = swap.iter().find(|m| m.is_baseline());
+    if !swap.is_empty() {
+        let _ = writeln!(
+            out,
+            "Swap cycle on the same `HashMap<String, u32>` ({}): new data written where readers \
+             find it, then read by a reader with one lookup.\n",
+            swap[0].value
+        );
+        let _ = writeln!(
+            out,
+            "| variant | median | time ÷ mmap-sync | bytes kept resident | what stays resident |"
+        );
+        let _ = writeln!(out, "|---|--:|--:|--:|---|");
+        for m in &swap {
+            let (resident, what) = if m.is_baseline() {
+                (
+                    get(&["mmap_sync", "resident_bytes"]),
+                    "state file + two full data files (the one readers are on, the one written next)",
+                )
+            } else {
+                (
+                    get(&["shmarena", "resident_bytes"]),
+                    "the current generation's sealed memfd + the 4 KiB generation page",
+                )
+            };
+            let ratio = match base {
+                Some(b) if !m.is_baseline() => format!("{:.2}×", m.median_ns / b.median_ns),
+                Some(_) => "1 (baseline)".to_owned(),
+                None => "–".to_owned(),
+            };
+            let _ = writeln!(
+                out,
+                "| {} | {} | {ratio} | {} | {what} |",
+                m.function.trim_start_matches("baseline: "),
+                fmt_time(m.median_ns),
+                resident.map_or("–".to_owned(), bytes_text),
+            );
+        }
+        out.push('\n');
+    }
+    if let Some(size) = get(&["shmem", "arena_bytes"]) {
+        let _ = writeln!(
+            out,
+            "`Shmem` of /proc/meminfo against its value before publishing, with {} arenas \
+             (median of 3 rounds; machine-wide, so other processes add noise):\n",
+            bytes_text(size)
+        );
+        let _ = writeln!(out, "| moment | Shmem − before | in arenas |");
+        let _ = writeln!(out, "|---|--:|--:|");
+        for (key, what) in [
+            (
+                "two_generations_delta",
+                "new generation published, reader still on the old one",
+            ),
+            (
+                "following_delta",
+                "reader moved to the new one (old one's last reader let go)",
+            ),
+            ("released_delta", "publisher and reader let go"),
+        ] {
+            if let Some(d) = get(&["shmem", key]) {
+                let _ = writeln!(out, "| {what} | {} | {:.2} |", bytes_text(d), d / size);
+            }
+        }
+        out.push('\n');
+    }
+    out
+}
+
+/// Reads `path` (the `service` bench's memory results, if it exists) and returns
+/// [`service_section`]'s text, or `None` if neither criterion nor that file has service results.
+pub fn service_section_from(measurements: &[Measurement], path: &Path) -> Result<Option<String>> {
+    let memory = if path.is_file() {
+        Some(read_json(path)?)
+    } else {
+        None
+    };
+    let any = measurements.iter().any(|m| m.group.starts_with("service/"));
+    if !any && memory.is_none() {
+        return Ok(None);
+    }
+    Ok(Some(service_section(measurements, memory.as_ref())))
+}
+
 /// One line of a chart: a label and its (x, y) points.
 pub type Series = (String, Vec<(f64, f64)>);
 
@@ -600,6 +780,43 @@ mod tests {
         let mut v = vec!["1GiB", "64MiB", "1MiB"];
         v.sort_by_key(|s| value_key(s));
         assert_eq!(v, ["1MiB", "64MiB", "1GiB"]);
+    }
+
+    #[test]
+    fn service_section_checks_the_targets() {
+        let m = |g: &str, f: &str, ns: f64| Measurement {
+            group: g.into(),
+            function: f.into(),
+            value: String::new(),
+            median_ns: ns,
+            mad_ns: 1.0,
+            throughput: None,
+        };
+        let ms = [
+            m(
+                "service/connect",
+                "baseline: Arena::open_memfd + first value",
+                20_000.0,
+            ),
+            m("service/connect", "connect + first value", 40_000.0),
+            m("service/current", "Subscription::current (no change)", 25.0),
+        ];
+        let memory = serde_json::json!({
+            "mmap_sync": {"resident_bytes": 2097152},
+            "shmarena": {"resident_bytes": 1052672},
+            "shmem": {"arena_bytes": 1048576, "two_generations_delta": 2097152,
+                      "following_delta": 1048576, "released_delta": 0},
+        });
+        let s = service_section(&ms, Some(&memory));
+        assert!(s.contains("| connect by name + first value | **40.0 µs** | 20.0 µs (Arena::open_memfd + first value) | 2.0× | ≤ 100.0 µs | yes |"), "{s}");
+        assert!(s.contains("≤ 20.0 ns | **no** |"), "{s}");
+        assert!(s.contains("(not run)"), "{s}");
+        assert!(
+            s.contains(
+                "| reader moved to the new one (old one's last reader let go) | 1.0 MiB | 1.00 |"
+            ),
+            "{s}"
+        );
     }
 
     #[test]

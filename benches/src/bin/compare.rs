@@ -31,6 +31,7 @@ use shmarena_pool::{Job, Mode, Pool};
 mod data;
 #[path = "../../../crates/shmarena/examples/classify/metrics.rs"]
 mod metrics;
+#[allow(dead_code)]
 #[path = "../../../crates/shmarena/examples/classify/tasks.rs"]
 mod tasks;
 

@@ -1,7 +1,8 @@
 //! `arena-inspect`: the debugging CLI for shmarena arenas.
 //!
 //! It lists the arenas on this machine, shows an arena's header and table of contents, verifies
-//! checksums, dumps entries, names the processes that use an arena, and removes orphaned named
+//! checksums, dumps entries, names the processes that use an arena and what it costs each,
+//! lists the names published with `Arena::publish` or `arena-serve`, and removes orphaned named
 //! segments. All OS access goes through `shmarena` (`shmarena::inspect` for the scans); this
 //! binary parses arguments, calls the library and prints. Run `arena-inspect --help`.
 
@@ -49,7 +50,8 @@ Examples:
   arena-inspect dump 812:5 records        hex dump, rkyv root marked
   arena-inspect dump lexicon blob --raw > blob.bin
   arena-inspect dump \"$HANDLE\"            the entry a handle string names
-  arena-inspect who lexicon               which processes map it
+  arena-inspect who lexicon               which processes map it, and what it costs each
+  arena-inspect published                 names published with Arena::publish or arena-serve
   arena-inspect gc --dry-run              what gc would remove, and why it keeps the rest
   arena-inspect gc --prefix myjob-        remove orphans whose names start with myjob-";
 
@@ -85,11 +87,16 @@ enum Command {
     /// Print an entry: the elements of a POD entry of a primitive type, else a hex dump with
     /// the rkyv root marked.
     Dump(dump::DumpArgs),
-    /// List the processes that map an arena or hold a descriptor to it.
+    /// List the processes that map an arena or hold a descriptor to it, with what it costs
+    /// each in memory: PSS (its share of the arena's resident pages), TOUCHED (arena pages it
+    /// has touched: shared, not its own memory) and ANON (the process's own anonymous memory).
     Who {
         /// The arena.
         arena: String,
     },
+    /// List the names published on this machine (Arena::publish, arena-serve): publisher pid,
+    /// generation, size and the processes reading the generation being served.
+    Published,
     /// Remove named segments of this user whose creator is dead and that no process maps or
     /// holds open; report what was removed, the bytes freed, and why anything else was kept.
     Gc {
@@ -188,6 +195,7 @@ fn run(cli: &Cli, out: &mut dyn Write) -> Result<ExitCode> {
         Command::Verify { arena } => verify(arena, cli.json, out),
         Command::Dump(args) => dump::dump(args, cli.json, out),
         Command::Who { arena } => who(arena, cli.json, out),
+        Command::Published => published(cli.json, out),
         Command::Gc { dry_run, prefix } => gc(*dry_run, prefix.as_deref(), cli.json, out),
     }
 }
@@ -685,6 +693,10 @@ fn who(arg: &str, json: bool, out: &mut dyn Write) -> Result<ExitCode> {
                     "cmdline": h.cmdline,
                     "mapped": h.mapped,
                     "fds": h.fds,
+                    "pss_bytes": h.memory.map(|m| m.pss),
+                    "touched_bytes": h.memory.map(|m| m.touched),
+                    "mapped_bytes": h.memory.map(|m| m.mapped),
+                    "anonymous_bytes": h.memory.and_then(|m| m.anonymous),
                 })
             })
             .collect();
@@ -696,7 +708,10 @@ fn who(arg: &str, json: bool, out: &mut dyn Write) -> Result<ExitCode> {
         writeln!(out, "no process maps or holds {arg}")?;
         return Ok(ExitCode::SUCCESS);
     }
-    let mut t = Table::new(&[">PID", "COMMAND", "MAPPED", "FDS", "CMDLINE"]);
+    let mut t = Table::new(&[
+        ">PID", "COMMAND", "MAPPED", "FDS", ">PSS", ">TOUCHED", ">ANON", "CMDLINE",
+    ]);
+    let opt = |v: Option<u64>| v.map_or("-".into(), output::size);
     for h in &holders {
         let fds: Vec<String> = h.fds.iter().map(i32::to_string).collect();
         t.row(vec![
@@ -708,7 +723,77 @@ fn who(arg: &str, json: bool, out: &mut dyn Write) -> Result<ExitCode> {
             } else {
                 fds.join(",")
             },
+            opt(h.memory.map(|m| m.pss)),
+            opt(h.memory.map(|m| m.touched)),
+            opt(h.memory.and_then(|m| m.anonymous)),
             h.cmdline.clone(),
+        ]);
+    }
+    t.print(out)?;
+    writeln!(
+        out,
+        "\nPSS: the process's share of the arena's resident pages (each page divided among the \
+         processes mapping it; the PSS column adds up to the arena's resident size).\n\
+         TOUCHED: arena pages it has touched; shared with every other reader, not its own memory.\n\
+         ANON: the whole process's own anonymous memory (heap, stacks, copies)."
+    )?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn published(json: bool, out: &mut dyn Write) -> Result<ExitCode> {
+    let names = inspect::published();
+    if json {
+        let rows: Vec<_> = names
+            .iter()
+            .map(|p| {
+                json!({
+                    "name": p.name,
+                    "uid": p.uid,
+                    "publisher_pid": p.publisher,
+                    "command": p.command,
+                    "generation": p.generation,
+                    "size": p.size,
+                    "id": p.arena_id.map(|id| id.to_string()),
+                    "readers": p.readers.iter().map(|h| json!({
+                        "pid": h.pid,
+                        "command": h.command,
+                        "mapped": h.mapped,
+                        "fds": h.fds,
+                    })).collect::<Vec<_>>(),
+                    "error": p.error,
+                })
+            })
+            .collect();
+        serde_json::to_writer_pretty(&mut *out, &rows)?;
+        writeln!(out)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    if names.is_empty() {
+        writeln!(out, "no published names found")?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut t = Table::new(&[
+        "NAME", ">UID", ">PID", "COMMAND", ">GEN", ">SIZE", ">READERS", "NOTE",
+    ]);
+    for p in &names {
+        let readers: Vec<String> = p.readers.iter().map(|h| h.pid.to_string()).collect();
+        t.row(vec![
+            p.name.clone(),
+            p.uid.to_string(),
+            p.publisher.map_or("?".into(), |pid| pid.to_string()),
+            if p.command.is_empty() {
+                "-".into()
+            } else {
+                p.command.clone()
+            },
+            p.generation.map_or("?".into(), |g| g.to_string()),
+            p.size.map_or("?".into(), output::size),
+            if readers.is_empty() {
+                "0".into()
+            } else {
+                format!("{} ({})", readers.len(), readers.join(","))
+            },
+            p.error.clone().unwrap_or_default(),
         ]);
     }
     t.print(out)?;

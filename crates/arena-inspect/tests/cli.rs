@@ -254,8 +254,21 @@ fn check_valid(arena: &Arena, arg: &str) {
         .unwrap_or_else(|| panic!("this process is not in `who`: {who}"));
     assert_eq!(me_row["mapped"], true);
     assert!(!me_row["fds"].as_array().unwrap().is_empty());
+    // What it costs: the pages touched (this process wrote them all), its share of them, and
+    // its own anonymous memory.
+    let touched = me_row["touched_bytes"].as_u64().unwrap();
+    let pss = me_row["pss_bytes"].as_u64().unwrap();
+    assert!(touched >= 4096, "{me_row}");
+    assert!(pss > 0 && pss <= touched, "{me_row}");
+    assert!(
+        me_row["mapped_bytes"].as_u64().unwrap() >= touched,
+        "{me_row}"
+    );
+    assert!(me_row["anonymous_bytes"].as_u64().unwrap() > 0, "{me_row}");
     let who = run(&["who", arg]).ok().stdout;
     assert!(who.contains(&me.to_string()), "{who}");
+    assert!(who.contains("PSS") && who.contains("TOUCHED"), "{who}");
+    assert!(who.contains("not its own memory"), "{who}");
 
     // Errors that name the thing.
     let e = run(&["dump", arg, "nope"]);
@@ -395,6 +408,68 @@ fn memfd_arena_by_pid_fd() {
     assert_eq!(e.code, 2, "{}", e.stderr);
     assert!(e.stderr.contains("not found"), "{}", e.stderr);
     drop(arena);
+    scope.finish();
+}
+
+fn published_row(name: &str) -> Option<Value> {
+    run(&["published", "--json"])
+        .ok()
+        .json()
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["name"] == name)
+        .cloned()
+}
+
+#[test]
+fn published_names() {
+    let scope = Scope::new();
+    let me = std::process::id();
+    let name = scope.name("pub");
+    let mut b = ArenaOptions::new().create().unwrap();
+    fill(&mut b);
+    let first = b.seal().unwrap();
+    let publisher = first.publish(&name).unwrap();
+
+    let mut child = KillOnDrop(spawn_child("connect", &name));
+    let lines = BufReader::new(child.0.stdout.take().unwrap()).lines();
+    lines
+        .map(|l| l.unwrap())
+        .find(|l| l.contains("READY"))
+        .expect("child never got ready");
+    let reader = child.0.id();
+
+    let row = published_row(&name).unwrap_or_else(|| panic!("{name} not published"));
+    assert_eq!(row["publisher_pid"], me, "{row}");
+    assert_eq!(row["generation"], 1, "{row}");
+    assert_eq!(row["size"], first.len(), "{row}");
+    assert_eq!(row["id"], first.id().to_string(), "{row}");
+    assert_eq!(row["error"], Value::Null, "{row}");
+    let readers: Vec<&Value> = row["readers"].as_array().unwrap().iter().collect();
+    assert_eq!(readers.len(), 1, "{row}");
+    assert_eq!(readers[0]["pid"], reader);
+    assert_eq!(readers[0]["mapped"], true);
+    let table = run(&["published"]).ok().stdout;
+    let line = table.lines().find(|l| l.starts_with(&name)).unwrap();
+    assert!(
+        line.contains(&me.to_string()) && line.contains(&reader.to_string()),
+        "{table}"
+    );
+
+    // A new generation: the reader still holds the first one, so nobody reads the second yet.
+    let mut b = ArenaOptions::new().create().unwrap();
+    fill(&mut b);
+    let second = b.seal().unwrap();
+    assert_eq!(publisher.publish(second.clone()).unwrap(), 2);
+    let row = published_row(&name).unwrap();
+    assert_eq!(row["generation"], 2, "{row}");
+    assert_eq!(row["id"], second.id().to_string(), "{row}");
+    assert_eq!(row["readers"].as_array().unwrap().len(), 0, "{row}");
+
+    drop(publisher);
+    assert!(published_row(&name).is_none());
+    drop(child);
     scope.finish();
 }
 
@@ -545,13 +620,21 @@ fn file_arena_and_corrupted_copies() {
 /// What a child started by [`spawn_child`] does, by the value of [`CHILD_ENV`]:
 /// `persist:NAME` builds, seals and persists a named arena, then exits;
 /// `hang:NAME` starts building one, prints `READY` and sleeps until killed;
-/// `memfd:` builds a memfd arena, prints `READY PID:FD` and sleeps until killed.
+/// `memfd:` builds a memfd arena, prints `READY PID:FD` and sleeps until killed;
+/// `connect:NAME` connects to the arena published as NAME, reads it, prints `READY` and sleeps.
 #[test]
 fn child_builder() {
     let Ok(what) = std::env::var(CHILD_ENV) else {
         return;
     };
     let (mode, name) = what.split_once(':').unwrap();
+    if mode == "connect" {
+        let arena = Arena::connect(name).unwrap();
+        assert_eq!(&arena.slice::<f32>("weights").unwrap()[..], &weights()[..]);
+        println!("READY");
+        std::thread::sleep(std::time::Duration::from_secs(600));
+        unreachable!("the parent kills this child");
+    }
     if mode == "memfd" {
         let mut b = ArenaOptions::new().create().unwrap();
         fill(&mut b);
@@ -796,7 +879,7 @@ fn help_has_examples() {
     ] {
         assert!(help.contains(want), "--help lacks {want:?}:\n{help}");
     }
-    for cmd in ["list", "info", "verify", "dump", "who", "gc"] {
+    for cmd in ["list", "info", "verify", "dump", "who", "published", "gc"] {
         run(&[cmd, "--help"]).ok();
     }
     assert_eq!(run(&["frobnicate"]).code, 2);

@@ -50,7 +50,7 @@ struct Cli {
     /// Also serve clients running as this uid (repeatable).
     #[arg(long, value_name = "UID")]
     allow_uid: Vec<u32>,
-    /// Also serve clients whose primary gid is this gid (repeatable).
+    /// Also serve clients whose primary or supplementary gid is this gid (repeatable).
     #[arg(long, value_name = "GID")]
     allow_gid: Vec<u32>,
 }

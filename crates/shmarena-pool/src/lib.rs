@@ -2,8 +2,8 @@
 //! or spawned, stream tasks and results over pipes, while the large read-only data they share
 //! lives in a shmarena `Arena` and travels as a small handle.
 //!
-//! The pool itself knows nothing of arenas (it does not depend on the `shmarena` crate): a task
-//! is any rkyv [`Message`], and a handle is one. The example shares an arena with the workers.
+//! The pool itself knows nothing of arenas (without its `shmarena` feature it does not depend
+//! on the `shmarena` crate): a task is any rkyv [`Message`], and a handle is one. The example shares an arena with the workers.
 //!
 //! ```
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -92,6 +92,12 @@
 //! Requires Linux 5.3 or later (pidfds). Writes to a pipe whose worker has died fail with
 //! EPIPE, which needs SIGPIPE ignored, as the Rust runtime (and Python) set it up.
 //!
+//! # New generations of the data (feature `shmarena`)
+//!
+//! With the `shmarena` feature, the module `generations` hands each task the current generation of an
+//! arena published by name (`shmarena::Publisher`, `arena-serve`): each worker holds a
+//! subscription, and a task sees exactly one generation from start to end.
+//!
 //! # Where `unsafe` lives
 //!
 //! One file: `os/linux.rs` (fork, `_exit`, closing the siblings' fds in a forked worker, the
@@ -104,6 +110,8 @@ compile_error!("shmarena-pool supports Linux only for now (pidfds, /proc, PR_SET
 mod codec;
 mod engine;
 mod error;
+#[cfg(feature = "shmarena")]
+pub mod generations;
 mod worker;
 
 #[cfg_attr(target_os = "linux", path = "os/linux.rs")]

@@ -874,3 +874,142 @@ fn child_follower() {
     }
     println!("OK:child_follower reads={reads} switches={switches} last={seen}");
 }
+
+// ---------------------------------------------------------------------------------------------
+// The serving thread when accept fails
+
+#[test]
+fn a_failing_accept_is_reported_and_does_not_spin() {
+    let mut cmd = child("child_out_of_descriptors", &[]);
+    let out = output_ok(&mut cmd, "child_out_of_descriptors");
+    assert!(out.contains("serve_error: accepting a client:"), "{out}");
+}
+
+/// CPU time (user + system) this process has used so far. Needs no descriptor.
+fn process_cpu() -> std::time::Duration {
+    let mut usage = std::mem::MaybeUninit::<libc::rusage>::zeroed();
+    // SAFETY: `usage` points to writable memory the size of a `rusage`, which getrusage fills.
+    let r = unsafe { libc::getrusage(libc::RUSAGE_SELF, usage.as_mut_ptr()) };
+    assert_eq!(r, 0, "getrusage failed");
+    // SAFETY: getrusage succeeded, so it initialized the struct (and zeroed is valid anyway).
+    let usage = unsafe { usage.assume_init() };
+    let tv = |t: libc::timeval| {
+        std::time::Duration::from_secs(t.tv_sec as u64)
+            + std::time::Duration::from_micros(t.tv_usec as u64)
+    };
+    tv(usage.ru_utime) + tv(usage.ru_stime)
+}
+
+#[test]
+#[ignore = "child entry of a_failing_accept_is_reported_and_does_not_spin"]
+fn child_out_of_descriptors() {
+    use std::time::{Duration, Instant};
+    let name = unique_name("emfile");
+    let publisher = build_lexicon_arena(5).publish(&name).unwrap();
+    // Use up every descriptor but one, which the client's socket takes.
+    let mut held = Vec::new();
+    loop {
+        match std::fs::File::open("/dev/null") {
+            Ok(f) => held.push(f),
+            Err(e) => {
+                assert_eq!(e.raw_os_error(), Some(libc::EMFILE), "{e}");
+                break;
+            }
+        }
+        assert!(held.len() < 1 << 20, "no descriptor limit");
+    }
+    held.pop();
+    let client_name = name.clone();
+    let client = std::thread::spawn(move || {
+        ConnectOptions::new()
+            .timeout(Duration::from_secs(20))
+            .connect(&client_name)
+            .map(|a| a.slice::<u64>("tag").unwrap()[0])
+    });
+    // The pending connection cannot be accepted: the error is reported...
+    let t = Instant::now();
+    while publisher.serve_error().is_none() {
+        assert!(t.elapsed() < Duration::from_secs(5), "no serve_error");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    println!("serve_error: {}", publisher.serve_error().unwrap());
+    // ... and the thread backs off instead of spinning on the readable listener. (Reading
+    // /proc would need a descriptor; the process's CPU time does not, and the other threads
+    // sleep or wait meanwhile.)
+    let before = process_cpu();
+    std::thread::sleep(Duration::from_millis(1500));
+    let spent = process_cpu() - before;
+    assert!(
+        spent < Duration::from_millis(100),
+        "the process used {spent:?} of CPU in 1.5 s"
+    );
+    // Descriptors free again: the client is served and the error cleared.
+    held.truncate(held.len().saturating_sub(8));
+    assert_eq!(client.join().unwrap().unwrap(), 5);
+    assert_eq!(publisher.serve_error(), None);
+    drop(held);
+    println!("OK:child_out_of_descriptors");
+}
+
+// ---------------------------------------------------------------------------------------------
+// allow_gid and supplementary groups
+
+/// A gid nobody has, given to the child below as its only supplementary group.
+const EXTRA_GID: u32 = 4242;
+
+/// [`child_as_nobody`], but the child also has [`EXTRA_GID`] as a supplementary group (set in
+/// the child before it drops root, since `Command` has no stable way to set groups).
+fn child_as_nobody_in_extra_group(
+    entry: &str,
+    envs: &[(&str, String)],
+) -> (Command, Option<TempCopy>) {
+    let (template, copy) = child_as_nobody(entry, envs);
+    let mut cmd = Command::new(template.get_program());
+    cmd.args(template.get_args())
+        .env_clear()
+        .stdin(Stdio::null())
+        .current_dir("/");
+    for (k, v) in template.get_envs() {
+        if let Some(v) = v {
+            cmd.env(k, v);
+        }
+    }
+    // SAFETY: the closure runs in the forked child before exec and makes only the
+    // async-signal-safe system calls setgroups, setgid and setuid on values prepared before
+    // the fork; it allocates nothing and takes no lock.
+    unsafe {
+        cmd.pre_exec(|| {
+            let groups = [EXTRA_GID as libc::gid_t];
+            if libc::setgroups(1, groups.as_ptr()) != 0
+                || libc::setgid(NOBODY) != 0
+                || libc::setuid(NOBODY) != 0
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    (cmd, copy)
+}
+
+#[test]
+fn allow_gid_matches_a_supplementary_group() {
+    if !is_root() {
+        eprintln!("skipped: needs root to run a child as uid {NOBODY}");
+        return;
+    }
+    let scope = Scope::new();
+    let name = unique_name("g");
+    let _p = PublishOptions::new()
+        .allow_gid(EXTRA_GID)
+        .publish(&name, build_lexicon_arena(2))
+        .unwrap();
+    // In the group as a supplementary group only (its primary gid is nobody's): served.
+    let (mut cmd, _copy) =
+        child_as_nobody_in_extra_group("child_allowed_client", &[("SVC_NAME", name.clone())]);
+    output_ok(&mut cmd, "child_allowed_client");
+    // Not in the group: refused.
+    let (mut cmd, _copy2) = child_as_nobody("child_other_uid_client", &[("SVC_NAME", name)]);
+    output_ok(&mut cmd, "child_other_uid_client");
+    scope.finish();
+}

@@ -74,6 +74,23 @@ pub(crate) fn lexicon(words: u64) -> HashMap<String, (u16, f32)> {
         .collect()
 }
 
+/// The lexicon of generation `generation` of a run with `--reload-every`: generation 1 is
+/// [`lexicon`]; each later one relabels a different eighth of the words (a refreshed lexicon).
+pub(crate) fn lexicon_generation(words: u64, generation: u64) -> HashMap<String, (u16, f32)> {
+    let mut lex = lexicon(words);
+    if generation > 1 {
+        for i in 0..words {
+            let mut rng = Rng::new(i ^ generation.wrapping_mul(0x9E37_79B9));
+            if rng.below(8) == 0 {
+                if let Some(v) = lex.get_mut(&word(i)) {
+                    v.0 = ((u64::from(v.0) + generation) % LABELS as u64) as u16;
+                }
+            }
+        }
+    }
+    lex
+}
+
 /// The centroid matrix, `LABELS x DIMS`, row-major.
 pub(crate) fn fill_centroids(dst: &mut [f32]) {
     let mut rng = Rng::new(0xce7701d);

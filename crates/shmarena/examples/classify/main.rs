@@ -4,6 +4,11 @@
 //!
 //! Run: `cargo run --release --example classify` (an embedded, deterministic default dataset:
 //! a 1M-word lexicon, a centroid matrix and 1M rows). `--help` lists the options.
+//!
+//! With `--reload-every N` the parent publishes the classifier by name
+//! (`shmarena::Publisher`) and, every N rows classified, publishes a refreshed lexicon as a
+//! new generation; workers follow it with `shmarena_pool::generations`, each batch is
+//! classified with exactly one generation, and the summary counts rows per generation.
 
 mod data;
 mod metrics;
@@ -15,12 +20,12 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use clap::{Parser, ValueEnum};
-use shmarena::{ArenaOptions, Handle, SliceHandle};
-use shmarena_pool::{Job, Mode, Pool};
+use shmarena::{Arena, ArenaOptions, Handle, SliceHandle};
+use shmarena_pool::{generations, Job, Mode, Pool};
 
 use data::{Classifier, DIMS, LABELS, LABEL_NAMES};
 use metrics::ProcessMemory;
-use tasks::{Counts, FatTask, Task};
+use tasks::{Counts, FatTask, LatestTask, Task};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -49,6 +54,11 @@ struct Args {
     /// classifier to the workers with every task (the pickling anti-pattern).
     #[arg(long, value_enum)]
     baseline: Option<Baseline>,
+    /// Publish the classifier by name and, every N rows classified, publish a refreshed
+    /// lexicon as a new generation mid-run; workers follow the generations, each result says
+    /// which one it was computed with, and the summary counts rows per generation.
+    #[arg(long, value_name = "N", conflicts_with = "baseline")]
+    reload_every: Option<u64>,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -65,6 +75,7 @@ enum Baseline {
 static CLASSIFY: Job<Task, Counts> = Job::new("classify", classify_task);
 static CLASSIFY_SERIALIZED: Job<FatTask, Counts> =
     Job::new("classify_serialized", classify_fat_task);
+static CLASSIFY_LATEST: Job<LatestTask, Counts> = Job::new("classify_latest", classify_latest);
 
 /// Time of this process's first attach, reported once.
 static ATTACHED: OnceLock<()> = OnceLock::new();
@@ -99,6 +110,55 @@ fn classify_task(task: Task) -> Counts {
     out
 }
 
+/// A `--reload-every` task: the batch is classified with the generation of the published
+/// classifier that is current when the task starts, and only with it.
+fn classify_latest(task: LatestTask) -> Counts {
+    let mut out = Counts {
+        pid: std::process::id(),
+        ..Counts::default()
+    };
+    let t = Instant::now();
+    let result = generations::with_generation(&task.name, |arena, generation| {
+        let lexicon = arena.get::<Classifier>("classifier")?;
+        let centroids = arena.slice::<f32>("centroids")?;
+        if ATTACHED.set(()).is_ok() {
+            out.setup_ns = t.elapsed().as_nanos() as u64;
+        }
+        let lookup = |w: &str| {
+            lexicon
+                .lexicon
+                .get(w)
+                .map(|v| (v.0.to_native(), v.1.to_native()))
+        };
+        for row in &task.rows {
+            out.labels[usize::from(data::classify_text(data::text_of(row), lookup, &centroids))] +=
+                1;
+        }
+        out.generation = generation;
+        shmarena::Result::Ok(())
+    });
+    match result {
+        Ok(Ok(())) => out.rows = task.rows.len() as u32,
+        Ok(Err(e)) | Err(e) => {
+            eprintln!("worker {}: cannot read the classifier: {e}", out.pid);
+            out.labels = Default::default();
+            out.errors = task.rows.len() as u32;
+        }
+    }
+    out
+}
+
+/// The arena of one classifier generation: the lexicon of that generation and the centroids.
+fn build_classifier(words: u64, generation: u64) -> shmarena::Result<Arena> {
+    let classifier = Classifier {
+        lexicon: data::lexicon_generation(words, generation),
+    };
+    let mut b = ArenaOptions::new().capacity(64 << 20).create()?;
+    b.put("classifier", &classifier)?;
+    b.put_slice_with::<f32>("centroids", LABELS * DIMS, data::fill_centroids)?;
+    Ok(b.seal()?)
+}
+
 fn classify_fat_task(task: FatTask) -> Counts {
     let mut out = Counts {
         pid: std::process::id(),
@@ -127,7 +187,7 @@ fn classify_fat_task(task: FatTask) -> Counts {
 
 fn main() -> std::process::ExitCode {
     // Spawned workers serve here and never return; a normal run goes on.
-    shmarena_pool::serve_worker_if_child(&[&CLASSIFY, &CLASSIFY_SERIALIZED]);
+    shmarena_pool::serve_worker_if_child(&[&CLASSIFY, &CLASSIFY_SERIALIZED, &CLASSIFY_LATEST]);
     match run(Args::parse()) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
@@ -188,10 +248,21 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         ModeArg::Fork => Mode::Fork,
         ModeArg::Spawn => Mode::Spawn,
     };
+    // With --reload-every, the classifier is published by name: the publisher serves it from
+    // a thread of this process. That thread takes no lock a forked worker needs (workers only
+    // connect to its socket), so fork mode may go ahead with it running.
+    let publisher = match args.reload_every {
+        Some(_) => {
+            let name = format!("classify-{}", std::process::id());
+            Some(arena.publish(&name)?)
+        }
+        None => None,
+    };
     let mut pool = Pool::builder()
         .mode(mode)
         .workers(workers)
         .chunksize(1)
+        .allow_threads_at_fork(publisher.is_some())
         .build()?;
 
     let total_rows = match &args.input {
@@ -200,8 +271,35 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     };
     let batches = row_batches(&args, args.batch)?;
     let mut run = Run::new(total_rows);
-    match fat {
-        None => {
+    match (fat, &publisher) {
+        (None, Some(publisher)) => {
+            let every = args.reload_every.unwrap_or(u64::MAX).max(1);
+            let name = publisher.name().to_owned();
+            let tasks = batches.map(|rows| LatestTask {
+                name: name.clone(),
+                rows,
+            });
+            let mut next_reload = every;
+            let mut results = pool.imap_unordered(&CLASSIFY_LATEST, tasks)?;
+            while let Some(r) = results.next() {
+                run.record(r?, || results.worker_pids());
+                let done = total_rows.is_some_and(|t| run.summary.rows >= t);
+                if run.summary.rows >= next_reload && !done {
+                    next_reload = run.summary.rows - run.summary.rows % every + every;
+                    let t = Instant::now();
+                    let next = build_classifier(args.words, publisher.generation() + 1)?;
+                    let generation = publisher.publish(next)?;
+                    run.progress.clear();
+                    println!(
+                        "after {} rows: published generation {generation} (a refreshed lexicon, \
+                         built in {:.2?})",
+                        run.summary.rows,
+                        t.elapsed()
+                    );
+                }
+            }
+        }
+        (None, None) => {
             let tasks = batches.map(|rows| Task {
                 lexicon,
                 centroids,
@@ -212,7 +310,7 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
                 run.record(r?, || results.worker_pids());
             }
         }
-        Some((bytes, cents)) => {
+        (Some((bytes, cents)), _) => {
             let tasks = batches.map(|rows| FatTask {
                 classifier: bytes.clone(),
                 centroids: cents.clone(),
@@ -234,6 +332,7 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let elapsed = started.elapsed();
     progress.finish();
     drop(pool);
+    drop(publisher);
 
     summary.print(elapsed, arena.len(), peak, args.baseline.is_some());
     Ok(())
@@ -311,6 +410,8 @@ struct Summary {
     errors: u64,
     batches: u64,
     attach: HashMap<u32, Duration>,
+    /// Rows and label counts by classifier generation (`--reload-every`).
+    by_generation: std::collections::BTreeMap<u64, (u64, [u64; LABELS])>,
 }
 
 impl Summary {
@@ -321,6 +422,13 @@ impl Summary {
         self.rows += u64::from(c.rows);
         self.errors += u64::from(c.errors);
         self.batches += 1;
+        if c.generation > 0 {
+            let (rows, labels) = self.by_generation.entry(c.generation).or_default();
+            *rows += u64::from(c.rows);
+            for (a, b) in labels.iter_mut().zip(c.labels) {
+                *a += u64::from(b);
+            }
+        }
         if c.setup_ns > 0 {
             self.attach.insert(c.pid, Duration::from_nanos(c.setup_ns));
         }
@@ -367,6 +475,17 @@ impl Summary {
             dataset as f64 / (1 << 20) as f64,
             mib(peak.rss_kib)
         );
+        if !self.by_generation.is_empty() {
+            println!("rows by classifier generation (each batch used exactly one):");
+            for (generation, (rows, labels)) in &self.by_generation {
+                let top = (0..LABELS).max_by_key(|&l| labels[l]).unwrap_or(0);
+                println!(
+                    "  generation {generation:<4} {rows:>9} rows  (top label {} {:.1}%)",
+                    LABEL_NAMES[top],
+                    labels[top] as f64 * 100.0 / (*rows).max(1) as f64
+                );
+            }
+        }
         println!("labels:");
         let mut order: Vec<usize> = (0..LABELS).collect();
         order.sort_by_key(|&l| std::cmp::Reverse(self.labels[l]));
@@ -420,6 +539,13 @@ impl Progress {
     fn finish(&self) {
         if self.shown {
             let _ = writeln!(std::io::stderr());
+        }
+    }
+
+    /// Erases the bar before a line is printed on stdout.
+    fn clear(&self) {
+        if self.shown {
+            let _ = write!(std::io::stderr(), "\r{:60}\r", "");
         }
     }
 }

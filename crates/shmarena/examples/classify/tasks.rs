@@ -22,6 +22,14 @@ pub(crate) struct FatTask {
     pub(crate) rows: Vec<String>,
 }
 
+/// A task of a run with `--reload-every`: a batch of rows and the name the classifier is
+/// published under; the worker classifies them with the generation current at the task's start.
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub(crate) struct LatestTask {
+    pub(crate) name: String,
+    pub(crate) rows: Vec<String>,
+}
+
 /// What a worker sends back for a batch.
 #[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Default)]
 pub(crate) struct Counts {
@@ -32,4 +40,6 @@ pub(crate) struct Counts {
     pub(crate) labels: [u32; LABELS],
     pub(crate) rows: u32,
     pub(crate) errors: u32,
+    /// The classifier generation the batch was classified with (`--reload-every`; 0 otherwise).
+    pub(crate) generation: u64,
 }

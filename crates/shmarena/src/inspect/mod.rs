@@ -5,7 +5,8 @@
 //! module). Nothing maps an arena or
 //! reads more than its 128-byte header, so each call costs the same on a 4 GiB arena as on a
 //! small one. The one function that changes anything is [`gc`], which unlinks orphaned named
-//! segments of this user.
+//! segments of this user. [`published`] also talks to each publisher it finds, exactly as a
+//! client does (one handshake; it `fstat`s the descriptor received and closes it unmapped).
 //!
 //! A process is identified by its pid *and* its start time (`/proc/PID/stat` field 22, which
 //! the header records as `creator_start`), so a recycled pid does not make a dead owner look
@@ -31,11 +32,12 @@
 //! processes when run as a normal user.
 //!
 //! The parts: [`Target`] (an argument naming an arena or an entry), `probe` (a header read),
-//! `scan` (who uses what, from `/proc`), [`gc`]; this file puts them together into [`list`],
-//! [`status`] and [`who`].
+//! `scan` (who uses what, from `/proc`), [`gc`], [`published`] (names served by publishers);
+//! this file puts them together into [`list`], [`status`] and [`who`].
 
 mod gc;
 mod probe;
+mod published;
 mod scan;
 mod target;
 
@@ -52,8 +54,9 @@ use crate::os;
 
 pub use gc::{gc, GcOptions, GcReport, Removed, SkipReason, Skipped};
 use probe::{locator_path, probe_path, Probe};
+pub use published::{published, Published};
 use scan::Scan;
-pub use scan::{FileKey, Holder};
+pub use scan::{FileKey, Holder, MemoryCost};
 pub use target::{is_handle_string, Target};
 
 /// The process that created an arena, from its header, and whether it still runs.
@@ -251,7 +254,9 @@ pub fn status(locator: &Locator) -> Result<ArenaStatus> {
     Ok(status_from(locator.clone(), probe, &scan))
 }
 
-/// The processes that map the arena or hold a descriptor to it, by pid, with their commands.
+/// The processes that map the arena or hold a descriptor to it, by pid, with their commands and
+/// what their use of it costs in memory ([`Holder::memory`]: the `Pss` and `Rss` of their
+/// mappings of the arena, and their own anonymous memory).
 ///
 /// ```no_run
 /// # fn main() -> shmarena::Result<()> {
@@ -262,7 +267,16 @@ pub fn status(locator: &Locator) -> Result<ArenaStatus> {
 /// # Ok(()) }
 /// ```
 pub fn who(locator: &Locator) -> Result<Vec<Holder>> {
-    Ok(status(locator)?.holders)
+    let st = status(locator)?;
+    let key = st.key;
+    Ok(st
+        .holders
+        .into_iter()
+        .map(|mut h| {
+            h.memory = MemoryCost::read(h.pid, &key);
+            h
+        })
+        .collect())
 }
 
 #[cfg(test)]

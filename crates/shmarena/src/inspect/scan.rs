@@ -51,6 +51,51 @@ pub struct Holder {
     pub mapped: bool,
     /// Its descriptors that refer to the arena (`/proc/PID/fd`), ascending.
     pub fds: Vec<i32>,
+    /// What its use of the arena costs in memory: filled by [`who`](super::who) (from
+    /// `/proc/PID/smaps`), `None` elsewhere or if smaps could not be read.
+    pub memory: Option<MemoryCost>,
+}
+
+/// What one process's use of one arena costs in memory, from `/proc/PID/smaps` (the entries of
+/// its mappings of the arena, summed) and `/proc/PID/smaps_rollup`, in bytes.
+///
+/// The arena's pages are shared: a page one process touched is resident once however many
+/// processes map it. `touched` counts every such page in full in each process that touched it,
+/// so adding `touched` across processes overcounts; `pss` divides each page among the processes
+/// that map it, so the `pss` of all processes adds up to the arena's resident size. Neither is
+/// memory the process owns: that is `anonymous`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MemoryCost {
+    /// Proportional set size of its mappings of the arena (`Pss`): its share of the arena's
+    /// resident pages.
+    pub pss: u64,
+    /// Resident pages of the arena it has touched (`Rss` of its mappings): shared pages, not its
+    /// own memory.
+    pub touched: u64,
+    /// Bytes of the arena it maps (`Size`; 0 if it only holds a descriptor).
+    pub mapped: u64,
+    /// The whole process's private anonymous memory (`Anonymous:` of `smaps_rollup`): heap,
+    /// stacks, copies. `None` if unreadable.
+    pub anonymous: Option<u64>,
+}
+
+impl MemoryCost {
+    /// Reads the cost of `pid`'s use of the file `key`; `None` if `/proc/PID/smaps` cannot be
+    /// read.
+    pub(crate) fn read(pid: u32, key: &FileKey) -> Option<MemoryCost> {
+        let anonymous = os::procfs::anonymous(pid);
+        let m = os::procfs::mapping_cost(pid, key.dev, key.ino);
+        if m.is_none() && anonymous.is_none() {
+            return None;
+        }
+        let m = m.unwrap_or_default();
+        Some(MemoryCost {
+            pss: m.pss,
+            touched: m.rss,
+            mapped: m.size,
+            anonymous,
+        })
+    }
 }
 
 /// Uses of files by running processes, gathered from `/proc/*/fd` and `/proc/*/maps`.
@@ -163,6 +208,7 @@ impl Scan {
                     cmdline: os::cmdline(pid),
                     mapped: *mapped,
                     fds,
+                    memory: None,
                 }
             })
             .collect()

@@ -11,6 +11,9 @@ use rustix::fs::{FallocateFlags, Mode, OFlags, SealFlags};
 #[path = "service.rs"]
 pub(crate) mod service;
 
+#[path = "procfs.rs"]
+pub(crate) mod procfs;
+
 /// Where POSIX shared memory objects live on Linux.
 pub(crate) const SHM_DIR: &str = "/dev/shm";
 

@@ -186,6 +186,50 @@ pub(crate) fn wait_readable(a: BorrowedFd<'_>, b: BorrowedFd<'_>) -> io::Result<
     Ok((ready(&fds[0]), ready(&fds[1])))
 }
 
+/// Waits up to `timeout` for `stop` to become readable (or hang up); returns whether it did.
+pub(crate) fn wait_stop(stop: BorrowedFd<'_>, timeout: Duration) -> io::Result<bool> {
+    let mut fds = [PollFd::new(&stop, PollFlags::IN)];
+    let ts = rustix::event::Timespec {
+        tv_sec: timeout.as_secs() as _,
+        tv_nsec: timeout.subsec_nanos() as _,
+    };
+    match rustix::event::poll(&mut fds, Some(&ts)) {
+        Ok(n) => Ok(n > 0),
+        Err(rustix::io::Errno::INTR) => Ok(false),
+        Err(e) => Err(errno(e)),
+    }
+}
+
+/// The supplementary group ids of process `pid`, from the `Groups:` line of
+/// `/proc/PID/status`, if it could be read and the process still runs as `uid` (the `Uid:`
+/// line's effective field), so that a pid reused by a process of another user is not believed.
+pub(crate) fn supplementary_groups(pid: u32, uid: u32) -> Option<Vec<u32>> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    parse_status_groups(&status, uid)
+}
+
+/// The parsing half of [`supplementary_groups`].
+fn parse_status_groups(status: &str, uid: u32) -> Option<Vec<u32>> {
+    let mut euid = None;
+    let mut groups = None;
+    for line in status.lines() {
+        if let Some(rest) = line.strip_prefix("Uid:") {
+            // real, effective, saved, filesystem
+            euid = rest.split_ascii_whitespace().nth(1)?.parse::<u32>().ok();
+        } else if let Some(rest) = line.strip_prefix("Groups:") {
+            groups = Some(
+                rest.split_ascii_whitespace()
+                    .filter_map(|g| g.parse::<u32>().ok())
+                    .collect::<Vec<u32>>(),
+            );
+        }
+    }
+    if euid? != uid {
+        return None;
+    }
+    groups
+}
+
 /// A new read-only open file description of the same file as `fd` (through
 /// `/proc/self/fd/N`): a process that receives it cannot write through it or map it writable.
 pub(crate) fn reopen_ro(fd: BorrowedFd<'_>) -> io::Result<OwnedFd> {
@@ -353,5 +397,32 @@ impl CounterView {
         // bytes only with atomic stores, so there is no data race.
         let counter = unsafe { &*ptr };
         counter.load(Ordering::Relaxed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_groups() {
+        let status =
+            "Name:\tx\nUid:\t1000\t1001\t1001\t1001\nGid:\t5\t5\t5\t5\nGroups:\t4 24 100 \n";
+        assert_eq!(parse_status_groups(status, 1001), Some(vec![4, 24, 100]));
+        assert_eq!(
+            parse_status_groups(status, 1000),
+            None,
+            "the effective uid is checked"
+        );
+        assert_eq!(
+            parse_status_groups("Uid:\t0\t0\t0\t0\nGroups:\t\n", 0),
+            Some(vec![])
+        );
+        let me = euid_for_test();
+        assert!(supplementary_groups(std::process::id(), me).is_some());
+    }
+
+    fn euid_for_test() -> u32 {
+        rustix::process::geteuid().as_raw()
     }
 }

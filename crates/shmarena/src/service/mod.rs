@@ -35,7 +35,7 @@
 
 mod client;
 mod publisher;
-mod wire;
+pub(crate) mod wire;
 
 use std::fmt;
 use std::io;

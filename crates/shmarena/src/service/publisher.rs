@@ -57,7 +57,12 @@ impl PublishOptions {
         self
     }
 
-    /// Also serve clients whose primary gid (as `SO_PEERCRED` reports it) is `gid`.
+    /// Also serve clients whose primary gid (as `SO_PEERCRED` reports it) is `gid`, or who
+    /// have `gid` among their supplementary groups. The supplementary groups are read from the
+    /// `Groups:` line of `/proc/PID/status` of the pid `SO_PEERCRED` names, and believed only if
+    /// that process still runs as the uid `SO_PEERCRED` reports (the client is waiting for the
+    /// answer, so its pid is not free for reuse); if the file cannot be read, only the primary
+    /// gid counts.
     pub fn allow_gid(mut self, gid: u32) -> PublishOptions {
         self.allow_gids.push(gid);
         self
@@ -99,6 +104,7 @@ impl PublishOptions {
             page_ro,
             uid: me,
             opts: self,
+            serve_error: Mutex::new(None),
         });
         let served = Arc::clone(&inner);
         let thread = std::thread::Builder::new()
@@ -151,6 +157,8 @@ struct Inner {
     page_ro: OwnedFd,
     uid: u32,
     opts: PublishOptions,
+    /// The last error of the serving loop itself (not of one client), cleared on success.
+    serve_error: Mutex<Option<String>>,
 }
 
 /// Serves a sealed memfd arena under a name until dropped; [`Publisher::publish`] replaces it
@@ -217,6 +225,15 @@ impl Publisher {
     pub fn name(&self) -> &str {
         &self.name
     }
+
+    /// The last error of the serving thread itself, if the latest attempt to accept a client
+    /// failed (say, "too many open files"): clients are not being served while it lasts. The
+    /// thread backs off (1 ms doubling to 1 s between attempts) and keeps trying; the error is
+    /// cleared when a client is accepted again. `None` while all is well. Errors of one client
+    /// (it left, it is stuck) are not reported here.
+    pub fn serve_error(&self) -> Option<String> {
+        self.inner.serve_error.lock().clone()
+    }
 }
 
 impl Drop for Publisher {
@@ -229,11 +246,28 @@ impl Drop for Publisher {
 }
 
 /// The serving loop: accept every pending client, answer it, close; until `stop` is readable.
+///
+/// A failing `accept` (out of descriptors, out of memory) leaves the connection pending, so the
+/// listener stays readable: retrying at once would spin. The loop records the error (see
+/// [`Publisher::serve_error`]) and waits on `stop` alone, 1 ms doubling to 1 s, before the next
+/// try.
 fn serve(inner: &Inner, listener: OwnedFd, stop: OwnedFd) {
+    const MIN_BACKOFF: Duration = Duration::from_millis(1);
+    const MAX_BACKOFF: Duration = Duration::from_secs(1);
+    let mut backoff = MIN_BACKOFF;
     loop {
         let (ready, stopped) = match sock::wait_readable(listener.as_fd(), stop.as_fd()) {
             Ok(r) => r,
-            Err(_) => return,
+            Err(e) => {
+                *inner.serve_error.lock() = Some(format!("waiting for clients: {e}"));
+                match sock::wait_stop(stop.as_fd(), backoff) {
+                    Ok(false) => {
+                        backoff = (backoff * 2).min(MAX_BACKOFF);
+                        continue;
+                    }
+                    _ => return,
+                }
+            }
         };
         if stopped {
             return;
@@ -241,19 +275,50 @@ fn serve(inner: &Inner, listener: OwnedFd, stop: OwnedFd) {
         if !ready {
             continue;
         }
-        while let Ok(Some(conn)) = sock::accept(listener.as_fd()) {
-            // One client's failure (it left, it is stuck) is its own problem.
-            let _ = answer(inner, &conn);
+        loop {
+            match sock::accept(listener.as_fd()) {
+                Ok(Some(conn)) => {
+                    if backoff != MIN_BACKOFF {
+                        backoff = MIN_BACKOFF;
+                        *inner.serve_error.lock() = None;
+                    }
+                    // One client's failure (it left, it is stuck) is its own problem.
+                    let _ = answer(inner, &conn);
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    *inner.serve_error.lock() = Some(format!("accepting a client: {e}"));
+                    match sock::wait_stop(stop.as_fd(), backoff) {
+                        Ok(false) => {}
+                        _ => return,
+                    }
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                    break;
+                }
+            }
         }
     }
+}
+
+/// Whether a client with these credentials may connect.
+fn allowed(inner: &Inner, peer: &sock::PeerCred) -> bool {
+    if peer.uid == inner.uid
+        || inner.opts.allow_uids.contains(&peer.uid)
+        || inner.opts.allow_gids.contains(&peer.gid)
+    {
+        return true;
+    }
+    if inner.opts.allow_gids.is_empty() {
+        return false;
+    }
+    sock::supplementary_groups(peer.pid, peer.uid)
+        .is_some_and(|groups| groups.iter().any(|g| inner.opts.allow_gids.contains(g)))
 }
 
 fn answer(inner: &Inner, conn: &OwnedFd) -> std::io::Result<()> {
     sock::set_timeouts(conn.as_fd(), inner.opts.timeout)?;
     let peer = sock::peer_cred(conn.as_fd())?;
-    let allowed = peer.uid == inner.uid
-        || inner.opts.allow_uids.contains(&peer.uid)
-        || inner.opts.allow_gids.contains(&peer.gid);
+    let allowed = allowed(inner, &peer);
     let mut msg = Message {
         version: PROTOCOL_VERSION,
         status: STATUS_REFUSED,
