@@ -193,7 +193,12 @@ fn check_valid(arena: &Arena, arg: &str) {
         .as_str()
         .unwrap()
         .contains("HashMap"));
-    assert_eq!(entries[0]["fingerprint"].as_str().unwrap().len(), 16);
+    // The fingerprint is (kind, type_hash, elem_size, align), as docs/FORMAT.md defines it.
+    let fp = entries[1]["fingerprint"].as_str().unwrap();
+    assert!(fp.starts_with("pod:") && fp.ends_with(":4:4"), "{fp}");
+    assert_eq!(fp.split(':').nth(1).unwrap().len(), 16);
+    assert_eq!(w["dtype"], "f32");
+    assert_eq!(w["shape"], serde_json::json!([1000]));
 
     let table = run(&["info", arg]).ok().stdout;
     assert!(table.contains("FINGERPRINT"), "{table}");
