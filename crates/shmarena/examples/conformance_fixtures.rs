@@ -51,34 +51,34 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     b.put_array("grid", &grid, &[3, 4])?;
     b.put_array("scalar", &[7i32], &[])?;
     b.put_array::<u8>("hollow", &[], &[0, 3])?;
-    b.put_raw_array("flags", Prim::Bool, 0, 1, &[1, 0, 1, 1], &[2, 2])?;
+    b.put_raw_array("flags", Prim::Bool, 0, 1, &[1, 0, 1, 1], &[2, 2], None)?;
     let halves: Vec<u8> = [0x3c00u16, 0xc000, 0x3800, 0x7bff]
         .iter()
         .flat_map(|h| h.to_le_bytes())
         .collect();
-    b.put_raw_array("halves", Prim::F16, 0, 2, &halves, &[4])?;
+    b.put_raw_array("halves", Prim::F16, 0, 2, &halves, &[4], None)?;
     let c64: Vec<u8> = [1.0f32, 2.0, -0.5, 0.25]
         .iter()
         .flat_map(|v| v.to_le_bytes())
         .collect();
-    b.put_raw_array("c64", Prim::C64, 0, 8, &c64, &[2])?;
+    b.put_raw_array("c64", Prim::C64, 0, 8, &c64, &[2], None)?;
     let c128: Vec<u8> = [3.0f64, -4.0]
         .iter()
         .flat_map(|v| v.to_le_bytes())
         .collect();
-    b.put_raw_array("c128", Prim::C128, 0, 16, &c128, &[1])?;
+    b.put_raw_array("c128", Prim::C128, 0, 16, &c128, &[1], None)?;
     let times: Vec<u8> = [0i64, 1_000_000_000, i64::MIN]
         .iter()
         .flat_map(|v| v.to_le_bytes())
         .collect();
-    b.put_raw_array("when", Prim::DateTime64, 10, 8, &times, &[3])?;
-    b.put_raw_array("gap", Prim::TimeDelta64, 7, 8, &times[..16], &[2])?;
-    b.put_raw_array("tags", Prim::FixedBytes, 0, 5, b"ab\0\0\0hello", &[2])?;
+    b.put_raw_array("when", Prim::DateTime64, 10, 8, &times, &[3], None)?;
+    b.put_raw_array("gap", Prim::TimeDelta64, 7, 8, &times[..16], &[2], None)?;
+    b.put_raw_array("tags", Prim::FixedBytes, 0, 5, b"ab\0\0\0hello", &[2], None)?;
     let unicode: Vec<u8> = "hé\0xyz"
         .chars()
         .flat_map(|c| u32::from(c).to_le_bytes())
         .collect();
-    b.put_raw_array("names", Prim::FixedUnicode, 0, 12, &unicode, &[2, 1])?;
+    b.put_raw_array("names", Prim::FixedUnicode, 0, 12, &unicode, &[2, 1], None)?;
     b.put_slice("flat", &[1u64, 2, 3])?;
     b.seal()?;
     expect.insert(

@@ -187,8 +187,10 @@ impl ArenaWriter {
     /// primitives, Rust-native or not (`bool`, `f16`, complex, datetime, fixed-width strings;
     /// see docs/FORMAT.md): `prim_arg` is the unit code of a datetime or timedelta (else 0),
     /// `elem_size` the bytes of one element, `data` the elements in row-major order, in this
-    /// machine's byte order. The entry's type name is the primitive's
-    /// [`dtype_name`](crate::format::Entry::dtype_name).
+    /// machine's byte order. The entry's type name is `type_name`, else the primitive's
+    /// [`dtype_name`](crate::format::Entry::dtype_name). [`Prim::Opaque`] elements are aligned
+    /// to the largest power of two up to 16 that divides `elem_size`.
+    #[allow(clippy::too_many_arguments)]
     pub fn put_raw_array(
         &mut self,
         name: &str,
@@ -197,12 +199,15 @@ impl ArenaWriter {
         elem_size: usize,
         data: &[u8],
         shape: &[u64],
+        type_name: Option<&str>,
     ) -> Result<()> {
         let invalid = |reason: String| Error::InvalidArray {
             entry: name.to_owned(),
             reason,
         };
-        let (Some(align), true) = (prim.align(), prim.fits(elem_size as u64)) else {
+        let opaque_align = (elem_size > 0).then(|| 1usize << elem_size.trailing_zeros().min(4));
+        let align = prim.align().or(opaque_align);
+        let (Some(align), true) = (align, prim.fits(elem_size as u64)) else {
             return Err(invalid(format!(
                 "primitive {} cannot have {elem_size}-byte elements",
                 prim.as_str()
@@ -241,7 +246,7 @@ impl ArenaWriter {
             prim_arg,
             shape: None,
         };
-        let type_name = probe.dtype_name();
+        let type_name = type_name.map_or_else(|| probe.dtype_name(), str::to_owned);
         self.put_pod_with(
             name,
             Kind::Pod,
@@ -255,6 +260,28 @@ impl ArenaWriter {
         let entry = self.last_entry();
         entry.prim_arg = prim_arg;
         entry.shape = Some(shape.to_vec());
+        Ok(())
+    }
+
+    /// Like [`put_slice_with`](Self::put_slice_with) for an n-dimensional array: reserves the
+    /// elements of `shape` (row-major), lets `fill` write them in place and records the shape.
+    pub fn put_array_with<T: Pod>(
+        &mut self,
+        name: &str,
+        shape: &[u64],
+        fill: impl FnOnce(&mut [T]),
+    ) -> Result<()> {
+        let count = shape
+            .iter()
+            .try_fold(1u64, |acc, &d| acc.checked_mul(d))
+            .and_then(|n| usize::try_from(n).ok())
+            .ok_or_else(|| Error::InvalidArray {
+                entry: name.to_owned(),
+                reason: format!("shape {shape:?} holds more elements than fit in memory"),
+            })?;
+        check_shape(name, count, shape)?;
+        self.put_slice_with(name, count, fill)?;
+        self.last_entry().shape = Some(shape.to_vec());
         Ok(())
     }
 
