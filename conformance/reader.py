@@ -7,7 +7,7 @@ fixture arena, sound or damaged (`run.py`, `crates/shmarena-py/tests/test_confor
     layout = parse(data)          # header + table of contents, FORMAT.md's checks in order
     verify(data)                  # + every payload checksum
     dtype, shape, raw = array(data, layout.entries[i])
-    value(data, layout, "name")   # an archived `shmarena-py/Value@1` entry as Python objects
+    value(data, layout, "name")   # an archived Python value (VALUES.md, model 1) as Python objects
 
 Every refusal is a `FormatError` whose `cls` is one of the five classes of FORMAT.md:
 "not-an-arena", "incompatible", "truncated", "corrupted", "still-building".
@@ -328,6 +328,8 @@ def verify(data, pointer_width: int = 4) -> Layout:
 
 def dtype(e: Entry) -> str:
     """The numpy dtype string (`numpy.dtype(s)` accepts it) of a pod or bytes entry."""
+    if e.prim == 0 and e.type_name.startswith("numpy:"):
+        return e.type_name[len("numpy:") :]  # the Python bindings' opaque numpy dtypes
     template = PRIMS[e.prim][2]
     unit = TIME_UNITS[e.prim_arg] if e.prim in (15, 16) else ""
     return template.format(n=e.elem_size, u=e.elem_size // 4, unit=f"[{unit}]" if unit else "")
@@ -367,3 +369,139 @@ def elements(data, e: Entry) -> list:
             out.append("".join(chr(c) for c in cps).rstrip("\0"))
         return out
     raise TypeError(f"entry {e.name!r} has opaque elements")
+
+
+# ---------------------------------------------------------------------------------------------
+# The Python bindings' value model (docs/VALUES.md), version 1, in rkyv 0.8's layout.
+
+VALUE_TYPE_NAMES = ("shmarena_py::value::Value",)
+MAX_DEPTH = 1000
+
+
+class _Walker:
+    def __init__(self, data, start: int, end: int, pointer_width: int):
+        if pointer_width not in (4, 8):
+            raise FormatError("incompatible", f"pointer width {pointer_width}")
+        self.d = memoryview(data)
+        self.start, self.end = start, end
+        self.w = pointer_width
+        self.ufmt = "<I" if pointer_width == 4 else "<Q"
+        self.ifmt = "<i" if pointer_width == 4 else "<q"
+        # Offsets inside the archived types (docs/VALUES.md, "Layouts").
+        w = pointer_width
+        self.value_size = 32 if w == 4 else 56
+        self.key_size = 16 if w == 4 else 24
+        self.entry_value_at = self.key_size  # Entry { key, value }: value after the key
+        self.entry_size = self.key_size + self.value_size
+
+    def _check(self, at: int, n: int) -> None:
+        if at < self.start or at + n > self.end:
+            raise FormatError("corrupted", f"archived value reaches outside its payload at {at}")
+
+    def usize(self, at):
+        self._check(at, self.w)
+        return struct.unpack_from(self.ufmt, self.d, at)[0]
+
+    def rel(self, at):
+        """The target of the relative pointer stored at `at`."""
+        self._check(at, self.w)
+        return at + struct.unpack_from(self.ifmt, self.d, at)[0]
+
+    def string_bytes(self, at) -> bytes:
+        """An ArchivedString at `at` (2w bytes): inline or out of line."""
+        self._check(at, 2 * self.w)
+        first = self.d[at]
+        if first & 0xC0 != 0x80:  # inline: up to 2w bytes, padded with 0xff
+            raw = bytes(self.d[at : at + 2 * self.w])
+            n = raw.find(b"\xff")
+            return raw if n < 0 else raw[:n]
+        enc = self.usize(at)
+        n = (enc & 0x3F) | ((enc & ~0xFF) >> 2)
+        target = self.rel(at + self.w)
+        self._check(target, n)
+        return bytes(self.d[target : target + n])
+
+    def vec(self, at) -> tuple[int, int]:
+        """An ArchivedVec at `at`: (position of element 0, length)."""
+        return self.rel(at), self.usize(at + self.w)
+
+    def key(self, at):
+        self._check(at, self.key_size)
+        tag = self.d[at]
+        if tag == 0:
+            return self.string_bytes(at + 4 if self.w == 4 else at + 8).decode("utf-8")
+        if tag == 1:
+            self._check(at + 8, 8)
+            return struct.unpack_from("<q", self.d, at + 8)[0]
+        if tag == 2:
+            pos, n = self.vec(at + (4 if self.w == 4 else 8))
+            self._check(pos, n)
+            return bytes(self.d[pos : pos + n])
+        raise FormatError("corrupted", f"unknown key tag {tag} at {at}")
+
+    def value(self, at, depth=0):
+        if depth > MAX_DEPTH:
+            raise FormatError("corrupted", "value nested too deeply")
+        self._check(at, self.value_size)
+        tag = self.d[at]
+        f = at + (4 if self.w == 4 else 8)  # the first field of a pointer-aligned variant
+        if tag == 0:
+            return None
+        if tag == 1:
+            return self.d[at + 1] != 0
+        if tag == 2:
+            return struct.unpack_from("<q", self.d, at + 8)[0]
+        if tag == 3:
+            return struct.unpack_from("<d", self.d, at + 8)[0]
+        if tag == 4:
+            return self.string_bytes(f).decode("utf-8")
+        if tag == 5:
+            pos, n = self.vec(f)
+            self._check(pos, n)
+            return bytes(self.d[pos : pos + n])
+        if tag in (6, 7):
+            pos, n = self.vec(f)
+            self._check(pos, n * self.value_size)
+            items = [self.value(pos + k * self.value_size, depth + 1) for k in range(n)]
+            return items if tag == 6 else tuple(items)
+        if tag == 8:
+            # ArchivedIndexMap: table { ptr, len, cap }, then entries (a relative pointer).
+            n = self.usize(f + self.w)
+            pos = self.rel(f + 3 * self.w)
+            self._check(pos, n * self.entry_size)
+            out = {}
+            for k in range(n):
+                e = pos + k * self.entry_size
+                out[self.key(e)] = self.value(e + self.entry_value_at, depth + 1)
+            return out
+        if tag == 9:
+            # Array { dtype: String, shape: Vec<u64>, data: Vec<u8> }
+            dtype = self.string_bytes(f).decode("ascii")
+            spos, ndim = self.vec(f + 2 * self.w)
+            self._check(spos, 8 * ndim)
+            shape = struct.unpack_from(f"<{ndim}Q", self.d, spos)
+            dpos, n = self.vec(f + 4 * self.w)
+            self._check(dpos, n)
+            return ArrayValue(dtype, tuple(shape), bytes(self.d[dpos : dpos + n]))
+        raise FormatError("corrupted", f"unknown value tag {tag} at {at}")
+
+
+@dataclass
+class ArrayValue:
+    """A numpy array inside a value: `numpy.frombuffer(data, dtype).reshape(shape)`."""
+
+    dtype: str
+    shape: tuple[int, ...]
+    data: bytes
+
+
+def value(data, layout: Layout, name: str):
+    """An archived entry written by the Python bindings (`Builder.put`), as plain Python
+    objects: dict, list, tuple, str, bytes, int, float, bool, None and `ArrayValue`."""
+    e = layout.find(name)
+    if e.kind != "archived" or e.type_name not in VALUE_TYPE_NAMES:
+        raise TypeError(f"entry {name!r} is not a shmarena-py value (type {e.type_name!r})")
+    w = _Walker(data, e.offset, e.offset + e.len, layout.header.pointer_width)
+    if e.elem_size != w.value_size:
+        raise FormatError("corrupted", f"value root of {e.elem_size} bytes, expected {w.value_size}")
+    return w.value(e.offset + e.root_pos)
