@@ -522,8 +522,9 @@ impl Header {
 
     /// Parses and checks the header at the start of `bytes`.
     ///
-    /// Checks magic, version, header checksum, byte order, rkyv generation and pointer width,
-    /// in that order, so the first error is the most telling one. It does not check the state:
+    /// Makes checks H1 to H9 of docs/FORMAT.md in their order (magic, length, version, header
+    /// checksum, header length, byte order, rkyv generation, pointer width, a known state), so
+    /// the first error is the most telling one. It does not refuse a building state (H10):
     /// tools may want to look at a header that is still building. See [`Header::require_sealed`].
     pub fn parse(bytes: &[u8]) -> Result<Header, FormatError> {
         if bytes.len() < 8 || bytes[..8] != MAGIC {
@@ -835,7 +836,8 @@ impl Layout {
         Layout::parse_with(bytes, header)
     }
 
-    /// Checks the table of contents against an already parsed, sealed header.
+    /// Checks the table of contents against an already parsed, sealed header: checks T1 to T9
+    /// of docs/FORMAT.md (with E1 to E16 for each entry), in their order.
     pub fn parse_with(bytes: &[u8], header: Header) -> Result<Layout, FormatError> {
         let total = header.total_len;
         if total < HEADER_LEN as u64 {
