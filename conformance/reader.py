@@ -417,7 +417,9 @@ class _Walker:
             return raw if n < 0 else raw[:n]
         enc = self.usize(at)
         n = (enc & 0x3F) | ((enc & ~0xFF) >> 2)
-        target = self.rel(at + self.w)
+        # The offset counts from the start of the string (not from the offset field).
+        self._check(at + self.w, self.w)
+        target = at + struct.unpack_from(self.ifmt, self.d, at + self.w)[0]
         self._check(target, n)
         return bytes(self.d[target : target + n])
 

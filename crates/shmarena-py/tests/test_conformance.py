@@ -31,7 +31,7 @@ ARRAYS = {
     "c16": np.array([[3 - 4j]], dtype=np.complex128),
     "M8ns": np.array(["2024-01-02T03:04:05.000000006", "NaT"], dtype="datetime64[ns]"),
     "M8D": np.array(["1970-01-02"], dtype="datetime64[D]"),
-    "M8generic": np.array([0, 1], dtype="datetime64"),
+    "M8generic": np.array(["NaT", "NaT"], dtype="datetime64"),
     "m8s": np.array([5, -3], dtype="timedelta64[s]"),
     "M8_10s": np.array([1, 2], dtype="datetime64[10s]"),
     "S5": np.array([b"ab", b"hello"], dtype="S5"),
@@ -159,7 +159,7 @@ def test_value_layout_offsets(tmp_path):
     r = root("l")
     enc, off = struct.unpack_from("<Ii", data, r + 4)
     assert data[r] == 4 and enc == (15 & 0x3F) | 0x80  # out of line: length 15, flag 0x80
-    assert data[r + 8 + off : r + 8 + off + 15] == b"a longer string"  # offset from its field
+    assert data[r + 4 + off : r + 4 + off + 15] == b"a longer string"  # from the string's start
     r = root("m")
     assert data[r] == 8
     ptr, n, cap = struct.unpack_from("<iII", data, r + 4)  # swiss table: ptr, len, cap
