@@ -17,7 +17,8 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use shmarena::format::{
-    self, entry_offsets, header_offsets as ho, Header, Layout, HEADER_LEN, MAGIC, TOC_ENTRY_LEN,
+    self, entry_offsets, header_offsets as ho, Header, Layout, Prim, HEADER_LEN, MAGIC,
+    TOC_ENTRY_LEN,
 };
 use shmarena::{Arena, ArenaOptions};
 
@@ -243,6 +244,26 @@ pub fn seed_arenas(dir: &Path) -> shmarena::Result<Vec<(String, Vec<u8>)>> {
         b.put_slice("f32s", &[1.5f32; 4])?;
         b.put_slice("points", &[[0.0f32, 1.0, 2.0], [3.0, 4.0, 5.0]])?;
         b.put_slice::<u32>("empty", &[])?;
+        Ok(())
+    })?;
+    // Format version 2: shapes and the element types with no Rust primitive.
+    build("shaped.arena", &|b| {
+        b.put_array("grid", &[0.5f64; 6], &[2, 3])?;
+        b.put_array("scalar", &[7u16], &[])?;
+        b.put_array::<u8>("hollow", &[], &[0, 4])?;
+        b.put_raw_array("flags", Prim::Bool, 0, 1, &[1, 0], &[2], None)?;
+        b.put_raw_array("when", Prim::DateTime64, 10, 8, &[0; 16], &[2], None)?;
+        b.put_raw_array("names", Prim::FixedUnicode, 0, 8, &[0; 8], &[1], None)?;
+        b.put_raw_array("tags", Prim::FixedBytes, 0, 3, b"abcdef", &[2, 1], None)?;
+        b.put_raw_array(
+            "ld",
+            Prim::Opaque,
+            0,
+            16,
+            &[0; 16],
+            &[1],
+            Some("numpy:<f16"),
+        )?;
         Ok(())
     })?;
     // A header that still says "building", as a reader would find a crashed builder's segment.

@@ -47,13 +47,16 @@ enum Format {
 }
 
 /// One element of a primitive POD entry.
-#[derive(Serialize, Clone, Copy, Debug)]
+#[derive(Serialize, Clone, Debug)]
 #[serde(untagged)]
 enum Num {
     U(u64),
     I(i64),
     F32(f32),
     F64(f64),
+    Bool(bool),
+    /// Complex numbers (`1.5+2j`), NaT, and the fixed-width strings.
+    Text(String),
 }
 
 impl std::fmt::Display for Num {
@@ -63,6 +66,8 @@ impl std::fmt::Display for Num {
             Num::I(v) => write!(f, "{v}"),
             Num::F32(v) => write!(f, "{v}"),
             Num::F64(v) => write!(f, "{v}"),
+            Num::Bool(v) => write!(f, "{v}"),
+            Num::Text(v) => write!(f, "{v}"),
         }
     }
 }
@@ -81,8 +86,48 @@ fn decode(prim: Prim, b: &[u8]) -> Option<Num> {
         Prim::I64 => Num::I(i64::from_ne_bytes(b.try_into().ok()?)),
         Prim::F32 => Num::F32(f32::from_ne_bytes(b.try_into().ok()?)),
         Prim::F64 => Num::F64(f64::from_ne_bytes(b.try_into().ok()?)),
+        Prim::Bool => Num::Bool(b[0] != 0),
+        Prim::F16 => Num::F32(f16_to_f32(u16::from_ne_bytes(b.try_into().ok()?))),
+        Prim::C64 => {
+            let re = f32::from_ne_bytes(b[..4].try_into().ok()?);
+            let im = f32::from_ne_bytes(b[4..].try_into().ok()?);
+            Num::Text(format!("{re}{im:+}j"))
+        }
+        Prim::C128 => {
+            let re = f64::from_ne_bytes(b[..8].try_into().ok()?);
+            let im = f64::from_ne_bytes(b[8..].try_into().ok()?);
+            Num::Text(format!("{re}{im:+}j"))
+        }
+        Prim::DateTime64 | Prim::TimeDelta64 => match i64::from_ne_bytes(b.try_into().ok()?) {
+            i64::MIN => Num::Text("NaT".into()),
+            v => Num::I(v),
+        },
+        Prim::FixedBytes => {
+            let end = b.iter().rposition(|&c| c != 0).map_or(0, |i| i + 1);
+            Num::Text(String::from_utf8_lossy(&b[..end]).into_owned())
+        }
+        Prim::FixedUnicode => Num::Text(
+            b.chunks_exact(4)
+                .map(|c| u32::from_ne_bytes(c.try_into().expect("4 bytes")))
+                .take_while(|&c| c != 0)
+                .map(|c| char::from_u32(c).unwrap_or(char::REPLACEMENT_CHARACTER))
+                .collect(),
+        ),
         _ => return None,
     })
+}
+
+/// An IEEE 754 binary16 value as an `f32` (exact: every half is an `f32`).
+fn f16_to_f32(h: u16) -> f32 {
+    let sign = if h & 0x8000 != 0 { -1.0 } else { 1.0 };
+    let exp = i32::from((h >> 10) & 0x1f);
+    let frac = f32::from(h & 0x3ff);
+    sign * match exp {
+        0 => frac * 2f32.powi(-24),
+        31 if frac == 0.0 => f32::INFINITY,
+        31 => f32::NAN,
+        e => (1.0 + frac / 1024.0) * 2f32.powi(e - 15),
+    }
 }
 
 /// Parses `a..b`, `a..`, `..b`, `..` or `a` against a length; the end is clamped to `len`.
@@ -166,8 +211,10 @@ pub(crate) fn dump(args: &DumpArgs, json: bool, out: &mut dyn Write) -> Result<E
         );
     };
     let payload = &arena.as_bytes()[entry.range()];
-    let elem = match (entry.kind, entry.prim.size()) {
-        (Kind::Pod, Some(size)) if size as u64 == entry.elem_size => Some(size),
+    let elem = match entry.kind {
+        Kind::Pod if entry.prim != Prim::Opaque && entry.prim.fits(entry.elem_size) => {
+            Some(entry.elem_size as usize)
+        }
         _ => None,
     };
     let format = if json { Format::Json } else { args.format };
@@ -234,7 +281,8 @@ fn dump_elements(
             let v = json!({
                 "arena": args.arena,
                 "entry": entry.name,
-                "type": entry.prim.as_str(),
+                "type": entry.dtype_name(),
+                "shape": entry.dims(),
                 "count": entry.count,
                 "start": range.start,
                 "end": range.end,
@@ -252,10 +300,11 @@ fn dump_elements(
         Format::Table => {
             writeln!(
                 out,
-                "entry {:?}: {} elements of {}, showing {}..{}",
+                "entry {:?}: {} elements of {}, shape {:?}, showing {}..{} (flat, row-major)",
                 entry.name,
                 entry.count,
-                entry.prim.as_str(),
+                entry.dtype_name(),
+                entry.dims(),
                 range.start,
                 range.end
             )?;

@@ -19,7 +19,7 @@ use clap::{Parser, Subcommand};
 use serde::Serialize;
 use serde_json::json;
 
-use shmarena::format::{Entry, FormatError, Header, FORMAT_VERSION};
+use shmarena::format::{Entry, FormatError, Header};
 use shmarena::inspect::{self, ArenaStatus, GcOptions, Target};
 use shmarena::{Arena, Locator, OpenOptions};
 
@@ -347,7 +347,7 @@ fn header_json(h: &Header) -> HeaderJson {
     HeaderJson {
         id: shmarena::ArenaId::from_bytes(h.arena_id).to_string(),
         state: h.state_name(),
-        format_version: FORMAT_VERSION,
+        format_version: h.version,
         pointer_width_bits: u32::from(h.pointer_width) * 8,
         total_len: h.total_len,
         entry_count: h.entry_count,
@@ -367,6 +367,8 @@ struct EntryJson {
     kind: &'static str,
     type_name: String,
     primitive: &'static str,
+    dtype: String,
+    shape: Option<Vec<u64>>,
     fingerprint: String,
     offset: u64,
     len: u64,
@@ -385,7 +387,9 @@ fn entry_json(e: &Entry) -> EntryJson {
         kind: e.kind.as_str(),
         type_name: e.type_name.clone(),
         primitive: e.prim.as_str(),
-        fingerprint: format!("{:016x}", e.type_hash),
+        dtype: e.dtype_name(),
+        shape: (e.kind != shmarena::format::Kind::Archived).then(|| e.dims()),
+        fingerprint: e.fingerprint(),
         offset: e.offset,
         len: e.len,
         count: e.count,
@@ -501,6 +505,8 @@ fn info(arg: &str, json: bool, out: &mut dyn Write) -> Result<ExitCode> {
         "NAME",
         "KIND",
         "TYPE",
+        "DTYPE",
+        "SHAPE",
         "FINGERPRINT",
         ">OFFSET",
         ">LEN",
@@ -512,6 +518,8 @@ fn info(arg: &str, json: bool, out: &mut dyn Write) -> Result<ExitCode> {
             e.name.clone(),
             e.kind.into(),
             e.type_name.clone(),
+            e.dtype.clone(),
+            e.shape.as_ref().map_or("-".into(), |s| format!("{s:?}")),
             e.fingerprint.clone(),
             e.offset.to_string(),
             e.len.to_string(),

@@ -193,7 +193,12 @@ fn check_valid(arena: &Arena, arg: &str) {
         .as_str()
         .unwrap()
         .contains("HashMap"));
-    assert_eq!(entries[0]["fingerprint"].as_str().unwrap().len(), 16);
+    // The fingerprint is (kind, type_hash, elem_size, align), as docs/FORMAT.md defines it.
+    let fp = entries[1]["fingerprint"].as_str().unwrap();
+    assert!(fp.starts_with("pod:") && fp.ends_with(":4:4"), "{fp}");
+    assert_eq!(fp.split(':').nth(1).unwrap().len(), 16);
+    assert_eq!(w["dtype"], "f32");
+    assert_eq!(w["shape"], serde_json::json!([1000]));
 
     let table = run(&["info", arg]).ok().stdout;
     assert!(table.contains("FINGERPRINT"), "{table}");
@@ -920,5 +925,58 @@ fn broken_pipe_is_success() {
     assert_eq!(status.code(), Some(0), "stderr: {err}");
     assert!(err.is_empty(), "{err}");
     drop(arena);
+    scope.finish();
+}
+
+/// Format version 2: `info` shows dtype and shape, `dump` decodes the element types that have
+/// no Rust primitive.
+#[test]
+fn shaped_entries_and_version_2_element_types() {
+    use shmarena::format::Prim;
+    let scope = Scope::new();
+    let path = scope.path("v2.arena");
+    let mut b = ArenaOptions::new().file(&path).create().unwrap();
+    b.put_array("grid", &[0.5f64; 6], &[2, 3]).unwrap();
+    b.put_raw_array("flags", Prim::Bool, 0, 1, &[1, 0], &[2], None)
+        .unwrap();
+    let when: Vec<u8> = [5i64, i64::MIN]
+        .iter()
+        .flat_map(|v| v.to_le_bytes())
+        .collect();
+    b.put_raw_array("when", Prim::DateTime64, 10, 8, &when, &[2], None)
+        .unwrap();
+    let names: Vec<u8> = "hé\0"
+        .chars()
+        .flat_map(|c| u32::from(c).to_le_bytes())
+        .collect();
+    b.put_raw_array("names", Prim::FixedUnicode, 0, 12, &names, &[1], None)
+        .unwrap();
+    let c: Vec<u8> = [1.5f32, -2.0]
+        .iter()
+        .flat_map(|v| v.to_le_bytes())
+        .collect();
+    b.put_raw_array("c", Prim::C64, 0, 8, &c, &[1], None)
+        .unwrap();
+    drop(b.seal().unwrap());
+    let arg = path.to_str().unwrap();
+
+    let info = run(&["info", arg, "--json"]).ok().json();
+    assert_eq!(info["header"]["format_version"], 2);
+    let grid = &info["entries"][0];
+    assert_eq!(grid["shape"], serde_json::json!([2, 3]));
+    assert_eq!(grid["dtype"], "f64");
+    assert_eq!(info["entries"][2]["dtype"], "datetime64[ns]");
+    let table = run(&["info", arg]).ok().stdout;
+    assert!(
+        table.contains("SHAPE") && table.contains("[2, 3]"),
+        "{table}"
+    );
+
+    let dump = |e: &str| run(&["dump", arg, e, "--json"]).ok().json();
+    assert_eq!(dump("grid")["shape"], serde_json::json!([2, 3]));
+    assert_eq!(dump("flags")["values"], serde_json::json!([true, false]));
+    assert_eq!(dump("when")["values"], serde_json::json!([5, "NaT"]));
+    assert_eq!(dump("names")["values"], serde_json::json!(["hé"]));
+    assert_eq!(dump("c")["values"], serde_json::json!(["1.5-2j"]));
     scope.finish();
 }

@@ -48,18 +48,20 @@ fn entry(state: &Arc<ArenaState>, py: Python<'_>, name: &str) -> PyResult<Py<PyA
             node_to_py(py, &root, &root.view, &[], None)
         }
         Kind::Pod | Kind::Bytes => {
+            // Arenas written before format version 2 keep dtype and shape in a side table.
             let (dtype, shape) = match state.arrays().get(name) {
                 Some((d, s)) => (d.clone(), s.clone()),
                 None => {
-                    let dtype = dtype::of_prim(entry.prim).ok_or_else(|| {
+                    let dtype = dtype::of_entry(entry).ok_or_else(|| {
                         PyTypeError::new_err(format!(
-                            "entry {name:?} of {} holds {} elements of Rust type {} that have no numpy dtype",
+                            "entry {name:?} of {} holds {} elements of type {} that have no numpy dtype",
                             state.what(),
                             entry.count,
                             entry.type_name
                         ))
                     })?;
-                    (dtype.to_owned(), vec![entry.count as usize])
+                    let shape = entry.dims().iter().map(|&d| d as usize).collect();
+                    (dtype, shape)
                 }
             };
             let range = entry.range();

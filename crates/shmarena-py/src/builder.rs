@@ -2,7 +2,6 @@
 
 use std::path::PathBuf;
 
-use indexmap::IndexMap;
 use pyo3::buffer::PyBuffer;
 use pyo3::exceptions::{PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
@@ -15,7 +14,6 @@ use crate::errors::{self, lib_err, ShmarenaError};
 use crate::from_py::{prepare_array, Converter};
 use crate::lifecycle::{self, check_thread};
 use crate::registry::META_ENTRY;
-use crate::value::{Key, Value};
 
 /// Why a builder whose block raised can do nothing more.
 const DISCARDED: &str = "this builder was discarded (its block raised an error)";
@@ -30,10 +28,6 @@ pub(crate) struct PyBuilder {
     /// Keep a named segment after this process exits (`build(persist=True)`).
     persist: bool,
     inner: Option<shmarena::ArenaWriter>,
-    /// (entry, dtype, shape) of arrays stored with `put_array`.
-    arrays: Vec<(String, String, Vec<u64>)>,
-    /// Whether the arrays' metadata entry is written (a failed seal hands the builder back).
-    meta_written: bool,
     arena: Option<Py<PyArena>>,
 }
 
@@ -64,10 +58,10 @@ fn put_typed<T: Pod>(
     py: Python<'_>,
     name: &str,
     buf: &PyBuffer<u8>,
+    shape: &[u64],
 ) -> PyResult<()> {
-    let count = buf.item_count() / size_of::<T>();
     let mut copied = Ok(());
-    b.put_slice_with::<T>(name, count, |dst| {
+    b.put_array_with::<T>(name, shape, |dst| {
         copied = buf.copy_to_slice(py, bytemuck::cast_slice_mut(dst));
     })
     .map_err(lib_err)?;
@@ -87,33 +81,42 @@ impl PyBuilder {
         py.detach(|| b.put(name, &v)).map_err(lib_err)
     }
 
-    /// Stores a numpy array of any numeric dtype as entry `name`: its bytes in a 64-byte aligned
-    /// POD entry (typed for Rust readers when the dtype is a Rust primitive), dtype and shape
-    /// beside it.
+    /// Stores a numpy array as entry `name`: its bytes in a 64-byte aligned POD entry whose
+    /// element type and shape the format records (docs/FORMAT.md, format version 2). Dtypes
+    /// that are Rust primitives are typed for Rust readers (`Arena::slice::<f32>`); dtypes with
+    /// no primitive of the format are stored opaque with the type name `numpy:<dtype.str>`.
     fn put_array(&mut self, py: Python<'_>, name: &str, array: &Bound<'_, PyAny>) -> PyResult<()> {
         check_thread(self.thread)?;
         Self::check_name(name)?;
         let p = prepare_array(py, array)?;
         let buf = PyBuffer::<u8>::get(&p.bytes)?;
+        let shape = p.shape.as_slice();
         let b = self.builder()?;
+        let raw = |b: &mut shmarena::ArenaWriter, prim, arg, size, type_name: Option<&str>| {
+            let bytes = buf.to_vec(py)?;
+            b.put_raw_array(name, prim, arg, size, &bytes, shape, type_name)
+                .map_err(lib_err)
+        };
         match dtype::prim_of(&p.dtype) {
-            Some(Prim::U8) => put_typed::<u8>(b, py, name, &buf),
-            Some(Prim::I8) => put_typed::<i8>(b, py, name, &buf),
-            Some(Prim::U16) => put_typed::<u16>(b, py, name, &buf),
-            Some(Prim::I16) => put_typed::<i16>(b, py, name, &buf),
-            Some(Prim::U32) => put_typed::<u32>(b, py, name, &buf),
-            Some(Prim::I32) => put_typed::<i32>(b, py, name, &buf),
-            Some(Prim::U64) => put_typed::<u64>(b, py, name, &buf),
-            Some(Prim::I64) => put_typed::<i64>(b, py, name, &buf),
-            Some(Prim::F32) => put_typed::<f32>(b, py, name, &buf),
-            Some(Prim::F64) => put_typed::<f64>(b, py, name, &buf),
-            _ => {
-                let bytes = buf.to_vec(py)?;
-                b.put_bytes(name, &bytes).map_err(lib_err)
+            Some((Prim::U8, ..)) => put_typed::<u8>(b, py, name, &buf, shape),
+            Some((Prim::I8, ..)) => put_typed::<i8>(b, py, name, &buf, shape),
+            Some((Prim::U16, ..)) => put_typed::<u16>(b, py, name, &buf, shape),
+            Some((Prim::I16, ..)) => put_typed::<i16>(b, py, name, &buf, shape),
+            Some((Prim::U32, ..)) => put_typed::<u32>(b, py, name, &buf, shape),
+            Some((Prim::I32, ..)) => put_typed::<i32>(b, py, name, &buf, shape),
+            Some((Prim::U64, ..)) => put_typed::<u64>(b, py, name, &buf, shape),
+            Some((Prim::I64, ..)) => put_typed::<i64>(b, py, name, &buf, shape),
+            Some((Prim::F32, ..)) => put_typed::<f32>(b, py, name, &buf, shape),
+            Some((Prim::F64, ..)) => put_typed::<f64>(b, py, name, &buf, shape),
+            Some((prim, arg, size)) => raw(b, prim, arg, size, None),
+            None => {
+                let size = dtype::itemsize(&p.dtype).ok_or_else(|| {
+                    PyValueError::new_err(format!("cannot tell the item size of dtype {}", p.dtype))
+                })?;
+                let type_name = format!("{}{}", dtype::NUMPY_PREFIX, p.dtype);
+                raw(b, Prim::Opaque, 0, size, Some(&type_name))
             }
-        }?;
-        self.arrays.push((name.to_owned(), p.dtype, p.shape));
-        Ok(())
+        }
     }
 
     /// Writes the table of contents and seals the arena; returns it (also as `.arena`).
@@ -122,25 +125,10 @@ impl PyBuilder {
         if let Some(a) = &self.arena {
             return Ok(a.clone_ref(py));
         }
-        let mut b = self
+        let b = self
             .inner
             .take()
             .ok_or_else(|| PyRuntimeError::new_err(DISCARDED))?;
-        if !self.arrays.is_empty() && !self.meta_written {
-            let mut meta = IndexMap::new();
-            for (name, dtype, shape) in &self.arrays {
-                let shape = shape.iter().map(|&d| Value::Int(d as i64)).collect();
-                meta.insert(
-                    Key::Str(name.clone()),
-                    Value::Tuple(vec![Value::Str(dtype.clone()), Value::List(shape)]),
-                );
-            }
-            if let Err(e) = b.put(META_ENTRY, &Value::Map(meta)) {
-                self.inner = Some(b);
-                return Err(lib_err(e));
-            }
-            self.meta_written = true;
-        }
         let arena = match py.detach(move || b.seal()) {
             Ok(a) => a,
             Err(e) => {
@@ -259,8 +247,6 @@ pub(crate) fn build(
         thread: std::thread::current().id(),
         persist,
         inner: Some(b),
-        arrays: Vec::new(),
-        meta_written: false,
         arena: None,
     })
 }

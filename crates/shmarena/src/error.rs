@@ -115,6 +115,13 @@ pub enum Error {
         /// The OS error.
         source: io::Error,
     },
+    /// An array's element type or shape does not describe its data.
+    InvalidArray {
+        /// The entry.
+        entry: String,
+        /// What is wrong.
+        reason: String,
+    },
 }
 
 /// The result type of shmarena.
@@ -156,6 +163,9 @@ impl fmt::Display for Error {
             Error::BadHandle { handle, reason } => write!(f, "bad handle {handle:?}: {reason}"),
             Error::Service(e) => fmt::Display::fmt(e, f),
             Error::Io { context, .. } => f.write_str(context),
+            Error::InvalidArray { entry, reason } => {
+                write!(f, "invalid array for entry {entry:?}: {reason}")
+            }
         }
     }
 }

@@ -11,8 +11,12 @@ use core::fmt;
 
 /// The eight bytes every arena starts with.
 pub const MAGIC: [u8; 8] = *b"SHMARENA";
-/// The format version this crate writes and reads.
-pub const FORMAT_VERSION: u32 = 1;
+/// The newest format version this crate writes and reads. It reads every version from
+/// [`MIN_FORMAT_VERSION`] up to this one, and writes the lowest version that can express an
+/// arena's entries (version 1 unless an entry has a shape or a version-2 primitive).
+pub const FORMAT_VERSION: u32 = 2;
+/// The oldest format version this crate reads.
+pub const MIN_FORMAT_VERSION: u32 = 1;
 /// Length of the fixed header in bytes.
 pub const HEADER_LEN: usize = 128;
 /// Length of one table-of-contents entry in bytes.
@@ -46,6 +50,10 @@ pub const RKYV_MINOR: u8 = 8;
 
 /// Entry flag: the builder validated this archived entry with bytecheck before sealing.
 pub const FLAG_VALIDATED: u8 = 1;
+/// Entry flag (format version 2): the entry records a shape (`ndim` and the dimensions).
+pub const FLAG_SHAPED: u8 = 2;
+/// Most dimensions a shaped entry may record.
+pub const MAX_NDIM: usize = 64;
 
 /// Endianness of the running process, as recorded in the header.
 pub const NATIVE_ENDIAN: u8 = if cfg!(target_endian = "little") {
@@ -129,10 +137,36 @@ pub enum Prim {
     F32,
     /// `f64`
     F64,
+    /// Format version 2: a boolean, one byte, `0` false and `1` true (numpy `bool`).
+    Bool,
+    /// Format version 2: an IEEE 754 binary16 float (numpy `float16`).
+    F16,
+    /// Format version 2: a complex number, two `f32` (real, imaginary; numpy `complex64`).
+    C64,
+    /// Format version 2: a complex number, two `f64` (real, imaginary; numpy `complex128`).
+    C128,
+    /// Format version 2: numpy `datetime64`, an `i64` count of the unit in the entry's
+    /// `prim_arg` since 1970-01-01T00:00 (`i64::MIN` is NaT).
+    DateTime64,
+    /// Format version 2: numpy `timedelta64`, an `i64` count of the unit in `prim_arg`
+    /// (`i64::MIN` is NaT).
+    TimeDelta64,
+    /// Format version 2: a fixed-width byte string of `elem_size` bytes, padded with NUL
+    /// bytes (numpy `S<elem_size>`).
+    FixedBytes,
+    /// Format version 2: a fixed-width Unicode string of `elem_size / 4` code points, each a
+    /// `u32` in the header's byte order, padded with zeros (numpy `U<elem_size / 4>`).
+    FixedUnicode,
 }
 
+/// Units of [`Prim::DateTime64`] and [`Prim::TimeDelta64`] by their `prim_arg` code
+/// (numpy's unit names; code 0 is numpy's generic unit).
+pub const TIME_UNITS: [&str; 14] = [
+    "generic", "Y", "M", "W", "D", "h", "m", "s", "ms", "us", "ns", "ps", "fs", "as",
+];
+
 impl Prim {
-    const ALL: [Prim; 11] = [
+    const ALL: [Prim; 19] = [
         Prim::Opaque,
         Prim::U8,
         Prim::U16,
@@ -144,16 +178,64 @@ impl Prim {
         Prim::I64,
         Prim::F32,
         Prim::F64,
+        Prim::Bool,
+        Prim::F16,
+        Prim::C64,
+        Prim::C128,
+        Prim::DateTime64,
+        Prim::TimeDelta64,
+        Prim::FixedBytes,
+        Prim::FixedUnicode,
     ];
+
+    /// Number of primitive codes format version 1 knows (`0..=10`).
+    const V1_CODES: usize = 11;
 
     /// The byte stored in the table of contents.
     fn code(self) -> u8 {
         Prim::ALL.iter().position(|p| *p == self).unwrap_or(0) as u8
     }
 
-    /// Parses a stored byte.
-    fn from_code(code: u8) -> Option<Prim> {
-        Prim::ALL.get(usize::from(code)).copied()
+    /// Parses a stored byte of an arena of format `version`.
+    fn from_code(code: u8, version: u32) -> Option<Prim> {
+        let known = if version < 2 {
+            Prim::V1_CODES
+        } else {
+            Prim::ALL.len()
+        };
+        Prim::ALL[..known].get(usize::from(code)).copied()
+    }
+
+    /// The code stored in the table of contents.
+    pub fn to_code(self) -> u8 {
+        self.code()
+    }
+
+    /// Whether an entry of this primitive needs format version 2.
+    pub fn needs_v2(self) -> bool {
+        usize::from(self.code()) >= Prim::V1_CODES
+    }
+
+    /// Whether `elem_size` is a valid element size for this primitive (any size for `Opaque`;
+    /// at least 1 for `FixedBytes`; a positive multiple of 4 for `FixedUnicode`).
+    pub fn fits(self, elem_size: u64) -> bool {
+        match self {
+            Prim::Opaque => true,
+            Prim::FixedBytes => elem_size >= 1,
+            Prim::FixedUnicode => elem_size >= 4 && elem_size % 4 == 0,
+            p => p.size().map(|s| s as u64) == Some(elem_size),
+        }
+    }
+
+    /// The natural alignment of one element, or `None` for `Opaque`.
+    pub fn align(self) -> Option<usize> {
+        match self {
+            Prim::Opaque => None,
+            Prim::C64 | Prim::FixedUnicode => Some(4),
+            Prim::C128 => Some(8),
+            Prim::FixedBytes => Some(1),
+            p => p.size(),
+        }
     }
 
     /// The primitive named by a Rust type name such as `"f32"`, else `Opaque`.
@@ -173,7 +255,8 @@ impl Prim {
         }
     }
 
-    /// Size in bytes of one element, or `None` for `Opaque`.
+    /// Size in bytes of one element, or `None` for `Opaque` and the fixed-width strings (whose
+    /// size is the entry's `elem_size`).
     pub fn size(self) -> Option<usize> {
         match self {
             Prim::Opaque => None,
@@ -181,10 +264,16 @@ impl Prim {
             Prim::U16 | Prim::I16 => Some(2),
             Prim::U32 | Prim::I32 | Prim::F32 => Some(4),
             Prim::U64 | Prim::I64 | Prim::F64 => Some(8),
+            Prim::Bool => Some(1),
+            Prim::F16 => Some(2),
+            Prim::C64 | Prim::DateTime64 | Prim::TimeDelta64 => Some(8),
+            Prim::C128 => Some(16),
+            Prim::FixedBytes | Prim::FixedUnicode => None,
         }
     }
 
-    /// The Rust name of the primitive (`"opaque"` for `Opaque`).
+    /// The name of the primitive: Rust's for the Rust primitives, else the names of
+    /// docs/FORMAT.md (`"opaque"` for `Opaque`).
     pub fn as_str(self) -> &'static str {
         match self {
             Prim::Opaque => "opaque",
@@ -198,6 +287,14 @@ impl Prim {
             Prim::I64 => "i64",
             Prim::F32 => "f32",
             Prim::F64 => "f64",
+            Prim::Bool => "bool",
+            Prim::F16 => "f16",
+            Prim::C64 => "c64",
+            Prim::C128 => "c128",
+            Prim::DateTime64 => "datetime64",
+            Prim::TimeDelta64 => "timedelta64",
+            Prim::FixedBytes => "bytes-string",
+            Prim::FixedUnicode => "unicode-string",
         }
     }
 }
@@ -208,7 +305,8 @@ impl Prim {
 pub enum FormatError {
     /// The buffer does not start with [`MAGIC`].
     BadMagic,
-    /// The format version is not [`FORMAT_VERSION`].
+    /// The format version is not one this build reads ([`MIN_FORMAT_VERSION`] to
+    /// [`FORMAT_VERSION`]).
     UnsupportedVersion {
         /// The version found.
         found: u32,
@@ -247,7 +345,8 @@ impl fmt::Display for FormatError {
             FormatError::BadMagic => write!(f, "bad magic: not a shmarena arena"),
             FormatError::UnsupportedVersion { found } => write!(
                 f,
-                "unsupported format version {found} (this build reads version {FORMAT_VERSION})"
+                "unsupported format version {found} (this build reads versions \
+                 {MIN_FORMAT_VERSION} to {FORMAT_VERSION})"
             ),
             FormatError::PointerWidth { found, expected } => write!(
                 f,
@@ -335,6 +434,8 @@ use header_offsets as ho;
 /// The fixed header at offset 0 of every arena.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Header {
+    /// Format version ([`MIN_FORMAT_VERSION`] to [`FORMAT_VERSION`]).
+    pub version: u32,
     /// Byte order of the writer (see [`NATIVE_ENDIAN`]).
     pub endian: u8,
     /// Width of rkyv relative pointers in bytes.
@@ -374,6 +475,7 @@ impl Header {
         created_ns: u64,
     ) -> Header {
         Header {
+            version: MIN_FORMAT_VERSION,
             endian: NATIVE_ENDIAN,
             pointer_width: NATIVE_POINTER_WIDTH,
             rkyv_major: RKYV_MAJOR,
@@ -397,7 +499,7 @@ impl Header {
     pub fn encode(&self) -> [u8; HEADER_LEN] {
         let mut b = [0u8; HEADER_LEN];
         b[ho::MAGIC..ho::MAGIC + 8].copy_from_slice(&MAGIC);
-        put_u32(&mut b, ho::VERSION, FORMAT_VERSION);
+        put_u32(&mut b, ho::VERSION, self.version);
         b[ho::ENDIAN] = self.endian;
         b[ho::POINTER_WIDTH] = self.pointer_width;
         b[ho::RKYV_MAJOR] = self.rkyv_major;
@@ -420,8 +522,9 @@ impl Header {
 
     /// Parses and checks the header at the start of `bytes`.
     ///
-    /// Checks magic, version, header checksum, byte order, rkyv generation and pointer width,
-    /// in that order, so the first error is the most telling one. It does not check the state:
+    /// Makes checks H1 to H9 of docs/FORMAT.md in their order (magic, length, version, header
+    /// checksum, header length, byte order, rkyv generation, pointer width, a known state), so
+    /// the first error is the most telling one. It does not refuse a building state (H10):
     /// tools may want to look at a header that is still building. See [`Header::require_sealed`].
     pub fn parse(bytes: &[u8]) -> Result<Header, FormatError> {
         if bytes.len() < 8 || bytes[..8] != MAGIC {
@@ -435,7 +538,7 @@ impl Header {
         }
         let b = &bytes[..HEADER_LEN];
         let version = get_u32(b, ho::VERSION);
-        if version != FORMAT_VERSION {
+        if !(MIN_FORMAT_VERSION..=FORMAT_VERSION).contains(&version) {
             return Err(FormatError::UnsupportedVersion { found: version });
         }
         let stored = get_u64(b, ho::HEADER_CHECKSUM);
@@ -452,6 +555,7 @@ impl Header {
             )));
         }
         let h = Header {
+            version,
             endian: b[ho::ENDIAN],
             pointer_width: b[ho::POINTER_WIDTH],
             rkyv_major: b[ho::RKYV_MAJOR],
@@ -555,6 +659,12 @@ pub struct Entry {
     pub type_name: String,
     /// xxh3-64 of the payload bytes.
     pub checksum: u64,
+    /// Format version 2: the parameter of the primitive (the unit code of
+    /// [`Prim::DateTime64`] and [`Prim::TimeDelta64`], see [`TIME_UNITS`]); 0 otherwise.
+    pub prim_arg: u8,
+    /// Format version 2: the shape of a POD entry (row-major, the product of the dimensions is
+    /// `count`); `None` for a plain one-dimensional entry. Stored with [`FLAG_SHAPED`].
+    pub shape: Option<Vec<u64>>,
 }
 
 impl Entry {
@@ -567,6 +677,44 @@ impl Entry {
     /// Whether the builder validated this archived entry before sealing.
     pub fn validated_at_build(&self) -> bool {
         self.flags & FLAG_VALIDATED != 0
+    }
+
+    /// The dimensions of the entry: its recorded shape, else `[count]`.
+    pub fn dims(&self) -> Vec<u64> {
+        self.shape.clone().unwrap_or_else(|| vec![self.count])
+    }
+
+    /// Whether this entry needs format version 2 (a shape, a version-2 primitive or a
+    /// primitive parameter).
+    pub fn needs_v2(&self) -> bool {
+        self.shape.is_some() || self.prim.needs_v2() || self.prim_arg != 0
+    }
+
+    /// The element type as one word for tools: the primitive's name, with the unit of a
+    /// datetime or the width of a string (`datetime64[ns]`, `bytes-string[16]`).
+    pub fn dtype_name(&self) -> String {
+        match self.prim {
+            Prim::DateTime64 | Prim::TimeDelta64 => format!(
+                "{}[{}]",
+                self.prim.as_str(),
+                TIME_UNITS
+                    .get(usize::from(self.prim_arg))
+                    .copied()
+                    .unwrap_or("?")
+            ),
+            Prim::FixedBytes => format!("{}[{}]", self.prim.as_str(), self.elem_size),
+            Prim::FixedUnicode => format!("{}[{}]", self.prim.as_str(), self.elem_size / 4),
+            p => p.as_str().to_owned(),
+        }
+    }
+
+    /// The type fingerprint `(kind, type_hash, elem_size, align)` as one word for tools:
+    /// `kind:type_hash:elem_size:align`, the hash in 16 hex digits.
+    pub fn fingerprint(&self) -> String {
+        format!(
+            "{}:{:016x}:{}:{}",
+            self.kind, self.type_hash, self.elem_size, self.align
+        )
     }
 }
 
@@ -584,8 +732,8 @@ pub mod entry_offsets {
     pub const PRIM: usize = 9;
     /// `u8` flags.
     pub const FLAGS: usize = 10;
-    /// `u8` reserved.
-    pub const RESERVED0: usize = 11;
+    /// `u8` primitive parameter (version 2; reserved in version 1).
+    pub const PRIM_ARG: usize = 11;
     /// `u32` alignment.
     pub const ALIGN: usize = 12;
     /// `u64` payload offset.
@@ -606,6 +754,10 @@ pub mod entry_offsets {
     pub const TYPE_NAME_LEN: usize = 68;
     /// `u64` payload checksum.
     pub const CHECKSUM: usize = 72;
+    /// `u32` offset of the shape in the names area (version 2 with `FLAG_SHAPED`).
+    pub const SHAPE_OFF: usize = 80;
+    /// `u32` number of dimensions (version 2 with `FLAG_SHAPED`).
+    pub const NDIM: usize = 84;
 }
 
 use entry_offsets as eo;
@@ -636,6 +788,17 @@ pub fn encode_toc(entries: &[Entry]) -> Vec<u8> {
         put_u32(b, eo::TYPE_NAME_LEN, type_name.len() as u32);
         names.extend_from_slice(type_name.as_bytes());
         put_u64(b, eo::CHECKSUM, e.checksum);
+        b[eo::PRIM_ARG] = e.prim_arg;
+        if let Some(shape) = &e.shape {
+            // Dimensions start 8-aligned from the names area (readers must not rely on it).
+            names.resize(names.len().next_multiple_of(8), 0);
+            b[eo::FLAGS] |= FLAG_SHAPED;
+            put_u32(b, eo::SHAPE_OFF, names.len() as u32);
+            put_u32(b, eo::NDIM, shape.len() as u32);
+            for d in shape {
+                names.extend_from_slice(&d.to_le_bytes());
+            }
+        }
     }
     fixed.extend_from_slice(&names);
     fixed
@@ -673,7 +836,8 @@ impl Layout {
         Layout::parse_with(bytes, header)
     }
 
-    /// Checks the table of contents against an already parsed, sealed header.
+    /// Checks the table of contents against an already parsed, sealed header: checks T1 to T9
+    /// of docs/FORMAT.md (with E1 to E16 for each entry), in their order.
     pub fn parse_with(bytes: &[u8], header: Header) -> Result<Layout, FormatError> {
         let total = header.total_len;
         if total < HEADER_LEN as u64 {
@@ -717,7 +881,7 @@ impl Layout {
         let mut entries = Vec::with_capacity(count as usize);
         for i in 0..count as usize {
             let b = &fixed[i * TOC_ENTRY_LEN..(i + 1) * TOC_ENTRY_LEN];
-            entries.push(parse_entry(i, b, names, toc_off)?);
+            entries.push(parse_entry(i, b, names, toc_off, header.version)?);
         }
         check_disjoint(&entries)?;
         let mut seen: Vec<&str> = entries.iter().map(|e| e.name.as_str()).collect();
@@ -737,7 +901,13 @@ impl Layout {
     }
 }
 
-fn parse_entry(i: usize, b: &[u8], names: &[u8], toc_off: u64) -> Result<Entry, FormatError> {
+fn parse_entry(
+    i: usize,
+    b: &[u8],
+    names: &[u8],
+    toc_off: u64,
+    version: u32,
+) -> Result<Entry, FormatError> {
     let name = read_str(names, get_u32(b, eo::NAME_OFF), get_u32(b, eo::NAME_LEN))
         .map_err(|why| corrupted(format!("entry #{i}: name {why}")))?;
     let at = |what: &str| format!("entry #{i} {name:?}: {what}");
@@ -746,19 +916,26 @@ fn parse_entry(i: usize, b: &[u8], names: &[u8], toc_off: u64) -> Result<Entry, 
     }
     let kind = Kind::from_code(b[eo::KIND])
         .ok_or_else(|| corrupted(at(&format!("unknown kind {}", b[eo::KIND]))))?;
-    let prim = Prim::from_code(b[eo::PRIM])
-        .ok_or_else(|| corrupted(at(&format!("unknown primitive tag {}", b[eo::PRIM]))))?;
+    let prim = Prim::from_code(b[eo::PRIM], version).ok_or_else(|| {
+        corrupted(at(&format!(
+            "unknown primitive tag {} for format version {version}",
+            b[eo::PRIM]
+        )))
+    })?;
     let type_name = read_str(
         names,
         get_u32(b, eo::TYPE_NAME_OFF),
         get_u32(b, eo::TYPE_NAME_LEN),
     )
     .map_err(|why| corrupted(at(&format!("type name {why}"))))?;
+    // Version 1 reserves byte 11 and bytes 80..96 and knows only flag bit 0: ignore the rest.
+    let v2 = version >= 2;
+    let flags = b[eo::FLAGS];
     let e = Entry {
         name: name.clone(),
         kind,
         prim,
-        flags: b[eo::FLAGS],
+        flags: if v2 { flags } else { flags & FLAG_VALIDATED },
         align: get_u32(b, eo::ALIGN),
         offset: get_u64(b, eo::OFFSET),
         len: get_u64(b, eo::LEN),
@@ -768,6 +945,8 @@ fn parse_entry(i: usize, b: &[u8], names: &[u8], toc_off: u64) -> Result<Entry, 
         type_hash: get_u64(b, eo::TYPE_HASH),
         type_name,
         checksum: get_u64(b, eo::CHECKSUM),
+        prim_arg: if v2 { b[eo::PRIM_ARG] } else { 0 },
+        shape: None,
     };
     let align = u64::from(e.align);
     if !e.align.is_power_of_two() || align > MAX_ALIGN as u64 {
@@ -800,20 +979,31 @@ fn parse_entry(i: usize, b: &[u8], names: &[u8], toc_off: u64) -> Result<Entry, 
     }
     match kind {
         Kind::Archived => {
+            if e.count != 1 {
+                return Err(corrupted(at(&format!(
+                    "archived entry has count {}, not 1",
+                    e.count
+                ))));
+            }
             let root_end = e
                 .root_pos
                 .checked_add(e.elem_size)
                 .ok_or_else(|| corrupted(at("root position + size overflows")))?;
-            if root_end > e.len || (e.offset + e.root_pos) % align != 0 || e.count != 1 {
+            if root_end > e.len || (e.offset + e.root_pos) % align != 0 {
                 return Err(corrupted(at(&format!(
-                    "root of {} bytes at {} (count {}) does not fit an aligned place in {} bytes",
-                    e.elem_size, e.root_pos, e.count, e.len
+                    "root of {} bytes at {} does not fit an aligned place in {} bytes",
+                    e.elem_size, e.root_pos, e.len
                 ))));
             }
         }
         Kind::Pod | Kind::Bytes => {
-            let expect = e.count.checked_mul(e.elem_size);
-            if expect != Some(e.len) || e.root_pos != 0 {
+            if e.root_pos != 0 {
+                return Err(corrupted(at(&format!(
+                    "{kind} entry has root position {}, not 0",
+                    e.root_pos
+                ))));
+            }
+            if e.count.checked_mul(e.elem_size) != Some(e.len) {
                 return Err(corrupted(at(&format!(
                     "{} elements of {} bytes do not make {} bytes",
                     e.count, e.elem_size, e.len
@@ -827,18 +1017,59 @@ fn parse_entry(i: usize, b: &[u8], names: &[u8], toc_off: u64) -> Result<Entry, 
             if kind == Kind::Bytes && (e.elem_size != 1 || prim != Prim::U8) {
                 return Err(corrupted(at("bytes entry must have 1-byte u8 elements")));
             }
-            if let Some(size) = prim.size() {
-                if size as u64 != e.elem_size {
-                    return Err(corrupted(at(&format!(
-                        "primitive {} has size {size}, entry says {}",
-                        prim.as_str(),
-                        e.elem_size
-                    ))));
-                }
+            if !prim.fits(e.elem_size) {
+                return Err(corrupted(at(&format!(
+                    "primitive {} cannot have {}-byte elements",
+                    prim.as_str(),
+                    e.elem_size
+                ))));
             }
         }
     }
+    let mut e = e;
+    if v2 {
+        let timed = matches!(prim, Prim::DateTime64 | Prim::TimeDelta64);
+        let arg_ok = if timed {
+            usize::from(e.prim_arg) < TIME_UNITS.len()
+        } else {
+            e.prim_arg == 0
+        };
+        if !arg_ok {
+            return Err(corrupted(at(&format!(
+                "primitive parameter {} is not valid for {}",
+                e.prim_arg,
+                prim.as_str()
+            ))));
+        }
+        if flags & FLAG_SHAPED != 0 {
+            e.shape = Some(parse_shape(b, names, &e).map_err(|why| corrupted(at(&why)))?);
+        }
+    }
     Ok(e)
+}
+
+/// Reads and checks the shape of a version-2 entry flagged [`FLAG_SHAPED`].
+fn parse_shape(b: &[u8], names: &[u8], e: &Entry) -> Result<Vec<u64>, String> {
+    if e.kind != Kind::Pod {
+        return Err(format!("a {} entry cannot have a shape", e.kind));
+    }
+    let ndim = get_u32(b, eo::NDIM) as usize;
+    if ndim > MAX_NDIM {
+        return Err(format!("{ndim} dimensions, more than {MAX_NDIM}"));
+    }
+    let off = get_u32(b, eo::SHAPE_OFF) as usize;
+    let bytes = names
+        .get(off..off + 8 * ndim)
+        .ok_or_else(|| format!("shape at {off}+{} lies outside the names area", 8 * ndim))?;
+    let shape: Vec<u64> = bytes.chunks_exact(8).map(|c| get_u64(c, 0)).collect();
+    let product = shape.iter().try_fold(1u64, |acc, &d| acc.checked_mul(d));
+    if product != Some(e.count) {
+        return Err(format!(
+            "shape {shape:?} does not hold {} elements",
+            e.count
+        ));
+    }
+    Ok(shape)
 }
 
 fn check_disjoint(entries: &[Entry]) -> Result<(), FormatError> {
@@ -945,6 +1176,8 @@ mod tests {
                 type_hash: checksum(b"u32"),
                 type_name: "u32".into(),
                 checksum: checksum(&pod),
+                prim_arg: 0,
+                shape: None,
             },
             Entry {
                 name: "greeting".into(),
@@ -960,6 +1193,8 @@ mod tests {
                 type_hash: checksum(b"u8"),
                 type_name: "u8".into(),
                 checksum: checksum(b"hello"),
+                prim_arg: 0,
+                shape: None,
             },
         ];
         let toc = encode_toc(&entries);
@@ -1078,5 +1313,150 @@ mod tests {
                 "{what}: expected Corrupted, got {got:?}"
             );
         }
+    }
+
+    /// Seals `entries` over `sample()`'s payloads as an arena of format `version`.
+    fn with_version(version: u32, mutate: impl Fn(&mut Vec<Entry>)) -> Vec<u8> {
+        let buf = sample();
+        let mut layout = Layout::parse(&buf).unwrap();
+        mutate(&mut layout.entries);
+        let toc = encode_toc(&layout.entries);
+        let mut out = buf[..layout.header.toc_offset as usize].to_vec();
+        let mut h = layout.header.clone();
+        h.version = version;
+        h.toc_len = toc.len() as u64;
+        h.total_len = h.toc_offset + h.toc_len;
+        h.toc_checksum = checksum(&toc);
+        out.extend_from_slice(&toc);
+        out[..HEADER_LEN].copy_from_slice(&h.encode());
+        out
+    }
+
+    /// A version-1 image, byte for byte as version 1 wrote it, still reads; its reserved bytes
+    /// and unknown flag bits are ignored.
+    #[test]
+    fn version_1_fixture_reads() {
+        let buf = sample();
+        assert_eq!(&buf[8..12], &1u32.to_le_bytes());
+        let layout = Layout::parse(&buf).unwrap();
+        assert_eq!(layout.header.version, 1);
+        assert_eq!(layout.entries[0].shape, None);
+        assert_eq!(layout.entries[0].dims(), [16]);
+        // Version 1 reserved bytes 11 and 80..96 of an entry: set them, and flag bit 1.
+        let mut bad = buf.clone();
+        let toc = layout.header.toc_offset as usize;
+        bad[toc + entry_offsets::PRIM_ARG] = 9;
+        bad[toc + entry_offsets::FLAGS] |= FLAG_SHAPED | 0x80;
+        for b in &mut bad[toc + 80..toc + 96] {
+            *b = 0xff;
+        }
+        let mut h = layout.header.clone();
+        h.toc_checksum = checksum(&bad[toc..]);
+        bad[..HEADER_LEN].copy_from_slice(&h.encode());
+        let got = Layout::parse(&bad).unwrap();
+        assert_eq!(got.entries[0].shape, None);
+        assert_eq!(got.entries[0].prim_arg, 0);
+        assert_eq!(got.entries[0].flags, 0);
+        // A version-2 primitive code is unknown to version 1.
+        let v1 = with_version(1, |e| {
+            e[0].prim = Prim::Bool;
+            e[0].elem_size = 1;
+            e[0].count = 64;
+            e[0].align = 1;
+        });
+        assert!(matches!(
+            Layout::parse(&v1),
+            Err(FormatError::Corrupted { .. })
+        ));
+    }
+
+    #[test]
+    fn versions_outside_the_range_are_unsupported() {
+        for v in [0, 3, u32::MAX] {
+            let buf = with_version(v, |_| {});
+            assert_eq!(
+                Layout::parse(&buf),
+                Err(FormatError::UnsupportedVersion { found: v })
+            );
+        }
+    }
+
+    #[test]
+    fn version_2_shapes_and_primitives() {
+        let buf = with_version(2, |e| {
+            e[0].shape = Some(vec![2, 2, 4]);
+        });
+        let layout = Layout::parse(&buf).unwrap();
+        assert_eq!(layout.entries[0].dims(), [2, 2, 4]);
+        assert_eq!(layout.entries[1].shape, None);
+        // A 0-d shape holds one element.
+        let buf = with_version(2, |e| {
+            e[0].prim = Prim::DateTime64;
+            e[0].prim_arg = 10;
+            e[0].elem_size = 8;
+            e[0].count = 8;
+            e[0].align = 8;
+            e[0].shape = Some(vec![8]);
+        });
+        let layout = Layout::parse(&buf).unwrap();
+        assert_eq!(layout.entries[0].dtype_name(), "datetime64[ns]");
+        let buf = with_version(2, |e| {
+            e[0].prim = Prim::FixedUnicode;
+            e[0].elem_size = 16;
+            e[0].count = 4;
+            e[0].shape = Some(vec![]);
+        });
+        assert!(matches!(
+            Layout::parse(&buf),
+            Err(FormatError::Corrupted { .. })
+        ));
+        type Mutation = Box<dyn Fn(&mut Vec<Entry>)>;
+        let cases: Vec<(&str, Mutation)> = vec![
+            ("shape product", Box::new(|e| e[0].shape = Some(vec![3, 5]))),
+            (
+                "shape overflow",
+                Box::new(|e| e[0].shape = Some(vec![1 << 32, 1 << 32, 16])),
+            ),
+            ("shape on bytes", Box::new(|e| e[1].shape = Some(vec![5]))),
+            (
+                "too many dims",
+                Box::new(|e| e[0].shape = Some(vec![1; MAX_NDIM + 1])),
+            ),
+            ("arg on u32", Box::new(|e| e[0].prim_arg = 1)),
+            (
+                "bad unit",
+                Box::new(|e| {
+                    e[0].prim = Prim::TimeDelta64;
+                    e[0].elem_size = 8;
+                    e[0].count = 8;
+                    e[0].prim_arg = 14;
+                }),
+            ),
+            (
+                "unicode width",
+                Box::new(|e| {
+                    e[0].prim = Prim::FixedUnicode;
+                    e[0].elem_size = 2;
+                    e[0].count = 32;
+                    e[0].align = 2;
+                }),
+            ),
+        ];
+        for (what, mutate) in cases {
+            let got = Layout::parse(&with_version(2, mutate));
+            assert!(
+                matches!(got, Err(FormatError::Corrupted { .. })),
+                "{what}: expected Corrupted, got {got:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn pod_root_position_is_named() {
+        let got = resealed(|e| e[0].root_pos = 8);
+        let Err(FormatError::Corrupted { detail }) = got else {
+            panic!("expected Corrupted, got {got:?}")
+        };
+        assert!(detail.contains("root position 8"), "{detail}");
     }
 }

@@ -63,6 +63,13 @@ impl Arena {
         Ok(SliceView::new(self.clone(), items))
     }
 
+    /// The table-of-contents entry called `name`: its kind, element type
+    /// ([`dtype_name`](crate::format::Entry::dtype_name)) and shape
+    /// ([`dims`](crate::format::Entry::dims)), with no type check.
+    pub fn entry(&self, name: &str) -> Result<&crate::format::Entry> {
+        Ok(&self.layout().entries[self.index_of(name)?])
+    }
+
     /// Reads a bytes entry written with [`ArenaWriter::put_bytes`](crate::ArenaWriter::put_bytes).
     pub fn bytes(&self, name: &str) -> Result<SliceView<u8>> {
         let payload = self.bytes_of(name)?;

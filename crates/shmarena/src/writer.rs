@@ -141,6 +141,8 @@ impl ArenaWriter {
             type_hash: format::checksum(type_name.as_bytes()),
             type_name: type_name.to_owned(),
             checksum: format::checksum(payload),
+            prim_arg: 0,
+            shape: None,
         });
         Ok(())
     }
@@ -158,6 +160,133 @@ impl ArenaWriter {
             items.len(),
             |dst| Some(copy_and_checksum(dst, bytemuck::cast_slice(items))),
         )
+    }
+
+    /// Copies an n-dimensional array of plain-old-data elements, in row-major (C) order, and
+    /// records its shape in the table of contents (format version 2). Read the shape back with
+    /// [`Arena::entry`] and [`Entry::dims`](crate::format::Entry::dims); [`Arena::slice`]
+    /// reads the elements as before.
+    ///
+    /// ```
+    /// # fn main() -> shmarena::Result<()> {
+    /// let mut b = shmarena::ArenaOptions::new().create()?;
+    /// b.put_array("grid", &[0f64; 12], &[3, 4])?;
+    /// let arena = b.seal()?;
+    /// assert_eq!(arena.entry("grid")?.dims(), [3, 4]);
+    /// assert_eq!(arena.slice::<f64>("grid")?.len(), 12);
+    /// # Ok(()) }
+    /// ```
+    pub fn put_array<T: Pod>(&mut self, name: &str, items: &[T], shape: &[u64]) -> Result<()> {
+        check_shape(name, items.len(), shape)?;
+        self.put_slice(name, items)?;
+        self.last_entry().shape = Some(shape.to_vec());
+        Ok(())
+    }
+
+    /// Copies the bytes of an n-dimensional array whose element type is one of the format's
+    /// primitives, Rust-native or not (`bool`, `f16`, complex, datetime, fixed-width strings;
+    /// see docs/FORMAT.md): `prim_arg` is the unit code of a datetime or timedelta (else 0),
+    /// `elem_size` the bytes of one element, `data` the elements in row-major order, in this
+    /// machine's byte order. The entry's type name is `type_name`, else the primitive's
+    /// [`dtype_name`](crate::format::Entry::dtype_name). [`Prim::Opaque`] elements are aligned
+    /// to the largest power of two up to 16 that divides `elem_size`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn put_raw_array(
+        &mut self,
+        name: &str,
+        prim: Prim,
+        prim_arg: u8,
+        elem_size: usize,
+        data: &[u8],
+        shape: &[u64],
+        type_name: Option<&str>,
+    ) -> Result<()> {
+        let invalid = |reason: String| Error::InvalidArray {
+            entry: name.to_owned(),
+            reason,
+        };
+        let opaque_align = (elem_size > 0).then(|| 1usize << elem_size.trailing_zeros().min(4));
+        let align = prim.align().or(opaque_align);
+        let (Some(align), true) = (align, prim.fits(elem_size as u64)) else {
+            return Err(invalid(format!(
+                "primitive {} cannot have {elem_size}-byte elements",
+                prim.as_str()
+            )));
+        };
+        let timed = matches!(prim, Prim::DateTime64 | Prim::TimeDelta64);
+        if (timed && usize::from(prim_arg) >= format::TIME_UNITS.len()) || (!timed && prim_arg != 0)
+        {
+            return Err(invalid(format!(
+                "parameter {prim_arg} is not valid for primitive {}",
+                prim.as_str()
+            )));
+        }
+        if data.len() % elem_size != 0 {
+            return Err(invalid(format!(
+                "{} bytes are not whole {elem_size}-byte elements",
+                data.len()
+            )));
+        }
+        let count = data.len() / elem_size;
+        check_shape(name, count, shape)?;
+        let probe = Entry {
+            name: String::new(),
+            kind: Kind::Pod,
+            prim,
+            flags: 0,
+            align: align as u32,
+            offset: 0,
+            len: 0,
+            root_pos: 0,
+            count: 0,
+            elem_size: elem_size as u64,
+            type_hash: 0,
+            type_name: String::new(),
+            checksum: 0,
+            prim_arg,
+            shape: None,
+        };
+        let type_name = type_name.map_or_else(|| probe.dtype_name(), str::to_owned);
+        self.put_pod_with(
+            name,
+            Kind::Pod,
+            prim,
+            &type_name,
+            elem_size,
+            align,
+            count,
+            |dst| Some(copy_and_checksum(dst, data)),
+        )?;
+        let entry = self.last_entry();
+        entry.prim_arg = prim_arg;
+        entry.shape = Some(shape.to_vec());
+        Ok(())
+    }
+
+    /// Like [`put_slice_with`](Self::put_slice_with) for an n-dimensional array: reserves the
+    /// elements of `shape` (row-major), lets `fill` write them in place and records the shape.
+    pub fn put_array_with<T: Pod>(
+        &mut self,
+        name: &str,
+        shape: &[u64],
+        fill: impl FnOnce(&mut [T]),
+    ) -> Result<()> {
+        let count = shape
+            .iter()
+            .try_fold(1u64, |acc, &d| acc.checked_mul(d))
+            .and_then(|n| usize::try_from(n).ok())
+            .ok_or_else(|| Error::InvalidArray {
+                entry: name.to_owned(),
+                reason: format!("shape {shape:?} holds more elements than fit in memory"),
+            })?;
+        check_shape(name, count, shape)?;
+        self.put_slice_with(name, count, fill)?;
+        self.last_entry().shape = Some(shape.to_vec());
+        Ok(())
+    }
+
+    fn last_entry(&mut self) -> &mut Entry {
+        self.entries.last_mut().expect("an entry was just added")
     }
 
     /// Reserves `count` elements of `T` in the segment and lets `fill` write them in place, with
@@ -260,6 +389,8 @@ impl ArenaWriter {
             type_hash: format::checksum(type_name.as_bytes()),
             type_name: type_name.to_owned(),
             checksum,
+            prim_arg: 0,
+            shape: None,
         });
         Ok(())
     }
@@ -338,6 +469,12 @@ impl ArenaWriter {
         self.seg.zero_reused(self.pos, total);
         self.seg.bytes_mut()[toc_off..total].copy_from_slice(&toc);
         self.header.state = format::STATE_SEALED;
+        // The lowest version that can express the entries, so older readers read what they can.
+        self.header.version = if self.entries.iter().any(Entry::needs_v2) {
+            format::FORMAT_VERSION
+        } else {
+            format::MIN_FORMAT_VERSION
+        };
         self.header.toc_offset = toc_off as u64;
         self.header.toc_len = toc.len() as u64;
         self.header.total_len = total as u64;
@@ -428,6 +565,21 @@ impl ArenaWriter {
 /// Copies `src` into `dst` (of equal length) and returns the xxh3 checksum of the bytes, hashing
 /// each chunk right after copying it, while it is still in cache, instead of reading the whole
 /// payload a second time.
+/// Checks that `shape` holds `count` elements and has at most [`format::MAX_NDIM`] dimensions.
+fn check_shape(name: &str, count: usize, shape: &[u64]) -> Result<()> {
+    let product = shape.iter().try_fold(1u64, |acc, &d| acc.checked_mul(d));
+    if shape.len() > format::MAX_NDIM || product != Some(count as u64) {
+        return Err(Error::InvalidArray {
+            entry: name.to_owned(),
+            reason: format!(
+                "shape {shape:?} does not hold {count} elements in at most {} dimensions",
+                format::MAX_NDIM
+            ),
+        });
+    }
+    Ok(())
+}
+
 fn copy_and_checksum(dst: &mut [u8], src: &[u8]) -> u64 {
     const CHUNK: usize = 128 << 10;
     let mut hasher = xxhash_rust::xxh3::Xxh3::new();
