@@ -7,7 +7,7 @@ use std::path::Path;
 
 use crate::arena::{Arena, OpenOptions};
 use crate::error::{Error, Result};
-use crate::format::FormatError;
+use crate::format::{self, FormatError};
 use crate::locator::{validate_segment_name, Locator};
 use crate::os;
 
@@ -95,6 +95,24 @@ impl Arena {
     }
 }
 
+/// Fills `buf` from the start of `src` with `pread`; a file shorter than `buf` is
+/// [`FormatError::Truncated`] (`needed` bytes).
+fn read_at(src: &std::fs::File, buf: &mut [u8], what: &str, needed: u64) -> Result<()> {
+    src.read_exact_at(buf, 0).map_err(|e| match e.kind() {
+        std::io::ErrorKind::UnexpectedEof => Error::format(
+            what,
+            FormatError::Truncated {
+                needed,
+                len: os::file_info(src).map_or(0, |i| i.size),
+            },
+        ),
+        _ => Error::Io {
+            context: format!("reading {what}"),
+            source: e,
+        },
+    })
+}
+
 /// Names the source file rather than the memfd copy in an error about an image.
 fn rename_arena(e: Error, what: &str) -> Error {
     match e {
@@ -148,10 +166,27 @@ fn load(path: &Path, what: &str, opts: Option<&OpenOptions>) -> Result<Arena> {
     if size == 0 {
         return Err(Error::format(&what, FormatError::BadMagic));
     }
+    // The header first: a segment still being built says so, and a sealed one says how many
+    // bytes are the arena (a builder racing us may not have shrunk the file to that yet).
+    let mut head = vec![0u8; format::HEADER_LEN.min(size as usize)];
+    read_at(&src, &mut head, &what, size)?;
+    let header = format::Header::parse(&head).map_err(|e| Error::format(&what, e))?;
+    header
+        .require_sealed()
+        .map_err(|e| Error::format(&what, e))?;
+    let size = header.total_len;
     let len = usize::try_from(size).map_err(|_| Error::TooLarge {
         what: what.clone(),
         size,
     })?;
+    if len < format::HEADER_LEN {
+        return Err(Error::format(
+            &what,
+            FormatError::Corrupted {
+                detail: format!("the header gives a total length of {size} bytes"),
+            },
+        ));
+    }
     let memfd = os::memfd_create("shmarena-image")
         .map_err(|e| Error::os(format!("creating a memfd for {what}"), &what, e))?;
     os::reserve(&memfd, 0, size).map_err(|e| match Error::os("", &what, e) {
@@ -167,20 +202,7 @@ fn load(path: &Path, what: &str, opts: Option<&OpenOptions>) -> Result<Arena> {
             context: format!("mapping a memfd for {what}"),
             source: e,
         })?;
-        src.read_exact_at(map.bytes_mut(), 0)
-            .map_err(|e| match e.kind() {
-                std::io::ErrorKind::UnexpectedEof => Error::format(
-                    &what,
-                    FormatError::Truncated {
-                        needed: size,
-                        len: 0,
-                    },
-                ),
-                _ => Error::Io {
-                    context: format!("reading {what}"),
-                    source: e,
-                },
-            })?;
+        read_at(&src, map.bytes_mut(), &what, size)?;
         // The writable mapping goes before sealing: F_SEAL_WRITE refuses while one exists.
     }
     os::seal_memfd(&memfd).map_err(|e| Error::Io {
