@@ -41,7 +41,7 @@ use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 
 use crate::arena::PyArena;
-use crate::errors::{BadHandleError, ShmarenaError, StaleHandleError};
+use crate::errors::{BadHandleError, ShmarenaError, StaleHandleError, WrongProcessError};
 use crate::view::{ListView, MapView};
 
 /// Rebuilds a pickled arena or view (what `__reduce__` names).
@@ -98,6 +98,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(_attached_ids, m)?)?;
     m.add("ShmarenaError", py.get_type::<ShmarenaError>())?;
     m.add("StaleHandleError", py.get_type::<StaleHandleError>())?;
+    m.add("WrongProcessError", py.get_type::<WrongProcessError>())?;
     m.add("BadHandleError", py.get_type::<BadHandleError>())?;
     m.add("MAX_DEPTH", from_py::MAX_DEPTH)?;
     Ok(())

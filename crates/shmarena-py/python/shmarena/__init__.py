@@ -31,6 +31,7 @@ from ._native import (
     MapView,
     ShmarenaError,
     StaleHandleError,
+    WrongProcessError,
     build,
     open,
 )
@@ -45,6 +46,7 @@ __all__ = [
     "SharedArray",
     "ShmarenaError",
     "StaleHandleError",
+    "WrongProcessError",
     "attached_count",
     "attached_ids",
     "build",

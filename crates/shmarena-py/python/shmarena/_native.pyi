@@ -23,6 +23,7 @@ __all__ = [
     "_attached_ids",
     "ShmarenaError",
     "StaleHandleError",
+    "WrongProcessError",
     "BadHandleError",
     "MAX_DEPTH",
 ]
@@ -36,6 +37,7 @@ MAX_DEPTH: int
 
 class ShmarenaError(Exception): ...
 class StaleHandleError(ShmarenaError): ...
+class WrongProcessError(ShmarenaError): ...
 class BadHandleError(ValueError): ...
 
 @final
