@@ -137,10 +137,11 @@ impl OpenOptions {
     ///
     /// - `memfd:PID:FD`: [`open_memfd`](Self::open_memfd) (a sealed memfd, mapped in place);
     /// - `shm:NAME` and `file:PATH`: the segment or file is copied into a fresh sealed memfd of
-    ///   this process, as [`Arena::load_named`] and [`Arena::load_file`] do (O(size) time and
-    ///   memory, once per call), after the owner check of
-    ///   [`allow_foreign_owner`](Self::allow_foreign_owner). The arena's
-    ///   [`locator`](Arena::locator) is then the copy's.
+    ///   this process with `pread`, as [`Arena::load_named`] and [`Arena::load_file`] do (O(size)
+    ///   time and memory, once per call), after the owner check of
+    ///   [`allow_foreign_owner`](Self::allow_foreign_owner). Unlike those, it does not check
+    ///   payload checksums up front (call [`Arena::verify`]); archived entries are validated on
+    ///   first access either way. The arena's [`locator`](Arena::locator) is then the copy's.
     ///
     /// To map a named segment or file in place, see the `unsafe`
     /// [`open_named`](Self::open_named) and [`open_file`](Self::open_file).

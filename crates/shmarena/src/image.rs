@@ -124,7 +124,8 @@ fn rename_arena(e: Error, what: &str) -> Error {
     }
 }
 
-/// [`Arena::load_named`], with the owner checks of `opts` if given.
+/// [`Arena::load_named`]; with `opts` (the copy [`OpenOptions::open`] makes), its owner checks
+/// instead of the payload checksums.
 pub(crate) fn load_named(name: &str, opts: Option<&OpenOptions>) -> Result<Arena> {
     let name = validate_segment_name(name)?;
     let what = Locator::Shm {
@@ -134,7 +135,8 @@ pub(crate) fn load_named(name: &str, opts: Option<&OpenOptions>) -> Result<Arena
     load(&os::shm_path(name), &what, opts)
 }
 
-/// [`Arena::load_file`], with the owner checks of `opts` if given.
+/// [`Arena::load_file`]; with `opts` (the copy [`OpenOptions::open`] makes), its owner checks
+/// instead of the payload checksums.
 pub(crate) fn load_file(path: &Path, opts: Option<&OpenOptions>) -> Result<Arena> {
     let what = Locator::File {
         path: path.to_owned(),
@@ -144,7 +146,9 @@ pub(crate) fn load_file(path: &Path, opts: Option<&OpenOptions>) -> Result<Arena
 }
 
 /// Copies the regular file at `path` (`what` in messages) into a fresh sealed memfd with
-/// `pread`, and checks it once.
+/// `pread`, and checks header and table of contents. Without `opts`, every payload checksum
+/// too ([`Arena::verify`]); with `opts`, the owner rules instead, and the payloads are left to
+/// `verify` and to validation on first access, as for an arena mapped in place.
 fn load(path: &Path, what: &str, opts: Option<&OpenOptions>) -> Result<Arena> {
     let what = what.to_owned();
     // O_NONBLOCK and the regular-file check come before any read: a FIFO never blocks us.
@@ -213,6 +217,8 @@ fn load(path: &Path, what: &str, opts: Option<&OpenOptions>) -> Result<Arena> {
     let arena = always_validate
         .open_fd(OwnedFd::from(memfd))
         .map_err(|e| rename_arena(e, &what))?;
-    arena.verify().map_err(|e| rename_arena(e, &what))?;
+    if opts.is_none() {
+        arena.verify().map_err(|e| rename_arena(e, &what))?;
+    }
     Ok(arena)
 }
