@@ -4,6 +4,9 @@ mutable backing unless the caller promises no concurrent writers."""
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+import textwrap
 
 import numpy as np
 import pytest
@@ -65,31 +68,49 @@ def test_builder_refuses_in_a_fork_child(shm_name, named):
     arena.close()
 
 
+def _build_elsewhere(shm_name, code):
+    """Builds a named segment in another process, which leaves it behind (`os._exit`)."""
+    script = textwrap.dedent(
+        f"""
+        import os, shmarena
+        b = shmarena.build(name={shm_name!r})
+        {code}
+        b.seal()
+        os._exit(0)
+        """
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert os.path.exists(f"/dev/shm/{shm_name}")
+
+
 def test_open_copies_a_named_segment_by_default(shm_name):
-    with shmarena.build(name=shm_name) as b:
-        b.put("lexicon", {f"w{i}": i for i in range(500)})
-    owner = b.arena
-    copy = shmarena.open(name=shm_name)
-    assert "memfd" in repr(copy), repr(copy)
-    assert copy["lexicon"]["w7"] == 7
-    # Another writer rewrites the segment: the copy does not change.
-    _scribble(f"/dev/shm/{shm_name}", 128)
-    assert copy["lexicon"]["w499"] == 499
-    assert len(copy["lexicon"]) == 500
-    with pytest.raises(shmarena.ShmarenaError):
-        shmarena.open(name=shm_name)
-    copy.close()
-    owner.close()
+    _build_elsewhere(shm_name, 'b.put("lexicon", {f"w{i}": i for i in range(500)})')
+    try:
+        copy = shmarena.open(name=shm_name)
+        assert "memfd" in repr(copy), repr(copy)
+        assert copy["lexicon"]["w7"] == 7
+        # Another writer rewrites the segment: the copy does not change.
+        _scribble(f"/dev/shm/{shm_name}", 128)
+        assert copy["lexicon"]["w499"] == 499
+        assert len(copy["lexicon"]) == 500
+        copy.close()
+        with pytest.raises(shmarena.ShmarenaError):
+            shmarena.open(name=shm_name)
+    finally:
+        os.unlink(f"/dev/shm/{shm_name}")
 
 
 def test_open_in_place_takes_the_promise(shm_name, tmp_path):
-    with shmarena.build(name=shm_name) as b:
-        b.put("xs", [1, 2, 3])
-    owner = b.arena
-    mapped = shmarena.open(name=shm_name, no_concurrent_writers=True)
-    assert "shm segment" in repr(mapped), repr(mapped)
-    assert mapped["xs"].to_python() == [1, 2, 3]
-    mapped.close()
+    _build_elsewhere(shm_name, 'b.put("xs", [1, 2, 3])')
+    try:
+        for in_place, where in [(True, "shm segment"), (False, "memfd")]:
+            a = shmarena.open(name=shm_name, no_concurrent_writers=in_place)
+            assert where in repr(a), repr(a)
+            assert a["xs"].to_python() == [1, 2, 3]
+            a.close()
+    finally:
+        os.unlink(f"/dev/shm/{shm_name}")
     path = tmp_path / "x.arena"
     with shmarena.build(path=str(path)) as fb:
         fb.put("ys", [4, 5])
@@ -99,7 +120,6 @@ def test_open_in_place_takes_the_promise(shm_name, tmp_path):
         assert where in repr(a), repr(a)
         assert a["ys"].to_python() == [4, 5]
         a.close()
-    owner.close()
 
 
 def test_open_refuses_a_fifo_promptly(tmp_path):
