@@ -140,12 +140,11 @@ pub fn check_layout(data: &[u8]) -> Option<Layout> {
     Some(layout)
 }
 
-/// Writes `data` to `path`, opens it with [`Arena::open`] (a `file:` locator: a checked copy), and on success attempts every
-/// typed read on every entry, touching every element a successful read returns. Agrees with
-/// [`Layout::parse`] on whether the bytes are an arena.
+/// Writes `data` to `path`, opens it with [`Arena::open`] (a `file:` locator: a checked copy),
+/// and on success attempts every typed read on every entry, touching every element a successful
+/// read returns. Agrees with [`Layout::parse`] on whether the bytes are an arena.
 pub fn check_file(data: &[u8], path: &Path) {
-    // Rewriting in place is safe: the previous input's arena and views were dropped, so
-    // nothing maps the file any more.
+    // Rewriting in place is fine: the arena below is a copy, never a mapping of the file.
     std::fs::write(path, data).expect("writing the fuzz scratch file");
     // The safe open of a file locator: a checked copy into a sealed memfd (issue 11), then the
     // same header, table-of-contents and typed-read checks as a mapping in place.
