@@ -83,9 +83,9 @@
 //!
 //! Four files, each block with its `// SAFETY:` argument:
 //!
-//! - `os/linux.rs`: creating, growing (`mremap`) and read-only mapping of a segment, the
-//!   descriptors borrowed in the pre-exec hook that passes inherited memfds to a child, and
-//!   adopting an inherited descriptor;
+//! - `os/linux.rs`: creating, growing (`mremap`) and read-only mapping of a segment, dropping
+//!   the writer's mapping only in the process that made it, the pre-exec hook that passes
+//!   inherited memfds to a child, and adopting an inherited descriptor;
 //! - `os/service.rs`: mapping the service's one-page generation counter;
 //! - `view.rs`: dereferencing a [`View`] or [`SliceView`], and their `Send`/`Sync` impls;
 //! - `arena.rs`: reading an archived entry of a kernel-sealed memfd without re-validation.
