@@ -102,6 +102,10 @@ fn attach(plan: &Plan, out: &mut Vec<AbResult>) {
             plan.round,
         ));
         drop(arena);
+        // The safe API copies a named segment (issue 11): O(size), measured up to 64 MiB.
+        if size > 64 << 20 {
+            continue;
+        }
         let name = unique_name("ab-attach");
         let arena = pod_arena(ArenaOptions::new().named(&name), size);
         out.push(compare(
@@ -121,9 +125,9 @@ fn attach(plan: &Plan, out: &mut Vec<AbResult>) {
                 }),
             ),
             (
-                "Arena::open_named + first value",
+                "Arena::load_named (copies) + first value",
                 each(|| {
-                    black_box(first_value(&Arena::open_named(&name).expect("open_named")));
+                    black_box(first_value(&Arena::load_named(&name).expect("load_named")));
                 }),
             ),
             plan.rounds,

@@ -73,6 +73,12 @@ fn attach(c: &mut Criterion) {
         g.finish();
         drop(arena);
 
+        // Named segments and files are copied into a sealed memfd by the safe API (issue 11):
+        // O(size), so they are measured only up to 64 MiB.
+        if size > 64 << 20 {
+            continue;
+        }
+
         // Named segment in /dev/shm.
         let name = unique_name("attach");
         let arena = pod_arena(ArenaOptions::new().named(&name), size);
@@ -89,9 +95,9 @@ fn attach(c: &mut Criterion) {
             },
         );
         g.bench_with_input(
-            BenchmarkId::new("Arena::open_named", &label),
+            BenchmarkId::new("Arena::load_named (copies)", &label),
             &name,
-            |b, n| b.iter(|| first_value(&Arena::open_named(n).expect("open_named"))),
+            |b, n| b.iter(|| first_value(&Arena::load_named(n).expect("load_named"))),
         );
         g.finish();
         drop(arena); // unlinks the name
@@ -111,9 +117,9 @@ fn attach(c: &mut Criterion) {
             },
         );
         g.bench_with_input(
-            BenchmarkId::new("Arena::open_file", &label),
+            BenchmarkId::new("Arena::load_file (copies)", &label),
             &path,
-            |b, p| b.iter(|| first_value(&Arena::open_file(p).expect("open_file"))),
+            |b, p| b.iter(|| first_value(&Arena::load_file(p).expect("load_file"))),
         );
         g.finish();
         drop(arena);

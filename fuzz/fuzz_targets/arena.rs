@@ -1,6 +1,7 @@
 //! Arbitrary bytes as an arena: through `shmarena::format` (as given, and with the header and
 //! table-of-contents checksums recomputed so the structural checks are reached), and through
-//! `Arena::open_file` on a real file with typed reads of every entry. Nothing may panic.
+//! `Arena::open` of a real file (a checked copy) with typed reads of every entry. Nothing may
+//! panic.
 
 #![no_main]
 

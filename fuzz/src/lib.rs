@@ -6,8 +6,9 @@
 //! 2. does the same with the header and table-of-contents checksums (and, where the table
 //!    parses, the payload checksums) recomputed ([`fix_checksums`]), so that random mutations
 //!    reach the structural checks instead of stopping at a checksum mismatch;
-//! 3. writes the checksum-fixed bytes to a real file, opens it with [`Arena::open_file`], and on
-//!    success attempts every typed read on every entry ([`check_file`]).
+//! 3. writes the checksum-fixed bytes to a real file, opens it with [`Arena::open`] (a `file:`
+//!    locator: a checked copy), and on success attempts every typed read on every entry
+//!    ([`check_file`]).
 //!
 //! Nothing may panic: the safe API promises typed errors on any bytes.
 
@@ -28,7 +29,7 @@ mod reads;
 ///
 /// The file step costs system calls, so it runs for every input whose (checksum-fixed) bytes
 /// parse, and for one in 16 of the others (chosen by a hash of the input, so runs are
-/// reproducible): for those, `open_file` must refuse them as `Layout::parse` does.
+/// reproducible): for those, `Arena::open` must refuse them as `Layout::parse` does.
 pub fn check_all(data: &[u8]) {
     let parsed = check_layout(data).is_some();
     let fixed = fix_checksums(data);
@@ -140,17 +141,20 @@ pub fn check_layout(data: &[u8]) -> Option<Layout> {
     Some(layout)
 }
 
-/// Writes `data` to `path`, opens it with [`Arena::open_file`], and on success attempts every
-/// typed read on every entry, touching every element a successful read returns. Agrees with
-/// [`Layout::parse`] on whether the bytes are an arena.
+/// Writes `data` to `path`, opens it with [`Arena::open`] (a `file:` locator: a checked copy),
+/// and on success attempts every typed read on every entry, touching every element a successful
+/// read returns. Agrees with [`Layout::parse`] on whether the bytes are an arena.
 pub fn check_file(data: &[u8], path: &Path) {
-    // Rewriting in place is safe: the previous input's arena and views were dropped, so
-    // nothing maps the file any more.
+    // Rewriting in place is fine: the arena below is a copy, never a mapping of the file.
     std::fs::write(path, data).expect("writing the fuzz scratch file");
-    let opened = Arena::open_file(path);
+    // The safe open of a file locator: a checked copy into a sealed memfd (issue 11), then the
+    // same header, table-of-contents and typed-read checks as a mapping in place.
+    let opened = Arena::open(&shmarena::Locator::File {
+        path: path.to_owned(),
+    });
     match opened {
         Ok(arena) => {
-            let layout = Layout::parse(data).expect("open_file accepted what parse refuses");
+            let layout = Layout::parse(data).expect("Arena::open accepted what parse refuses");
             assert_eq!(arena.layout(), &layout);
             assert_eq!(arena.as_bytes(), &data[..layout.header.total_len as usize]);
             read_everything(&arena);
@@ -158,7 +162,7 @@ pub fn check_file(data: &[u8], path: &Path) {
         Err(e) => {
             assert!(
                 Layout::parse(data).is_err(),
-                "open_file refused what parse accepts: {e}"
+                "Arena::open refused what parse accepts: {e}"
             );
             black_box(format!("{e:#}"));
             let mut source = std::error::Error::source(&e);

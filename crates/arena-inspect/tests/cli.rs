@@ -713,7 +713,10 @@ fn orphans_of_killed_children_are_collected() {
                  // An orphan that this process still maps: gc must keep it.
     let used = scope.name("used");
     assert!(spawn_child("persist", &used).wait().unwrap().success());
-    let reader = Arena::open_named(&used).unwrap();
+    // Mapped in place, so that /proc/self/maps shows this process using it.
+    // SAFETY: the segment was persisted by a child that has exited; nothing writes to it while
+    // this test maps it.
+    let reader = unsafe { Arena::open_named(&used) }.unwrap();
     // A segment whose creator (this process) is alive: gc must keep it.
     let mine = scope.name("mine");
     let mut b = ArenaOptions::new().named(&mine).create().unwrap();
@@ -978,5 +981,62 @@ fn shaped_entries_and_version_2_element_types() {
     assert_eq!(dump("when")["values"], serde_json::json!([5, "NaT"]));
     assert_eq!(dump("names")["values"], serde_json::json!(["hé"]));
     assert_eq!(dump("c")["values"], serde_json::json!(["1.5-2j"]));
+}
+
+/// Runs arena-inspect, killing it (and failing) if it has not exited within ten seconds.
+fn run_promptly(args: &[&str]) -> Run {
+    let mut child = Command::new(BIN)
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run arena-inspect");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while child.try_wait().expect("wait").is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("arena-inspect {args:?} blocked for 10 s");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let Output {
+        status,
+        stdout,
+        stderr,
+    } = child.wait_with_output().expect("collect output");
+    Run {
+        code: status.code().expect("arena-inspect was killed by a signal"),
+        stdout: String::from_utf8(stdout).expect("stdout is UTF-8"),
+        stderr: String::from_utf8(stderr).expect("stderr is UTF-8"),
+    }
+}
+
+/// Issue 11, case 8: a FIFO where an arena should be (a file, or a name in /dev/shm) is
+/// reported at once; `verify` and `info` never wait for a writer.
+#[test]
+fn a_fifo_is_reported_not_waited_on() {
+    let scope = Scope::new();
+    let file = scope.path("fifo.arena");
+    let name = scope.name("fifo");
+    let shm = Path::new("/dev/shm").join(&name);
+    for p in [&file, &shm] {
+        let status = Command::new("mkfifo").arg(p).status().expect("run mkfifo");
+        assert!(status.success(), "mkfifo {}", p.display());
+    }
+    let file_arg = file.to_string_lossy().into_owned();
+    let shm_arg = format!("shm:{name}");
+    for arg in [file_arg.as_str(), shm_arg.as_str()] {
+        let r = run_promptly(&["verify", arg]);
+        assert_ne!(r.code, 0, "verify {arg}: {}", r.stdout);
+        let r = run_promptly(&["info", arg]);
+        assert!(
+            r.code != 0 || r.stdout.contains("not") || !r.stderr.is_empty(),
+            "info {arg}: {}",
+            r.stdout
+        );
+    }
+    std::fs::remove_file(&file).unwrap();
+    std::fs::remove_file(&shm).unwrap();
     scope.finish();
 }

@@ -44,7 +44,7 @@ fn fragile(x: u64) -> u64 {
 
 /// Sums the `u64` slice "numbers" of a named arena, opened in the worker.
 fn sum_named(name: String) -> u64 {
-    let arena = Arena::open_named(&name).expect("worker opens the named arena");
+    let arena = Arena::load_named(&name).expect("worker loads the named arena");
     arena
         .slice::<u64>("numbers")
         .expect("numbers entry")

@@ -270,16 +270,29 @@ impl PyArena {
 }
 
 /// Opens an arena by locator: `name=` a named segment or `path=` a file.
+///
+/// By default the segment or file is copied into a sealed memfd of this process with `pread`
+/// and checked once (`Arena::load_named` / `Arena::load_file`): nothing another process writes
+/// to it later can change what this arena holds. `no_concurrent_writers=True` maps it in place
+/// instead (no copy): the caller promises that no process writes to or truncates it while the
+/// arena or any view of it is alive.
 #[pyfunction]
-#[pyo3(signature = (*, name = None, path = None))]
+#[pyo3(signature = (*, name = None, path = None, no_concurrent_writers = false))]
 pub(crate) fn open(
     py: Python<'_>,
     name: Option<String>,
     path: Option<PathBuf>,
+    no_concurrent_writers: bool,
 ) -> PyResult<PyArena> {
-    let arena = match (name, path) {
-        (Some(n), None) => py.detach(move || shmarena::Arena::open_named(&n)),
-        (None, Some(p)) => py.detach(move || shmarena::Arena::open_file(p)),
+    let arena = match (name, path, no_concurrent_writers) {
+        (Some(n), None, false) => py.detach(move || shmarena::Arena::load_named(&n)),
+        (None, Some(p), false) => py.detach(move || shmarena::Arena::load_file(p)),
+        // SAFETY: `open_named` needs nothing to write to or truncate the segment while it is
+        // mapped; the Python caller made exactly that promise by passing
+        // `no_concurrent_writers=True` (docs/PYTHON.md), Python having no `unsafe`.
+        (Some(n), None, true) => py.detach(move || unsafe { shmarena::Arena::open_named(&n) }),
+        // SAFETY: as above, for a file.
+        (None, Some(p), true) => py.detach(move || unsafe { shmarena::Arena::open_file(p) }),
         _ => return Err(PyValueError::new_err("give exactly one of name= or path=")),
     }
     .map_err(lib_err)?;

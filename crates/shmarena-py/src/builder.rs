@@ -132,7 +132,12 @@ impl PyBuilder {
         let arena = match py.detach(move || b.seal()) {
             Ok(a) => a,
             Err(e) => {
-                let err = ShmarenaError::new_err(errors::chain(e.error()));
+                let err = match e.error() {
+                    shmarena::Error::WrongProcess { .. } => {
+                        errors::WrongProcessError::new_err(errors::chain(e.error()))
+                    }
+                    other => ShmarenaError::new_err(errors::chain(other)),
+                };
                 // When sealing failed for lack of room, the builder comes back unchanged.
                 self.inner = e.into_builder();
                 return Err(err);

@@ -18,6 +18,13 @@ create_exception!(
 );
 create_exception!(
     shmarena,
+    WrongProcessError,
+    ShmarenaError,
+    "A builder was used in another process than the one that created it (a child after \
+     `os.fork()`): nothing was written, sealed or removed."
+);
+create_exception!(
+    shmarena,
     BadHandleError,
     PyValueError,
     "Bytes given to `shmarena._restore` are not a shmarena handle."
@@ -43,6 +50,7 @@ pub(crate) fn lib_err(e: shmarena::Error) -> PyErr {
     match e {
         shmarena::Error::StaleHandle { .. } => StaleHandleError::new_err(chain(&e)),
         shmarena::Error::BadHandle { .. } => BadHandleError::new_err(chain(&e)),
+        shmarena::Error::WrongProcess { .. } => WrongProcessError::new_err(chain(&e)),
         _ => ShmarenaError::new_err(chain(&e)),
     }
 }

@@ -44,7 +44,9 @@ use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 
 use crate::arena::PyArena;
-use crate::errors::{BadHandleError, ShmarenaError, StaleHandleError, WrongThreadError};
+use crate::errors::{
+    BadHandleError, ShmarenaError, StaleHandleError, WrongProcessError, WrongThreadError,
+};
 use crate::view::{ListView, MapView};
 
 /// Rebuilds a pickled arena or view (what `__reduce__` names).
@@ -102,6 +104,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(lifecycle::remove, m)?)?;
     m.add("ShmarenaError", py.get_type::<ShmarenaError>())?;
     m.add("StaleHandleError", py.get_type::<StaleHandleError>())?;
+    m.add("WrongProcessError", py.get_type::<WrongProcessError>())?;
     m.add("BadHandleError", py.get_type::<BadHandleError>())?;
     m.add("WrongThreadError", py.get_type::<WrongThreadError>())?;
     m.add("MAX_DEPTH", from_py::MAX_DEPTH)?;

@@ -69,6 +69,9 @@ impl<E: rancor::Source> Writer<E> for SegmentWriter<'_> {
             self.failure = Some(e);
             return Err(E::new(GrowFailed));
         }
+        // Raise the zeroing mark before writing: if serialization panics after this write, the
+        // next `put` still sees these bytes as dirty and zeroes them (issue 11, case 7).
+        self.seg.note_written(end);
         self.seg.bytes_mut()[at..end].copy_from_slice(bytes);
         self.pos += bytes.len();
         Ok(())

@@ -91,7 +91,8 @@ pub(crate) enum Backing {
 ///
 /// ```no_run
 /// # fn main() -> shmarena::Result<()> {
-/// let arena = shmarena::OpenOptions::new().always_validate(true).open_named("lexicon")?;
+/// let loc: shmarena::Locator = "lexicon".parse()?;
+/// let arena = shmarena::OpenOptions::new().always_validate(true).open(&loc)?;
 /// # Ok(()) }
 /// ```
 #[derive(Clone, Debug, Default)]
@@ -99,6 +100,17 @@ pub(crate) enum Backing {
 pub struct OpenOptions {
     allow_foreign_owner: bool,
     always_validate: bool,
+}
+
+/// How [`Arena::open_mapped`] may map a file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Mapping {
+    /// Only a memfd with the write, grow and shrink seals (the safe opens); anything else is
+    /// [`Error::NotSealed`].
+    SealedOnly,
+    /// Anything: the caller of an `unsafe` open promised that nobody writes or truncates the
+    /// file while it is mapped, or this process's builder just sealed it.
+    InPlace,
 }
 
 impl OpenOptions {
@@ -121,17 +133,56 @@ impl OpenOptions {
         self
     }
 
-    /// Opens the arena a locator names.
+    /// Opens the arena a locator names, never mapping bytes that could change under it:
+    ///
+    /// - `memfd:PID:FD`: [`open_memfd`](Self::open_memfd) (a sealed memfd, mapped in place);
+    /// - `shm:NAME` and `file:PATH`: the segment or file is copied into a fresh sealed memfd of
+    ///   this process with `pread`, as [`Arena::load_named`] and [`Arena::load_file`] do (O(size)
+    ///   time and memory, once per call), after the owner check of
+    ///   [`allow_foreign_owner`](Self::allow_foreign_owner). Unlike those, it does not check
+    ///   payload checksums up front (call [`Arena::verify`]); archived entries are validated on
+    ///   first access either way. The arena's [`locator`](Arena::locator) is then the copy's.
+    ///
+    /// To map a named segment or file in place, see the `unsafe`
+    /// [`open_named`](Self::open_named) and [`open_file`](Self::open_file).
     pub fn open(&self, locator: &Locator) -> Result<Arena> {
         match locator {
             Locator::Memfd { pid, fd } => self.open_memfd(*pid, *fd),
-            Locator::Shm { name } => self.open_named(name),
-            Locator::File { path } => self.open_file(path),
+            Locator::Shm { name } => crate::image::load_named(name, Some(self)),
+            Locator::File { path } => crate::image::load_file(path, Some(self)),
         }
     }
 
-    /// Opens a named segment read-only (`O_RDONLY`, `PROT_READ`, symlinks not followed).
-    pub fn open_named(&self, name: &str) -> Result<Arena> {
+    /// Maps a named segment read-only in place (`O_RDONLY`, `PROT_READ`, symlinks not
+    /// followed, `O_NONBLOCK`: a FIFO is refused, never waited on). Archived entries are
+    /// validated on first access in this process and the result is cached.
+    ///
+    /// The safe way to read a named segment is [`Arena::load_named`] (or [`open`](Self::open)),
+    /// which copies it into a sealed memfd.
+    ///
+    /// # Safety
+    ///
+    /// A named segment is an ordinary file in `/dev/shm`: any process of its owner can change
+    /// its mode, rewrite it or truncate it, and the kernel does not stop it. The caller promises
+    /// that **no process writes to or truncates the segment while this arena (or any view or
+    /// clone of it) is alive**. A write after a validated read lets later reads see bytes that
+    /// were never checked (out-of-bounds reads, undefined behaviour); a truncation turns reads
+    /// into SIGBUS.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// # fn main() -> shmarena::Result<()> {
+    /// # let name = format!("doc-open-named-{}", std::process::id());
+    /// let mut b = shmarena::ArenaOptions::new().named(&name).create()?;
+    /// b.put_slice("primes", &[2u32, 3, 5])?;
+    /// let built = b.seal()?;
+    /// // SAFETY: this process built the segment and nothing else writes to it while mapped.
+    /// let arena = unsafe { shmarena::OpenOptions::new().open_named(&name)? };
+    /// assert_eq!(&*arena.slice::<u32>("primes")?, &[2, 3, 5]);
+    /// # drop(built); Ok(()) }
+    /// ```
+    pub unsafe fn open_named(&self, name: &str) -> Result<Arena> {
         let name = validate_segment_name(name)?;
         let locator = Locator::Shm {
             name: name.to_owned(),
@@ -139,22 +190,50 @@ impl OpenOptions {
         let what = locator.describe();
         let file =
             os::shm_open_ro(name).map_err(|e| Error::os(format!("opening {what}"), &what, e))?;
-        Arena::open_mapped(file, locator, Backing::ShmReader, self)
+        Arena::open_mapped(file, locator, Backing::ShmReader, self, Mapping::InPlace)
     }
 
-    /// Opens an arena file read-only (symlinks in the last component are not followed).
-    pub fn open_file(&self, path: impl AsRef<Path>) -> Result<Arena> {
+    /// Maps an arena file read-only in place (symlinks in the last component are not followed;
+    /// `O_NONBLOCK`: a FIFO is refused, never waited on). Archived entries are validated on
+    /// first access in this process and the result is cached.
+    ///
+    /// The safe way to read a file is [`Arena::load_file`] (or [`open`](Self::open)), which
+    /// copies it into a sealed memfd.
+    ///
+    /// # Safety
+    ///
+    /// The caller promises that **no process writes to or truncates the file while this arena
+    /// (or any view or clone of it) is alive**, as for [`open_named`](Self::open_named).
+    /// Replacing the file by renaming another over it (what [`Arena::save`] and a file-target
+    /// [`ArenaWriter`](crate::ArenaWriter) do) is fine: the mapping keeps the old inode.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// # fn main() -> shmarena::Result<()> {
+    /// # let path = std::env::temp_dir().join(format!("shmarena-doc-open-file-{}", std::process::id()));
+    /// let mut b = shmarena::ArenaOptions::new().create()?;
+    /// b.put_slice("primes", &[2u32, 3, 5])?;
+    /// b.seal()?.save(&path)?;
+    /// // SAFETY: nothing writes to the file in place while it is mapped (`save` renames).
+    /// let arena = unsafe { shmarena::OpenOptions::new().open_file(&path)? };
+    /// assert_eq!(&*arena.slice::<u32>("primes")?, &[2, 3, 5]);
+    /// # std::fs::remove_file(&path).unwrap(); Ok(()) }
+    /// ```
+    pub unsafe fn open_file(&self, path: impl AsRef<Path>) -> Result<Arena> {
         let path = path.as_ref();
         let locator = Locator::File {
             path: path.to_owned(),
         };
         let what = locator.describe();
         let file = os::open_ro(path).map_err(|e| Error::os(format!("opening {what}"), &what, e))?;
-        Arena::open_mapped(file, locator, Backing::File, self)
+        Arena::open_mapped(file, locator, Backing::File, self, Mapping::InPlace)
     }
 
     /// Opens the memfd arena that process `pid` holds as descriptor `fd`, through
-    /// `/proc/<pid>/fd/<fd>`. Works for processes of the same user.
+    /// `/proc/<pid>/fd/<fd>`. Works for processes of the same user. Only a memfd with the
+    /// write, grow and shrink seals is mapped; anything else is [`Error::NotSealed`] (or
+    /// [`Error::Format`] if it is not a sealed arena at all). The open does not block on a FIFO.
     pub fn open_memfd(&self, pid: u32, fd: i32) -> Result<Arena> {
         let locator = Locator::Memfd { pid, fd };
         let what = locator.describe();
@@ -167,24 +246,73 @@ impl OpenOptions {
         let path = format!("/proc/{pid}/fd/{fd}");
         let file = os::open_ro_follow(Path::new(&path))
             .map_err(|e| Error::os(format!("opening {what} ({path})"), &what, e))?;
-        Arena::open_mapped(file, locator, Backing::Memfd, self)
+        Arena::open_mapped(file, locator, Backing::Memfd, self, Mapping::SealedOnly)
     }
 
     /// Opens an arena from a descriptor this process already holds, such as a memfd inherited
-    /// from a parent. The arena takes ownership of the descriptor.
+    /// from a parent. The arena takes ownership of the descriptor. Only a memfd with the write,
+    /// grow and shrink seals is mapped; anything else is [`Error::NotSealed`] (or
+    /// [`Error::Format`] if it is not a sealed arena at all).
     pub fn open_fd(&self, fd: OwnedFd) -> Result<Arena> {
         let locator = Locator::Memfd {
             pid: os::pid(),
             fd: fd.as_raw_fd(),
         };
-        Arena::open_mapped(File::from(fd), locator, Backing::Memfd, self)
+        Arena::open_mapped(
+            File::from(fd),
+            locator,
+            Backing::Memfd,
+            self,
+            Mapping::SealedOnly,
+        )
+    }
+
+    /// The owner and mode rules of [`allow_foreign_owner`](Self::allow_foreign_owner) for a
+    /// file described by `info` (`immutable`: it carries the write, grow and shrink seals).
+    pub(crate) fn check_owner(
+        &self,
+        what: &str,
+        info: &os::FileInfo,
+        immutable: bool,
+    ) -> Result<()> {
+        if self.allow_foreign_owner {
+            return Ok(());
+        }
+        let me = os::euid();
+        if info.uid != me {
+            return Err(Error::PermissionDenied {
+                what: what.to_owned(),
+                reason: format!(
+                    "it is owned by uid {}, not by this user (uid {me}); \
+                     use OpenOptions::allow_foreign_owner to accept it",
+                    info.uid
+                ),
+                source: None,
+            });
+        }
+        // A sealed memfd cannot change whatever its mode says.
+        if info.mode & 0o022 != 0 && !immutable {
+            return Err(Error::PermissionDenied {
+                what: what.to_owned(),
+                reason: format!(
+                    "it is writable by group or others (mode {:o}); \
+                     use OpenOptions::allow_foreign_owner to accept it",
+                    info.mode
+                ),
+                source: None,
+            });
+        }
+        Ok(())
     }
 }
 
 /// A sealed, read-only arena. Cheap to clone (an `Arc`); views keep it alive.
 ///
-/// Open one with [`Arena::open`], [`Arena::open_named`], [`Arena::open_file`] or
-/// [`Arena::open_memfd`], or get one from [`ArenaWriter::seal`](crate::ArenaWriter::seal).
+/// Open one with [`Arena::open`], [`Arena::open_memfd`] or [`Arena::open_fd`] (sealed memfds,
+/// mapped in place), copy a named segment or file into a sealed memfd with
+/// [`Arena::load_named`] or [`Arena::load_file`], map one in place with the `unsafe`
+/// [`Arena::open_named`] or [`Arena::open_file`], or get one from
+/// [`ArenaWriter::seal`](crate::ArenaWriter::seal).
 #[derive(Clone)]
 pub struct Arena {
     pub(crate) shared: Arc<Shared>,
@@ -283,20 +411,72 @@ pub(crate) fn describe_entry(e: &Entry) -> String {
     )
 }
 
+/// Why a safe open refuses `file`, which is not a sealed memfd: the header's own complaint if it
+/// is not a sealed arena (read with `pread`, never mapped), else [`Error::NotSealed`].
+fn refuse_unsealed(file: &File, what: &str) -> Error {
+    use std::os::unix::fs::FileExt;
+    let mut head = [0u8; format::HEADER_LEN];
+    let mut got = 0;
+    while got < head.len() {
+        match file.read_at(&mut head[got..], got as u64) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => break,
+        }
+    }
+    let sealed = format::Header::parse(&head[..got]).and_then(|h| h.require_sealed());
+    match sealed {
+        Err(e) => Error::format(what, e),
+        Ok(()) => Error::NotSealed {
+            what: what.to_owned(),
+        },
+    }
+}
+
 impl Arena {
-    /// Opens the arena a locator names, with default [`OpenOptions`].
+    /// Opens the arena a locator names, with default [`OpenOptions`]: a sealed memfd is mapped
+    /// in place, a named segment or file is copied into a sealed memfd. See
+    /// [`OpenOptions::open`].
     pub fn open(locator: &Locator) -> Result<Arena> {
         OpenOptions::new().open(locator)
     }
 
-    /// Opens a named segment read-only. See [`OpenOptions::open_named`].
-    pub fn open_named(name: &str) -> Result<Arena> {
-        OpenOptions::new().open_named(name)
+    /// Maps a named segment read-only in place. See [`OpenOptions::open_named`]; the safe way
+    /// is [`Arena::load_named`].
+    ///
+    /// Safe code cannot call it: the caller must promise that nothing writes to the segment
+    /// while it is mapped.
+    ///
+    /// ```compile_fail,E0133
+    /// let arena = shmarena::Arena::open_named("lexicon");
+    /// ```
+    ///
+    /// # Safety
+    ///
+    /// No process writes to or truncates the segment while the arena (or any view or clone of
+    /// it) is alive; see [`OpenOptions::open_named`].
+    pub unsafe fn open_named(name: &str) -> Result<Arena> {
+        // SAFETY: the caller makes the promise of `OpenOptions::open_named`, which this forwards.
+        unsafe { OpenOptions::new().open_named(name) }
     }
 
-    /// Opens an arena file read-only. See [`OpenOptions::open_file`].
-    pub fn open_file(path: impl AsRef<Path>) -> Result<Arena> {
-        OpenOptions::new().open_file(path)
+    /// Maps an arena file read-only in place. See [`OpenOptions::open_file`]; the safe way is
+    /// [`Arena::load_file`].
+    ///
+    /// Safe code cannot call it:
+    ///
+    /// ```compile_fail,E0133
+    /// let arena = shmarena::Arena::open_file("/data/lexicon.arena");
+    /// ```
+    ///
+    /// # Safety
+    ///
+    /// No process writes to or truncates the file while the arena (or any view or clone of it)
+    /// is alive; see [`OpenOptions::open_file`].
+    pub unsafe fn open_file(path: impl AsRef<Path>) -> Result<Arena> {
+        // SAFETY: the caller makes the promise of `OpenOptions::open_file`, which this forwards.
+        unsafe { OpenOptions::new().open_file(path) }
     }
 
     /// Opens another process's memfd arena. See [`OpenOptions::open_memfd`].
@@ -315,7 +495,15 @@ impl Arena {
         backing: Backing,
         locator: Locator,
     ) -> Result<Arena> {
-        let arena = Arena::open_mapped(file, locator, backing, &OpenOptions::new());
+        // The builder of this process wrote every byte; a named or file backing is mapped in
+        // place (docs/DESIGN.md, "Backings", says what that can and cannot promise).
+        let arena = Arena::open_mapped(
+            file,
+            locator,
+            backing,
+            &OpenOptions::new(),
+            Mapping::InPlace,
+        );
         debug_assert!(
             arena.is_ok(),
             "a freshly sealed arena does not open: {arena:?}"
@@ -328,6 +516,7 @@ impl Arena {
         locator: Locator,
         backing: Backing,
         opts: &OpenOptions,
+        mapping: Mapping,
     ) -> Result<Arena> {
         let what = locator.describe();
         let info =
@@ -340,33 +529,12 @@ impl Arena {
         let me = os::euid();
         let seals = os::seals(&file);
         let immutable = seals.is_some_and(|s| s.immutable());
-        if !opts.allow_foreign_owner {
-            if info.uid != me {
-                return Err(Error::PermissionDenied {
-                    what,
-                    reason: format!(
-                        "it is owned by uid {}, not by this user (uid {me}); \
-                         use OpenOptions::allow_foreign_owner to accept it",
-                        info.uid
-                    ),
-                    source: None,
-                });
-            }
-            // A sealed memfd cannot change whatever its mode says.
-            if info.mode & 0o022 != 0 && !immutable {
-                return Err(Error::PermissionDenied {
-                    what,
-                    reason: format!(
-                        "it is writable by group or others (mode {:o}); \
-                         use OpenOptions::allow_foreign_owner to accept it",
-                        info.mode
-                    ),
-                    source: None,
-                });
-            }
-        }
+        opts.check_owner(&what, &info, immutable)?;
         if info.size == 0 {
             return Err(Error::format(&what, FormatError::BadMagic));
+        }
+        if !immutable && mapping == Mapping::SealedOnly {
+            return Err(refuse_unsealed(&file, &what));
         }
         let size = usize::try_from(info.size).map_err(|_| Error::TooLarge {
             what: what.clone(),

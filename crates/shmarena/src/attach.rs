@@ -28,6 +28,12 @@ pub const INHERITED_FDS_ENV: &str = "SHMARENA_INHERITED_FDS";
 /// means the arena is gone: [`Error::StaleHandle`]. So is an arena at `locator` whose id is not
 /// `id` (the pid, fd or name was reused).
 ///
+/// A named segment or file is copied into a sealed memfd of this process
+/// ([`Arena::load_named`], [`Arena::load_file`]): once per process, since the copy is cached,
+/// at O(size) time and memory; its archived entries are validated on first access. A FIFO or
+/// anything else that is not a regular file is refused at once (`O_NONBLOCK`), and no lock is
+/// held while opening, so a slow open never stalls other lookups.
+///
 /// Arenas attached here stay attached until [`detach_all`] or [`detach`]; arenas this process
 /// built or opened itself and then made handles to are found here too, but held weakly.
 pub fn attach(id: ArenaId, locator: &Locator) -> Result<Arena> {
@@ -40,11 +46,8 @@ pub(crate) fn attach_at(id: ArenaId, locator: Option<&Locator>) -> Result<Arena>
     if let Some(arena) = cache_get(id) {
         return Ok(arena);
     }
-    let mut cache = CACHE.write();
-    // Another thread may have attached while we waited for the lock.
-    if let Some(arena) = cache.get(&id).and_then(|s| s.weak.upgrade()) {
-        return Ok(Arena::from_shared(arena));
-    }
+    // No lock is held while opening: an open can take a while (a copy of a named segment or
+    // file, a slow /proc), and must never stall other lookups (issue 11, case 8).
     let what = match locator {
         Some(locator) => format!("arena {id} at {locator}"),
         None => format!("arena {id}"),
@@ -57,7 +60,7 @@ pub(crate) fn attach_at(id: ArenaId, locator: Option<&Locator>) -> Result<Arena>
         None => {
             return Err(stale(format!(
                 "arena {id} is a file whose path was too long to carry in the handle, and it is \
-                 not open in this process: open it with Arena::open_file first"
+                 not open in this process: open it with Arena::load_file first"
             )))
         }
         Some(Locator::Memfd { pid, fd }) => match inherited_fds().iter().find(|(i, _)| *i == id) {
@@ -79,6 +82,12 @@ pub(crate) fn attach_at(id: ArenaId, locator: Option<&Locator>) -> Result<Arena>
         Error::StaleHandle { reason, .. } => stale(reason),
         other => other,
     })?;
+    let mut cache = CACHE.write();
+    // Another thread may have attached the same arena meanwhile: keep the first one, so every
+    // handle of this process reads one mapping.
+    if let Some(first) = cache.get(&id).and_then(|s| s.weak.upgrade()) {
+        return Ok(Arena::from_shared(first));
+    }
     cache.retain(|_, slot| slot.weak.strong_count() > 0);
     cache.insert(
         id,

@@ -122,6 +122,27 @@ pub enum Error {
         /// What is wrong.
         reason: String,
     },
+    /// An [`ArenaWriter`](crate::ArenaWriter) was used in another process than the one that
+    /// created it (a child forked while it was building). Its segment is not mapped there;
+    /// nothing was written, sealed or removed.
+    WrongProcess {
+        /// The arena being built.
+        what: String,
+        /// The process that created the writer.
+        creator: u32,
+        /// The process that tried to use it.
+        current: u32,
+    },
+    /// A safe open was asked to map something that is not a memfd with the write, grow and
+    /// shrink seals: its bytes could change while mapped. Copy it with
+    /// [`Arena::load_file`](crate::Arena::load_file) or
+    /// [`Arena::load_named`](crate::Arena::load_named), or map it in place with the `unsafe`
+    /// [`Arena::open_file`](crate::Arena::open_file) /
+    /// [`Arena::open_named`](crate::Arena::open_named).
+    NotSealed {
+        /// The arena or descriptor.
+        what: String,
+    },
 }
 
 /// The result type of shmarena.
@@ -166,6 +187,20 @@ impl fmt::Display for Error {
             Error::InvalidArray { entry, reason } => {
                 write!(f, "invalid array for entry {entry:?}: {reason}")
             }
+            Error::WrongProcess {
+                what,
+                creator,
+                current,
+            } => write!(
+                f,
+                "the writer of {what} belongs to process {creator}, not to this process \
+                 ({current}): a writer cannot be used after fork"
+            ),
+            Error::NotSealed { what } => write!(
+                f,
+                "{what} is not a sealed memfd, so its bytes could change while mapped: \
+                 copy it with Arena::load_file or Arena::load_named instead"
+            ),
         }
     }
 }

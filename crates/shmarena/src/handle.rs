@@ -452,14 +452,15 @@ impl Arena {
     /// between fork and exec, in the child) and listed in [`INHERITED_FDS_ENV`]. Named and file
     /// arenas need nothing; the child opens them by name or path.
     ///
-    /// Keep this arena alive until the child has started.
+    /// `cmd` holds a clone of this arena until it is dropped, so the descriptor it passes stays
+    /// open (and names this arena) even if the caller drops its own arena before spawning.
     pub fn share_with<'c>(&self, cmd: &'c mut Command) -> &'c mut Command {
         register(self);
         if !matches!(self.locator(), Locator::Memfd { .. }) {
             return cmd;
         }
         let fd = std::os::fd::AsFd::as_fd(self).as_raw_fd();
-        os::inherit_fd_in(cmd, fd);
+        os::inherit_fd_in(cmd, self.clone());
         let pair = format!("{}={fd}", self.id());
         let existing = cmd
             .get_envs()

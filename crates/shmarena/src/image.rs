@@ -7,7 +7,8 @@ use std::path::Path;
 
 use crate::arena::{Arena, OpenOptions};
 use crate::error::{Error, Result};
-use crate::format::FormatError;
+use crate::format::{self, FormatError};
+use crate::locator::{validate_segment_name, Locator};
 use crate::os;
 
 impl Arena {
@@ -35,66 +36,32 @@ impl Arena {
     /// # Ok(()) }
     /// ```
     pub fn load_file(path: impl AsRef<Path>) -> Result<Arena> {
-        let path = path.as_ref();
-        let what = format!("file {}", path.display());
-        let (src, size) = os::service::open_regular_ro(path).map_err(|e| {
-            if e.kind() == std::io::ErrorKind::InvalidInput {
-                Error::format(
-                    &format!("{what} (not a regular file)"),
-                    FormatError::BadMagic,
-                )
-            } else {
-                Error::os(format!("opening {what}"), &what, e)
-            }
-        })?;
-        if size == 0 {
-            return Err(Error::format(&what, FormatError::BadMagic));
-        }
-        let len = usize::try_from(size).map_err(|_| Error::TooLarge {
-            what: what.clone(),
-            size,
-        })?;
-        let memfd = os::memfd_create("shmarena-image")
-            .map_err(|e| Error::os(format!("creating a memfd for {what}"), &what, e))?;
-        os::reserve(&memfd, 0, size).map_err(|e| match Error::os("", &what, e) {
-            Error::NoSpace { what, source, .. } => Error::NoSpace {
-                what,
-                requested: size,
-                source,
-            },
-            other => other,
-        })?;
-        {
-            let mut map = os::MapMut::new(&memfd, len).map_err(|e| Error::Io {
-                context: format!("mapping a memfd for {what}"),
-                source: e,
-            })?;
-            src.read_exact_at(map.bytes_mut(), 0)
-                .map_err(|e| match e.kind() {
-                    std::io::ErrorKind::UnexpectedEof => Error::format(
-                        &what,
-                        FormatError::Truncated {
-                            needed: size,
-                            len: 0,
-                        },
-                    ),
-                    _ => Error::Io {
-                        context: format!("reading {what}"),
-                        source: e,
-                    },
-                })?;
-            // The writable mapping goes before sealing: F_SEAL_WRITE refuses while one exists.
-        }
-        os::seal_memfd(&memfd).map_err(|e| Error::Io {
-            context: format!("sealing the copy of {what}"),
-            source: e,
-        })?;
-        let arena = OpenOptions::new()
-            .always_validate(true)
-            .open_fd(OwnedFd::from(memfd))
-            .map_err(|e| rename_arena(e, &what))?;
-        arena.verify().map_err(|e| rename_arena(e, &what))?;
-        Ok(arena)
+        load_file(path.as_ref(), None)
+    }
+
+    /// Copies the named segment `name` into a fresh sealed memfd and checks it once, the way
+    /// [`Arena::load_file`] does: the segment is opened `O_RDONLY | O_NOFOLLOW | O_NONBLOCK` (a
+    /// FIFO is refused at once), read with `pread` and never mapped, so a writer or a truncation
+    /// of the segment during or after the load cannot change what the arena holds.
+    ///
+    /// This is the safe way to read a named segment, and what [`Arena::open`] and handles do
+    /// for `shm:` locators. It costs a copy (O(size) time and memory) per call; handles copy
+    /// once per process and cache the copy. To map a segment in place, see the `unsafe`
+    /// [`Arena::open_named`].
+    ///
+    /// ```
+    /// # fn main() -> shmarena::Result<()> {
+    /// # let name = format!("doc-load-named-{}", std::process::id());
+    /// let mut b = shmarena::ArenaOptions::new().named(&name).create()?;
+    /// b.put_slice("primes", &[2u32, 3, 5])?;
+    /// let built = b.seal()?;
+    ///
+    /// let arena = shmarena::Arena::load_named(&name)?;
+    /// assert_eq!(&*arena.slice::<u32>("primes")?, &[2, 3, 5]);
+    /// # drop(built); Ok(()) }
+    /// ```
+    pub fn load_named(name: &str) -> Result<Arena> {
+        load_named(name, None)
     }
 
     /// Writes the arena's bytes to `path` atomically: to a temporary file beside it (mode
@@ -128,6 +95,24 @@ impl Arena {
     }
 }
 
+/// Fills `buf` from the start of `src` with `pread`; a file shorter than `buf` is
+/// [`FormatError::Truncated`] (`needed` bytes).
+fn read_at(src: &std::fs::File, buf: &mut [u8], what: &str, needed: u64) -> Result<()> {
+    src.read_exact_at(buf, 0).map_err(|e| match e.kind() {
+        std::io::ErrorKind::UnexpectedEof => Error::format(
+            what,
+            FormatError::Truncated {
+                needed,
+                len: os::file_info(src).map_or(0, |i| i.size),
+            },
+        ),
+        _ => Error::Io {
+            context: format!("reading {what}"),
+            source: e,
+        },
+    })
+}
+
 /// Names the source file rather than the memfd copy in an error about an image.
 fn rename_arena(e: Error, what: &str) -> Error {
     match e {
@@ -137,4 +122,103 @@ fn rename_arena(e: Error, what: &str) -> Error {
         },
         other => other,
     }
+}
+
+/// [`Arena::load_named`]; with `opts` (the copy [`OpenOptions::open`] makes), its owner checks
+/// instead of the payload checksums.
+pub(crate) fn load_named(name: &str, opts: Option<&OpenOptions>) -> Result<Arena> {
+    let name = validate_segment_name(name)?;
+    let what = Locator::Shm {
+        name: name.to_owned(),
+    }
+    .describe();
+    load(&os::shm_path(name), &what, opts)
+}
+
+/// [`Arena::load_file`]; with `opts` (the copy [`OpenOptions::open`] makes), its owner checks
+/// instead of the payload checksums.
+pub(crate) fn load_file(path: &Path, opts: Option<&OpenOptions>) -> Result<Arena> {
+    let what = Locator::File {
+        path: path.to_owned(),
+    }
+    .describe();
+    load(path, &what, opts)
+}
+
+/// Copies the regular file at `path` (`what` in messages) into a fresh sealed memfd with
+/// `pread`, and checks header and table of contents. Without `opts`, every payload checksum
+/// too ([`Arena::verify`]); with `opts`, the owner rules instead, and the payloads are left to
+/// `verify` and to validation on first access, as for an arena mapped in place.
+fn load(path: &Path, what: &str, opts: Option<&OpenOptions>) -> Result<Arena> {
+    let what = what.to_owned();
+    // O_NONBLOCK and the regular-file check come before any read: a FIFO never blocks us.
+    let (src, size) = os::service::open_regular_ro(path).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::InvalidInput {
+            Error::format(
+                &format!("{what} (not a regular file)"),
+                FormatError::BadMagic,
+            )
+        } else {
+            Error::os(format!("opening {what}"), &what, e)
+        }
+    })?;
+    if let Some(opts) = opts {
+        let info =
+            os::file_info(&src).map_err(|e| Error::os(format!("inspecting {what}"), &what, e))?;
+        opts.check_owner(&what, &info, false)?;
+    }
+    if size == 0 {
+        return Err(Error::format(&what, FormatError::BadMagic));
+    }
+    // The header first: a segment still being built says so, and a sealed one says how many
+    // bytes are the arena (a builder racing us may not have shrunk the file to that yet).
+    let mut head = vec![0u8; format::HEADER_LEN.min(size as usize)];
+    read_at(&src, &mut head, &what, size)?;
+    let header = format::Header::parse(&head).map_err(|e| Error::format(&what, e))?;
+    header
+        .require_sealed()
+        .map_err(|e| Error::format(&what, e))?;
+    let size = header.total_len;
+    let len = usize::try_from(size).map_err(|_| Error::TooLarge {
+        what: what.clone(),
+        size,
+    })?;
+    if len < format::HEADER_LEN {
+        return Err(Error::format(
+            &what,
+            FormatError::Corrupted {
+                detail: format!("the header gives a total length of {size} bytes"),
+            },
+        ));
+    }
+    let memfd = os::memfd_create("shmarena-image")
+        .map_err(|e| Error::os(format!("creating a memfd for {what}"), &what, e))?;
+    os::reserve(&memfd, 0, size).map_err(|e| match Error::os("", &what, e) {
+        Error::NoSpace { what, source, .. } => Error::NoSpace {
+            what,
+            requested: size,
+            source,
+        },
+        other => other,
+    })?;
+    {
+        let mut map = os::MapMut::new(&memfd, len).map_err(|e| Error::Io {
+            context: format!("mapping a memfd for {what}"),
+            source: e,
+        })?;
+        read_at(&src, map.bytes_mut(), &what, size)?;
+        // The writable mapping goes before sealing: F_SEAL_WRITE refuses while one exists.
+    }
+    os::seal_memfd(&memfd).map_err(|e| Error::Io {
+        context: format!("sealing the copy of {what}"),
+        source: e,
+    })?;
+    let always_validate = OpenOptions::new().always_validate(true);
+    let arena = always_validate
+        .open_fd(OwnedFd::from(memfd))
+        .map_err(|e| rename_arena(e, &what))?;
+    if opts.is_none() {
+        arena.verify().map_err(|e| rename_arena(e, &what))?;
+    }
+    Ok(arena)
 }

@@ -35,8 +35,8 @@
 //! | backing | made by | reached by | freed |
 //! |---|---|---|---|
 //! | sealed memfd (default) | [`ArenaOptions::new`] | fork (inherited), an inherited fd ([`Arena::open_fd`]), `/proc/PID/fd/N` ([`Arena::open_memfd`]) | by the kernel when the last fd or mapping goes, even on SIGKILL |
-//! | named segment | [`ArenaOptions::named`] | any process of the user ([`Arena::open_named`]) | unlinked when the builder's arena drops, unless [`Arena::persist`]ed |
-//! | file | [`ArenaOptions::file`] | any process that can read it ([`Arena::open_file`]) | never (it is an image) |
+//! | named segment | [`ArenaOptions::named`] | any process of the user: copied into a sealed memfd ([`Arena::load_named`], [`Arena::open`], handles), or mapped in place by the `unsafe` [`Arena::open_named`] | unlinked when the builder's arena drops, unless [`Arena::persist`]ed |
+//! | file | [`ArenaOptions::file`] | any process that can read it: copied ([`Arena::load_file`], [`Arena::open`], handles), or mapped in place by the `unsafe` [`Arena::open_file`] | never (it is an image) |
 //!
 //! All three hold the same bytes, laid out as docs/FORMAT.md describes.
 //!
@@ -53,10 +53,11 @@
 //!   result is cached per entry. The one exception is a memfd owned by this user that carries
 //!   the write, grow and shrink seals, whose builder validated each entry before sealing: the
 //!   kernel guarantees those bytes cannot have changed, so [`Arena::get`] skips validation.
-//! - Named segments and files can be rewritten or truncated by another process of the same user
-//!   while mapped; the library refuses ones owned by other users (unless
-//!   [`OpenOptions::allow_foreign_owner`]) but cannot stop the same user. docs/DESIGN.md says what
-//!   each backing can and cannot promise.
+//! - Named segments and files can be rewritten or truncated by any process of their owner, so
+//!   the safe API never maps one that it did not build: it copies it into a sealed memfd with
+//!   `pread` ([`Arena::load_named`], [`Arena::load_file`]). Mapping one in place is the
+//!   `unsafe` [`Arena::open_named`] / [`Arena::open_file`], whose caller promises that nothing
+//!   writes to it meanwhile. docs/DESIGN.md says what each backing can and cannot promise.
 //!
 //! # Lifecycle
 //!
@@ -82,9 +83,9 @@
 //!
 //! Four files, each block with its `// SAFETY:` argument:
 //!
-//! - `os/linux.rs`: creating, growing (`mremap`) and read-only mapping of a segment, the
-//!   descriptors borrowed in the pre-exec hook that passes inherited memfds to a child, and
-//!   adopting an inherited descriptor;
+//! - `os/linux.rs`: creating, growing (`mremap`) and read-only mapping of a segment, dropping
+//!   the writer's mapping only in the process that made it, the pre-exec hook that passes
+//!   inherited memfds to a child, and adopting an inherited descriptor;
 //! - `os/service.rs`: mapping the service's one-page generation counter;
 //! - `view.rs`: dereferencing a [`View`] or [`SliceView`], and their `Send`/`Sync` impls;
 //! - `arena.rs`: reading an archived entry of a kernel-sealed memfd without re-validation.

@@ -45,8 +45,9 @@ impl ArenaOptions {
         }
     }
 
-    /// Build in a named POSIX shared-memory segment that unrelated processes can open with
-    /// [`Arena::open_named`](crate::Arena::open_named). The name is checked by [`create`](Self::create) against
+    /// Build in a named POSIX shared-memory segment that unrelated processes of the user can
+    /// load with [`Arena::load_named`](crate::Arena::load_named) (a checked copy) or map with
+    /// the `unsafe` [`Arena::open_named`](crate::Arena::open_named). The name is checked by [`create`](Self::create) against
     /// [`validate_segment_name`](crate::validate_segment_name).
     pub fn named(mut self, name: impl Into<String>) -> ArenaOptions {
         self.target = Target::Shm(name.into());

@@ -40,7 +40,14 @@ pub(crate) fn create(target: &Target, overwrite: bool, id: &[u8; 16]) -> Result<
             let what = Locator::Shm { name: name.clone() }.describe();
             let file = os::shm_create(&name)
                 .map_err(|e| Error::os(format!("creating {what}"), &what, e))?;
-            (file, Site::Shm { name, unlink: true })
+            (
+                file,
+                Site::Shm {
+                    name,
+                    unlink: true,
+                    pid: os::pid(),
+                },
+            )
         }
         Target::File(path) => {
             let what = Locator::File { path: path.clone() }.describe();
@@ -62,6 +69,7 @@ pub(crate) fn create(target: &Target, overwrite: bool, id: &[u8; 16]) -> Result<
                     path: path.clone(),
                     overwrite,
                     done: false,
+                    pid: os::pid(),
                 },
             )
         }
@@ -81,18 +89,21 @@ pub(crate) fn round_up(n: u64, to: u64) -> Option<u64> {
     format::align_up(n, to)
 }
 
-/// What the writer must do with the segment's name when it seals or is dropped.
+/// What the writer must do with the segment's name when it seals or is dropped. `pid` is the
+/// creating process: a copy dropped in any other process (a fork child) removes nothing.
 pub(crate) enum Site {
     Memfd,
     Shm {
         name: String,
         unlink: bool,
+        pid: u32,
     },
     File {
         tmp: PathBuf,
         path: PathBuf,
         overwrite: bool,
         done: bool,
+        pid: u32,
     },
 }
 
@@ -115,13 +126,13 @@ impl Drop for Site {
     fn drop(&mut self) {
         match self {
             Site::Memfd => {}
-            Site::Shm { name, unlink } => {
-                if *unlink {
+            Site::Shm { name, unlink, pid } => {
+                if *unlink && *pid == os::pid() {
                     let _ = os::shm_unlink(name);
                 }
             }
-            Site::File { tmp, done, .. } => {
-                if !*done {
+            Site::File { tmp, done, pid, .. } => {
+                if !*done && *pid == os::pid() {
                     let _ = os::unlink(tmp);
                 }
             }
@@ -241,6 +252,10 @@ impl Segment {
 
     /// Zeroes `range` where it lies below the high-water mark, so freshly handed out space
     /// always reads as zero even after a failed `put` wrote there.
+    ///
+    /// Panic safety: every writer into the segment raises the mark with
+    /// [`note_written`](Self::note_written) *before* it writes (see `SegmentWriter::write`), so a panic in the middle of a write
+    /// (in a user's `Serialize` impl, say) cannot leave dirty bytes above the mark.
     pub(crate) fn zero_reused(&mut self, start: usize, end: usize) {
         let dirty_end = end.min(self.high_water);
         if start < dirty_end {

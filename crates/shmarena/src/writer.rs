@@ -22,8 +22,15 @@ use crate::segment::{round_up, Segment, Site};
 ///
 /// Dropping a builder without sealing removes what it made: the memfd is freed, a named segment
 /// unlinked and a temporary file removed.
+///
+/// A writer belongs to the process that created it. In a child forked while it builds (a
+/// fork-mode pool job, Python's `os.fork()`), where its writable mapping does not exist, every
+/// `put`, and [`seal`](Self::seal), fails with [`Error::WrongProcess`], and dropping it there
+/// removes, unmaps and truncates nothing.
 pub struct ArenaWriter {
     seg: Segment,
+    /// The process that created the writer (see [`ArenaWriter::check_process`]).
+    pid: u32,
     site: Site,
     /// Where the sealed arena will be found.
     locator: Locator,
@@ -55,6 +62,7 @@ impl ArenaWriter {
     ) -> Result<ArenaWriter> {
         let mut builder = ArenaWriter {
             seg,
+            pid: os::pid(),
             site,
             locator,
             header,
@@ -94,6 +102,7 @@ impl ArenaWriter {
         T: Archive + for<'a, 'w> Serialize<ArenaSerializer<'a, 'w>>,
         T::Archived: Portable + for<'a> CheckBytes<ArenaValidator<'a>>,
     {
+        self.check_process()?;
         self.check_new_name(name)?;
         let align = format::ARCHIVED_ALIGN.max(align_of::<T::Archived>());
         let start = self.aligned_pos(align)?;
@@ -354,6 +363,7 @@ impl ArenaWriter {
         count: usize,
         fill: impl FnOnce(&mut [u8]) -> Option<u64>,
     ) -> Result<()> {
+        self.check_process()?;
         self.check_new_name(name)?;
         let len = elem_size
             .checked_mul(count)
@@ -393,6 +403,21 @@ impl ArenaWriter {
             shape: None,
         });
         Ok(())
+    }
+
+    /// [`Error::WrongProcess`] unless this is the process that created the writer: after
+    /// `fork`, the writable mapping is not inherited (`MADV_DONTFORK`), so a write would land in
+    /// whatever the child later placed at that address.
+    fn check_process(&self) -> Result<()> {
+        let current = os::pid();
+        if current == self.pid {
+            return Ok(());
+        }
+        Err(Error::WrongProcess {
+            what: self.seg.what().to_owned(),
+            creator: self.pid,
+            current,
+        })
     }
 
     fn check_new_name(&self, name: &str) -> Result<()> {
@@ -455,7 +480,16 @@ impl ArenaWriter {
     /// The builder is consumed. If sealing fails before anything changed (no room for the
     /// table of contents), [`SealError::into_builder`] gives it back; after that point, a
     /// failure removes everything it made.
+    ///
+    /// In another process than the writer's (a fork child), it fails with
+    /// [`Error::WrongProcess`] and hands the builder back; drop it there, which removes nothing.
     pub fn seal(mut self) -> std::result::Result<Arena, SealError> {
+        if let Err(error) = self.check_process() {
+            return Err(SealError {
+                error,
+                builder: Some(Box::new(self)),
+            });
+        }
         let (toc_off, total, toc) = match self.place_toc() {
             Ok(placed) => placed,
             // Nothing has changed yet: hand the builder back.
@@ -531,7 +565,7 @@ impl ArenaWriter {
                 })?;
                 Backing::Memfd
             }
-            Site::Shm { name, unlink } => {
+            Site::Shm { name, unlink, .. } => {
                 os::chmod(&file, 0o400).map_err(io("making read-only"))?;
                 // The arena now owns the name and unlinks it on drop unless persisted.
                 *unlink = false;
@@ -545,6 +579,7 @@ impl ArenaWriter {
                 path,
                 overwrite,
                 done,
+                ..
             } => {
                 file.sync_all().map_err(io("syncing"))?;
                 os::chmod(&file, 0o400).map_err(io("making read-only"))?;

@@ -23,7 +23,8 @@ fn small_file_arena(scope: &Scope, file: &str) -> std::path::PathBuf {
     path
 }
 
-/// Copies an arena file to a writable scratch file, lets `edit` change the bytes, and opens it.
+/// Copies an arena file to a writable scratch file, lets `edit` change the bytes, and maps it in
+/// place (payloads unverified, so damaged ones reach the typed reads).
 fn open_edited(
     scope: &Scope,
     src: &std::path::Path,
@@ -35,7 +36,9 @@ fn open_edited(
     let _ = std::fs::remove_file(&dst);
     std::fs::write(&dst, &bytes).unwrap();
     std::fs::set_permissions(&dst, std::fs::Permissions::from_mode(0o600)).unwrap();
-    let r = Arena::open_file(&dst);
+    // SAFETY: the file is a new inode (the old one was removed first) that nothing writes to
+    // after this point; it is unlinked below, which leaves the mapping intact.
+    let r = unsafe { Arena::open_file(&dst) };
     std::fs::remove_file(&dst).unwrap();
     r
 }
@@ -82,7 +85,7 @@ fn bad_names_and_duplicates() {
         let e = ArenaOptions::new().named(bad).create().unwrap_err();
         assert!(matches!(e, Error::InvalidName { .. }), "{bad:?}: {e}");
         assert!(
-            matches!(Arena::open_named(bad), Err(Error::InvalidName { .. })),
+            matches!(Arena::load_named(bad), Err(Error::InvalidName { .. })),
             "{bad:?}"
         );
     }
@@ -103,10 +106,10 @@ fn bad_names_and_duplicates() {
 #[test]
 fn missing_things_are_not_found() {
     let scope = Scope::new();
-    let e = Arena::open_named(&scope.name("absent")).unwrap_err();
+    let e = Arena::load_named(&scope.name("absent")).unwrap_err();
     assert!(matches!(e, Error::NotFound { .. }), "{e}");
     assert!(e.to_string().contains("absent"), "{e}");
-    let e = Arena::open_file(scope.path("nope.arena")).unwrap_err();
+    let e = Arena::load_file(scope.path("nope.arena")).unwrap_err();
     assert!(matches!(e, Error::NotFound { .. }), "{e}");
     let e = Arena::open_memfd(u32::MAX / 2, 3).unwrap_err();
     assert!(matches!(e, Error::NotFound { .. }), "{e}");
@@ -293,12 +296,13 @@ fn loose_permissions_are_refused_unless_allowed() {
     let scope = Scope::new();
     let path = small_file_arena(&scope, "perm.arena");
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o620)).unwrap();
-    let e = Arena::open_file(&path).unwrap_err();
+    let loc = shmarena::Locator::File { path: path.clone() };
+    let e = Arena::open(&loc).unwrap_err();
     assert!(matches!(e, Error::PermissionDenied { .. }), "{e}");
     assert!(e.to_string().contains("writable by group"), "{e}");
     let arena = shmarena::OpenOptions::new()
         .allow_foreign_owner(true)
-        .open_file(&path)
+        .open(&loc)
         .unwrap();
     assert_eq!(arena.slice::<u32>("nums").unwrap()[999], 999);
     drop(arena);
@@ -312,7 +316,10 @@ fn symlinks_are_not_followed() {
     let path = small_file_arena(&scope, "target.arena");
     let link = scope.path("link.arena");
     std::os::unix::fs::symlink(&path, &link).unwrap();
-    let e = Arena::open_file(&link).unwrap_err();
+    let e = Arena::load_file(&link).unwrap_err();
+    assert!(matches!(e, Error::Io { .. }), "{e}");
+    // SAFETY: the open fails (a symlink), so nothing is mapped.
+    let e = unsafe { Arena::open_file(&link) }.unwrap_err();
     assert!(matches!(e, Error::Io { .. }), "{e}");
     // And a builder never writes through one.
     let e = ArenaOptions::new().file(&link).create().unwrap_err();

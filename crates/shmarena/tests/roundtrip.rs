@@ -151,7 +151,12 @@ fn named_round_trip_and_unlink_on_drop() {
     let arena = b.seal().unwrap();
     assert!(!arena.is_kernel_sealed(), "named segments are validated");
     check(&arena);
-    let reader = Arena::open_named(&format!("/{name}")).unwrap();
+    let copy = Arena::load_named(&format!("/{name}")).unwrap();
+    assert_eq!(copy.id(), arena.id());
+    check(&copy);
+    drop(copy);
+    // SAFETY: nothing writes to the segment while it is mapped here.
+    let reader = unsafe { Arena::open_named(&format!("/{name}")) }.unwrap();
     assert_eq!(reader.id(), arena.id());
     check(&reader);
     drop(reader);
@@ -174,7 +179,7 @@ fn named_persist_keeps_the_segment() {
     arena.persist();
     let id = arena.id();
     drop(arena);
-    let again = Arena::open_named(&name).unwrap();
+    let again = Arena::load_named(&name).unwrap();
     assert_eq!(again.id(), id);
     assert_eq!(&*again.slice::<u8>("x").unwrap(), &[1, 2, 3]);
     drop(again);
@@ -195,7 +200,7 @@ fn file_round_trip() {
     // A copy of the image elsewhere is the same arena.
     let copy = scope.path("copy.arena");
     std::fs::copy(&path, &copy).unwrap();
-    let opened = Arena::open_file(&copy).unwrap();
+    let opened = Arena::load_file(&copy).unwrap();
     check(&opened);
     drop(opened);
     // Refuses to replace an existing file unless asked to.
@@ -223,7 +228,7 @@ fn dropped_builders_leave_nothing() {
     b.put_slice("x", &[0u64; 1000]).unwrap();
     assert_eq!(scope.leftover_segments(), vec![name.clone()]);
     // While building, a reader is refused.
-    let err = Arena::open_named(&name).unwrap_err();
+    let err = Arena::load_named(&name).unwrap_err();
     assert!(
         matches!(
             err,

@@ -62,8 +62,11 @@ fn symlinks_in_dev_shm_are_never_followed() {
     // A builder does not create or write through it ...
     let e = ArenaOptions::new().named(&name).create().unwrap_err();
     assert!(matches!(e, Error::AlreadyExists { .. }), "{e}");
-    // ... and a reader does not open through it.
-    let e = Arena::open_named(&name).unwrap_err();
+    // ... and a reader does not open through it, copying or mapping.
+    let e = Arena::load_named(&name).unwrap_err();
+    assert!(matches!(e, Error::Io { .. }), "{e}");
+    // SAFETY: the open fails (a symlink), so nothing is mapped.
+    let e = unsafe { Arena::open_named(&name) }.unwrap_err();
     assert!(matches!(e, Error::Io { .. }), "{e}");
     assert_eq!(std::fs::read(&target).unwrap(), b"precious");
     std::fs::remove_file(&link).unwrap();
@@ -81,19 +84,25 @@ fn another_users_segment_is_refused_unless_opted_in() {
     let name = scope.name("foreign");
     let arena = build(ArenaOptions::new().named(&name));
     std::os::unix::fs::chown(format!("/dev/shm/{name}"), Some(NOBODY), Some(NOBODY)).unwrap();
-    let e = Arena::open_named(&name).unwrap_err();
+    let locator = Locator::Shm { name: name.clone() };
+    let e = Arena::open(&locator).unwrap_err();
     assert!(matches!(e, Error::PermissionDenied { .. }), "{e}");
     let msg = e.to_string();
     assert!(
         msg.contains("uid 65534") && msg.contains("allow_foreign_owner"),
         "{msg}"
     );
-    // Opted in: it opens, and archived entries are validated (never trusted).
+    // Opted in: it is copied into a sealed memfd of this process, whose archived entries are
+    // validated on first access (a copy is never trusted).
     let foreign = OpenOptions::new()
         .allow_foreign_owner(true)
-        .open_named(&name)
+        .open(&locator)
         .unwrap();
-    assert!(!foreign.is_kernel_sealed());
+    assert!(
+        matches!(foreign.locator(), Locator::Memfd { pid, .. } if *pid == std::process::id()),
+        "{:?}",
+        foreign.locator()
+    );
     let lex = foreign.get::<Lexicon>("lexicon").unwrap();
     assert_eq!(lex.get("w42").map(|v| v.to_native()), Some(42));
     drop((lex, foreign, arena));

@@ -3,6 +3,7 @@
 
 use std::fs::File;
 use std::io;
+use std::mem::ManuallyDrop;
 use std::path::Path;
 
 use memmap2::{Mmap, MmapMut, MmapOptions, RemapOptions};
@@ -35,9 +36,15 @@ pub(crate) fn shm_create(name: &str) -> io::Result<File> {
     create_excl(Path::new(SHM_DIR).join(name).as_path())
 }
 
-/// Opens `/dev/shm/<name>` read-only without following symlinks.
+/// Opens `/dev/shm/<name>` read-only without following symlinks and without blocking (a FIFO
+/// there opens at once and is refused by the caller's regular-file check).
 pub(crate) fn shm_open_ro(name: &str) -> io::Result<File> {
     open_ro(Path::new(SHM_DIR).join(name).as_path())
+}
+
+/// The path of `/dev/shm/<name>`.
+pub(crate) fn shm_path(name: &str) -> std::path::PathBuf {
+    Path::new(SHM_DIR).join(name)
 }
 
 /// Removes `/dev/shm/<name>`.
@@ -52,16 +59,19 @@ pub(crate) fn create_excl(path: &Path) -> io::Result<File> {
     Ok(File::from(fd))
 }
 
-/// Opens a file read-only without following a symlink in the last component.
+/// Opens a file read-only without following a symlink in the last component. `O_NONBLOCK`: a
+/// FIFO opens at once instead of waiting for a writer (the caller then refuses anything but a
+/// regular file before reading); on a regular file the flag changes nothing.
 pub(crate) fn open_ro(path: &Path) -> io::Result<File> {
-    let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NONBLOCK;
     let fd = rustix::fs::open(path, flags, Mode::empty()).map_err(errno)?;
     Ok(File::from(fd))
 }
 
-/// Opens a path read-only, following symlinks (for `/proc/PID/fd/N`, which is one).
+/// Opens a path read-only, following symlinks (for `/proc/PID/fd/N`, which is one), without
+/// blocking on a FIFO.
 pub(crate) fn open_ro_follow(path: &Path) -> io::Result<File> {
-    let flags = OFlags::RDONLY | OFlags::CLOEXEC;
+    let flags = OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NONBLOCK;
     let fd = rustix::fs::open(path, flags, Mode::empty()).map_err(errno)?;
     Ok(File::from(fd))
 }
@@ -297,9 +307,23 @@ pub(crate) fn now_ns() -> u64 {
 /// A writable shared mapping of a whole file that the builder grows as it writes.
 ///
 /// INVARIANTS: `map.len()` equals the file's length at all times (the builder reserves before it
-/// grows the mapping), and nothing else in this process maps the file writably.
+/// grows the mapping), and nothing else in this process maps the file writably. `map` exists
+/// only in process `pid` (it is `MADV_DONTFORK`): in any other process (a fork child) its
+/// address range may hold unrelated memory, so there it is never dropped (no `munmap`).
 pub(crate) struct MapMut {
-    map: MmapMut,
+    map: ManuallyDrop<MmapMut>,
+    pid: u32,
+}
+
+impl Drop for MapMut {
+    fn drop(&mut self) {
+        if self.pid == pid() {
+            // SAFETY: `map` is dropped exactly once, here, and not used after: `self` is being
+            // dropped. In another process (a fork child, where the range was never inherited)
+            // it is leaked instead, so nothing unmaps memory that is not this mapping.
+            unsafe { ManuallyDrop::drop(&mut self.map) }
+        }
+    }
 }
 
 impl MapMut {
@@ -311,7 +335,10 @@ impl MapMut {
         // another process of the same user could still truncate a named object, which
         // docs/DESIGN.md documents as outside what a named backing can promise.
         let map = unsafe { MmapOptions::new().len(len).map_mut(file)? };
-        let map = MapMut { map };
+        let map = MapMut {
+            map: ManuallyDrop::new(map),
+            pid: pid(),
+        };
         map.dont_fork()?;
         Ok(map)
     }
@@ -375,19 +402,22 @@ impl MapRo {
     }
 }
 
-/// Makes descriptor `fd` survive `exec` in the child `cmd` spawns, and only there: the
-/// close-on-exec flag is cleared between fork and exec, in the child.
-pub(crate) fn inherit_fd_in(cmd: &mut std::process::Command, fd: std::os::fd::RawFd) {
+/// Makes the descriptor of `keep` survive `exec` in the child `cmd` spawns, and only there:
+/// the close-on-exec flag is cleared between fork and exec, in the child. The hook owns `keep`
+/// (an arena clone, say), so the descriptor number stays open, and means the same file, for as
+/// long as `cmd` exists, even if the caller drops its own copy before spawning.
+pub(crate) fn inherit_fd_in<K>(cmd: &mut std::process::Command, keep: K)
+where
+    K: std::os::fd::AsFd + Send + Sync + 'static,
+{
     use std::os::unix::process::CommandExt;
     // SAFETY: the closure runs in the forked child before exec, where only async-signal-safe
-    // work is allowed: it makes one fcntl system call through rustix (no allocation, no locks)
-    // on a descriptor number that the parent holds open for as long as it holds `cmd`'s arena.
-    // BorrowedFd::borrow_raw needs `fd` open for the borrow: it is, inherited from the parent,
-    // which keeps the arena (and so the descriptor) alive while it spawns.
+    // work is allowed: `keep.as_fd()` reads a field (no allocation, no locks) and rustix makes
+    // one fcntl system call. The closure owns `keep`, so its descriptor is open in the parent
+    // until `cmd` is dropped, hence open (the same file) in the child forked by `cmd.spawn`.
     unsafe {
         cmd.pre_exec(move || {
-            let borrowed = std::os::fd::BorrowedFd::borrow_raw(fd);
-            rustix::io::fcntl_setfd(borrowed, rustix::io::FdFlags::empty())
+            rustix::io::fcntl_setfd(keep.as_fd(), rustix::io::FdFlags::empty())
                 .map_err(|e| io::Error::from_raw_os_error(e.raw_os_error()))
         });
     }
