@@ -452,6 +452,11 @@ impl Arena {
     /// between fork and exec, in the child) and listed in [`INHERITED_FDS_ENV`]. Named and file
     /// arenas need nothing; the child opens them by name or path.
     ///
+    /// This is a trusted channel: with the descriptor go this process's build identity and the
+    /// arena's trust rows, so a child running the same binary reads the entries this process
+    /// knows valid without bytecheck (see [`Arena::trusts`]); the child reads them from its
+    /// environment as it was at exec, which its own safe code cannot change.
+    ///
     /// Keep this arena alive until the child has started.
     pub fn share_with<'c>(&self, cmd: &'c mut Command) -> &'c mut Command {
         register(self);
@@ -460,7 +465,7 @@ impl Arena {
         }
         let fd = std::os::fd::AsFd::as_fd(self).as_raw_fd();
         os::inherit_fd_in(cmd, fd);
-        let pair = format!("{}={fd}", self.id());
+        let pair = crate::attach::inherited_entry(self, fd);
         let existing = cmd
             .get_envs()
             .find(|(k, _)| *k == INHERITED_FDS_ENV)

@@ -114,6 +114,7 @@ mod locator;
 mod options;
 mod segment;
 pub mod service;
+mod trust;
 mod view;
 mod writer;
 
