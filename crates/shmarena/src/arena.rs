@@ -359,6 +359,60 @@ impl Arena {
         self.shared.trust.rows()
     }
 
+    /// This process's build identity and this arena's trust rows (only those of entry `entry`
+    /// if given), as bytes, for a trusted channel that is not the library's own (the Python
+    /// bindings' pickles): 16 bytes of build identity, then 20 bytes per row (entry index u32,
+    /// type digest u128, little-endian). Empty when there is nothing to hand over. Read back
+    /// with [`Arena::accept_trust_token`].
+    #[doc(hidden)]
+    pub fn trust_token(&self, entry: Option<&str>) -> Vec<u8> {
+        let only = entry.map(|name| self.shared.layout.find(name).map(|(i, _)| i as u32));
+        let mut rows = self.trust_rows();
+        if let Some(only) = only {
+            rows.retain(|(i, _)| Some(*i) == only);
+        }
+        if rows.is_empty() || !os::build_id_known() {
+            return Vec::new();
+        }
+        let mut out = os::build_id().to_vec();
+        for (i, d) in rows {
+            out.extend_from_slice(&i.to_le_bytes());
+            out.extend_from_slice(&d.to_le_bytes());
+        }
+        out
+    }
+
+    /// Accepts a [`trust_token`](Arena::trust_token) made by a process of the same build
+    /// (anything else is ignored), if this arena is a kernel-sealed memfd opened without
+    /// `always_validate`. Returns whether rows were taken.
+    ///
+    /// # Safety
+    ///
+    /// The token must come, unchanged, from [`Arena::trust_token`] of this same arena (same
+    /// id, same bytes) in a process of the same build, through a channel that the caller's
+    /// own safe code cannot forge. The Python bindings take it from a pickle: loading a pickle
+    /// already runs arbitrary code, so whoever can forge one can do anything.
+    #[doc(hidden)]
+    pub unsafe fn accept_trust_token(&self, token: &[u8]) -> bool {
+        let Some((id, rest)) = token.split_first_chunk::<16>() else {
+            return false;
+        };
+        if !os::build_id_known() || *id != os::build_id() || rest.len() % 20 != 0 {
+            return false;
+        }
+        let rows: Vec<Row> = rest
+            .chunks_exact(20)
+            .map(|r| {
+                let (i, d) = r.split_at(4);
+                (
+                    u32::from_le_bytes(i.try_into().expect("4 bytes")),
+                    u128::from_le_bytes(d.try_into().expect("16 bytes")),
+                )
+            })
+            .collect();
+        os::service::is_memfd(self.as_fd()) && self.accept_rows(&rows)
+    }
+
     /// Whether [`get::<T>(name)`](Arena::get) reads entry `name` without bytecheck validation:
     /// this process knows, from its own memory, that the entry is a valid archived `T`. That is
     /// so when this process (or a fork ancestor) built the arena, validated the entry as `T`
