@@ -57,7 +57,12 @@ fn sum_named(name: String) -> u64 {
 fn sum_trusted(handle: String) -> u64 {
     let h: shmarena::Handle<Vec<u64>> = handle.parse().expect("a handle");
     let trusted = h.arena().expect("attach").trusts::<Vec<u64>>("numbers");
-    let sum: u64 = h.get().expect("numbers").iter().map(|x| x.to_native()).sum();
+    let sum: u64 = h
+        .get()
+        .expect("numbers")
+        .iter()
+        .map(|x| x.to_native())
+        .sum();
     sum * 2 + u64::from(trusted)
 }
 

@@ -50,7 +50,10 @@ fn a_same_named_type_is_validated_on_a_sealed_memfd() {
             v: Vec<u8>,
         }
         assert!(arena.is_kernel_sealed());
-        assert!(!arena.trusts::<Rec>("rec"), "a same-named type is not trusted");
+        assert!(
+            !arena.trusts::<Rec>("rec"),
+            "a same-named type is not trusted"
+        );
         // Before: read unchecked, `v.len()` was 1 GiB and touching it segfaulted.
         assert_corrupted(arena.get::<Rec>("rec").map(|v| v.v.len()));
         // And again: a failed validation is not cached as a success.
@@ -119,7 +122,10 @@ fn forged_bytes() -> (Vec<u8>, u64) {
     let e = &arena.layout().entries[0];
     let root = (e.offset + e.root_pos) as usize;
     // An archived Vec is a relative pointer (4 bytes) then the length (4 bytes).
-    assert_eq!(u32::from_le_bytes(bytes[root + 4..root + 8].try_into().unwrap()), 3);
+    assert_eq!(
+        u32::from_le_bytes(bytes[root + 4..root + 8].try_into().unwrap()),
+        3
+    );
     bytes[root + 4..root + 8].copy_from_slice(&(1u32 << 30).to_le_bytes());
     (bytes, e.type_hash)
 }
@@ -127,11 +133,8 @@ fn forged_bytes() -> (Vec<u8>, u64) {
 /// `bytes` in a fresh memfd with the write, grow and shrink seals, by safe code only.
 fn sealed_memfd(bytes: &[u8]) -> OwnedFd {
     use rustix::fs::{MemfdFlags, SealFlags};
-    let fd = rustix::fs::memfd_create(
-        "forged",
-        MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING,
-    )
-    .unwrap();
+    let fd = rustix::fs::memfd_create("forged", MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING)
+        .unwrap();
     let mut f = std::fs::File::from(fd);
     f.write_all(bytes).unwrap();
     rustix::fs::fcntl_add_seals(&f, SealFlags::WRITE | SealFlags::GROW | SealFlags::SHRINK)
@@ -148,7 +151,10 @@ fn forged_bytes_in_a_sealed_memfd_are_validated() {
 
     let by_fd = Arena::open_fd(memfd.try_clone().unwrap()).unwrap();
     assert!(by_fd.is_kernel_sealed());
-    assert!(by_fd.layout().entries[0].validated_at_build(), "the flag says so");
+    assert!(
+        by_fd.layout().entries[0].validated_at_build(),
+        "the flag says so"
+    );
     assert!(!by_fd.trusts::<Vec<u32>>("v"), "the flag is no evidence");
     assert_corrupted(by_fd.get::<Vec<u32>>("v").map(|v| v.iter().count()));
 
@@ -194,12 +200,7 @@ fn share_with_is_a_channel_safe_code_cannot_forge() {
 
     // A handle string reaching the child without share_with: validated, not trusted.
     let mut cmd = Command::new(std::env::current_exe().unwrap());
-    cmd.args([
-        "--exact",
-        "text_handle_child",
-        "--ignored",
-        "--nocapture",
-    ]);
+    cmd.args(["--exact", "text_handle_child", "--ignored", "--nocapture"]);
     cmd.env(
         "SOUNDNESS_HANDLE",
         arena.handle::<Vec<u32>>("v").unwrap().to_string(),
@@ -222,15 +223,19 @@ fn shared_child() {
         .ino();
     let forged_id = Arena::open_fd(memfd.try_clone().unwrap()).unwrap().id();
     let (_, rest) = genuine.split_once('=').unwrap();
-    let trust = rest.splitn(3, ':').nth(2).expect("the parent sent trust rows");
+    let trust = rest
+        .splitn(3, ':')
+        .nth(2)
+        .expect("the parent sent trust rows");
     std::env::set_var(
         INHERITED_FDS_ENV,
         format!("{genuine},{forged_id}={fd}:{ino}:{trust}"),
     );
     let pid = std::process::id();
-    let forged: Handle<Vec<u32>> = format!("shmarena1:{forged_id}:0:a:{type_hash:016x}:memfd:{pid}:{fd}")
-        .parse()
-        .unwrap();
+    let forged: Handle<Vec<u32>> =
+        format!("shmarena1:{forged_id}:0:a:{type_hash:016x}:memfd:{pid}:{fd}")
+            .parse()
+            .unwrap();
     assert!(!forged.arena().unwrap().trusts::<Vec<u32>>("v"));
     assert_corrupted(forged.get().map(|v| v.iter().count()));
 
@@ -248,7 +253,10 @@ fn shared_child() {
 fn text_handle_child() {
     let h = Handle::<Vec<u32>>::from_env("SOUNDNESS_HANDLE").unwrap();
     let arena = h.arena().unwrap();
-    assert!(!arena.trusts::<Vec<u32>>("v"), "reached by text: not trusted");
+    assert!(
+        !arena.trusts::<Vec<u32>>("v"),
+        "reached by text: not trusted"
+    );
     assert_eq!(&*h.get().unwrap(), &[1, 2, 3][..]);
     assert!(arena.trusts::<Vec<u32>>("v"), "validated once, then cached");
     println!("OK:text_handle_child");

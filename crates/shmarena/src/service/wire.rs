@@ -2,6 +2,8 @@
 //! the 64-byte answer, then, if its flags say so, the trust rows.
 //! docs/DESIGN.md, "Service protocol", is the byte-by-byte description.
 
+use crate::trust::Row;
+
 /// The first 8 bytes of every answer.
 pub const MAGIC: [u8; 8] = *b"SHMASVC\0";
 /// The protocol version this build speaks (bytes 8..10 of an answer).
@@ -40,7 +42,7 @@ pub(crate) struct Message {
 }
 
 /// Encodes the trust rows that follow an answer: `build_id`, then each row.
-pub(crate) fn encode_rows(build_id: &[u8; 16], rows: &[(u32, u128)]) -> Vec<u8> {
+pub(crate) fn encode_rows(build_id: &[u8; 16], rows: &[Row]) -> Vec<u8> {
     let mut b = Vec::with_capacity(BUILD_ID_LEN + rows.len() * ROW_LEN);
     b.extend_from_slice(build_id);
     for (i, d) in rows {
@@ -52,7 +54,7 @@ pub(crate) fn encode_rows(build_id: &[u8; 16], rows: &[(u32, u128)]) -> Vec<u8> 
 
 /// Decodes [`encode_rows`]: the build identity and the rows (`b` has exactly
 /// `BUILD_ID_LEN + n * ROW_LEN` bytes).
-pub(crate) fn decode_rows(b: &[u8]) -> Option<([u8; 16], Vec<(u32, u128)>)> {
+pub(crate) fn decode_rows(b: &[u8]) -> Option<([u8; 16], Vec<Row>)> {
     let id: [u8; 16] = b.get(..BUILD_ID_LEN)?.try_into().ok()?;
     let rest = &b[BUILD_ID_LEN..];
     if rest.len() % ROW_LEN != 0 {
