@@ -348,12 +348,11 @@ def test_pickles_carry_trust_that_a_forgery_cannot(closing):
     """A pickle is a trusted channel: it carries the build identity and the trust rows, and a
     process of the same build reads the entries it names without validation. A pickle with a
     tampered build identity or row is not trusted: its entries are validated, never read blind."""
-    arena, lexicon = make_arena(closing)
+    arena, _ = make_arena(closing)
     assert arena.trusts("lexicon"), "built here: the writer validated it"
     handle = arena.__reduce__()[1][0]
     start, end = _token_span(handle)
     assert (end - start - 16) % 20 == 0 and end - start > 16
-    want = repr(lexicon["w7"])
     genuine = _restore_elsewhere(handle)
     assert genuine.startswith("True"), genuine
     other_build = bytearray(handle)
@@ -365,5 +364,6 @@ def test_pickles_carry_trust_that_a_forgery_cannot(closing):
         other_rows[row + 19] ^= 0xFF  # the last byte of each row's type digest
     got = _restore_elsewhere(bytes(other_rows))
     assert got.startswith("False"), got
-    for out in (genuine, got):
-        assert out.split("(", 1)[1].startswith(want[1:]), (out, want)
+    # Trusted or validated, the value read is the same.
+    assert got.split(" ", 1)[1] == genuine.split(" ", 1)[1], (got, genuine)
+    assert "fruit" in genuine and "0.7" in genuine, genuine

@@ -49,10 +49,16 @@
 //! - The header and table of contents are bounds-checked on every open: O(entries). Corrupted,
 //!   truncated, foreign or half-built bytes give a typed [`Error`], never a panic or an
 //!   out-of-bounds read.
-//! - Archived entries are validated with bytecheck on first access in each process, and the
-//!   result is cached per entry. The one exception is a memfd owned by this user that carries
-//!   the write, grow and shrink seals, whose builder validated each entry before sealing: the
-//!   kernel guarantees those bytes cannot have changed, so [`Arena::get`] skips validation.
+//! - Archived entries are validated with bytecheck on first access as each type in each process,
+//!   and the result is cached per (entry, real type identity: a `TypeId`, not the type's name).
+//!   Validation is skipped only on evidence that safe code cannot forge, held in this process's
+//!   memory: the kernel seals the memfd (write, grow, shrink) *and* this process, or a fork
+//!   ancestor, built the arena and validated the entry as that very type at `put`, or received
+//!   the arena through a trusted channel from a process of the same build
+//!   ([`Arena::share_with`]'s environment at exec, [`connect`], a Python pickle). Nothing read
+//!   from the arena's bytes counts (the `validated` flag and the type names are information).
+//!   Arenas opened by descriptor, `/proc` path, name, file or a handle string start with nothing
+//!   trusted. [`Arena::trusts`] tells which reads skip bytecheck; docs/DESIGN.md has the table.
 //! - Named segments and files can be rewritten or truncated by another process of the same user
 //!   while mapped; the library refuses ones owned by other users (unless
 //!   [`OpenOptions::allow_foreign_owner`]) but cannot stop the same user. docs/DESIGN.md says what
