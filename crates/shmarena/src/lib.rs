@@ -93,7 +93,8 @@
 //!   adopting an inherited descriptor;
 //! - `os/service.rs`: mapping the service's one-page generation counter;
 //! - `view.rs`: dereferencing a [`View`] or [`SliceView`], and their `Send`/`Sync` impls;
-//! - `arena.rs`: reading an archived entry of a kernel-sealed memfd without re-validation.
+//! - `arena.rs`: reading an archived entry the trust table vouches for without re-validation,
+//!   and the `unsafe fn` `Arena::accept_trust_token` (a trusted channel's rows).
 //!
 //! The process pool is the separate `shmarena-pool` crate, whose `unsafe` stays in its own
 //! private `os` module.

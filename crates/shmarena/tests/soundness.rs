@@ -132,13 +132,21 @@ fn forged_bytes() -> (Vec<u8>, u64) {
 
 /// `bytes` in a fresh memfd with the write, grow and shrink seals, by safe code only.
 fn sealed_memfd(bytes: &[u8]) -> OwnedFd {
+    sealed_memfd_with(bytes, rustix::fs::SealFlags::empty())
+}
+
+/// [`sealed_memfd`] with `more` seals.
+fn sealed_memfd_with(bytes: &[u8], more: rustix::fs::SealFlags) -> OwnedFd {
     use rustix::fs::{MemfdFlags, SealFlags};
     let fd = rustix::fs::memfd_create("forged", MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING)
         .unwrap();
     let mut f = std::fs::File::from(fd);
     f.write_all(bytes).unwrap();
-    rustix::fs::fcntl_add_seals(&f, SealFlags::WRITE | SealFlags::GROW | SealFlags::SHRINK)
-        .unwrap();
+    rustix::fs::fcntl_add_seals(
+        &f,
+        SealFlags::WRITE | SealFlags::GROW | SealFlags::SHRINK | more,
+    )
+    .unwrap();
     f.into()
 }
 
@@ -343,4 +351,37 @@ impl Rng {
             .map(|_| char::from_u32(0x20 + self.next() % 0x500).unwrap_or('?'))
             .collect()
     }
+}
+
+/// The service handshake is a trusted channel too: a reader of the same build and uid gets the
+/// publisher's trust rows (the entries the publisher built and validated are read without
+/// bytecheck); an arena loaded from a file has none to send, and `always_validate` ignores them.
+#[test]
+fn connect_carries_the_publishers_trust_rows() {
+    let name = format!("sound{}-rows", std::process::id());
+    let mut w = ArenaOptions::new().create().unwrap();
+    w.put("v", &vec![1u32, 2, 3]).unwrap();
+    let built = w.seal().unwrap();
+    let publisher = built.publish(&name).unwrap();
+    let got = shmarena::connect(&name).unwrap();
+    assert!(
+        got.trusts::<Vec<u32>>("v"),
+        "built and validated by the publisher"
+    );
+    assert!(!got.trusts::<Vec<u64>>("v"));
+    let strict = shmarena::ConnectOptions::new()
+        .always_validate(true)
+        .connect(&name)
+        .unwrap();
+    assert!(!strict.trusts::<Vec<u32>>("v"));
+    assert_eq!(&*strict.get::<Vec<u32>>("v").unwrap(), &[1, 2, 3][..]);
+
+    // Forged bytes loaded into a fresh sealed memfd and published: nothing vouches for them.
+    let (bytes, _) = forged_bytes();
+    let forged = Arena::open_fd(sealed_memfd_with(&bytes, rustix::fs::SealFlags::SEAL)).unwrap();
+    publisher.publish(forged).unwrap();
+    let got = shmarena::connect(&name).unwrap();
+    assert!(!got.trusts::<Vec<u32>>("v"));
+    assert_corrupted(got.get::<Vec<u32>>("v").map(|v| v.iter().count()));
+    drop(publisher);
 }
