@@ -336,7 +336,7 @@ def _restore_elsewhere(handle: bytes) -> str:
         f"""
         import shmarena
         a = shmarena._restore({handle!r})
-        print(a.trusts("lexicon"), a["lexicon"]["w7"])
+        print(a.trusts("lexicon"), tuple(a["lexicon"]["w7"]))
         """
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
