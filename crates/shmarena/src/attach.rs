@@ -195,9 +195,9 @@ fn open_inherited(id: ArenaId) -> Option<Result<Arena>> {
     }
     let arena = Arena::open_fd(file.into());
     if let (Ok(arena), Some(rows)) = (&arena, &inherited.rows) {
-        if os::service::is_memfd(arena.as_fd()) {
-            arena.accept_rows(rows);
-        }
+        // Taken only if the descriptor carries the write, grow and shrink seals (checked on
+        // open, from the descriptor we map), which only a memfd can carry.
+        arena.accept_rows(rows);
     }
     Some(arena)
 }
