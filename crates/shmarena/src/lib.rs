@@ -86,12 +86,13 @@
 //!
 //! # Where `unsafe` lives
 //!
-//! Four files, each block with its `// SAFETY:` argument:
+//! Five files, each block with its `// SAFETY:` argument:
 //!
 //! - `os/linux.rs`: creating, growing (`mremap`) and read-only mapping of a segment, the
 //!   descriptors borrowed in the pre-exec hook that passes inherited memfds to a child, and
 //!   adopting an inherited descriptor;
 //! - `os/service.rs`: mapping the service's one-page generation counter;
+//! - `os/build_id.rs`: reading the loaded object's ELF build-id note through `dl_iterate_phdr`;
 //! - `view.rs`: dereferencing a [`View`] or [`SliceView`], and their `Send`/`Sync` impls;
 //! - `arena.rs`: reading an archived entry the trust table vouches for without re-validation,
 //!   and the `unsafe fn` `Arena::accept_trust_token` (a trusted channel's rows).

@@ -21,8 +21,15 @@ pub(crate) fn build_id_known() -> bool {
 
 fn compute() -> Option<[u8; 16]> {
     let here = build_id as fn() -> [u8; 16] as usize;
-    let maps = std::fs::read_to_string("/proc/self/maps").ok()?;
-    let (range, path) = maps.lines().find_map(|line| {
+    // The loaded object's own note, read in memory (no system call); the file otherwise.
+    if let Some(note) = loaded_build_id(here) {
+        return Some(xxhash_rust::xxh3::xxh3_128(&note).to_le_bytes());
+    }
+    // Read line by line and stop at the mapping: the kernel then formats only the lines before
+    // it (for an executable, the first few), not the whole table.
+    let maps = std::io::BufReader::new(std::fs::File::open("/proc/self/maps").ok()?);
+    let (range, path) = std::io::BufRead::lines(maps).find_map(|line| {
+        let line = line.ok()?;
         let mut cols = line.split_whitespace();
         let range = cols.next()?;
         let (lo, hi) = range.split_once('-')?;
@@ -41,6 +48,80 @@ fn compute() -> Option<[u8; 16]> {
     let mut bytes = Vec::new();
     file.read_to_end(&mut bytes).ok()?;
     Some(xxhash_rust::xxh3::xxh3_128(&bytes).to_le_bytes())
+}
+
+/// The `NT_GNU_BUILD_ID` note of the loaded object (executable or shared library) whose
+/// readable segments contain address `here`, read from memory through `dl_iterate_phdr`.
+fn loaded_build_id(here: usize) -> Option<Vec<u8>> {
+    const PT_LOAD: u32 = 1;
+    const PT_NOTE: u32 = 4;
+    const PF_R: u32 = 4;
+    struct Search {
+        here: usize,
+        found: Option<Vec<u8>>,
+    }
+    /// Called by the loader once per loaded object, with the loader's lock held; it allocates
+    /// but never panics (all arithmetic is checked), so no unwind crosses the C frame.
+    unsafe extern "C" fn visit(
+        info: *mut libc::dl_phdr_info,
+        _size: libc::size_t,
+        data: *mut libc::c_void,
+    ) -> libc::c_int {
+        // SAFETY: `data` is the `&mut Search` passed to `dl_iterate_phdr` below, alive and not
+        // otherwise borrowed for the whole call; `info` points to a valid `dl_phdr_info` for the
+        // duration of this callback (the loader's contract).
+        let (search, info) = unsafe { (&mut *data.cast::<Search>(), &*info) };
+        if info.dlpi_phdr.is_null() {
+            return 0;
+        }
+        // SAFETY: the loader gives `dlpi_phnum` program headers at `dlpi_phdr`, mapped for as
+        // long as the object is loaded, which it stays during the callback.
+        let phdrs =
+            unsafe { std::slice::from_raw_parts(info.dlpi_phdr, usize::from(info.dlpi_phnum)) };
+        let base = info.dlpi_addr as usize;
+        let range = |vaddr: u64, len: u64| -> Option<(usize, usize)> {
+            let start = base.checked_add(usize::try_from(vaddr).ok()?)?;
+            Some((start, start.checked_add(usize::try_from(len).ok()?)?))
+        };
+        let loads: Vec<(usize, usize)> = phdrs
+            .iter()
+            .filter(|p| p.p_type == PT_LOAD && p.p_flags & PF_R != 0)
+            .filter_map(|p| range(p.p_vaddr, p.p_filesz))
+            .collect();
+        if !loads
+            .iter()
+            .any(|&(lo, hi)| lo <= search.here && search.here < hi)
+        {
+            return 0;
+        }
+        for p in phdrs.iter().filter(|p| p.p_type == PT_NOTE) {
+            let Some((lo, hi)) = range(p.p_vaddr, p.p_memsz) else {
+                continue;
+            };
+            // Only a note that lies inside a readable, file-backed loaded segment is read.
+            if !loads.iter().any(|&(l, h)| l <= lo && hi <= h) {
+                continue;
+            }
+            // SAFETY: `lo..hi` lies inside a readable PT_LOAD segment of this loaded object
+            // (checked just above), which the loader mapped with its file contents and keeps
+            // mapped while the object is loaded; the bytes are never written after loading.
+            let notes = unsafe { std::slice::from_raw_parts(lo as *const u8, hi - lo) };
+            if let Some(id) = find_build_id(notes) {
+                search.found = Some(id.to_vec());
+                break;
+            }
+        }
+        1 // our object: stop, with or without a note
+    }
+    let mut search = Search { here, found: None };
+    // SAFETY: `visit` upholds the callback contract above; `search` outlives the call.
+    unsafe {
+        libc::dl_iterate_phdr(
+            Some(visit),
+            std::ptr::from_mut(&mut search).cast::<libc::c_void>(),
+        )
+    };
+    search.found
 }
 
 /// `len` bytes at `offset` of `file` (at most 1 MiB), if it has them.
@@ -111,6 +192,13 @@ mod tests {
     fn this_build_has_an_identity() {
         assert!(super::build_id_known());
         assert_eq!(super::build_id(), super::build_id());
+    }
+
+    #[test]
+    fn the_note_in_memory_is_the_note_in_the_file() {
+        let exe = std::fs::File::open("/proc/self/exe").unwrap();
+        let here = super::build_id as fn() -> [u8; 16] as usize;
+        assert_eq!(super::loaded_build_id(here), super::elf_build_id(&exe));
     }
 
     #[test]
