@@ -102,7 +102,8 @@ pub struct OpenOptions {
 }
 
 impl OpenOptions {
-    /// Default options: refuse segments of other users, trust sealed memfds.
+    /// Default options: refuse segments of other users; take the trust rows a trusted channel
+    /// brings with a sealed memfd (see [`Arena::trusts`]).
     pub fn new() -> OpenOptions {
         OpenOptions::default()
     }
@@ -114,8 +115,9 @@ impl OpenOptions {
         self
     }
 
-    /// Validate archived entries with bytecheck on first access even in a sealed memfd that
-    /// the builder validated. Off by default.
+    /// Validate archived entries with bytecheck on first access as each type, ignoring the
+    /// trust rows of the writer and of trusted channels (a validation in this process is still
+    /// cached). Off by default.
     pub fn always_validate(mut self, yes: bool) -> OpenOptions {
         self.always_validate = yes;
         self
