@@ -28,9 +28,20 @@ fn validate(c: &mut Criterion) {
 
     let mut g = c.benchmark_group("validate/first-access");
     g.throughput(Throughput::Bytes(entry_len));
+    // The writer's own arena: its trust rows (issue 11) let `get` skip bytecheck, as in a fork
+    // child or a spawned child it was shared with.
     g.bench_with_input(
         BenchmarkId::new(
-            "baseline: sealed memfd, open_fd+get (skips bytecheck)",
+            "baseline: sealed memfd built here, get (trusted: skips bytecheck)",
+            &label,
+        ),
+        &memfd,
+        |b, a| b.iter(|| read(a)),
+    );
+    // A descriptor with no provenance (issue 11): validated on first access.
+    g.bench_with_input(
+        BenchmarkId::new(
+            "sealed memfd, open_fd+get (no provenance: validates)",
             &label,
         ),
         &memfd,

@@ -332,7 +332,16 @@ fn run_variant(v: Variant, p: Params) -> Result<Run> {
                 _ => (Mode::Spawn, &COPY_ONCE),
             };
             let t = Instant::now();
-            let mut pool = Pool::builder().mode(mode).workers(p.workers).build()?;
+            // Spawned workers get the arena through the trusted channel (inherited memfd and
+            // trust rows): O(1) attach, no bytecheck, as in fork mode.
+            let shared = arena.clone();
+            let mut pool = Pool::builder()
+                .mode(mode)
+                .workers(p.workers)
+                .on_spawn(move |cmd| {
+                    shared.share_with(cmd);
+                })
+                .build()?;
             let tasks = batches(p.rows, p.words, p.chunk).map(|rows| Task {
                 lexicon,
                 centroids,

@@ -479,9 +479,9 @@ fn info(arg: &str, json: bool, out: &mut dyn Write) -> Result<ExitCode> {
         out,
         "kernel-sealed:  {}",
         if arena.is_kernel_sealed() {
-            "yes (sealed memfd: archived entries are read without re-validation)"
+            "yes (sealed memfd: its bytes cannot change)"
         } else {
-            "no (archived entries are validated on first access)"
+            "no (its bytes may change while mapped)"
         }
     )?;
     if let Some(s) = &status {

@@ -286,6 +286,17 @@ pub(crate) struct Config {
     allow_threads_at_fork: bool,
     worker_args: Vec<OsString>,
     startup_timeout: Duration,
+    on_spawn: Vec<SpawnHook>,
+}
+
+/// A caller's preparation of each spawned worker's `Command` (see [`PoolBuilder::on_spawn`]).
+#[derive(Clone)]
+struct SpawnHook(std::sync::Arc<dyn Fn(&mut Command) + Send + Sync>);
+
+impl fmt::Debug for SpawnHook {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SpawnHook")
+    }
 }
 
 /// Configures a [`Pool`]: `Pool::builder().mode(Mode::Spawn).workers(4).build()?`.
@@ -341,6 +352,31 @@ impl PoolBuilder {
     /// binary needs `["--exact", "<test that calls the hook>", "--nocapture"]`.
     pub fn worker_args<A: Into<OsString>>(mut self, args: impl IntoIterator<Item = A>) -> Self {
         self.cfg.worker_args = args.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Prepares the `Command` of every worker spawned (now and when a killed one is replaced),
+    /// after the pool's own setup. Its use: share arenas with the workers through the trusted
+    /// channel, so they attach the inherited memfd and read the entries this process knows
+    /// valid without bytecheck, as fork-mode workers do (a handle that a worker resolves by
+    /// `memfd:PID:FD` alone reaches the arena through `/proc` and validates each entry on its
+    /// first read). The closure keeps what it captures alive as long as the pool.
+    ///
+    /// ```no_run
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let arena = shmarena::ArenaOptions::new().create()?.seal()?;
+    /// use shmarena_pool::{Mode, Pool};
+    /// let shared = arena.clone();
+    /// let pool = Pool::builder()
+    ///     .mode(Mode::Spawn)
+    ///     .on_spawn(move |cmd| {
+    ///         shared.share_with(cmd);
+    ///     })
+    ///     .build()?;
+    /// # Ok(()) }
+    /// ```
+    pub fn on_spawn(mut self, hook: impl Fn(&mut Command) + Send + Sync + 'static) -> Self {
+        self.cfg.on_spawn.push(SpawnHook(std::sync::Arc::new(hook)));
         self
     }
 
@@ -411,6 +447,7 @@ impl Pool {
                 allow_threads_at_fork: false,
                 worker_args: Vec::new(),
                 startup_timeout: Duration::from_secs(30),
+                on_spawn: Vec::new(),
             },
         }
     }
@@ -445,6 +482,9 @@ impl Pool {
             .map_err(|e| PoolError::io("finding the current executable to spawn workers", e))?;
         let mut cmd = Command::new(exe);
         cmd.args(&self.cfg.worker_args).stdin(Stdio::null());
+        for hook in &self.cfg.on_spawn {
+            (hook.0)(&mut cmd);
+        }
         Ok(cmd)
     }
 

@@ -52,7 +52,22 @@ fn sum_named(name: String) -> u64 {
         .sum()
 }
 
+/// Resolves a handle to an archived `Vec<u64>` "numbers": returns its sum
+/// times 2, plus 1 if the worker trusted the entry before reading it (no bytecheck).
+fn sum_trusted(handle: String) -> u64 {
+    let h: shmarena::Handle<Vec<u64>> = handle.parse().expect("a handle");
+    let trusted = h.arena().expect("attach").trusts::<Vec<u64>>("numbers");
+    let sum: u64 = h
+        .get()
+        .expect("numbers")
+        .iter()
+        .map(|x| x.to_native())
+        .sum();
+    sum * 2 + u64::from(trusted)
+}
+
 static SQUARE: Job<u64, u64> = Job::new("square", square);
+static SUM_TRUSTED: Job<String, u64> = Job::new("sum_trusted", sum_trusted);
 static FRAGILE: Job<u64, u64> = Job::new("fragile", fragile);
 static SUM_NAMED: Job<String, u64> = Job::new("sum_named", sum_named);
 /// Same name as SQUARE, other output type: the workers must refuse it.
@@ -62,7 +77,13 @@ static UNREGISTERED: Job<u64, u64> = Job::new("unregistered", square);
 /// The worker entry point: a no-op in a normal run; in a spawned worker it serves and exits.
 #[test]
 fn pool_worker_entry() {
-    shmarena_pool::serve_worker_if_child(&[&SQUARE, &FRAGILE, &SUM_NAMED, &TWO_THEN_HANG]);
+    shmarena_pool::serve_worker_if_child(&[
+        &SQUARE,
+        &FRAGILE,
+        &SUM_NAMED,
+        &TWO_THEN_HANG,
+        &SUM_TRUSTED,
+    ]);
 }
 
 /// Held for reading by every test while it may fork, and for writing while a test builds a
@@ -220,6 +241,39 @@ fn spawn_workers_attach_a_named_arena() {
         assert_eq!(sums, vec![5050; 4]);
     }
     scope.finish();
+}
+
+/// Spawned workers keep O(1) attach: an arena shared through `on_spawn` + `share_with` (the
+/// trusted channel) is read without bytecheck; the same handle sent as text alone reaches the
+/// arena through `/proc` and is validated on first read (issue 11).
+#[test]
+fn spawn_workers_trust_only_arenas_shared_with_them() {
+    let arena = {
+        let _building = FORKS.write().unwrap_or_else(|e| e.into_inner());
+        let mut b = ArenaOptions::new().create().unwrap();
+        b.put("numbers", &(1..=100u64).collect::<Vec<_>>()).unwrap();
+        b.seal().unwrap()
+    };
+    let _forks = forks_allowed();
+    let handle = arena.handle::<Vec<u64>>("numbers").unwrap().to_string();
+    let shared = arena.clone();
+    let mut pool = spawn_pool(2)
+        .on_spawn(move |cmd| {
+            shared.share_with(cmd);
+        })
+        .build()
+        .unwrap();
+    let got = pool.map(&SUM_TRUSTED, vec![handle.clone(); 4]).unwrap();
+    assert_eq!(got, vec![5050 * 2 + 1; 4], "shared: trusted, no bytecheck");
+    drop(pool);
+    // One worker: its first read validates (and caches the row), the next ones are trusted.
+    let mut pool = spawn_pool(1).build().unwrap();
+    let got = pool.map(&SUM_TRUSTED, vec![handle; 3]).unwrap();
+    assert_eq!(
+        got,
+        vec![5050 * 2, 5050 * 2 + 1, 5050 * 2 + 1],
+        "by text only: validated on first read"
+    );
 }
 
 /// Runs FRAGILE (or the same logic as a closure in fork mode) over inputs with three killers

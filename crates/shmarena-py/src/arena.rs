@@ -203,6 +203,13 @@ impl PyArena {
         self.state.arena.len()
     }
 
+    /// Whether entry `name` is read without validation in this process: built here (or in a
+    /// fork ancestor), received in a pickle from a process of the same build, or validated here
+    /// already. Anything else is validated on its first read.
+    fn trusts(&self, name: &str) -> bool {
+        self.state.arena.trusts::<crate::value::Value>(name)
+    }
+
     /// Whether the kernel guarantees the bytes cannot change (a sealed memfd of this user).
     #[getter]
     fn kernel_sealed(&self) -> bool {

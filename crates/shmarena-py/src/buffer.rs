@@ -1,5 +1,6 @@
 //! A read-only buffer-protocol object over a byte range of a sealed arena: what numpy arrays
-//! read from. This file holds the crate's only `unsafe` (the buffer-protocol FFI).
+//! read from. This file holds the buffer-protocol FFI's `unsafe` (the only other `unsafe` is
+//! handle.rs's call that accepts a pickle's trust token).
 
 use std::ffi::{c_int, c_void};
 

@@ -4,12 +4,18 @@
 //!
 //! | field | bytes |
 //! |---|---|
-//! | format version (1) | 1 |
+//! | format version (2; 1 is still read) | 1 |
 //! | arena id | 16 |
 //! | locator: tag 3 + length (LEB128) + the locator's shortest spelling in its one grammar (`Locator::shorthand`: `PID:FD`, `NAME`, `file:PATH`; read back with `FromStr`); tags 0 (memfd + pid u32 + fd i32), 1 (shm + u8 length + name) and 2 (file + u16 length + path) of earlier versions are still read | 2 + n |
 //! | entry name (empty for the arena itself) | 1 + n |
+//! | trust token (version 2 only): length (LEB128), then the pickling process's build identity (16 bytes) and the trust rows of the entry (of every entry for the arena itself), 20 bytes each (`Arena::trust_token`); length 0 when there are none | 1 or 37 + … |
 //! | path: count, then positions inside the value (LEB128 each) | 1 + … |
 //! | list slice: 0, or 1 + start + zigzag step + length (LEB128 each) | 1 or 4 + … |
+//!
+//! A pickle is a trusted channel (loading one already runs arbitrary code): the unpickling
+//! process takes the trust rows only if its build identity is the same and the arena it attached
+//! is a kernel-sealed memfd; then the entries are read without bytecheck, as in the pickling
+//! process. Otherwise, and for version-1 pickles, each entry is validated on its first read.
 //!
 //! Why not the library's `shmarena::handle::RawHandle`: it is a fixed 64 bytes naming one entry by
 //! index, so a pickled view would take about 110 bytes with the path and slice added (the
@@ -29,7 +35,7 @@ use shmarena::{ArenaId, Locator};
 use crate::errors::{lib_err, BadHandleError};
 use crate::registry::ArenaState;
 
-const VERSION: u8 = 1;
+const VERSION: u8 = 2;
 
 /// The locator tag: the locator's string form follows.
 const TAG_LOCATOR: u8 = 3;
@@ -52,6 +58,8 @@ pub(crate) struct Handle {
     /// Positions of nested containers inside the entry's value.
     pub(crate) path: Vec<u32>,
     pub(crate) slice: Option<Slice>,
+    /// The trust token (version 2), empty if none.
+    pub(crate) trust: Vec<u8>,
 }
 
 fn put_varint(out: &mut Vec<u8>, mut v: u64) {
@@ -110,6 +118,8 @@ impl Handle {
         // Entry names are at most 255 bytes (validated by the library).
         out.push(self.entry.len() as u8);
         out.extend_from_slice(self.entry.as_bytes());
+        put_varint(&mut out, self.trust.len() as u64);
+        out.extend_from_slice(&self.trust);
         put_varint(&mut out, self.path.len() as u64);
         for &p in &self.path {
             put_varint(&mut out, u64::from(p));
@@ -130,7 +140,8 @@ impl Handle {
     /// Parses handle bytes; `None` if they are not a handle of this version.
     pub(crate) fn decode(bytes: &[u8]) -> Option<Handle> {
         let mut r = Reader { bytes };
-        if r.u8()? != VERSION {
+        let version = r.u8()?;
+        if version != VERSION && version != 1 {
             return None;
         }
         let id = ArenaId::from_bytes(r.take(16)?.try_into().ok()?);
@@ -158,6 +169,12 @@ impl Handle {
         };
         let n = r.u8()? as usize;
         let entry = std::str::from_utf8(r.take(n)?).ok()?.to_owned();
+        let trust = if version >= 2 {
+            let n = usize::try_from(r.varint()?).ok()?;
+            r.take(n)?.to_vec()
+        } else {
+            Vec::new()
+        };
         let count = usize::try_from(r.varint()?).ok()?;
         if count > r.bytes.len() {
             return None;
@@ -190,6 +207,7 @@ impl Handle {
             entry,
             path,
             slice,
+            trust,
         })
     }
 }
@@ -260,6 +278,13 @@ pub(crate) fn attach(h: &Handle) -> PyResult<Arc<ArenaState>> {
             return Ok(s);
         }
         let arena = shmarena::attach(h.id, &h.locator).map_err(lib_err)?;
+        if !h.trust.is_empty() {
+            // SAFETY: the token comes from a pickle (`_restore` is what `__reduce__` names),
+            // the trusted channel of the Python bindings: loading a pickle already runs
+            // arbitrary code. The library checks the build identity, the seals and that the
+            // descriptor is a memfd before taking any row.
+            unsafe { arena.accept_trust_token(&h.trust) };
+        }
         let state = Arc::new(ArenaState::new(arena, false));
         c.insert(h.id, Held::Attached(state.clone()));
         Ok(state)

@@ -8,11 +8,13 @@
 //! - `dtype.rs`: numpy dtype strings of the library's POD primitives, both ways.
 //! - `registry.rs`: per-process state of each arena (`ArenaState`): the mapping, the entry
 //!   roots read so far, the arrays' dtype and shape.
-//! - `handle.rs`: the pickled form (`Handle`) and the per-process attach cache of `ArenaState`s.
+//! - `handle.rs`: the pickled form (`Handle`, with the trust token a pickle carries) and the
+//!   per-process attach cache of `ArenaState`s; its one `unsafe` call hands a pickle's trust
+//!   token to the library (`Arena::accept_trust_token`: a pickle is a trusted channel).
 //! - `package.rs`: the pure-Python package's helpers the native code calls.
 //! - `pickle.rs`: the handle naming an arena or view, and `__reduce__`'s tuple.
-//! - `buffer.rs`: the read-only buffer-protocol object numpy arrays read from; the only file
-//!   with `unsafe` (the buffer-protocol FFI).
+//! - `buffer.rs`: the read-only buffer-protocol object numpy arrays read from, with the
+//!   buffer-protocol FFI's `unsafe`.
 //! - `view.rs`: the `MapView` and `ListView` types (an entry root plus a path).
 //! - `to_py.rs`: archived values to Python objects (views, numpy arrays, or full copies).
 //! - `map.rs`, `list.rs`: the methods of `MapView` and `ListView`, and their iterators.

@@ -24,6 +24,7 @@ pub(crate) fn handle(
         entry: entry.to_owned(),
         path: path.to_vec(),
         slice,
+        trust: arena.trust_token((!entry.is_empty()).then_some(entry)),
     }
 }
 

@@ -317,3 +317,53 @@ def test_threads_read_views_concurrently(closing):
     with cf.ThreadPoolExecutor(8) as ex:
         sums = list(ex.map(work, range(16)))
     assert len(set(sums)) == 1
+
+
+def _token_span(handle: bytes) -> tuple[int, int]:
+    """Where the trust token sits in handle bytes (version 2): after the id, the locator (tag 3)
+    and the entry name; returns (start, end) of the token's bytes."""
+    assert handle[0] == 2 and handle[17] == 3
+    p = 19 + handle[18]  # locator text (short: one-byte length)
+    p += 1 + handle[p]  # entry name
+    n = handle[p]  # token length (under 128 here: one byte)
+    return p + 1, p + 1 + n
+
+
+def _restore_elsewhere(handle: bytes) -> str:
+    """Unpickles `handle` in a fresh interpreter (spawned, not forked: nothing inherited) and
+    returns whether it trusts entry "lexicon", and a value read from it."""
+    code = textwrap.dedent(
+        f"""
+        import shmarena
+        a = shmarena._restore({handle!r})
+        print(a.trusts("lexicon"), tuple(a["lexicon"]["w7"]))
+        """
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    return out.stdout.strip()
+
+
+def test_pickles_carry_trust_that_a_forgery_cannot(closing):
+    """A pickle is a trusted channel: it carries the build identity and the trust rows, and a
+    process of the same build reads the entries it names without validation. A pickle with a
+    tampered build identity or row is not trusted: its entries are validated, never read blind."""
+    arena, _ = make_arena(closing)
+    assert arena.trusts("lexicon"), "built here: the writer validated it"
+    handle = arena.__reduce__()[1][0]
+    start, end = _token_span(handle)
+    assert (end - start - 16) % 20 == 0 and end - start > 16
+    genuine = _restore_elsewhere(handle)
+    assert genuine.startswith("True"), genuine
+    other_build = bytearray(handle)
+    other_build[start] ^= 0xFF
+    got = _restore_elsewhere(bytes(other_build))
+    assert got.startswith("False"), got
+    other_rows = bytearray(handle)
+    for row in range(start + 16, end, 20):
+        other_rows[row + 19] ^= 0xFF  # the last byte of each row's type digest
+    got = _restore_elsewhere(bytes(other_rows))
+    assert got.startswith("False"), got
+    # Trusted or validated, the value read is the same.
+    assert got.split(" ", 1)[1] == genuine.split(" ", 1)[1], (got, genuine)
+    assert "fruit" in genuine and "0.7" in genuine, genuine

@@ -9,7 +9,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use bytemuck::Pod;
-use parking_lot::Mutex;
 use rkyv::bytecheck::CheckBytes;
 use rkyv::rancor;
 use rkyv::{Archive, Portable};
@@ -19,6 +18,7 @@ use crate::error::{Error, Result};
 use crate::format::{self, Entry, FormatError, Kind, Layout};
 use crate::locator::{validate_segment_name, Locator};
 use crate::os;
+use crate::trust::{self, Row, TrustTable, TypeKey};
 
 /// The random 128-bit id every arena gets at creation. Two arenas never share one, so a handle
 /// that names an id can tell its arena from a newer one at the same place.
@@ -114,7 +114,8 @@ enum Mapping {
 }
 
 impl OpenOptions {
-    /// Default options: refuse segments of other users, trust sealed memfds.
+    /// Default options: refuse segments of other users; take the trust rows a trusted channel
+    /// brings with a sealed memfd (see [`Arena::trusts`]).
     pub fn new() -> OpenOptions {
         OpenOptions::default()
     }
@@ -126,8 +127,9 @@ impl OpenOptions {
         self
     }
 
-    /// Validate archived entries with bytecheck on first access even in a sealed memfd that
-    /// the builder validated. Off by default.
+    /// Validate archived entries with bytecheck on first access as each type, ignoring the
+    /// trust rows of the writer and of trusted channels (a validation in this process is still
+    /// cached). Off by default.
     pub fn always_validate(mut self, yes: bool) -> OpenOptions {
         self.always_validate = yes;
         self
@@ -322,20 +324,25 @@ pub struct Arena {
 ///
 /// INVARIANTS: `layout` was parsed and bounds-checked from `map.bytes()`, so every entry's
 /// range lies inside the mapping; `map` is read-only and is never remapped while `Shared` lives;
-/// `trusted` is true only for a memfd owned by this user that carries the write, grow and
-/// shrink seals.
+/// `sealed` is true only for a memfd owned by this user whose descriptor (the one mapped)
+/// carries the write, grow and shrink seals; `trust` holds a row (entry, type) only if reading
+/// that entry as that archived type is known valid: validated in this process, or, for a
+/// `sealed` arena opened without `always_validate`, by the writer in this process's memory or
+/// a fork ancestor's, or by a process of the same build that handed the arena over through a
+/// trusted channel (see trust.rs).
 pub(crate) struct Shared {
     map: os::MapRo,
     file: File,
     layout: Layout,
     locator: Locator,
     what: String,
-    trusted: bool,
+    sealed: bool,
     always_validate: bool,
     backing: Backing,
     persist: AtomicBool,
-    /// Archived entries validated in this process: (entry index, archived type name, size).
-    checked: Mutex<Vec<(usize, &'static str, usize)>>,
+    /// Which entries are known valid as which archived type (the only evidence that lets a
+    /// typed read skip bytecheck).
+    trust: TrustTable,
 }
 
 impl Drop for Shared {
@@ -489,11 +496,14 @@ impl Arena {
         OpenOptions::new().open_fd(fd)
     }
 
-    /// Maps a segment its builder has just sealed; `locator` is where the builder made it.
+    /// Maps a segment its builder has just sealed; `locator` is where the builder made it, and
+    /// `validated` the (entry, archived type) pairs the builder validated at `put`: they become
+    /// the arena's trust rows if the kernel sealed it.
     pub(crate) fn from_sealed_segment(
         file: File,
         backing: Backing,
         locator: Locator,
+        validated: &[(usize, TypeKey)],
     ) -> Result<Arena> {
         // The builder of this process wrote every byte; a named or file backing is mapped in
         // place (docs/DESIGN.md, "Backings", says what that can and cannot promise).
@@ -508,7 +518,114 @@ impl Arena {
             arena.is_ok(),
             "a freshly sealed arena does not open: {arena:?}"
         );
-        arena
+        let arena = arena?;
+        if arena.shared.sealed {
+            for &(index, key) in validated {
+                arena.shared.trust.insert(index, key);
+            }
+        }
+        Ok(arena)
+    }
+
+    /// Accepts trust rows received through a trusted channel (the environment at exec, the
+    /// service handshake, a Python pickle) whose build identity the caller has checked is this
+    /// process's own. Ignored unless the arena is a kernel-sealed memfd opened without
+    /// `always_validate`. Returns whether the rows were taken.
+    pub(crate) fn accept_rows(&self, rows: &[Row]) -> bool {
+        if !self.shared.sealed || self.shared.always_validate {
+            return false;
+        }
+        for &row in rows {
+            self.shared.trust.insert_digest(row);
+        }
+        true
+    }
+
+    /// Every trust row of this arena, for a trusted channel (empty unless sealed).
+    pub(crate) fn trust_rows(&self) -> Vec<Row> {
+        if !self.shared.sealed {
+            return Vec::new();
+        }
+        self.shared.trust.rows()
+    }
+
+    /// This process's build identity and this arena's trust rows (only those of entry `entry`
+    /// if given), as bytes, for a trusted channel that is not the library's own (the Python
+    /// bindings' pickles): 16 bytes of build identity, then 20 bytes per row (entry index u32,
+    /// type digest u128, little-endian). Empty when there is nothing to hand over. Read back
+    /// with [`Arena::accept_trust_token`].
+    #[doc(hidden)]
+    pub fn trust_token(&self, entry: Option<&str>) -> Vec<u8> {
+        let only = entry.map(|name| self.shared.layout.find(name).map(|(i, _)| i as u32));
+        let mut rows = self.trust_rows();
+        if let Some(only) = only {
+            rows.retain(|(i, _)| Some(*i) == only);
+        }
+        if rows.is_empty() || !os::build_id_known() {
+            return Vec::new();
+        }
+        let mut out = os::build_id().to_vec();
+        for (i, d) in rows {
+            out.extend_from_slice(&i.to_le_bytes());
+            out.extend_from_slice(&d.to_le_bytes());
+        }
+        out
+    }
+
+    /// Accepts a [`trust_token`](Arena::trust_token) made by a process of the same build
+    /// (anything else is ignored), if this arena is a kernel-sealed memfd opened without
+    /// `always_validate`. Returns whether rows were taken.
+    ///
+    /// # Safety
+    ///
+    /// The token must come, unchanged, from [`Arena::trust_token`] of this same arena (same
+    /// id, same bytes) in a process of the same build, through a channel that the caller's
+    /// own safe code cannot forge. The Python bindings take it from a pickle: loading a pickle
+    /// already runs arbitrary code, so whoever can forge one can do anything.
+    #[doc(hidden)]
+    pub unsafe fn accept_trust_token(&self, token: &[u8]) -> bool {
+        let Some((id, rest)) = token.split_first_chunk::<16>() else {
+            return false;
+        };
+        if !os::build_id_known() || *id != os::build_id() || rest.len() % 20 != 0 {
+            return false;
+        }
+        let rows: Vec<Row> = rest
+            .chunks_exact(20)
+            .map(|r| {
+                let (i, d) = r.split_at(4);
+                (
+                    u32::from_le_bytes(i.try_into().expect("4 bytes")),
+                    u128::from_le_bytes(d.try_into().expect("16 bytes")),
+                )
+            })
+            .collect();
+        os::service::is_memfd(self.as_fd()) && self.accept_rows(&rows)
+    }
+
+    /// Whether [`get::<T>(name)`](Arena::get) reads entry `name` without bytecheck validation:
+    /// this process knows, from its own memory, that the entry is a valid archived `T`. That is
+    /// so when this process (or a fork ancestor) built the arena, validated the entry as `T`
+    /// already, or received the arena through a trusted channel from a process of the same
+    /// build ([`Arena::share_with`]'s environment at exec, [`connect`](crate::connect), a
+    /// Python pickle). An arena opened by descriptor, `/proc` path, name, file or a handle
+    /// parsed from text starts with nothing trusted and validates each entry on its first read.
+    ///
+    /// ```
+    /// # fn main() -> shmarena::Result<()> {
+    /// let mut b = shmarena::ArenaOptions::new().create()?;
+    /// b.put("v", &vec![1u32, 2, 3])?;
+    /// let arena = b.seal()?;
+    /// assert!(arena.trusts::<Vec<u32>>("v")); // validated by the writer, in this process
+    /// assert!(!arena.trusts::<Vec<u64>>("v"));
+    /// # Ok(()) }
+    /// ```
+    pub fn trusts<T: Archive>(&self, name: &str) -> bool {
+        self.shared.layout.find(name).is_some_and(|(index, _)| {
+            self.shared
+                .trust
+                .contains(index, trust::key_of::<T::Archived>())
+        })
     }
 
     fn open_mapped(
@@ -550,7 +667,8 @@ impl Arena {
             .require_sealed()
             .map_err(|e| Error::format(&what, e))?;
         let layout = Layout::parse_with(bytes, header).map_err(|e| Error::format(&what, e))?;
-        let trusted = immutable && info.uid == me;
+        let sealed = immutable && info.uid == me;
+        let trust = TrustTable::new(layout.entries.len());
         Ok(Arena {
             shared: Arc::new(Shared {
                 map,
@@ -558,11 +676,11 @@ impl Arena {
                 layout,
                 locator,
                 what,
-                trusted,
+                sealed,
                 always_validate: opts.always_validate,
                 backing,
                 persist: AtomicBool::new(false),
-                checked: Mutex::new(Vec::new()),
+                trust,
             }),
         })
     }
@@ -597,18 +715,11 @@ impl Arena {
         &self.shared.map.bytes()[..self.shared.layout.header.total_len as usize]
     }
 
-    /// Whether archived entries are read without bytecheck validation because the kernel
-    /// guarantees the bytes cannot change: a memfd owned by this user that carries the write,
-    /// grow and shrink seals, and whose builder validated each entry before sealing.
+    /// Whether the kernel guarantees the bytes cannot change: a memfd owned by this user whose
+    /// descriptor carries the write, grow and shrink seals. That alone does not skip validation:
+    /// see [`Arena::trusts`] for which reads do.
     pub fn is_kernel_sealed(&self) -> bool {
-        self.shared.trusted
-    }
-
-    /// Whether this arena validates archived entries on first access even when kernel-sealed
-    /// (opened with [`OpenOptions::always_validate`]). The service uses it to tell readers
-    /// whether the builder's validation can be relied on.
-    pub(crate) fn validates_always(&self) -> bool {
-        self.shared.always_validate
+        self.shared.sealed
     }
 
     /// Keeps a named segment after this arena is dropped (by default the process that built it
@@ -643,9 +754,9 @@ impl Arena {
         Ok(())
     }
 
-    /// Entry `index` as a checked archived `T`: its fingerprint matches, and it was validated
-    /// with bytecheck (once per process) unless the arena is kernel-sealed. The typed reads of
-    /// view.rs wrap it in a [`View`](crate::View).
+    /// Entry `index` as a checked archived `T`: its fingerprint matches, and either the trust
+    /// table has the row (entry, `T::Archived`) or it validates with bytecheck now (and the row
+    /// is recorded). The typed reads of view.rs wrap it in a [`View`](crate::View).
     pub(crate) fn archived_at<T>(&self, index: usize) -> Result<&T::Archived>
     where
         T: Archive,
@@ -656,14 +767,8 @@ impl Arena {
         let name = entry.name.as_str();
         let payload = &self.shared.map.bytes()[entry.range()];
         let root_pos = entry.root_pos as usize;
-        let skip =
-            self.shared.trusted && entry.validated_at_build() && !self.shared.always_validate;
-        let key = (
-            index,
-            std::any::type_name::<T::Archived>(),
-            size_of::<T::Archived>(),
-        );
-        let root: &T::Archived = if skip || self.shared.checked.lock().contains(&key) {
+        let key = trust::key_of::<T::Archived>();
+        let root: &T::Archived = if self.shared.trust.contains(index, key) {
             // SAFETY:
             // - `payload` lies inside the mapping (Layout::parse_with checked every range) and
             //   the mapping lives as long as `self.shared`; the returned borrow is tied to `&self`.
@@ -671,18 +776,22 @@ impl Arena {
             //   to `align_of::<T::Archived>()`: the layout checks `root_pos + elem_size <= len`
             //   and `offset + root_pos` aligned to `align`, and `entry_at` matched `elem_size`
             //   and `align` to this type.
-            // - The bytes are a valid `T::Archived`: either this process validated exactly this
-            //   entry as this archived type (`checked`), or the arena is a memfd owned by this
-            //   user with the write/grow/shrink seals (the kernel forbids any change since the
-            //   builder validated it as a type with the same name, size and alignment, as the
-            //   FLAG_VALIDATED bit and the fingerprint record).
+            // - The bytes are a valid `T::Archived`: the trust table has the row (index, the
+            //   real type identity of `T::Archived`), which exists only if (b) this process
+            //   validated exactly this entry as exactly this type (the bytes cannot have changed
+            //   since: a sealed memfd, or a backing whose open was `unsafe` with that promise),
+            //   or, on a memfd whose descriptor carries the write/grow/shrink seals (so the
+            //   bytes cannot have changed since), (a) the writer validated it as this type in
+            //   this process's memory (or a fork ancestor's), or (c) a process of the same build
+            //   that had such a row handed it over a trusted channel. Nothing read from the
+            //   arena's bytes is taken as evidence.
             unsafe { rkyv::api::access_pos_unchecked::<T::Archived>(payload, root_pos) }
         } else {
             let root = rkyv::api::high::access_pos::<T::Archived, rancor::Error>(payload, root_pos)
                 .map_err(|e| {
                     self.corrupted(format!("entry {name:?} does not validate as {want}: {e}"))
                 })?;
-            self.shared.checked.lock().push(key);
+            self.shared.trust.insert(index, key);
             root
         };
         Ok(root)

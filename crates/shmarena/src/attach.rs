@@ -7,7 +7,7 @@
 
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
-use std::os::fd::RawFd;
+use std::os::fd::{AsFd, RawFd};
 use std::sync::{LazyLock, OnceLock, Weak};
 
 use parking_lot::RwLock;
@@ -16,9 +16,17 @@ use crate::arena::{Arena, ArenaId, Shared};
 use crate::error::{Error, Result};
 use crate::locator::Locator;
 use crate::os;
+use crate::trust::{self, Row};
 
 /// The environment variable through which [`Arena::share_with`] tells a spawned child which
-/// inherited descriptors hold which arenas: `ID=FD` pairs separated by `,`.
+/// inherited descriptors hold which arenas: entries `ID=FD:INODE[:TRUST]` separated by `,`,
+/// where `TRUST` is the parent's build identity and trust rows (see docs/DESIGN.md, "Trust
+/// model").
+///
+/// The child reads it from `/proc/self/environ`, the environment as it was at `exec`, never from
+/// the process's mutable environment: a value set later with `std::env::set_var` is ignored. The
+/// rows are accepted only if the build identity is the child's own and the descriptor is a
+/// kernel-sealed memfd with the inode named.
 pub const INHERITED_FDS_ENV: &str = "SHMARENA_INHERITED_FDS";
 
 /// The arena `id`, attached at `locator` on first use in this process and cached after that.
@@ -63,13 +71,8 @@ pub(crate) fn attach_at(id: ArenaId, locator: Option<&Locator>) -> Result<Arena>
                  not open in this process: open it with Arena::load_file first"
             )))
         }
-        Some(Locator::Memfd { pid, fd }) => match inherited_fds().iter().find(|(i, _)| *i == id) {
-            Some((_, inherited)) => os::adopt_inherited_fd(*inherited)
-                .map_err(|e| Error::Io {
-                    context: format!("adopting inherited descriptor {inherited} of arena {id}"),
-                    source: e,
-                })
-                .and_then(|file| Arena::open_fd(file.into())),
+        Some(Locator::Memfd { pid, fd }) => match open_inherited(id) {
+            Some(arena) => arena,
             None => Arena::open_memfd(*pid, *fd),
         },
         Some(locator) => Arena::open(locator),
@@ -186,18 +189,112 @@ pub fn detach(id: ArenaId) {
     CACHE.write().remove(&id);
 }
 
-/// Descriptors inherited from a parent through [`Arena::share_with`], read once.
-fn inherited_fds() -> &'static [(ArenaId, RawFd)] {
-    static FDS: OnceLock<Vec<(ArenaId, RawFd)>> = OnceLock::new();
+/// Arena `id` from the descriptor a parent passed with [`Arena::share_with`], with the trust
+/// rows that came with it; `None` if the environment at exec names no such descriptor, or the
+/// descriptor there is not the memfd it named (closed, or another file now: its inode differs).
+fn open_inherited(id: ArenaId) -> Option<Result<Arena>> {
+    let inherited = inherited_fds().iter().find(|i| i.id == id)?;
+    let fd = inherited.fd;
+    let file = match os::adopt_inherited_fd(fd) {
+        Ok(file) => file,
+        Err(_) => return None,
+    };
+    if os::inode(&file).ok()? != inherited.inode {
+        return None;
+    }
+    let arena = Arena::open_fd(file.into());
+    if let (Ok(arena), Some(rows)) = (&arena, &inherited.rows) {
+        // Taken only if the descriptor carries the write, grow and shrink seals (checked on
+        // open, from the descriptor we map), which only a memfd can carry.
+        arena.accept_rows(rows);
+    }
+    Some(arena)
+}
+
+/// One arena a parent passed with [`Arena::share_with`].
+struct Inherited {
+    id: ArenaId,
+    fd: RawFd,
+    inode: u64,
+    /// Trust rows, if they came from a process of this build.
+    rows: Option<Vec<Row>>,
+}
+
+/// Descriptors inherited from a parent through [`Arena::share_with`], read once from the
+/// environment as it was at exec (`/proc/self/environ`), never from `std::env`.
+fn inherited_fds() -> &'static [Inherited] {
+    static FDS: OnceLock<Vec<Inherited>> = OnceLock::new();
     FDS.get_or_init(|| {
-        let Ok(list) = std::env::var(INHERITED_FDS_ENV) else {
+        let Some(list) = exec_env(INHERITED_FDS_ENV) else {
             return Vec::new();
         };
-        list.split(',')
-            .filter_map(|pair| {
-                let (id, fd) = pair.split_once('=')?;
-                Some((id.parse().ok()?, fd.parse().ok()?))
-            })
-            .collect()
+        list.split(',').filter_map(parse_inherited).collect()
     })
+}
+
+/// `ID=FD:INODE[:TRUST]`.
+fn parse_inherited(item: &str) -> Option<Inherited> {
+    let (id, rest) = item.split_once('=')?;
+    let mut parts = rest.splitn(3, ':');
+    let fd = parts.next()?.parse().ok()?;
+    let inode = parts.next()?.parse().ok()?;
+    let rows = parts.next().and_then(trust::decode_rows_text);
+    Some(Inherited {
+        id: id.parse().ok()?,
+        fd,
+        inode,
+        rows,
+    })
+}
+
+/// The `share_with` entry for `arena` held as descriptor `fd`: see [`INHERITED_FDS_ENV`].
+pub(crate) fn inherited_entry(arena: &Arena, fd: RawFd) -> String {
+    let inode = os::inode(arena.as_fd()).unwrap_or(0);
+    let rows = arena.trust_rows();
+    if rows.is_empty() || !os::build_id_known() {
+        return format!("{}={fd}:{inode}", arena.id());
+    }
+    format!(
+        "{}={fd}:{inode}:{}",
+        arena.id(),
+        trust::encode_rows_text(&rows)
+    )
+}
+
+/// The value of environment variable `name` as it was when this process started (exec), read
+/// from `/proc/self/environ`: later changes through `std::env::set_var` are not seen.
+fn exec_env(name: &str) -> Option<String> {
+    let environ = std::fs::read("/proc/self/environ").ok()?;
+    let prefix = format!("{name}=");
+    environ.split(|&b| b == 0).find_map(|var| {
+        var.strip_prefix(prefix.as_bytes())
+            .and_then(|v| std::str::from_utf8(v).ok())
+            .map(str::to_owned)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn inherited_entries_parse() {
+        let id = "0123456789abcdef0123456789abcdef";
+        let i = parse_inherited(&format!("{id}=7:99")).unwrap();
+        assert_eq!((i.fd, i.inode, i.rows.is_none()), (7, 99, true));
+        let rows = vec![(0, 5u128), (3, u128::MAX)];
+        let text = format!("{id}=7:99:{}", trust::encode_rows_text(&rows));
+        assert_eq!(parse_inherited(&text).unwrap().rows, Some(rows));
+        // Another build's rows are dropped, the descriptor is still named.
+        let other = format!("{id}=7:99:{}.0-5", "00".repeat(16));
+        assert_eq!(parse_inherited(&other).unwrap().rows, None);
+        assert!(parse_inherited(&format!("{id}=7")).is_none());
+    }
+
+    #[test]
+    fn set_var_does_not_change_the_exec_environment() {
+        let name = "SHMARENA_TEST_EXEC_ENV_UNSET_AT_START";
+        std::env::set_var(name, "forged");
+        assert_eq!(exec_env(name), None);
+    }
 }

@@ -454,6 +454,11 @@ impl Arena {
     ///
     /// `cmd` holds a clone of this arena until it is dropped, so the descriptor it passes stays
     /// open (and names this arena) even if the caller drops its own arena before spawning.
+    ///
+    /// This is a trusted channel: with the descriptor go this process's build identity and the
+    /// arena's trust rows, so a child running the same binary reads the entries this process
+    /// knows valid without bytecheck (see [`Arena::trusts`]); the child reads them from its
+    /// environment as it was at exec, which its own safe code cannot change.
     pub fn share_with<'c>(&self, cmd: &'c mut Command) -> &'c mut Command {
         register(self);
         if !matches!(self.locator(), Locator::Memfd { .. }) {
@@ -461,7 +466,7 @@ impl Arena {
         }
         let fd = std::os::fd::AsFd::as_fd(self).as_raw_fd();
         os::inherit_fd_in(cmd, self.clone());
-        let pair = format!("{}={fd}", self.id());
+        let pair = crate::attach::inherited_entry(self, fd);
         let existing = cmd
             .get_envs()
             .find(|(k, _)| *k == INHERITED_FDS_ENV)

@@ -49,10 +49,16 @@
 //! - The header and table of contents are bounds-checked on every open: O(entries). Corrupted,
 //!   truncated, foreign or half-built bytes give a typed [`Error`], never a panic or an
 //!   out-of-bounds read.
-//! - Archived entries are validated with bytecheck on first access in each process, and the
-//!   result is cached per entry. The one exception is a memfd owned by this user that carries
-//!   the write, grow and shrink seals, whose builder validated each entry before sealing: the
-//!   kernel guarantees those bytes cannot have changed, so [`Arena::get`] skips validation.
+//! - Archived entries are validated with bytecheck on first access as each type in each process,
+//!   and the result is cached per (entry, real type identity: a `TypeId`, not the type's name).
+//!   Validation is skipped only on evidence that safe code cannot forge, held in this process's
+//!   memory: the kernel seals the memfd (write, grow, shrink) *and* this process, or a fork
+//!   ancestor, built the arena and validated the entry as that very type at `put`, or received
+//!   the arena through a trusted channel from a process of the same build
+//!   ([`Arena::share_with`]'s environment at exec, [`connect`], a Python pickle). Nothing read
+//!   from the arena's bytes counts (the `validated` flag and the type names are information).
+//!   Arenas opened by descriptor, `/proc` path, name, file or a handle string start with nothing
+//!   trusted. [`Arena::trusts`] tells which reads skip bytecheck; docs/DESIGN.md has the table.
 //! - Named segments and files can be rewritten or truncated by any process of their owner, so
 //!   the safe API never maps one that it did not build: it copies it into a sealed memfd with
 //!   `pread` ([`Arena::load_named`], [`Arena::load_file`]). Mapping one in place is the
@@ -81,14 +87,16 @@
 //!
 //! # Where `unsafe` lives
 //!
-//! Four files, each block with its `// SAFETY:` argument:
+//! Five files, each block with its `// SAFETY:` argument:
 //!
 //! - `os/linux.rs`: creating, growing (`mremap`) and read-only mapping of a segment, dropping
 //!   the writer's mapping only in the process that made it, the pre-exec hook that passes
 //!   inherited memfds to a child, and adopting an inherited descriptor;
 //! - `os/service.rs`: mapping the service's one-page generation counter;
+//! - `os/build_id.rs`: reading the loaded object's ELF build-id note through `dl_iterate_phdr`;
 //! - `view.rs`: dereferencing a [`View`] or [`SliceView`], and their `Send`/`Sync` impls;
-//! - `arena.rs`: reading an archived entry of a kernel-sealed memfd without re-validation.
+//! - `arena.rs`: reading an archived entry the trust table vouches for without re-validation,
+//!   and the `unsafe fn` `Arena::accept_trust_token` (a trusted channel's rows).
 //!
 //! The process pool is the separate `shmarena-pool` crate, whose `unsafe` stays in its own
 //! private `os` module.
@@ -115,6 +123,7 @@ mod locator;
 mod options;
 mod segment;
 pub mod service;
+mod trust;
 mod view;
 mod writer;
 

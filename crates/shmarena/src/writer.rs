@@ -14,6 +14,7 @@ use crate::format::{self, Entry, Header, Kind, Prim};
 use crate::locator::{validate_entry_name, Locator};
 use crate::os;
 use crate::segment::{round_up, Segment, Site};
+use crate::trust::TypeKey;
 
 /// An arena under construction. Add entries with the `put` methods, then [`seal`](Self::seal)
 /// it; until then no reader can open it as sealed.
@@ -36,6 +37,9 @@ pub struct ArenaWriter {
     locator: Locator,
     header: Header,
     entries: Vec<Entry>,
+    /// (entry index, archived type) pairs `put` validated, in this process's memory: the
+    /// sealed arena's first trust rows.
+    validated: Vec<(usize, TypeKey)>,
     /// Next free byte.
     pos: usize,
 }
@@ -67,6 +71,7 @@ impl ArenaWriter {
             locator,
             header,
             entries: Vec::new(),
+            validated: Vec::new(),
             pos: format::HEADER_LEN,
         };
         // The "building" header goes on the segment before the reservation, which can take a
@@ -136,6 +141,8 @@ impl ArenaWriter {
             },
         )?;
         let type_name = std::any::type_name::<T>();
+        self.validated
+            .push((self.entries.len(), crate::trust::key_of::<T::Archived>()));
         self.push(Entry {
             name: name.to_owned(),
             kind: Kind::Archived,
@@ -540,6 +547,7 @@ impl ArenaWriter {
             seg,
             mut site,
             locator,
+            validated,
             ..
         } = self;
         let (map, file, what) = seg.into_parts();
@@ -593,7 +601,7 @@ impl ArenaWriter {
                 Backing::File
             }
         };
-        Arena::from_sealed_segment(file, backing, locator)
+        Arena::from_sealed_segment(file, backing, locator, &validated)
     }
 }
 

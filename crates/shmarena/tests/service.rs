@@ -428,7 +428,7 @@ fn a_stuck_or_dying_server_gives_typed_errors() {
             let _ = match i {
                 0 => c.write_all(&msg[..20]), // version 0: a mismatch
                 1 => {
-                    msg[8..10].copy_from_slice(&1u16.to_le_bytes());
+                    msg[8..10].copy_from_slice(&shmarena::service::PROTOCOL_VERSION.to_le_bytes());
                     c.write_all(&msg[..20]) // dies after 20 bytes
                 }
                 _ => c.write_all(b"HTTP/1.1 400 Bad Request\r\n"),
@@ -444,7 +444,7 @@ fn a_stuck_or_dying_server_gives_typed_errors() {
             errors[0],
             ServiceError::VersionMismatch {
                 found: 0,
-                expected: 1,
+                expected: shmarena::service::PROTOCOL_VERSION,
                 ..
             }
         ),
@@ -482,7 +482,7 @@ fn descriptors_that_are_not_sealed_memfds_are_refused() {
             let c = listener.accept().unwrap().0;
             let mut msg = [0u8; 64];
             msg[..8].copy_from_slice(&shmarena::service::MAGIC);
-            msg[8..10].copy_from_slice(&1u16.to_le_bytes());
+            msg[8..10].copy_from_slice(&shmarena::service::PROTOCOL_VERSION.to_le_bytes());
             msg[24..32].copy_from_slice(&1u64.to_le_bytes());
             msg[32..48].copy_from_slice(&real.id().to_bytes());
             msg[48..56].copy_from_slice(&real.len().to_le_bytes());

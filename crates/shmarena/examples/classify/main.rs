@@ -258,11 +258,18 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         }
         None => None,
     };
+    // Spawned workers get the arena through the trusted channel (its memfd inherited, with this
+    // process's trust rows): they attach it with no `/proc` lookup and read it without
+    // bytecheck, as forked workers do.
+    let shared = arena.clone();
     let mut pool = Pool::builder()
         .mode(mode)
         .workers(workers)
         .chunksize(1)
         .allow_threads_at_fork(publisher.is_some())
+        .on_spawn(move |cmd| {
+            shared.share_with(cmd);
+        })
         .build()?;
 
     let total_rows = match &args.input {

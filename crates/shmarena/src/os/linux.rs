@@ -9,11 +9,14 @@ use std::path::Path;
 use memmap2::{Mmap, MmapMut, MmapOptions, RemapOptions};
 use rustix::fs::{FallocateFlags, Mode, OFlags, SealFlags};
 
+#[path = "build_id.rs"]
+mod build_id;
 #[path = "service.rs"]
 pub(crate) mod service;
 
 #[path = "procfs.rs"]
 pub(crate) mod procfs;
+pub(crate) use build_id::{build_id, build_id_known};
 
 /// Where POSIX shared memory objects live on Linux.
 pub(crate) const SHM_DIR: &str = "/dev/shm";
@@ -169,6 +172,11 @@ pub(crate) fn file_info(file: &File) -> io::Result<FileInfo> {
         mode: (st.st_mode as u32) & 0o7777,
         is_regular: ft == rustix::fs::FileType::RegularFile,
     })
+}
+
+/// The inode number of a descriptor's file (a memfd's is unique while it exists).
+pub(crate) fn inode(fd: impl std::os::fd::AsFd) -> io::Result<u64> {
+    Ok(rustix::fs::fstat(fd).map_err(errno)?.st_ino as u64)
 }
 
 /// The effective uid of this process.

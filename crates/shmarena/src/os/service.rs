@@ -117,6 +117,20 @@ pub(crate) fn send_with_fds(
     Ok(())
 }
 
+/// Sends all of `bytes` (blocking; the socket's `SO_SNDTIMEO` bounds each wait), without
+/// `SIGPIPE`.
+pub(crate) fn send_all(sock: BorrowedFd<'_>, mut bytes: &[u8]) -> io::Result<()> {
+    while !bytes.is_empty() {
+        match rustix::net::send(sock, bytes, SendFlags::NOSIGNAL) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => bytes = &bytes[n..],
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(e) => return Err(errno(e)),
+        }
+    }
+    Ok(())
+}
+
 /// What [`recv_with_fds`] got.
 pub(crate) struct Received {
     /// Bytes received into the buffer (less than its length if the peer closed first).

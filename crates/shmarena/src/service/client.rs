@@ -6,7 +6,8 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::time::Duration;
 
 use super::wire::{
-    Message, WireError, FLAG_BUILDER_VALIDATED, MESSAGE_LEN, PROTOCOL_VERSION, STATUS_OK,
+    decode_rows, Message, WireError, BUILD_ID_LEN, FLAG_TRUST_ROWS, MESSAGE_LEN, PROTOCOL_VERSION,
+    ROW_LEN, STATUS_OK,
 };
 use super::{socket_name, RefusedBy, ServiceError};
 use crate::arena::{Arena, OpenOptions};
@@ -63,8 +64,8 @@ impl ConnectOptions {
         self
     }
 
-    /// Validate archived entries on first access even when the publisher built and validated
-    /// them. Off by default.
+    /// Validate archived entries on first access even when the publisher sent trust rows for
+    /// them (see [`Arena::trusts`]). Off by default.
     pub fn always_validate(mut self, yes: bool) -> ConnectOptions {
         self.always_validate = yes;
         self
@@ -141,7 +142,6 @@ impl ConnectOptions {
                 source: e,
             }),
         })?;
-        drop(conn);
         let msg = match Message::decode(&buf[..got.len]) {
             Ok(m) => m,
             Err(WireError::BadMagic) => {
@@ -212,9 +212,32 @@ impl ConnectOptions {
             )));
         }
         let page = sock::CounterView::new(page_fd).map_err(not_sealed)?;
-        let validated = msg.flags & FLAG_BUILDER_VALIDATED != 0;
+        let rows = if msg.flags & FLAG_TRUST_ROWS != 0 {
+            let mut b = vec![0u8; BUILD_ID_LEN + msg.row_count as usize * ROW_LEN];
+            let got = sock::recv_with_fds(conn.as_fd(), &mut b).map_err(|e| {
+                svc(ServiceError::Io {
+                    context: format!("receiving the trust rows of {name:?}"),
+                    source: e,
+                })
+            })?;
+            if got.len != b.len() || !got.fds.is_empty() {
+                return Err(svc(ServiceError::Protocol {
+                    name,
+                    detail: format!(
+                        "the trust rows have {} of {} bytes (and {} descriptors)",
+                        got.len,
+                        b.len(),
+                        got.fds.len()
+                    ),
+                }));
+            }
+            decode_rows(&b)
+        } else {
+            None
+        };
+        drop(conn);
         let arena = OpenOptions::new()
-            .always_validate(self.always_validate || !validated)
+            .always_validate(self.always_validate)
             .allow_foreign_owner(server_uid != me)
             .open_fd(arena_fd)?;
         if arena.id().to_bytes() != msg.arena_id {
@@ -226,6 +249,13 @@ impl ConnectOptions {
                     crate::ArenaId::from_bytes(msg.arena_id)
                 ),
             }));
+        }
+        // The rows count only from a publisher of this user running this very build (its
+        // credentials were checked above), on the sealed memfd checked above.
+        if let Some((build_id, rows)) = rows {
+            if server_uid == me && os::build_id_known() && build_id == os::build_id() {
+                arena.accept_rows(&rows);
+            }
         }
         Ok(Fetched {
             name,

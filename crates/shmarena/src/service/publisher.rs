@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 
-use super::wire::{Message, FLAG_BUILDER_VALIDATED, PROTOCOL_VERSION, STATUS_OK, STATUS_REFUSED};
+use super::wire::{
+    encode_rows, Message, FLAG_TRUST_ROWS, PROTOCOL_VERSION, STATUS_OK, STATUS_REFUSED,
+};
 use super::{socket_name, ServiceError};
 use crate::arena::Arena;
 use crate::error::{Error, Result};
@@ -81,7 +83,7 @@ impl PublishOptions {
         let me = os::euid();
         let sock_name = socket_name(me, name)?;
         let name = name.strip_prefix('/').unwrap_or(name).to_owned();
-        let flags = check_publishable(&name, &arena)?;
+        check_publishable(&name, &arena)?;
         let page = sock::CounterPage::new(1)
             .map_err(|e| io_err(&name, "creating the generation page", e))?;
         let page_ro = sock::reopen_ro(page.fd())
@@ -98,7 +100,6 @@ impl PublishOptions {
             state: Mutex::new(State {
                 arena,
                 generation: 1,
-                flags,
             }),
             page,
             page_ro,
@@ -127,8 +128,8 @@ fn io_err(name: &str, what: &str, source: std::io::Error) -> Error {
     })
 }
 
-/// The wire flags for `arena`, if it is a sealed memfd; an error otherwise.
-fn check_publishable(name: &str, arena: &Arena) -> Result<u32> {
+/// Whether `arena` is a sealed memfd; an error otherwise.
+fn check_publishable(name: &str, arena: &Arena) -> Result<()> {
     let seals = sock::seals_of(arena.as_fd());
     if !(seals.immutable() && seals.seal && sock::is_memfd(arena.as_fd())) {
         return Err(Error::Service(ServiceError::NotSealedMemfd {
@@ -140,14 +141,12 @@ fn check_publishable(name: &str, arena: &Arena) -> Result<u32> {
             ),
         }));
     }
-    let validated = arena.is_kernel_sealed() && !arena.validates_always();
-    Ok(if validated { FLAG_BUILDER_VALIDATED } else { 0 })
+    Ok(())
 }
 
 struct State {
     arena: Arena,
     generation: u64,
-    flags: u32,
 }
 
 struct Inner {
@@ -194,14 +193,13 @@ impl Publisher {
     /// [`current`](super::Subscription::current). The old arena is freed by the kernel when the
     /// last reader lets go of it.
     pub fn publish(&self, arena: Arena) -> Result<u64> {
-        let flags = check_publishable(&self.name, &arena)?;
+        check_publishable(&self.name, &arena)?;
         let old;
         let generation;
         {
             let mut st = self.inner.state.lock();
             st.generation += 1;
             generation = st.generation;
-            st.flags = flags;
             old = std::mem::replace(&mut st.arena, arena);
             // Under the lock, after the state: whoever sees the new counter and asks gets at
             // least this generation.
@@ -328,6 +326,7 @@ fn answer(inner: &Inner, conn: &OwnedFd) -> std::io::Result<()> {
         generation: 0,
         arena_id: [0; 16],
         arena_len: 0,
+        row_count: 0,
     };
     if !allowed {
         return sock::send_with_fds(conn.as_fd(), &msg.encode(), &[]);
@@ -336,10 +335,25 @@ fn answer(inner: &Inner, conn: &OwnedFd) -> std::io::Result<()> {
     // to each descriptor in flight.
     let st = inner.state.lock();
     msg.status = STATUS_OK;
-    msg.flags = st.flags;
     msg.generation = st.generation;
     msg.arena_id = st.arena.id().to_bytes();
     msg.arena_len = st.arena.len();
+    // The trust rows: what this process knows valid, for a client of the same build.
+    let rows = if os::build_id_known() {
+        st.arena.trust_rows()
+    } else {
+        Vec::new()
+    };
+    let rows = &rows[..rows.len().min(super::wire::MAX_ROWS as usize)];
+    if !rows.is_empty() {
+        msg.flags = FLAG_TRUST_ROWS;
+        msg.row_count = rows.len() as u32;
+    }
     let fds = [st.arena.as_fd(), inner.page_ro.as_fd()];
-    sock::send_with_fds(conn.as_fd(), &msg.encode(), &fds)
+    sock::send_with_fds(conn.as_fd(), &msg.encode(), &fds)?;
+    drop(st);
+    if !rows.is_empty() {
+        sock::send_all(conn.as_fd(), &encode_rows(&os::build_id(), rows))?;
+    }
+    Ok(())
 }

@@ -1,10 +1,13 @@
-//! The one message of the service protocol (server to client), encoded and decoded without I/O.
+//! The messages of the service protocol (server to client), encoded and decoded without I/O:
+//! the 64-byte answer, then, if its flags say so, the trust rows.
 //! docs/DESIGN.md, "Service protocol", is the byte-by-byte description.
+
+use crate::trust::Row;
 
 /// The first 8 bytes of every answer.
 pub const MAGIC: [u8; 8] = *b"SHMASVC\0";
 /// The protocol version this build speaks (bytes 8..10 of an answer).
-pub const PROTOCOL_VERSION: u16 = 1;
+pub const PROTOCOL_VERSION: u16 = 2;
 /// Length of an answer in bytes.
 pub const MESSAGE_LEN: usize = 64;
 
@@ -13,9 +16,15 @@ pub(crate) const STATUS_OK: u16 = 0;
 /// `status`: the server refused the client's credentials; no descriptors.
 pub(crate) const STATUS_REFUSED: u16 = 1;
 
-/// `flags` bit 0: every archived entry was validated by the builder in the publishing process
-/// (the arena was built there, not loaded from an image), so a reader may skip bytecheck.
-pub(crate) const FLAG_BUILDER_VALIDATED: u32 = 1;
+/// `flags` bit 0: the trust rows follow the answer (the publisher's build identity, then
+/// `row_count` rows of (entry index, type digest)).
+pub(crate) const FLAG_TRUST_ROWS: u32 = 1;
+/// Length of the build identity that starts the trust rows.
+pub(crate) const BUILD_ID_LEN: usize = 16;
+/// Length of one trust row: entry index (u32) and type digest (u128).
+pub(crate) const ROW_LEN: usize = 20;
+/// The most rows a client accepts (more is a protocol error).
+pub(crate) const MAX_ROWS: u32 = 1 << 22;
 
 /// A decoded answer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -28,6 +37,39 @@ pub(crate) struct Message {
     pub(crate) generation: u64,
     pub(crate) arena_id: [u8; 16],
     pub(crate) arena_len: u64,
+    /// Number of trust rows that follow (with [`FLAG_TRUST_ROWS`]).
+    pub(crate) row_count: u32,
+}
+
+/// Encodes the trust rows that follow an answer: `build_id`, then each row.
+pub(crate) fn encode_rows(build_id: &[u8; 16], rows: &[Row]) -> Vec<u8> {
+    let mut b = Vec::with_capacity(BUILD_ID_LEN + rows.len() * ROW_LEN);
+    b.extend_from_slice(build_id);
+    for (i, d) in rows {
+        b.extend_from_slice(&i.to_le_bytes());
+        b.extend_from_slice(&d.to_le_bytes());
+    }
+    b
+}
+
+/// Decodes [`encode_rows`]: the build identity and the rows (`b` has exactly
+/// `BUILD_ID_LEN + n * ROW_LEN` bytes).
+pub(crate) fn decode_rows(b: &[u8]) -> Option<([u8; 16], Vec<Row>)> {
+    let id: [u8; 16] = b.get(..BUILD_ID_LEN)?.try_into().ok()?;
+    let rest = &b[BUILD_ID_LEN..];
+    if rest.len() % ROW_LEN != 0 {
+        return None;
+    }
+    let rows = rest
+        .chunks_exact(ROW_LEN)
+        .map(|r| {
+            (
+                u32::from_le_bytes(r[..4].try_into().expect("4 bytes")),
+                u128::from_le_bytes(r[4..].try_into().expect("16 bytes")),
+            )
+        })
+        .collect();
+    Some((id, rows))
 }
 
 /// Why bytes are not an answer this build understands.
@@ -37,7 +79,7 @@ pub(crate) enum WireError {
     Short(usize),
     BadMagic,
     Version(u16),
-    /// A version-1 answer shorter than [`MESSAGE_LEN`].
+    /// An answer of this version shorter than [`MESSAGE_LEN`].
     Truncated(usize),
     /// Reserved bytes are not zero, or the status is unknown.
     Malformed(String),
@@ -55,6 +97,7 @@ impl Message {
         b[24..32].copy_from_slice(&self.generation.to_le_bytes());
         b[32..48].copy_from_slice(&self.arena_id);
         b[48..56].copy_from_slice(&self.arena_len.to_le_bytes());
+        b[56..60].copy_from_slice(&self.row_count.to_le_bytes());
         b
     }
 
@@ -83,20 +126,31 @@ impl Message {
         if status != STATUS_OK && status != STATUS_REFUSED {
             return Err(WireError::Malformed(format!("unknown status {status}")));
         }
-        if b[56..64].iter().any(|&x| x != 0) {
+        if b[60..64].iter().any(|&x| x != 0) {
             return Err(WireError::Malformed(
-                "reserved bytes 56..64 are not zero".into(),
+                "reserved bytes 60..64 are not zero".into(),
             ));
+        }
+        let flags = u32_at(12);
+        if flags & !FLAG_TRUST_ROWS != 0 {
+            return Err(WireError::Malformed(format!("unknown flags {flags:#x}")));
+        }
+        let row_count = u32_at(56);
+        if row_count > MAX_ROWS || (row_count != 0 && flags & FLAG_TRUST_ROWS == 0) {
+            return Err(WireError::Malformed(format!(
+                "{row_count} trust rows with flags {flags:#x}"
+            )));
         }
         Ok(Message {
             version,
             status,
-            flags: u32_at(12),
+            flags,
             server_uid: u32_at(16),
             client_uid: u32_at(20),
             generation: u64_at(24),
             arena_id: b[32..48].try_into().expect("16 bytes"),
             arena_len: u64_at(48),
+            row_count,
         })
     }
 }
@@ -109,12 +163,13 @@ mod tests {
         Message {
             version: PROTOCOL_VERSION,
             status: STATUS_OK,
-            flags: FLAG_BUILDER_VALIDATED,
+            flags: FLAG_TRUST_ROWS,
             server_uid: 1000,
             client_uid: 1001,
             generation: 7,
             arena_id: [0xab; 16],
             arena_len: 4096,
+            row_count: 3,
         }
     }
 
@@ -123,7 +178,8 @@ mod tests {
         let m = sample();
         let b = m.encode();
         assert_eq!(&b[0..8], b"SHMASVC\0");
-        assert_eq!(&b[8..10], &[1, 0]);
+        assert_eq!(&b[8..10], &[2, 0]);
+        assert_eq!(&b[56..60], &3u32.to_le_bytes());
         assert_eq!(&b[24..32], &7u64.to_le_bytes());
         assert_eq!(Message::decode(&b), Ok(m));
     }
@@ -135,10 +191,10 @@ mod tests {
         let mut bad = b;
         bad[0] = b'X';
         assert_eq!(Message::decode(&bad), Err(WireError::BadMagic));
-        let mut v2 = b;
-        v2[8] = 2;
+        let mut v1 = b;
+        v1[8] = 1;
         // A version mismatch is reported even when the rest has another length.
-        assert_eq!(Message::decode(&v2[..10]), Err(WireError::Version(2)));
+        assert_eq!(Message::decode(&v1[..10]), Err(WireError::Version(1)));
         assert_eq!(Message::decode(&b[..40]), Err(WireError::Truncated(40)));
         let mut st = b;
         st[10] = 9;
@@ -149,5 +205,20 @@ mod tests {
             Message::decode(&res),
             Err(WireError::Malformed(_))
         ));
+        let mut no_flag = b;
+        no_flag[12] = 0;
+        assert!(matches!(
+            Message::decode(&no_flag),
+            Err(WireError::Malformed(_))
+        ));
+    }
+
+    #[test]
+    fn rows_round_trip() {
+        let rows = vec![(0, 1u128), (7, u128::MAX)];
+        let b = encode_rows(&[9; 16], &rows);
+        assert_eq!(b.len(), BUILD_ID_LEN + 2 * ROW_LEN);
+        assert_eq!(decode_rows(&b), Some(([9; 16], rows)));
+        assert_eq!(decode_rows(&b[..b.len() - 1]), None);
     }
 }
