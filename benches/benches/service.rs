@@ -45,7 +45,7 @@ fn service(c: &mut Criterion) {
         b.iter(|| black_box(black_box(&local).load(Ordering::Relaxed) == 1))
     });
     g.bench_function("Subscription::current (no change)", |b| {
-        b.iter(|| black_box(sub.current().expect("current").len()))
+        b.iter(|| black_box(sub.current().expect("current").byte_len()))
     });
     g.finish();
 

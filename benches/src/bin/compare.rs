@@ -322,7 +322,7 @@ fn run_variant(v: Variant, p: Params) -> Result<Run> {
             b.put_slice("centroids", &cents)?;
             let arena = b.seal()?;
             drop(classifier);
-            run.dataset = arena.len();
+            run.dataset = arena.byte_len();
             let lexicon: Handle<Classifier> = arena.handle("classifier")?;
             let centroids: SliceHandle<f32> = arena.slice_handle("centroids")?;
             let (mode, job) = match v {

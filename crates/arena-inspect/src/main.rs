@@ -658,7 +658,7 @@ fn verify(arg: &str, json: bool, out: &mut dyn Write) -> Result<ExitCode> {
                 out,
                 "{arg}: ok: header, table of contents and {} entries ({}) verified",
                 results.len(),
-                output::size(arena.len())
+                output::size(arena.byte_len())
             )?;
         } else {
             writeln!(

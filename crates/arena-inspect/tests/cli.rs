@@ -292,7 +292,7 @@ fn named_arena() {
     assert_eq!(row["owner_pid"], std::process::id());
     assert_eq!(row["owner_alive"], true);
     assert_eq!(row["users"], 1);
-    assert_eq!(row["size"], arena.len());
+    assert_eq!(row["size"], arena.byte_len());
     assert!(row["age_secs"].as_f64().unwrap() >= 0.0);
     assert!(row["error"].is_null());
     let table = run(&["list"]).ok().stdout;

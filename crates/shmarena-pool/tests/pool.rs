@@ -129,7 +129,7 @@ fn check_results(mode: Mode, mut pool: Pool) {
 
     // Chunked: several chunk sizes, including one that does not divide n.
     for chunk in [7, 64, 1000] {
-        pool.set_chunksize(chunk);
+        pool.set_chunksize(Some(chunk));
         let ordered: Vec<u64> = pool
             .imap(&SQUARE, 0..n)
             .unwrap()
@@ -233,7 +233,7 @@ fn check_deaths(mode: Mode, mut pool: Pool) {
         Mode::Spawn => pool.imap(&FRAGILE, inputs.clone()).unwrap().collect(),
     };
     assert_eq!(results.len(), 20, "{mode:?}: one result per input");
-    let chunk = pool.chunksize() as u64;
+    let chunk = pool.chunksize().expect("the death tests set a chunksize") as u64;
     let abort_batch = (10 / chunk) * chunk..(10 / chunk + 1) * chunk;
     let kill_batch = (13 / chunk) * chunk..(13 / chunk + 1) * chunk;
     let mut dead_pids = BTreeSet::new();
@@ -278,7 +278,7 @@ fn check_deaths(mode: Mode, mut pool: Pool) {
 #[test]
 fn fork_dead_workers_are_reported_and_replaced() {
     let _forks = forks_allowed();
-    check_deaths(Mode::Fork, fork_pool(2).build().unwrap());
+    check_deaths(Mode::Fork, fork_pool(2).chunksize(1).build().unwrap());
     check_deaths(Mode::Fork, fork_pool(2).chunksize(4).build().unwrap());
 }
 

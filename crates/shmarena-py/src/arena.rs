@@ -172,7 +172,7 @@ impl PyArena {
     /// Size in bytes.
     #[getter]
     fn nbytes(&self) -> u64 {
-        self.state.arena.len()
+        self.state.arena.byte_len()
     }
 
     /// Whether the kernel guarantees the bytes cannot change (a sealed memfd of this user).
@@ -230,7 +230,7 @@ impl PyArena {
             self.state.arena.id(),
             self.state.arena.locator().describe(),
             self.state.names().len(),
-            self.state.arena.len()
+            self.state.arena.byte_len()
         )
     }
 

@@ -56,8 +56,10 @@ pub(crate) fn attach_at(id: ArenaId, locator: Option<&Locator>) -> Result<Arena>
     let opened = match locator {
         None => {
             return Err(stale(format!(
-                "arena {id} is a file whose path was too long to carry in the handle, and it is \
-                 not open in this process: open it with Arena::open_file first"
+                "arena {id} is a file whose path is longer than the 33 bytes a handle value \
+                 holds, and this process has neither the arena open nor a handle string naming \
+                 its path: send the handle's string or serde form (they carry the full path), \
+                 or open the file with Arena::open_file first"
             )))
         }
         Some(Locator::Memfd { pid, fd }) => match inherited_fds().iter().find(|(i, _)| *i == id) {
@@ -175,6 +177,29 @@ pub fn detach_all() {
 /// forgets it.
 pub fn detach(id: ArenaId) {
     CACHE.write().remove(&id);
+}
+
+/// File paths longer than a handle's 33 bytes that this process has seen in full, by arena id
+/// and path checksum: from handle strings it parsed, and from arenas it has open.
+static LONG_PATHS: LazyLock<RwLock<HashMap<(ArenaId, u64), std::path::PathBuf>>> =
+    LazyLock::new(|| RwLock::new(HashMap::new()));
+
+/// Records the full `path` of arena `id`, whose handles carry only its checksum `hash`.
+pub(crate) fn remember_long_path(id: ArenaId, hash: u64, path: std::path::PathBuf) {
+    LONG_PATHS.write().insert((id, hash), path);
+}
+
+/// The full path of file arena `id` whose checksum is `hash`: from an arena of this process
+/// that is open, or from a handle string parsed here.
+pub(crate) fn long_path(id: ArenaId, hash: u64) -> Option<std::path::PathBuf> {
+    if let Some(arena) = cache_get(id) {
+        if let Locator::File { path } = arena.locator() {
+            if crate::format::checksum(path.as_os_str().as_encoded_bytes()) == hash {
+                return Some(path.clone());
+            }
+        }
+    }
+    LONG_PATHS.read().get(&(id, hash)).cloned()
 }
 
 /// Descriptors inherited from a parent through [`Arena::share_with`], read once.

@@ -115,6 +115,26 @@ pub enum Error {
         /// The OS error.
         source: io::Error,
     },
+    /// [`Arena::unlink`](crate::Arena::unlink) on a named segment this process opened but did
+    /// not build; [`Arena::remove_named`](crate::Arena::remove_named) removes it by name.
+    NotBuilder {
+        /// The segment.
+        what: String,
+    },
+    /// An environment variable a handle was to be read from is not set
+    /// ([`Handle::from_env`](crate::Handle::from_env)).
+    EnvNotSet {
+        /// The variable's name.
+        var: String,
+    },
+    /// [`Arena::wait_named`](crate::Arena::wait_named) gave up: no sealed arena appeared at
+    /// the name in time.
+    Timeout {
+        /// What was awaited.
+        what: String,
+        /// What was there at the end: the last error, as text.
+        last: String,
+    },
 }
 
 /// The result type of shmarena.
@@ -156,6 +176,19 @@ impl fmt::Display for Error {
             Error::BadHandle { handle, reason } => write!(f, "bad handle {handle:?}: {reason}"),
             Error::Service(e) => fmt::Display::fmt(e, f),
             Error::Io { context, .. } => f.write_str(context),
+            Error::NotBuilder { what } => write!(
+                f,
+                "{what} was not built by this process, so Arena::unlink does not remove it; \
+                 use Arena::remove_named to remove the name"
+            ),
+            Error::EnvNotSet { var } => write!(
+                f,
+                "environment variable {var} is not set (the parent sets it with \
+                 Handle::share_with before spawning this process)"
+            ),
+            Error::Timeout { what, last } => {
+                write!(f, "timed out waiting for {what}; at the end: {last}")
+            }
         }
     }
 }

@@ -105,15 +105,18 @@ compile_error!("shmarena supports Linux only for now (memfd, /dev/shm and /proc)
 mod archive;
 mod arena;
 mod attach;
+mod entries;
 mod error;
 pub mod format;
 pub mod handle;
 mod image;
 pub mod inspect;
+mod lifecycle;
 mod locator;
 mod options;
 mod segment;
 pub mod service;
+mod stable;
 mod view;
 mod writer;
 
@@ -125,11 +128,13 @@ pub use archive::SegmentWriter;
 pub use archive::{ArenaSerializer, ArenaValidator};
 pub use arena::{Arena, ArenaId, OpenOptions};
 pub use attach::{attach, detach, detach_all, expect_id};
+pub use entries::EntryInfo;
 pub use error::{Error, Result};
 pub use handle::{Handle, SliceHandle};
 pub use locator::{validate_entry_name, validate_segment_name, Locator, MAX_SEGMENT_NAME};
 pub use options::ArenaOptions;
 pub use service::{connect, subscribe, ConnectOptions, PublishOptions, Publisher, Subscription};
+pub use stable::StableName;
 pub use view::{SliceView, View};
 pub use writer::{ArenaWriter, SealError};
 

@@ -94,6 +94,16 @@ impl ArenaWriter {
         T: Archive + for<'a, 'w> Serialize<ArenaSerializer<'a, 'w>>,
         T::Archived: Portable + for<'a> CheckBytes<ArenaValidator<'a>>,
     {
+        self.put_as(name, value, std::any::type_name::<T>())
+    }
+
+    /// [`put`](Self::put), recording `type_name` as the entry's type (the Rust path, or a
+    /// [`StableName`](crate::StableName)).
+    pub(crate) fn put_as<T>(&mut self, name: &str, value: &T, type_name: &str) -> Result<()>
+    where
+        T: Archive + for<'a, 'w> Serialize<ArenaSerializer<'a, 'w>>,
+        T::Archived: Portable + for<'a> CheckBytes<ArenaValidator<'a>>,
+    {
         self.check_new_name(name)?;
         let align = format::ARCHIVED_ALIGN.max(align_of::<T::Archived>());
         let start = self.aligned_pos(align)?;
@@ -126,7 +136,6 @@ impl ArenaWriter {
                 message: format!("the archive rkyv wrote does not validate: {e}"),
             },
         )?;
-        let type_name = std::any::type_name::<T>();
         self.push(Entry {
             name: name.to_owned(),
             kind: Kind::Archived,

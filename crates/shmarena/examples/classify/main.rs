@@ -166,7 +166,7 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let built = t.elapsed();
     println!(
         "built the arena: {:.1} MiB in {:.2?} (generating the lexicon took {:.2?}), {}",
-        arena.len() as f64 / (1 << 20) as f64,
+        arena.byte_len() as f64 / (1 << 20) as f64,
         built,
         generated,
         arena.locator()
@@ -235,7 +235,7 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     progress.finish();
     drop(pool);
 
-    summary.print(elapsed, arena.len(), peak, args.baseline.is_some());
+    summary.print(elapsed, arena.byte_len(), peak, args.baseline.is_some());
     Ok(())
 }
 

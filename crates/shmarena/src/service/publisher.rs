@@ -274,7 +274,7 @@ fn answer(inner: &Inner, conn: &OwnedFd) -> std::io::Result<()> {
     msg.flags = st.flags;
     msg.generation = st.generation;
     msg.arena_id = st.arena.id().to_bytes();
-    msg.arena_len = st.arena.len();
+    msg.arena_len = st.arena.byte_len();
     let fds = [st.arena.as_fd(), inner.page_ro.as_fd()];
     sock::send_with_fds(conn.as_fd(), &msg.encode(), &fds)
 }
