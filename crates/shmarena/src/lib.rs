@@ -58,11 +58,45 @@
 //!   [`OpenOptions::allow_foreign_owner`]) but cannot stop the same user. docs/DESIGN.md says what
 //!   each backing can and cannot promise.
 //!
+//! # Your own types, and their names
+//!
+//! Derive rkyv's traits through the re-export, with `#[rkyv(crate = shmarena::rkyv)]`, so
+//! that your crate needs no rkyv dependency and names the version shmarena archives with:
+//!
+//! ```
+//! #[derive(shmarena::rkyv::Archive, shmarena::rkyv::Serialize, shmarena::rkyv::Deserialize)]
+//! #[rkyv(crate = shmarena::rkyv)]
+//! struct Word {
+//!     text: String,
+//!     label: u8,
+//! }
+//! # fn main() -> shmarena::Result<()> {
+//! let mut b = shmarena::ArenaOptions::new().create()?;
+//! b.put("w", &Word { text: "apple".into(), label: 1 })?;
+//! let arena = b.seal()?;
+//! assert_eq!(arena.get::<Word>("w")?.label, 1);
+//! # Ok(()) }
+//! ```
+//!
+//! An entry records its type as [`std::any::type_name`], the Rust path of the type, and a
+//! typed read must ask for the same path. That path is fragile: it changes when a module
+//! moves, differs in a second binary that includes the model with `#[path]`, and the standard
+//! library does not promise it stays the same across compiler versions. Such a read is refused
+//! with [`Error::TypeMismatch`] (never garbage). For arenas that other programs read or that
+//! outlive a build (files, persisted segments), give the type a [`StableName`] and use
+//! [`ArenaWriter::put_stable`] and [`Arena::get_stable`]; a stable name decides only which
+//! entries match, and reads through it are always validated.
+//!
 //! # Lifecycle
 //!
 //! A [`ArenaWriter`] writes a header that says "building"; [`ArenaWriter::seal`] writes the table of
 //! contents, flips the header to "sealed" and makes the segment read-only. A reader refuses an
 //! arena that is not sealed with [`Error::Format`] ([`format::FormatError::StillBuilding`]). A dropped builder removes what it made.
+//!
+//! A named segment lives until the builder's arena drops, unless [`Arena::persist`]ed; a
+//! reader that may start first waits with [`Arena::wait_named`]; any process of the user
+//! removes one by name with [`Arena::remove_named`] (an orphan of a killed builder, or a
+//! persisted arena); [`inspect::gc`] removes orphans and keeps persisted segments.
 //!
 //! # Platform support
 //!
@@ -138,10 +172,25 @@ pub use stable::StableName;
 pub use view::{SliceView, View};
 pub use writer::{ArenaWriter, SealError};
 
-/// The README's example, compiled as a doctest so it cannot drift from the API.
+/// The README's examples, run as doctests so they cannot drift from the API.
 #[cfg(doctest)]
 #[doc = include_str!("../../../README.md")]
 struct ReadmeExample;
+
+/// Every Rust block of docs/*.md runs as a doctest too (blocks in other languages are skipped).
+#[cfg(doctest)]
+mod docs_examples {
+    #[doc = include_str!("../../../docs/DESIGN.md")]
+    struct Design;
+    #[doc = include_str!("../../../docs/FORMAT.md")]
+    struct Format;
+    #[doc = include_str!("../../../docs/PYTHON.md")]
+    struct Python;
+    #[doc = include_str!("../../../docs/RELIABILITY.md")]
+    struct Reliability;
+    #[doc = include_str!("../../../docs/BENCHMARKS.md")]
+    struct Benchmarks;
+}
 
 /// Re-exported so users name the same rkyv and bytemuck versions shmarena archives with.
 pub use bytemuck;
