@@ -16,8 +16,8 @@ use crate::writer::ArenaWriter;
 /// By default an entry records its type as [`std::any::type_name`], the Rust path
 /// (`app::model::Catalog`), and a reader must ask for a type with the same path: a second
 /// binary that includes the model with `#[path]`, or a refactoring that moves the module,
-/// reads it as `reader::model::Catalog` and is refused with [`Error::TypeMismatch`]
-/// (crate::Error::TypeMismatch). That path is also not guaranteed stable across compiler
+/// reads it as `reader::model::Catalog` and is refused with
+/// [`Error::TypeMismatch`](crate::Error::TypeMismatch). That path is also not guaranteed stable across compiler
 /// versions. For arenas that outlive one build (files on disk, segments read by other
 /// programs), implement this trait and use [`ArenaWriter::put_stable`],
 /// [`Arena::get_stable`] and [`Arena::stable_handle`]; the entry then records

@@ -2,6 +2,9 @@
 //! binary that includes the model with `#[path]` would) is refused by Rust path, and matched
 //! by its `StableName`, through `get_stable`, handles and a file on disk.
 
+// The point of this test: one file loaded as two modules, as two binaries would.
+#![allow(clippy::duplicate_mod)]
+
 mod common;
 
 #[path = "stable/model.rs"]
