@@ -119,7 +119,8 @@
 //! millisecond of work or more, a larger one gains nothing. Keep the automatic size for tasks
 //! under about 100 µs, or set one so a batch holds about a millisecond; set `chunksize(1)`
 //! only for few, long tasks whose run times vary a lot (a big batch could leave one worker
-//! with all the slow ones). `cargo bench -p shmarena-bench --bench pool` measures it on your
+//! with all the slow ones), or when each result must come back as soon as its task ends: a
+//! worker sends a batch's results together, so a slow task holds back those batched with it. `cargo bench -p shmarena-bench --bench pool` measures it on your
 //! machine.
 //!
 //! # When a worker dies

@@ -74,11 +74,15 @@ fn forks_allowed() -> std::sync::RwLockReadGuard<'static, ()> {
     FORKS.read().unwrap_or_else(|e| e.into_inner())
 }
 
+/// The tests here place tasks on workers one at a time (a task that hangs must not hold back
+/// the results batched with it), so they set chunksize 1; tests/setup.rs covers the automatic
+/// chunksize.
 fn fork_pool(workers: usize) -> PoolBuilder {
     lock_free_panic_hook();
     Pool::builder()
         .mode(Mode::Fork)
         .workers(workers)
+        .chunksize(1)
         .allow_threads_at_fork(true)
 }
 
@@ -87,6 +91,7 @@ fn spawn_pool(workers: usize) -> PoolBuilder {
     Pool::builder()
         .mode(Mode::Spawn)
         .workers(workers)
+        .chunksize(1)
         .worker_args(["--exact", "pool_worker_entry", "--nocapture", "--quiet"])
 }
 
@@ -278,7 +283,7 @@ fn check_deaths(mode: Mode, mut pool: Pool) {
 #[test]
 fn fork_dead_workers_are_reported_and_replaced() {
     let _forks = forks_allowed();
-    check_deaths(Mode::Fork, fork_pool(2).chunksize(1).build().unwrap());
+    check_deaths(Mode::Fork, fork_pool(2).build().unwrap());
     check_deaths(Mode::Fork, fork_pool(2).chunksize(4).build().unwrap());
 }
 

@@ -473,7 +473,7 @@ impl Arena {
         self.shared.persist.store(true, Ordering::Relaxed);
         if let Backing::Shm { owner_pid, .. } = &self.shared.backing {
             if *owner_pid == os::pid() {
-                let _ = os::chmod(&self.shared.file, crate::lifecycle::PERSISTED_MODE);
+                let _ = os::chmod(&self.shared.file, os::PERSISTED_MODE);
             }
         }
     }

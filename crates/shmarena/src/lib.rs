@@ -130,7 +130,8 @@
 //!
 //! `format` (bytes, no I/O) → `os` (system calls) → `segment` (the growable segment) and
 //! `archive` (rkyv glue) → `options`/`writer` (building and sealing), `arena` (opening, checked
-//! access) and `view` (typed views) → `attach` → `handle` → `service`, `image` → `inspect`. No module imports one to its left;
+//! access), `view` (typed views) and `entries` → `attach` → `handle` → `stable` → `service`,
+//! `image` → `inspect` → `lifecycle` (named segments by name). No module imports one to its left;
 //! docs/DESIGN.md has the table.
 
 #[cfg(not(target_os = "linux"))]

@@ -13,14 +13,6 @@ use crate::inspect::Owner;
 use crate::locator::{validate_segment_name, Locator};
 use crate::os;
 
-/// The mode [`Arena::persist`] gives a sealed named segment: read-only, plus the
-/// owner-execute bit as a mark that [`inspect::gc`](crate::inspect::gc) reads. It is
-/// information for gc, not a promise to readers.
-pub(crate) const PERSISTED_MODE: u32 = 0o500;
-
-/// The bit of [`PERSISTED_MODE`] that marks a persisted segment.
-pub(crate) const PERSISTED_BIT: u32 = 0o100;
-
 /// What is at a name now: the open segment and its header bytes (possibly fewer than a full
 /// header, or zeros, while the builder is still setting it up).
 fn read_header(name: &str, what: &str) -> Result<(File, Vec<u8>)> {

@@ -229,7 +229,7 @@ pub fn gc(opts: &GcOptions) -> Result<GcReport> {
             skip(SkipReason::NotRegular);
             continue;
         }
-        if meta.mode() & crate::lifecycle::PERSISTED_BIT != 0 && !opts.include_persisted {
+        if meta.mode() & os::PERSISTED_BIT != 0 && !opts.include_persisted {
             skip(SkipReason::Persisted);
             continue;
         }
