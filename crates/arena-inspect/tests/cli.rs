@@ -693,10 +693,34 @@ fn orphans_of_killed_children_are_collected() {
     let r = run(&["who", &used, "--json"]).ok().json();
     assert_eq!(r[0]["pid"], me);
 
-    // A dry run removes nothing and says what it would.
+    // By default gc keeps what its builder persisted.
     let gc = run(&["gc", "--dry-run", "--prefix", &scope.prefix, "--json"])
         .ok()
         .json();
+    assert_eq!(gc["removed"][0]["name"], half.as_str());
+    assert_eq!(gc["removed"].as_array().unwrap().len(), 1, "{gc}");
+    let kept: Vec<(&str, &str)> = gc["skipped"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| (s["name"].as_str().unwrap(), s["reason"].as_str().unwrap()))
+        .filter(|(_, reason)| *reason == "persisted")
+        .collect();
+    assert_eq!(kept.len(), 2, "{kept:?}");
+    assert!(kept.iter().any(|(n, _)| *n == sealed) && kept.iter().any(|(n, _)| *n == used));
+
+    // The rest runs with --include-persisted.
+    // A dry run removes nothing and says what it would.
+    let gc = run(&[
+        "gc",
+        "--dry-run",
+        "--include-persisted",
+        "--prefix",
+        &scope.prefix,
+        "--json",
+    ])
+    .ok()
+    .json();
     assert_eq!(gc["dry_run"], true);
     let mut would: Vec<&str> = gc["removed"]
         .as_array()
@@ -728,9 +752,15 @@ fn orphans_of_killed_children_are_collected() {
     assert_eq!(reasons[&junk], "not-an-arena");
     assert_eq!(reasons[&broken], "unreadable");
     assert_eq!(reasons.len(), 4, "{reasons:?}");
-    let table = run(&["gc", "--dry-run", "--prefix", &scope.prefix])
-        .ok()
-        .stdout;
+    let table = run(&[
+        "gc",
+        "--dry-run",
+        "--include-persisted",
+        "--prefix",
+        &scope.prefix,
+    ])
+    .ok()
+    .stdout;
     assert!(
         table.contains("would remove") && table.contains("dry run"),
         "{table}"
@@ -738,7 +768,9 @@ fn orphans_of_killed_children_are_collected() {
     assert!(table.contains(&format!("pid {me}")), "{table}");
 
     // The real thing removes exactly the two orphans.
-    let gc = run(&["gc", "--prefix", &scope.prefix]).ok().stdout;
+    let gc = run(&["gc", "--include-persisted", "--prefix", &scope.prefix])
+        .ok()
+        .stdout;
     assert!(gc.contains("removed 2 segments"), "{gc}");
     assert!(!shm_exists(&half) && !shm_exists(&sealed));
     for n in [&used, &mine, &junk, &broken] {
@@ -746,9 +778,15 @@ fn orphans_of_killed_children_are_collected() {
     }
     // Once nobody maps it, the third orphan goes too.
     drop(reader);
-    let gc = run(&["gc", "--prefix", &scope.prefix, "--json"])
-        .ok()
-        .json();
+    let gc = run(&[
+        "gc",
+        "--include-persisted",
+        "--prefix",
+        &scope.prefix,
+        "--json",
+    ])
+    .ok()
+    .json();
     assert_eq!(gc["removed"][0]["name"], used.as_str());
     assert_eq!(gc["removed"].as_array().unwrap().len(), 1);
 

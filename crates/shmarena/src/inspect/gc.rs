@@ -229,10 +229,6 @@ pub fn gc(opts: &GcOptions) -> Result<GcReport> {
             skip(SkipReason::NotRegular);
             continue;
         }
-        if meta.mode() & os::PERSISTED_BIT != 0 && !opts.include_persisted {
-            skip(SkipReason::Persisted);
-            continue;
-        }
         let probe = match probe_path(&path, false) {
             Ok(p) => p,
             Err(e) => {
@@ -263,6 +259,10 @@ pub fn gc(opts: &GcOptions) -> Result<GcReport> {
         let owner = Owner::of(&header);
         if owner.alive {
             skip(SkipReason::OwnerAlive { pid: owner.pid });
+            continue;
+        }
+        if meta.mode() & os::PERSISTED_BIT != 0 && !opts.include_persisted {
+            skip(SkipReason::Persisted);
             continue;
         }
         candidates.push((name, probe, header, owner));
