@@ -110,7 +110,7 @@ fn service(c: &mut Criterion) {
         b.iter(|| black_box(black_box(&local).load(Ordering::Relaxed) == 1))
     });
     g.bench_function("Subscription::current (no change)", |b| {
-        b.iter(|| black_box(sub.current().expect("current").len()))
+        b.iter(|| black_box(sub.current().expect("current").byte_len()))
     });
     g.finish();
 
@@ -225,7 +225,7 @@ fn memory() {
         .publish(map_arena(ArenaOptions::new(), &map))
         .expect("publish");
     let current = sub.current().expect("current").clone();
-    let shmarena_arena = current.len();
+    let shmarena_arena = current.byte_len();
     let shmarena_resident = allocated(&current) + 4096;
     drop((current, sub, publisher));
 

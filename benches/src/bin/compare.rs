@@ -323,7 +323,7 @@ fn run_variant(v: Variant, p: Params) -> Result<Run> {
             b.put_slice("centroids", &cents)?;
             let arena = b.seal()?;
             drop(classifier);
-            run.dataset = arena.len();
+            run.dataset = arena.byte_len();
             let lexicon: Handle<Classifier> = arena.handle("classifier")?;
             let centroids: SliceHandle<f32> = arena.slice_handle("centroids")?;
             let (mode, job) = match v {
@@ -339,7 +339,8 @@ fn run_variant(v: Variant, p: Params) -> Result<Run> {
                 .mode(mode)
                 .workers(p.workers)
                 .on_spawn(move |cmd| {
-                    shared.share_with(cmd);
+                    shared.share_with(cmd)?;
+                    Ok(())
                 })
                 .build()?;
             let tasks = batches(p.rows, p.words, p.chunk).map(|rows| Task {

@@ -53,7 +53,8 @@ Examples:
   arena-inspect who lexicon               which processes map it, and what it costs each
   arena-inspect published                 names published with Arena::publish or arena-serve
   arena-inspect gc --dry-run              what gc would remove, and why it keeps the rest
-  arena-inspect gc --prefix myjob-        remove orphans whose names start with myjob-";
+  arena-inspect gc --prefix myjob-        remove orphans whose names start with myjob-
+  arena-inspect gc --include-persisted    also remove orphans their builder persisted";
 
 /// Inspect shmarena arenas: list them, show and verify their contents, find who uses them, and
 /// remove orphaned named segments.
@@ -106,6 +107,9 @@ enum Command {
         /// Only consider segments whose names start with this prefix.
         #[arg(long)]
         prefix: Option<String>,
+        /// Also remove orphans their builder persisted (kept by default).
+        #[arg(long)]
+        include_persisted: bool,
     },
 }
 
@@ -196,7 +200,17 @@ fn run(cli: &Cli, out: &mut dyn Write) -> Result<ExitCode> {
         Command::Dump(args) => dump::dump(args, cli.json, out),
         Command::Who { arena } => who(arena, cli.json, out),
         Command::Published => published(cli.json, out),
-        Command::Gc { dry_run, prefix } => gc(*dry_run, prefix.as_deref(), cli.json, out),
+        Command::Gc {
+            dry_run,
+            prefix,
+            include_persisted,
+        } => gc(
+            *dry_run,
+            prefix.as_deref(),
+            *include_persisted,
+            cli.json,
+            out,
+        ),
     }
 }
 
@@ -674,7 +688,7 @@ fn verify(arg: &str, json: bool, out: &mut dyn Write) -> Result<ExitCode> {
                 out,
                 "{arg}: ok: header, table of contents and {} entries ({}) verified",
                 results.len(),
-                output::size(arena.len())
+                output::size(arena.byte_len())
             )?;
         } else {
             writeln!(
@@ -808,8 +822,16 @@ fn published(json: bool, out: &mut dyn Write) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn gc(dry_run: bool, prefix: Option<&str>, json: bool, out: &mut dyn Write) -> Result<ExitCode> {
-    let mut opts = GcOptions::new().dry_run(dry_run);
+fn gc(
+    dry_run: bool,
+    prefix: Option<&str>,
+    include_persisted: bool,
+    json: bool,
+    out: &mut dyn Write,
+) -> Result<ExitCode> {
+    let mut opts = GcOptions::new()
+        .dry_run(dry_run)
+        .include_persisted(include_persisted);
     if let Some(p) = prefix {
         opts = opts.prefix(p);
     }

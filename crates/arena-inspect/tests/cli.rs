@@ -310,7 +310,7 @@ fn named_arena() {
     assert_eq!(row["owner_pid"], std::process::id());
     assert_eq!(row["owner_alive"], true);
     assert_eq!(row["users"], 1);
-    assert_eq!(row["size"], arena.len());
+    assert_eq!(row["size"], arena.byte_len());
     assert!(row["age_secs"].as_f64().unwrap() >= 0.0);
     assert!(row["error"].is_null());
     let table = run(&["list"]).ok().stdout;
@@ -448,7 +448,7 @@ fn published_names() {
     let row = published_row(&name).unwrap_or_else(|| panic!("{name} not published"));
     assert_eq!(row["publisher_pid"], me, "{row}");
     assert_eq!(row["generation"], 1, "{row}");
-    assert_eq!(row["size"], first.len(), "{row}");
+    assert_eq!(row["size"], first.byte_len(), "{row}");
     assert_eq!(row["id"], first.id().to_string(), "{row}");
     assert_eq!(row["error"], Value::Null, "{row}");
     let readers: Vec<&Value> = row["readers"].as_array().unwrap().iter().collect();
@@ -784,10 +784,34 @@ fn orphans_of_killed_children_are_collected() {
     let r = run(&["who", &used, "--json"]).ok().json();
     assert_eq!(r[0]["pid"], me);
 
-    // A dry run removes nothing and says what it would.
+    // By default gc keeps what its builder persisted.
     let gc = run(&["gc", "--dry-run", "--prefix", &scope.prefix, "--json"])
         .ok()
         .json();
+    assert_eq!(gc["removed"][0]["name"], half.as_str());
+    assert_eq!(gc["removed"].as_array().unwrap().len(), 1, "{gc}");
+    let kept: Vec<(&str, &str)> = gc["skipped"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| (s["name"].as_str().unwrap(), s["reason"].as_str().unwrap()))
+        .filter(|(_, reason)| *reason == "persisted")
+        .collect();
+    assert_eq!(kept.len(), 2, "{kept:?}");
+    assert!(kept.iter().any(|(n, _)| *n == sealed) && kept.iter().any(|(n, _)| *n == used));
+
+    // The rest runs with --include-persisted.
+    // A dry run removes nothing and says what it would.
+    let gc = run(&[
+        "gc",
+        "--dry-run",
+        "--include-persisted",
+        "--prefix",
+        &scope.prefix,
+        "--json",
+    ])
+    .ok()
+    .json();
     assert_eq!(gc["dry_run"], true);
     let mut would: Vec<&str> = gc["removed"]
         .as_array()
@@ -819,9 +843,15 @@ fn orphans_of_killed_children_are_collected() {
     assert_eq!(reasons[&junk], "not-an-arena");
     assert_eq!(reasons[&broken], "unreadable");
     assert_eq!(reasons.len(), 4, "{reasons:?}");
-    let table = run(&["gc", "--dry-run", "--prefix", &scope.prefix])
-        .ok()
-        .stdout;
+    let table = run(&[
+        "gc",
+        "--dry-run",
+        "--include-persisted",
+        "--prefix",
+        &scope.prefix,
+    ])
+    .ok()
+    .stdout;
     assert!(
         table.contains("would remove") && table.contains("dry run"),
         "{table}"
@@ -829,7 +859,9 @@ fn orphans_of_killed_children_are_collected() {
     assert!(table.contains(&format!("pid {me}")), "{table}");
 
     // The real thing removes exactly the two orphans.
-    let gc = run(&["gc", "--prefix", &scope.prefix]).ok().stdout;
+    let gc = run(&["gc", "--include-persisted", "--prefix", &scope.prefix])
+        .ok()
+        .stdout;
     assert!(gc.contains("removed 2 segments"), "{gc}");
     assert!(!shm_exists(&half) && !shm_exists(&sealed));
     for n in [&used, &mine, &junk, &broken] {
@@ -837,9 +869,15 @@ fn orphans_of_killed_children_are_collected() {
     }
     // Once nobody maps it, the third orphan goes too.
     drop(reader);
-    let gc = run(&["gc", "--prefix", &scope.prefix, "--json"])
-        .ok()
-        .json();
+    let gc = run(&[
+        "gc",
+        "--include-persisted",
+        "--prefix",
+        &scope.prefix,
+        "--json",
+    ])
+    .ok()
+    .json();
     assert_eq!(gc["removed"][0]["name"], used.as_str());
     assert_eq!(gc["removed"].as_array().unwrap().len(), 1);
 

@@ -105,7 +105,7 @@ fn parse_pair(s: &str) -> Result<(String, PathBuf)> {
 fn describe(arena: &Arena) -> String {
     format!(
         "{} bytes, {} entries",
-        arena.len(),
+        arena.byte_len(),
         arena.layout().entries.len()
     )
 }

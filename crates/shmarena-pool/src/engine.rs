@@ -68,6 +68,11 @@ impl Worker {
         self.child.pid()
     }
 
+    /// Whether the process is still running (it may have died since the pool last looked).
+    pub(crate) fn alive(&self) -> bool {
+        !(self.exited || self.reaped || self.child.has_exited())
+    }
+
     /// True if the worker holds unfinished work or unread bytes, or is not healthy: reusing it
     /// for another call would mix that call's results with this one's.
     pub(crate) fn dirty(&self) -> bool {
@@ -366,8 +371,33 @@ pub(crate) struct Engine<'p, I, O, J, It> {
     window: Option<u64>,
     start_failures: u32,
     replace_error: Option<String>,
+    /// Tasks in the next batch, and the most a batch gets (see [`chunk_plan`]).
+    chunk: usize,
+    chunk_max: usize,
     _types: PhantomData<fn(I)>,
 }
+
+/// Batch sizes for a call: `(first, most)`. A chunksize the user set is used as it is. Else,
+/// as Python's `Pool.map` does, an input of known length `n` is cut into about four batches
+/// per worker (`ceil(n / (4 * workers))`); an input of unknown length starts at 1 task per
+/// batch and doubles with each batch up to [`ADAPTIVE_MAX`].
+pub(crate) fn chunk_plan(
+    set: Option<usize>,
+    known_len: Option<usize>,
+    workers: usize,
+) -> (usize, usize) {
+    match (set, known_len) {
+        (Some(n), _) => (n, n),
+        (None, Some(n)) => {
+            let c = n.div_ceil(4 * workers.max(1)).clamp(1, u32::MAX as usize);
+            (c, c)
+        }
+        (None, None) => (1, ADAPTIVE_MAX),
+    }
+}
+
+/// The largest batch picked for an input of unknown length.
+pub(crate) const ADAPTIVE_MAX: usize = 64;
 
 impl<'p, I, O, J, It> Engine<'p, I, O, J, It>
 where
@@ -405,7 +435,12 @@ where
                 }
             }
         }
-        let per_batch = pool.cfg.prefetch as u64 * pool.cfg.chunksize as u64;
+        let known_len = match inputs.size_hint() {
+            (lo, Some(hi)) if lo == hi => Some(lo),
+            _ => None,
+        };
+        let (chunk, chunk_max) = chunk_plan(pool.cfg.chunksize, known_len, pool.cfg.workers);
+        let per_batch = pool.cfg.prefetch as u64 * chunk_max as u64;
         let window = ordered.then(|| 4 * per_batch * pool.cfg.workers as u64);
         let mut engine = Engine {
             pool,
@@ -423,11 +458,21 @@ where
             window,
             start_failures: 0,
             replace_error: None,
+            chunk,
+            chunk_max,
             _types: PhantomData,
         };
         if engine.pool.cfg.mode == Mode::Fork {
             // Fresh workers per call: they must inherit this call's job.
             shutdown(std::mem::take(&mut engine.pool.workers));
+        } else {
+            // Workers that died between calls (killed, or their parent thread ended) get no
+            // tasks: reap them now and start replacements below.
+            let (live, dead): (Vec<Worker>, Vec<Worker>) = std::mem::take(&mut engine.pool.workers)
+                .into_iter()
+                .partition(Worker::alive);
+            shutdown(dead);
+            engine.pool.workers = live;
         }
         while engine.pool.workers.len() < engine.pool.cfg.workers {
             engine.start_worker()?;
@@ -462,13 +507,17 @@ where
                     fingerprint: self.fingerprint,
                     _types: PhantomData,
                 };
+                let init = pool.cfg.init.as_ref();
                 os::fork_worker(&close, pool.cfg.pipe_size, &mut |task_r, result_w| {
+                    if let Some(Err(e)) = init.map(crate::Init::run) {
+                        eprintln!("shmarena pool worker: {e}");
+                        return 2;
+                    }
                     worker::serve(&[&local], task_r, result_w)
                 })
                 .map_err(|e| PoolError::io("forking a pool worker", e))?
             }
-            Mode::Spawn => os::spawn_worker(pool.command()?, pool.cfg.pipe_size)
-                .map_err(|e| PoolError::io("spawning a pool worker", e))?,
+            Mode::Spawn => pool.spawn_worker()?,
         };
         pool.workers.push(Worker::new(child));
         Ok(())
@@ -480,7 +529,9 @@ where
         }
         let busy = self.pool.workers.iter().any(|w| !w.in_flight.is_empty());
         let mut items = Vec::new();
-        while !self.inputs_done && items.len() < self.pool.cfg.chunksize {
+        let chunk = self.chunk;
+        self.chunk = (self.chunk * 2).min(self.chunk_max);
+        while !self.inputs_done && items.len() < chunk {
             if let Some(w) = self.window {
                 if busy && self.next_index >= self.floor + w {
                     break;
@@ -631,7 +682,14 @@ where
         let status = w.reap();
         let pid = w.pid();
         let mut batches = std::mem::take(&mut w.in_flight);
-        if let Some(mut front) = batches.pop_front() {
+        // A worker that died before saying hello (its initializer failed, say) never started
+        // any of its batches: they all go to another worker.
+        let front = if w.jobs.is_some() {
+            batches.pop_front()
+        } else {
+            None
+        };
+        if let Some(mut front) = front {
             let mut rest = front.items.split_off(front.done);
             if let (Some(msg), false) = (w.panic.take(), rest.is_empty()) {
                 // The panic names the culprit: the first unfinished item. The others of the

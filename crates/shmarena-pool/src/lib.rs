@@ -55,16 +55,73 @@
 //! [`PoolError::ThreadsAtFork`] if there is more than one thread. Build and use fork-mode
 //! pools before starting threads (or thread pools such as rayon), use [`Mode::Spawn`], or, if
 //! you know the other threads hold no lock the job needs, opt out with
-//! [`PoolBuilder::allow_threads_at_fork`]. The pool itself never starts a thread.
+//! [`PoolBuilder::allow_threads_at_fork`]. A fork-mode pool never starts a thread; a
+//! spawn-mode pool starts one (see "Async runtimes and threads that end").
+//!
+//! # Async runtimes and threads that end
+//!
+//! The pool's calls block, so from async code run them on a blocking thread
+//! (`tokio::task::spawn_blocking`, `async_std::task::spawn_blocking`). Such threads come and
+//! go: tokio retires an idle one after `thread_keep_alive` (10 s by default). That is safe:
+//!
+//! - A spawn-mode pool starts every worker, the first ones and each replacement, from a thread
+//!   it owns for its whole life (named `shmarena-pool-spawner`). A worker's `PR_SET_PDEATHSIG`
+//!   fires when the thread that started it ends, so the workers follow the pool, not the
+//!   thread that built it: build the pool in one blocking task, keep it in your state, and
+//!   call it from others.
+//! - A fork-mode pool forks its workers at each call, from the thread that makes the call,
+//!   and they end with the call's iterator. Keep that iterator on the thread that created it
+//!   (a blocking task that runs the whole call does this). A tokio runtime runs threads, so
+//!   fork mode needs [`PoolBuilder::allow_threads_at_fork`] there, with the caveat of the
+//!   previous section; spawn mode is the better fit.
+//!
+//! ```no_run
+//! use shmarena_pool::{Job, Mode, Pool};
+//!
+//! fn score(x: u64) -> u64 { x * 2 }
+//! static SCORE: Job<u64, u64> = Job::new("score", score);
+//!
+//! // In `main`, first line: shmarena_pool::serve_worker_if_child(&[&SCORE]);
+//! # fn in_a_blocking_task() -> Result<(), shmarena_pool::PoolError> {
+//! // Inside `tokio::task::spawn_blocking(move || { ... })`:
+//! let mut pool = Pool::builder().mode(Mode::Spawn).workers(4).build()?;
+//! let scores = pool.map(&SCORE, 0..1000u64)?;
+//! # let _ = scores; Ok(()) }
+//! ```
+//!
+//! [`Pool::worker_pids`] lists only workers that are alive, and a call never hands tasks to a
+//! worker that died while the pool was idle: it is reaped and replaced first.
 //!
 //! # Tasks and results
 //!
 //! Inputs and outputs are [`Message`]s: any type rkyv 0.8 can archive, check and deserialize
 //! (`#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]`). Each is archived on its
-//! own and sent in batches of [`chunksize`](PoolBuilder::chunksize) tasks per pipe write;
-//! raise it when tasks are small (pipe round trips cost tens of microseconds). Each worker
+//! own and sent in batches of several tasks per pipe write (see "Chunksize"). Each worker
 //! holds at most [`prefetch`](PoolBuilder::prefetch) batches, so memory stays bounded however
 //! long the input iterator is. Bytes from a worker are validated before they are deserialized.
+//!
+//! # Chunksize
+//!
+//! Every batch costs a pipe write, a wake-up of the worker, a pipe write back and a wake-up of
+//! the parent; each task costs far less (archiving the task and the result, validating and
+//! deserializing them). docs/BENCHMARKS.md measured `u64 -> u64` tasks with two spawned
+//! workers: about 300 k tasks/s in batches of 1 (3.4 µs of wall time per task) against
+//! 2.8 M tasks/s in batches of 1000 (0.36 µs per task). With one task per batch, tiny tasks
+//! are bound by the round trips. So, as Python's `Pool.map` does, the pool picks
+//! - inputs of known length `n` (ranges, vectors, any iterator with an exact `size_hint`):
+//!   `ceil(n / (4 * workers))`, about four batches per worker, which keeps the pipes quiet
+//!   and still evens out uneven task times at the end;
+//! - inputs of unknown length (a `filter`, a channel, a reader): batches of 1, 2, 4, ... up to
+//!   64 tasks, so a short stream starts at once and a long one amortizes the round trips.
+//!
+//! The break-even rule: the per-batch cost is paid once per batch, so a batch of `c` tasks of
+//! `t` µs each wastes at most a few µs against `c * t` of work; once a batch holds a
+//! millisecond of work or more, a larger one gains nothing. Keep the automatic size for tasks
+//! under about 100 µs, or set one so a batch holds about a millisecond; set `chunksize(1)`
+//! only for few, long tasks whose run times vary a lot (a big batch could leave one worker
+//! with all the slow ones), or when each result must come back as soon as its task ends: a
+//! worker sends a batch's results together, so a slow task holds back those batched with it. `cargo bench -p shmarena-bench --bench pool` measures it on your
+//! machine.
 //!
 //! # When a worker dies
 //!
@@ -86,8 +143,9 @@
 //! of a call that was left with unfinished tasks), including during a panic's unwinding. Each
 //! worker also arms `PR_SET_PDEATHSIG` with SIGKILL, so if the parent dies without unwinding
 //! (SIGKILL, abort), the kernel kills the workers too: no orphans, and no zombies. Linux
-//! sends that signal when the *thread* that started the worker exits, so keep a spawn-mode
-//! pool on the thread that built it, or on one that outlives it.
+//! sends that signal when the *thread* that started the worker exits; a
+//! spawn-mode pool starts its workers from a thread it owns for its whole life, so the signal
+//! follows the pool (see "Async runtimes and threads that end").
 //!
 //! Requires Linux 5.3 or later (pidfds). Writes to a pipe whose worker has died fail with
 //! EPIPE, which needs SIGPIPE ignored, as the Rust runtime (and Python) set it up.
@@ -112,6 +170,7 @@ mod engine;
 mod error;
 #[cfg(feature = "shmarena")]
 pub mod generations;
+mod spawner;
 mod worker;
 
 #[cfg_attr(target_os = "linux", path = "os/linux.rs")]
@@ -130,6 +189,7 @@ pub use error::PoolError;
 pub use worker::serve_worker_if_child;
 
 use engine::{Engine, Worker};
+use spawner::Spawner;
 
 /// How a [`Pool`] starts its workers. See the crate docs for when to pick which.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -276,22 +336,57 @@ fn clamp_chunksize(n: usize) -> usize {
     n.clamp(1, u32::MAX as usize)
 }
 
+/// The initializer a worker runs once before its first task: a named job and its archived
+/// input (see [`PoolBuilder::initializer`]).
+#[derive(Clone)]
+pub(crate) struct Init {
+    pub(crate) job: &'static (dyn WorkerJob + Sync),
+    pub(crate) input: AlignedVec,
+}
+
+impl fmt::Debug for Init {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Init")
+            .field("job", &self.job.name())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Init {
+    /// Runs the initializer here (in a worker).
+    pub(crate) fn run(&self) -> Result<(), String> {
+        self.job
+            .run(&self.input)
+            .map(drop)
+            .map_err(|e| format!("the initializer {:?} failed: {e}", self.job.name()))
+    }
+}
+
 #[derive(Debug, Clone)]
 pub(crate) struct Config {
     mode: Mode,
     workers: usize,
-    chunksize: usize,
+    /// `None`: picked per call (see [`PoolBuilder::chunksize`]).
+    chunksize: Option<usize>,
     prefetch: usize,
     pipe_size: usize,
     allow_threads_at_fork: bool,
     worker_args: Vec<OsString>,
     startup_timeout: Duration,
     on_spawn: Vec<SpawnHook>,
+    init: Option<Init>,
 }
 
 /// A caller's preparation of each spawned worker's `Command` (see [`PoolBuilder::on_spawn`]).
 #[derive(Clone)]
-struct SpawnHook(std::sync::Arc<dyn Fn(&mut Command) + Send + Sync>);
+struct SpawnHook(std::sync::Arc<HookFn>);
+
+/// The function an [`on_spawn`](PoolBuilder::on_spawn) hook is.
+type HookFn = dyn Fn(&mut Command) -> Result<(), HookError> + Send + Sync;
+
+/// What an [`on_spawn`](PoolBuilder::on_spawn) hook may fail with: any error; the pool reports
+/// it as [`PoolError::Io`] while starting the worker.
+pub type HookError = Box<dyn std::error::Error + Send + Sync>;
 
 impl fmt::Debug for SpawnHook {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -318,11 +413,53 @@ impl PoolBuilder {
         self
     }
 
-    /// Tasks per batch sent over the pipe (default 1; at least 1, at most `u32::MAX`). Raise
-    /// it for small tasks.
+    /// Tasks per batch sent over the pipe (at least 1, at most `u32::MAX`). By default the
+    /// pool picks it at each call, as Python's `Pool.map` does; see "Chunksize" in the crate
+    /// docs. Set it to 1 for few, long tasks whose run times vary a lot.
     pub fn chunksize(mut self, n: usize) -> Self {
-        self.cfg.chunksize = clamp_chunksize(n);
+        self.cfg.chunksize = Some(clamp_chunksize(n));
         self
+    }
+
+    /// Runs `job` on `input` once in each worker, before its first task, in both modes (a
+    /// replacement worker runs it too). Use it to open an arena, warm a cache, or set up
+    /// logging once per worker rather than per task. Like any job in spawn mode, it must be
+    /// listed in [`serve_worker_if_child`]. A worker whose initializer panics or fails exits
+    /// before serving: at [`build`](Self::build) in spawn mode that is
+    /// [`PoolError::WorkerStart`]; later it counts as a worker that could not start.
+    ///
+    /// ```
+    /// use shmarena_pool::{Job, Mode, Pool};
+    ///
+    /// fn setup(tag: String) {
+    ///     std::env::set_var("WORKER_TAG", tag);
+    /// }
+    /// fn tagged(x: u32) -> String {
+    ///     format!("{}{x}", std::env::var("WORKER_TAG").unwrap_or_default())
+    /// }
+    /// static SETUP: Job<String, ()> = Job::new("setup", setup);
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let mut pool = Pool::builder()
+    ///     .mode(Mode::Fork)
+    ///     .workers(2)
+    ///     .initializer(&SETUP, "w".to_string())?
+    ///     .build()?;
+    /// assert_eq!(pool.map(tagged, 0..3u32)?, ["w0", "w1", "w2"]);
+    /// # Ok(()) }
+    /// ```
+    pub fn initializer<I: Message + 'static, O: Message + 'static>(
+        mut self,
+        job: &'static Job<I, O>,
+        input: I,
+    ) -> Result<Self, PoolError> {
+        let input = input.encode().map_err(|message| PoolError::Codec {
+            index: 0,
+            what: "initializer input",
+            message,
+        })?;
+        self.cfg.init = Some(Init { job, input });
+        Ok(self)
     }
 
     /// Batches queued per worker (default 2: one running, one waiting in the pipe; at least 1).
@@ -370,12 +507,16 @@ impl PoolBuilder {
     /// let pool = Pool::builder()
     ///     .mode(Mode::Spawn)
     ///     .on_spawn(move |cmd| {
-    ///         shared.share_with(cmd);
+    ///         shared.share_with(cmd)?;
+    ///         Ok(())
     ///     })
     ///     .build()?;
     /// # Ok(()) }
     /// ```
-    pub fn on_spawn(mut self, hook: impl Fn(&mut Command) + Send + Sync + 'static) -> Self {
+    pub fn on_spawn(
+        mut self,
+        hook: impl Fn(&mut Command) -> Result<(), HookError> + Send + Sync + 'static,
+    ) -> Self {
         self.cfg.on_spawn.push(SpawnHook(std::sync::Arc::new(hook)));
         self
     }
@@ -394,6 +535,7 @@ impl PoolBuilder {
         let mut pool = Pool {
             cfg: self.cfg,
             workers: Vec::new(),
+            spawner: None,
         };
         if pool.cfg.mode == Mode::Spawn {
             if std::env::var_os(os::WORKER_ENV).is_some() {
@@ -406,9 +548,12 @@ impl PoolBuilder {
                     ),
                 });
             }
+            pool.spawner = Some(
+                Spawner::start()
+                    .map_err(|e| PoolError::io("starting the pool's spawner thread", e))?,
+            );
             for _ in 0..pool.cfg.workers {
-                let child = os::spawn_worker(pool.command()?, pool.cfg.pipe_size)
-                    .map_err(|e| PoolError::io("spawning a pool worker", e))?;
+                let child = pool.spawn_worker()?;
                 pool.workers.push(Worker::new(child));
             }
             engine::wait_hello(&mut pool.workers, pool.cfg.startup_timeout)?;
@@ -421,6 +566,8 @@ impl PoolBuilder {
 pub struct Pool {
     cfg: Config,
     workers: Vec<Worker>,
+    /// Spawn mode: the thread every worker is started from (see spawner.rs).
+    spawner: Option<Spawner>,
 }
 
 impl fmt::Debug for Pool {
@@ -435,19 +582,20 @@ impl fmt::Debug for Pool {
 }
 
 impl Pool {
-    /// A builder with the defaults: fork mode, one worker per core, chunksize 1.
+    /// A builder with the defaults: fork mode, one worker per core, automatic chunksize.
     pub fn builder() -> PoolBuilder {
         PoolBuilder {
             cfg: Config {
                 mode: Mode::Fork,
                 workers: std::thread::available_parallelism().map_or(1, |n| n.get()),
-                chunksize: 1,
+                chunksize: None,
                 prefetch: 2,
                 pipe_size: 1 << 20,
                 allow_threads_at_fork: false,
                 worker_args: Vec::new(),
                 startup_timeout: Duration::from_secs(30),
                 on_spawn: Vec::new(),
+                init: None,
             },
         }
     }
@@ -462,19 +610,39 @@ impl Pool {
         self.cfg.workers
     }
 
-    /// The current batch size.
-    pub fn chunksize(&self) -> usize {
+    /// The batch size set with [`PoolBuilder::chunksize`] or [`set_chunksize`](Self::set_chunksize),
+    /// or `None` if the pool picks it at each call.
+    pub fn chunksize(&self) -> Option<usize> {
         self.cfg.chunksize
     }
 
-    /// Changes the batch size for later calls (at least 1, at most `u32::MAX`).
-    pub fn set_chunksize(&mut self, n: usize) {
-        self.cfg.chunksize = clamp_chunksize(n);
+    /// Changes the batch size for later calls: `Some(n)` (at least 1, at most `u32::MAX`), or
+    /// `None` to let the pool pick it at each call.
+    pub fn set_chunksize(&mut self, n: Option<usize>) {
+        self.cfg.chunksize = n.map(clamp_chunksize);
     }
 
-    /// Pids of the worker processes alive now (none between calls in fork mode).
+    /// Pids of the worker processes alive now (none between calls in fork mode). A worker that
+    /// has exited or been killed is not listed, even before the pool has noticed and replaced
+    /// it.
     pub fn worker_pids(&self) -> Vec<u32> {
-        self.workers.iter().map(Worker::pid).collect()
+        self.workers
+            .iter()
+            .filter(|w| w.alive())
+            .map(Worker::pid)
+            .collect()
+    }
+
+    /// Starts one spawn-mode worker from the pool's spawner thread.
+    pub(crate) fn spawn_worker(&self) -> Result<os::Child, PoolError> {
+        let cmd = self.command()?;
+        let spawner = self
+            .spawner
+            .as_ref()
+            .expect("a spawn-mode pool has a spawner thread");
+        spawner
+            .spawn(cmd, self.cfg.pipe_size)
+            .map_err(|e| PoolError::io("spawning a pool worker", e))
     }
 
     fn command(&self) -> Result<Command, PoolError> {
@@ -483,7 +651,15 @@ impl Pool {
         let mut cmd = Command::new(exe);
         cmd.args(&self.cfg.worker_args).stdin(Stdio::null());
         for hook in &self.cfg.on_spawn {
-            (hook.0)(&mut cmd);
+            (hook.0)(&mut cmd).map_err(|e| {
+                PoolError::io(
+                    "preparing a worker's command (an on_spawn hook failed)",
+                    std::io::Error::other(e),
+                )
+            })?;
+        }
+        if let Some(init) = &self.cfg.init {
+            cmd.env(os::INIT_ENV, worker::encode_init(init));
         }
         Ok(cmd)
     }
@@ -548,6 +724,8 @@ impl Pool {
 impl Drop for Pool {
     fn drop(&mut self) {
         engine::shutdown(std::mem::take(&mut self.workers));
+        // Only now, with every worker reaped, may the thread that started them end.
+        self.spawner = None;
     }
 }
 

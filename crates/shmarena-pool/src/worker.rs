@@ -9,8 +9,8 @@ use crate::codec::{
     parse_header, FrameWriter, Reader, HEADER, KIND_BATCH, KIND_HELLO, KIND_PANIC, KIND_RESULTS,
     PROTOCOL_VERSION, TAG_CODEC, TAG_OK, TAG_UNKNOWN_JOB,
 };
-use crate::os::{self, adopt_worker_fds, WORKER_ENV};
-use crate::WorkerJob;
+use crate::os::{self, adopt_worker_fds, INIT_ENV, WORKER_ENV};
+use crate::{Init, WorkerJob};
 
 /// Serves the worker role if this process was started by a [`Pool`](crate::Pool) in
 /// [`Mode::Spawn`](crate::Mode::Spawn), and otherwise returns at once.
@@ -45,6 +45,14 @@ pub fn serve_worker_if_child(jobs: &[&dyn WorkerJob]) {
         return;
     };
     std::env::remove_var(WORKER_ENV);
+    let init = std::env::var(INIT_ENV).ok();
+    std::env::remove_var(INIT_ENV);
+    if let Some(init) = init {
+        if let Err(e) = run_init(jobs, &init) {
+            eprintln!("shmarena pool worker: {e}");
+            std::process::exit(2);
+        }
+    }
     let code = match parse_marker(&marker.to_string_lossy()).and_then(|(t, r, parent)| {
         if os::parent_pid() != Some(parent) {
             return Err(io::Error::new(
@@ -68,6 +76,60 @@ pub fn serve_worker_if_child(jobs: &[&dyn WorkerJob]) {
         }
     };
     std::process::exit(code);
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unhex(s: &str) -> Option<Vec<u8>> {
+    if s.len() % 2 != 0 || !s.is_ascii() {
+        return None;
+    }
+    (0..s.len() / 2)
+        .map(|i| u8::from_str_radix(&s[2 * i..2 * i + 2], 16).ok())
+        .collect()
+}
+
+/// The value of [`INIT_ENV`] for `init`.
+pub(crate) fn encode_init(init: &Init) -> String {
+    format!(
+        "{}:{:016x}:{}",
+        hex(init.job.name().as_bytes()),
+        init.job.fingerprint(),
+        hex(&init.input)
+    )
+}
+
+/// Runs the initializer named in [`INIT_ENV`], which must be one of `jobs`.
+fn run_init(jobs: &[&dyn WorkerJob], text: &str) -> Result<(), String> {
+    let bad = || format!("malformed {INIT_ENV}");
+    let mut parts = text.splitn(3, ':');
+    let name = parts.next().and_then(unhex).ok_or_else(bad)?;
+    let name = String::from_utf8(name).map_err(|_| bad())?;
+    let fingerprint = parts
+        .next()
+        .and_then(|f| u64::from_str_radix(f, 16).ok())
+        .ok_or_else(bad)?;
+    let bytes = parts.next().and_then(unhex).ok_or_else(bad)?;
+    let mut input = AlignedVec::<16>::new();
+    input.extend_from_slice(&bytes);
+    let job = jobs
+        .iter()
+        .find(|j| j.name() == name && j.fingerprint() == fingerprint)
+        .ok_or_else(|| {
+            format!(
+                "the initializer {name:?} is not listed in serve_worker_if_child                  (or is listed with other input or output types)"
+            )
+        })?;
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job.run(&input))) {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(e)) => Err(format!("the initializer {name:?} failed: {e}")),
+        Err(payload) => Err(format!(
+            "the initializer {name:?} panicked: {}",
+            panic_message(payload.as_ref())
+        )),
+    }
 }
 
 fn parse_marker(s: &str) -> io::Result<(i32, i32, i32)> {
@@ -223,5 +285,13 @@ mod tests {
         assert!(parse_marker("5:6").is_err());
         assert!(parse_marker("5:6:7:8").is_err());
         assert!(parse_marker("a:6:7").is_err());
+    }
+
+    #[test]
+    fn hex_round_trip() {
+        let bytes = [0u8, 1, 0xab, 0xff];
+        assert_eq!(unhex(&hex(&bytes)).unwrap(), bytes);
+        assert!(unhex("abc").is_none());
+        assert!(unhex("zz").is_none());
     }
 }

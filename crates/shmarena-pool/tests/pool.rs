@@ -95,11 +95,15 @@ fn forks_allowed() -> std::sync::RwLockReadGuard<'static, ()> {
     FORKS.read().unwrap_or_else(|e| e.into_inner())
 }
 
+/// The tests here place tasks on workers one at a time (a task that hangs must not hold back
+/// the results batched with it), so they set chunksize 1; tests/setup.rs covers the automatic
+/// chunksize.
 fn fork_pool(workers: usize) -> PoolBuilder {
     lock_free_panic_hook();
     Pool::builder()
         .mode(Mode::Fork)
         .workers(workers)
+        .chunksize(1)
         .allow_threads_at_fork(true)
 }
 
@@ -108,6 +112,7 @@ fn spawn_pool(workers: usize) -> PoolBuilder {
     Pool::builder()
         .mode(Mode::Spawn)
         .workers(workers)
+        .chunksize(1)
         .worker_args(["--exact", "pool_worker_entry", "--nocapture", "--quiet"])
 }
 
@@ -150,7 +155,7 @@ fn check_results(mode: Mode, mut pool: Pool) {
 
     // Chunked: several chunk sizes, including one that does not divide n.
     for chunk in [7, 64, 1000] {
-        pool.set_chunksize(chunk);
+        pool.set_chunksize(Some(chunk));
         let ordered: Vec<u64> = pool
             .imap(&SQUARE, 0..n)
             .unwrap()
@@ -259,7 +264,8 @@ fn spawn_workers_trust_only_arenas_shared_with_them() {
     let shared = arena.clone();
     let mut pool = spawn_pool(2)
         .on_spawn(move |cmd| {
-            shared.share_with(cmd);
+            shared.share_with(cmd)?;
+            Ok(())
         })
         .build()
         .unwrap();
@@ -287,7 +293,7 @@ fn check_deaths(mode: Mode, mut pool: Pool) {
         Mode::Spawn => pool.imap(&FRAGILE, inputs.clone()).unwrap().collect(),
     };
     assert_eq!(results.len(), 20, "{mode:?}: one result per input");
-    let chunk = pool.chunksize() as u64;
+    let chunk = pool.chunksize().expect("the death tests set a chunksize") as u64;
     let abort_batch = (10 / chunk) * chunk..(10 / chunk + 1) * chunk;
     let kill_batch = (13 / chunk) * chunk..(13 / chunk + 1) * chunk;
     let mut dead_pids = BTreeSet::new();

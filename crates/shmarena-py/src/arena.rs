@@ -200,7 +200,7 @@ impl PyArena {
     /// Size in bytes.
     #[getter]
     fn nbytes(&self) -> u64 {
-        self.state.arena.len()
+        self.state.arena.byte_len()
     }
 
     /// Whether entry `name` is read without validation in this process: built here (or in a
@@ -267,7 +267,7 @@ impl PyArena {
             self.state.arena.id(),
             self.state.arena.locator().describe(),
             self.state.names().len(),
-            self.state.arena.len()
+            self.state.arena.byte_len()
         )
     }
 

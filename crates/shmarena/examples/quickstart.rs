@@ -38,7 +38,7 @@ fn main() -> shmarena::Result<()> {
     let arena = b.seal()?;
     println!(
         "built a {} byte arena with {} entries in {:?} ({})",
-        arena.len(),
+        arena.byte_len(),
         arena.layout().entries.len(),
         t.elapsed(),
         arena.locator()

@@ -360,7 +360,7 @@ impl fmt::Debug for Arena {
         f.debug_struct("Arena")
             .field("locator", &self.shared.locator)
             .field("id", &self.id())
-            .field("len", &self.len())
+            .field("byte_len", &self.byte_len())
             .field("entries", &self.shared.layout.entries.len())
             .finish()
     }
@@ -373,27 +373,35 @@ impl AsFd for Arena {
 }
 
 /// What a typed read asks for, to compare with an entry's stored fingerprint.
-struct Want<'a> {
+pub(crate) struct Want<'a> {
     kind: Kind,
-    type_name: &'a str,
+    type_name: std::borrow::Cow<'a, str>,
     size: usize,
     align: usize,
 }
 
 impl Want<'static> {
-    fn archived<T: Archive>() -> Want<'static> {
+    pub(crate) fn archived<T: Archive>() -> Want<'static> {
         Want {
             kind: Kind::Archived,
-            type_name: std::any::type_name::<T>(),
+            type_name: std::any::type_name::<T>().into(),
             size: size_of::<T::Archived>(),
             align: align_of::<T::Archived>(),
+        }
+    }
+
+    /// An archived `T` matched by the stable type name `type_name` instead of the Rust path.
+    pub(crate) fn archived_stable<T: Archive>(type_name: String) -> Want<'static> {
+        Want {
+            type_name: type_name.into(),
+            ..Want::archived::<T>()
         }
     }
 
     fn pod<T: Pod>() -> Want<'static> {
         Want {
             kind: Kind::Pod,
-            type_name: std::any::type_name::<T>(),
+            type_name: std::any::type_name::<T>().into(),
             size: size_of::<T>(),
             align: align_of::<T>(),
         }
@@ -695,12 +703,18 @@ impl Arena {
         ArenaId(self.shared.layout.header.arena_id)
     }
 
-    /// Total length in bytes.
-    pub fn len(&self) -> u64 {
+    /// Total length in bytes: header, payloads and table of contents. (Renamed from `len`,
+    /// which read as a count of entries beside [`is_empty`](Self::is_empty).)
+    pub fn byte_len(&self) -> u64 {
         self.shared.layout.header.total_len
     }
 
-    /// Whether the arena has no entries.
+    /// The number of entries.
+    pub fn entry_count(&self) -> usize {
+        self.shared.layout.entries.len()
+    }
+
+    /// Whether the arena has no entries (`entry_count() == 0`).
     pub fn is_empty(&self) -> bool {
         self.shared.layout.entries.is_empty()
     }
@@ -724,24 +738,44 @@ impl Arena {
 
     /// Keeps a named segment after this arena is dropped (by default the process that built it
     /// unlinks it on drop). No effect on memfd and file arenas.
+    ///
+    /// The segment is also marked persisted (its owner-execute mode bit, `0o500`), so that
+    /// [`inspect::gc`](crate::inspect::gc) leaves it alone once its builder has exited; remove
+    /// it with [`Arena::remove_named`]. The mark is best effort and only informs gc: it grants
+    /// nothing to readers.
     pub fn persist(&self) {
         self.shared.persist.store(true, Ordering::Relaxed);
+        if let Backing::Shm { owner_pid, .. } = &self.shared.backing {
+            if *owner_pid == os::pid() {
+                let _ = os::chmod(&self.shared.file, os::PERSISTED_MODE);
+            }
+        }
     }
 
-    /// Removes a named segment's name now, if this process built it and it was not persisted;
-    /// mappings that exist stay valid, but no process can open the name any more. Returns
-    /// whether a name was removed. No effect on memfd and file arenas or in other processes, and
-    /// the drop of the last clone then unlinks nothing.
+    /// Removes a named segment's name now, in the process that built it; mappings that exist
+    /// stay valid, but no process can open the name any more, and the drop of the last clone
+    /// then unlinks nothing.
+    ///
+    /// Outcomes: `Ok(true)` when the name was removed; `Ok(false)` when there is nothing to
+    /// remove (a memfd or file arena, or a segment this arena already unlinked or persisted);
+    /// [`Error::NotBuilder`] for a named segment this process opened rather than built. To
+    /// remove a segment by name from any process of its user, use [`Arena::remove_named`].
     pub fn unlink(&self) -> Result<bool> {
-        if let Backing::Shm { name, owner_pid } = &self.shared.backing {
-            if *owner_pid == os::pid() && !self.shared.persist.swap(true, Ordering::Relaxed) {
+        match &self.shared.backing {
+            Backing::Shm { name, owner_pid } if *owner_pid == os::pid() => {
+                if self.shared.persist.swap(true, Ordering::Relaxed) {
+                    return Ok(false);
+                }
                 let what = self.shared.what.as_str();
                 os::shm_unlink(name)
                     .map_err(|e| Error::os(format!("unlinking {what}"), what, e))?;
-                return Ok(true);
+                Ok(true)
             }
+            Backing::Shm { .. } | Backing::ShmReader => Err(Error::NotBuilder {
+                what: self.shared.what.clone(),
+            }),
+            Backing::Memfd | Backing::File => Ok(false),
         }
-        Ok(false)
     }
 
     /// Checks every payload against its checksum. O(arena size).
@@ -762,7 +796,16 @@ impl Arena {
         T: Archive,
         T::Archived: Portable + for<'a> CheckBytes<ArenaValidator<'a>>,
     {
-        let want = Want::archived::<T>();
+        self.archived_as::<T>(index, Want::archived::<T>())
+    }
+
+    /// [`archived_at`](Self::archived_at) with the fingerprint given (a Rust path or a stable
+    /// name: either only selects the entry; skipping bytecheck needs a trust row for `T`).
+    pub(crate) fn archived_as<T>(&self, index: usize, want: Want<'_>) -> Result<&T::Archived>
+    where
+        T: Archive,
+        T::Archived: Portable + for<'a> CheckBytes<ArenaValidator<'a>>,
+    {
         let entry = self.entry_at(index, &want)?;
         let name = entry.name.as_str();
         let payload = &self.shared.map.bytes()[entry.range()];
@@ -815,7 +858,7 @@ impl Arena {
     pub(crate) fn bytes_of(&self, name: &str) -> Result<&[u8]> {
         let want = Want {
             kind: Kind::Bytes,
-            type_name: "u8",
+            type_name: "u8".into(),
             size: 1,
             align: 1,
         };
@@ -863,10 +906,23 @@ impl Arena {
             && entry.elem_size == want.size as u64
             && entry.align as usize == want.align;
         if !matches {
+            let mut found = describe_entry(entry);
+            let last = |path: &str| path.rsplit("::").next().unwrap_or("").to_owned();
+            if entry.kind == want.kind
+                && entry.elem_size == want.size as u64
+                && entry.align as usize == want.align
+                && entry.type_name != want.type_name
+                && last(&entry.type_name) == last(&want.type_name)
+            {
+                found.push_str(
+                    "; if it is the same type under another module path or in another \
+                     binary, give it a stable name (shmarena::StableName)",
+                );
+            }
             return Err(Error::TypeMismatch {
                 entry: entry.name.clone(),
                 expected: want.to_string(),
-                found: describe_entry(entry),
+                found,
             });
         }
         Ok(entry)
@@ -874,8 +930,12 @@ impl Arena {
 
     /// The index and type hash of entry `name` read as archived `T` (for handles).
     pub(crate) fn locate_archived<T: Archive>(&self, name: &str) -> Result<(usize, u64, Kind)> {
-        let want = Want::archived::<T>();
-        let (index, entry) = self.entry_as(name, &want)?;
+        self.locate_as(name, &Want::archived::<T>())
+    }
+
+    /// The index and type hash of entry `name`, if it matches `want` (for handles).
+    pub(crate) fn locate_as(&self, name: &str, want: &Want<'_>) -> Result<(usize, u64, Kind)> {
+        let (index, entry) = self.entry_as(name, want)?;
         Ok((index, entry.type_hash, entry.kind))
     }
 

@@ -67,8 +67,10 @@ pub(crate) fn attach_at(id: ArenaId, locator: Option<&Locator>) -> Result<Arena>
     let opened = match locator {
         None => {
             return Err(stale(format!(
-                "arena {id} is a file whose path was too long to carry in the handle, and it is \
-                 not open in this process: open it with Arena::load_file first"
+                "arena {id} is a file whose path is longer than the 33 bytes a handle value \
+                 holds, and this process has neither the arena open nor a handle string naming \
+                 its path: send the handle's string or serde form (they carry the full path), \
+                 or copy the file in with Arena::load_file first"
             )))
         }
         Some(Locator::Memfd { pid, fd }) => match open_inherited(id) {
@@ -187,6 +189,29 @@ pub fn detach_all() {
 /// forgets it.
 pub fn detach(id: ArenaId) {
     CACHE.write().remove(&id);
+}
+
+/// File paths longer than a handle's 33 bytes that this process has seen in full, by arena id
+/// and path checksum: from handle strings it parsed, and from arenas it has open.
+static LONG_PATHS: LazyLock<RwLock<HashMap<(ArenaId, u64), std::path::PathBuf>>> =
+    LazyLock::new(|| RwLock::new(HashMap::new()));
+
+/// Records the full `path` of arena `id`, whose handles carry only its checksum `hash`.
+pub(crate) fn remember_long_path(id: ArenaId, hash: u64, path: std::path::PathBuf) {
+    LONG_PATHS.write().insert((id, hash), path);
+}
+
+/// The full path of file arena `id` whose checksum is `hash`: from an arena of this process
+/// that is open, or from a handle string parsed here.
+pub(crate) fn long_path(id: ArenaId, hash: u64) -> Option<std::path::PathBuf> {
+    if let Some(arena) = cache_get(id) {
+        if let Locator::File { path } = arena.locator() {
+            if crate::format::checksum(path.as_os_str().as_encoded_bytes()) == hash {
+                return Some(path.clone());
+            }
+        }
+    }
+    LONG_PATHS.read().get(&(id, hash)).cloned()
 }
 
 /// Arena `id` from the descriptor a parent passed with [`Arena::share_with`], with the trust

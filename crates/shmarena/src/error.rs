@@ -143,6 +143,26 @@ pub enum Error {
         /// The arena or descriptor.
         what: String,
     },
+    /// [`Arena::unlink`](crate::Arena::unlink) on a named segment this process opened but did
+    /// not build; [`Arena::remove_named`](crate::Arena::remove_named) removes it by name.
+    NotBuilder {
+        /// The segment.
+        what: String,
+    },
+    /// An environment variable a handle was to be read from is not set
+    /// ([`Handle::from_env`](crate::Handle::from_env)).
+    EnvNotSet {
+        /// The variable's name.
+        var: String,
+    },
+    /// [`Arena::wait_named`](crate::Arena::wait_named) gave up: no sealed arena appeared at
+    /// the name in time.
+    Timeout {
+        /// What was awaited.
+        what: String,
+        /// What was there at the end: the last error, as text.
+        last: String,
+    },
 }
 
 /// The result type of shmarena.
@@ -201,6 +221,19 @@ impl fmt::Display for Error {
                 "{what} is not a sealed memfd, so its bytes could change while mapped: \
                  copy it with Arena::load_file or Arena::load_named instead"
             ),
+            Error::NotBuilder { what } => write!(
+                f,
+                "{what} was not built by this process, so Arena::unlink does not remove it; \
+                 use Arena::remove_named to remove the name"
+            ),
+            Error::EnvNotSet { var } => write!(
+                f,
+                "environment variable {var} is not set (the parent sets it with \
+                 Handle::share_with before spawning this process)"
+            ),
+            Error::Timeout { what, last } => {
+                write!(f, "timed out waiting for {what}; at the end: {last}")
+            }
         }
     }
 }

@@ -90,10 +90,42 @@ impl RawHandle {
         self.entry
     }
 
-    /// Where the arena was when the handle was made. `None` for a file whose path was too long
-    /// to carry: such a handle resolves only where the arena is already open.
+    /// Where the arena was when the handle was made. For a file whose path is longer than
+    /// the 33 bytes the 64-byte value holds, the value carries the path's checksum only: the
+    /// path is then known in a process that has the arena open or has parsed a handle string
+    /// naming it (the string and serde forms carry the full path); elsewhere `None`.
     pub fn locator(&self) -> Option<Locator> {
+        if self.loc_kind == inline_kind::FILE_HASH {
+            let hash = u64::from_le_bytes(self.loc[..8].try_into().expect("8 bytes"));
+            return crate::attach::long_path(self.arena_id(), hash)
+                .map(|path| Locator::File { path });
+        }
         Locator::decode_inline(self.loc_kind, self.inline_locator())
+    }
+
+    /// Whether this 64-byte value resolves in any process of the user by itself. False only for
+    /// a file arena whose path is longer than 33 bytes: the value (and so its rkyv form, as a
+    /// pool task carries it) holds the path's checksum, and resolves only in processes that
+    /// have the arena open or have parsed a string form of a handle to it. The string form
+    /// ([`Display`](fmt::Display), `to_string`, [`Handle::share_with`]) and the serde form
+    /// always carry the full path, so send one of those to unrelated processes.
+    ///
+    /// ```
+    /// # fn main() -> shmarena::Result<()> {
+    /// # let dir = std::env::temp_dir().join(format!("shmarena-doc-{}-a-rather-long-directory", std::process::id()));
+    /// # std::fs::create_dir_all(&dir).unwrap();
+    /// let path = dir.join("lexicon-of-the-long-path.arena");
+    /// let mut b = shmarena::ArenaOptions::new().file(&path).create()?;
+    /// b.put_slice("xs", &[1u32])?;
+    /// let arena = b.seal()?;
+    /// let h = arena.slice_handle::<u32>("xs")?;
+    /// assert!(!h.raw().resolves_anywhere()); // the path is over 33 bytes
+    /// assert!(h.to_string().ends_with("lexicon-of-the-long-path.arena")); // the string has it all
+    /// # std::fs::remove_dir_all(&dir).unwrap();
+    /// # Ok(()) }
+    /// ```
+    pub fn resolves_anywhere(&self) -> bool {
+        self.loc_kind != inline_kind::FILE_HASH
     }
 
     fn inline_locator(&self) -> &[u8] {
@@ -183,15 +215,13 @@ impl FromStr for RawHandle {
         let loc_text = next("locator")?;
         let (loc_kind, loc_len, loc) = match handle_locator(loc_text) {
             Some(Ok(Located::At(locator))) => {
-                if let Locator::File { path } = &locator {
-                    let n = path.as_os_str().len();
-                    if n > LOC_MAX {
-                        return Err(bad(&format!(
-                            "a file path in a handle has 1 to {LOC_MAX} bytes"
-                        )));
-                    }
+                let encoded = locator.encode_inline();
+                if let (Locator::File { path }, inline_kind::FILE_HASH) = (&locator, encoded.0) {
+                    // Too long for the value: remember it for this process's resolution.
+                    let hash = u64::from_le_bytes(encoded.2[..8].try_into().expect("8 bytes"));
+                    crate::attach::remember_long_path(arena_id, hash, path.clone());
                 }
-                locator.encode_inline()
+                encoded
             }
             Some(Ok(Located::FileHash(hash))) => {
                 let mut loc = [0u8; LOC_MAX];
@@ -333,19 +363,28 @@ macro_rules! typed_handle {
             /// Prepares `cmd` so the child it spawns can resolve this handle: shares the arena
             /// (see [`Arena::share_with`]) and puts the handle's string form in environment
             /// variable `var`. The child calls [`from_env`](Self::from_env) with the same name.
-            pub fn share_with(&self, cmd: &mut Command, var: &str) -> Result<()> {
-                self.arena()?.share_with(cmd);
-                cmd.env(var, self.to_string());
-                Ok(())
+            /// Returns `cmd` for chaining, as [`Arena::share_with`] does.
+            pub fn share_with<'c>(&self, cmd: &'c mut Command, var: &str) -> Result<&'c mut Command> {
+                self.arena()?.share_with(cmd)?;
+                Ok(cmd.env(var, self.to_string()))
             }
 
             /// Reads a handle that [`share_with`](Self::share_with) put in environment variable
-            /// `var`.
+            /// `var`. [`Error::EnvNotSet`] if the variable is not set; [`Error::BadHandle`] if
+            /// it does not hold a handle of this kind.
             pub fn from_env(var: &str) -> Result<Self> {
-                let text = std::env::var(var).map_err(|e| Error::BadHandle {
-                    handle: format!("${var}"),
-                    reason: format!("environment variable: {e}"),
-                })?;
+                let text = match std::env::var(var) {
+                    Ok(text) => text,
+                    Err(std::env::VarError::NotPresent) => {
+                        return Err(Error::EnvNotSet { var: var.to_owned() })
+                    }
+                    Err(std::env::VarError::NotUnicode(raw)) => {
+                        return Err(Error::BadHandle {
+                            handle: raw.to_string_lossy().into_owned(),
+                            reason: format!("environment variable {var} is not valid UTF-8"),
+                        })
+                    }
+                };
                 text.parse()
             }
         }
@@ -426,6 +465,22 @@ fn check_type_hash(arena: &Arena, raw: &RawHandle) -> Result<()> {
     }
 }
 
+impl<T: ?Sized> Handle<T> {
+    /// A handle to entry `index` whose fingerprint was checked by the caller.
+    pub(crate) fn from_parts(
+        arena: &Arena,
+        index: usize,
+        type_hash: u64,
+        kind: Kind,
+    ) -> Result<Handle<T>> {
+        register(arena);
+        Ok(Handle {
+            raw: RawHandle::new(arena, index, type_hash, kind)?,
+            _type: PhantomData,
+        })
+    }
+}
+
 impl Arena {
     /// A handle to archived entry `name`, checked now to hold a `T`.
     pub fn handle<T: Archive>(&self, name: &str) -> Result<Handle<T>> {
@@ -459,10 +514,12 @@ impl Arena {
     /// arena's trust rows, so a child running the same binary reads the entries this process
     /// knows valid without bytecheck (see [`Arena::trusts`]); the child reads them from its
     /// environment as it was at exec, which its own safe code cannot change.
-    pub fn share_with<'c>(&self, cmd: &'c mut Command) -> &'c mut Command {
+    ///
+    /// Returns `cmd` for chaining, as [`Handle::share_with`] does.
+    pub fn share_with<'c>(&self, cmd: &'c mut Command) -> Result<&'c mut Command> {
         register(self);
         if !matches!(self.locator(), Locator::Memfd { .. }) {
-            return cmd;
+            return Ok(cmd);
         }
         let fd = std::os::fd::AsFd::as_fd(self).as_raw_fd();
         os::inherit_fd_in(cmd, self.clone());
@@ -475,6 +532,6 @@ impl Arena {
             Some(list) if !list.is_empty() => format!("{list},{pair}"),
             _ => pair,
         };
-        cmd.env(INHERITED_FDS_ENV, value)
+        Ok(cmd.env(INHERITED_FDS_ENV, value))
     }
 }

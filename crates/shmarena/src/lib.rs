@@ -65,11 +65,45 @@
 //!   `unsafe` [`Arena::open_named`] / [`Arena::open_file`], whose caller promises that nothing
 //!   writes to it meanwhile. docs/DESIGN.md says what each backing can and cannot promise.
 //!
+//! # Your own types, and their names
+//!
+//! Derive rkyv's traits through the re-export, with `#[rkyv(crate = shmarena::rkyv)]`, so
+//! that your crate needs no rkyv dependency and names the version shmarena archives with:
+//!
+//! ```
+//! #[derive(shmarena::rkyv::Archive, shmarena::rkyv::Serialize, shmarena::rkyv::Deserialize)]
+//! #[rkyv(crate = shmarena::rkyv)]
+//! struct Word {
+//!     text: String,
+//!     label: u8,
+//! }
+//! # fn main() -> shmarena::Result<()> {
+//! let mut b = shmarena::ArenaOptions::new().create()?;
+//! b.put("w", &Word { text: "apple".into(), label: 1 })?;
+//! let arena = b.seal()?;
+//! assert_eq!(arena.get::<Word>("w")?.label, 1);
+//! # Ok(()) }
+//! ```
+//!
+//! An entry records its type as [`std::any::type_name`], the Rust path of the type, and a
+//! typed read must ask for the same path. That path is fragile: it changes when a module
+//! moves, differs in a second binary that includes the model with `#[path]`, and the standard
+//! library does not promise it stays the same across compiler versions. Such a read is refused
+//! with [`Error::TypeMismatch`] (never garbage). For arenas that other programs read or that
+//! outlive a build (files, persisted segments), give the type a [`StableName`] and use
+//! [`ArenaWriter::put_stable`] and [`Arena::get_stable`]; a stable name decides only which
+//! entries match, and reads through it are always validated.
+//!
 //! # Lifecycle
 //!
 //! A [`ArenaWriter`] writes a header that says "building"; [`ArenaWriter::seal`] writes the table of
 //! contents, flips the header to "sealed" and makes the segment read-only. A reader refuses an
 //! arena that is not sealed with [`Error::Format`] ([`format::FormatError::StillBuilding`]). A dropped builder removes what it made.
+//!
+//! A named segment lives until the builder's arena drops, unless [`Arena::persist`]ed; a
+//! reader that may start first waits with [`Arena::wait_named`]; any process of the user
+//! removes one by name with [`Arena::remove_named`] (an orphan of a killed builder, or a
+//! persisted arena); [`inspect::gc`] removes orphans and keeps persisted segments.
 //!
 //! # Platform support
 //!
@@ -105,7 +139,8 @@
 //!
 //! `format` (bytes, no I/O) → `os` (system calls) → `segment` (the growable segment) and
 //! `archive` (rkyv glue) → `options`/`writer` (building and sealing), `arena` (opening, checked
-//! access) and `view` (typed views) → `attach` → `handle` → `service`, `image` → `inspect`. No module imports one to its left;
+//! access), `view` (typed views) and `entries` → `attach` → `handle` → `stable` → `service`,
+//! `image` → `inspect` → `lifecycle` (named segments by name). No module imports one to its left;
 //! docs/DESIGN.md has the table.
 
 #[cfg(not(target_os = "linux"))]
@@ -114,15 +149,18 @@ compile_error!("shmarena supports Linux only for now (memfd, /dev/shm and /proc)
 mod archive;
 mod arena;
 mod attach;
+mod entries;
 mod error;
 pub mod format;
 pub mod handle;
 mod image;
 pub mod inspect;
+mod lifecycle;
 mod locator;
 mod options;
 mod segment;
 pub mod service;
+mod stable;
 mod trust;
 mod view;
 mod writer;
@@ -135,19 +173,36 @@ pub use archive::SegmentWriter;
 pub use archive::{ArenaSerializer, ArenaValidator};
 pub use arena::{Arena, ArenaId, OpenOptions};
 pub use attach::{attach, detach, detach_all, expect_id};
+pub use entries::EntryInfo;
 pub use error::{Error, Result};
 pub use handle::{Handle, SliceHandle};
 pub use locator::{validate_entry_name, validate_segment_name, Locator, MAX_SEGMENT_NAME};
 pub use options::ArenaOptions;
 pub use os::release_free_memory;
 pub use service::{connect, subscribe, ConnectOptions, PublishOptions, Publisher, Subscription};
+pub use stable::StableName;
 pub use view::{SliceView, View};
 pub use writer::{ArenaWriter, SealError};
 
-/// The README's example, compiled as a doctest so it cannot drift from the API.
+/// The README's examples, run as doctests so they cannot drift from the API.
 #[cfg(doctest)]
 #[doc = include_str!("../../../README.md")]
 struct ReadmeExample;
+
+/// Every Rust block of docs/*.md runs as a doctest too (blocks in other languages are skipped).
+#[cfg(doctest)]
+mod docs_examples {
+    #[doc = include_str!("../../../docs/DESIGN.md")]
+    struct Design;
+    #[doc = include_str!("../../../docs/FORMAT.md")]
+    struct Format;
+    #[doc = include_str!("../../../docs/PYTHON.md")]
+    struct Python;
+    #[doc = include_str!("../../../docs/RELIABILITY.md")]
+    struct Reliability;
+    #[doc = include_str!("../../../docs/BENCHMARKS.md")]
+    struct Benchmarks;
+}
 
 /// Re-exported so users name the same rkyv and bytemuck versions shmarena archives with.
 pub use bytemuck;

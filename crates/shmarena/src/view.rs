@@ -103,6 +103,26 @@ impl<T: Archive> View<T> {
     pub fn arena(&self) -> &Arena {
         &self.arena
     }
+
+    /// Deserializes the entry into an owned `T` (a copy on the heap), for the rare value you
+    /// need to own or mutate; read everything else in place through the view.
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let mut b = shmarena::ArenaOptions::new().create()?;
+    /// b.put("tags", &vec!["a".to_string(), "b".to_string()])?;
+    /// let arena = b.seal()?;
+    /// let mut tags: Vec<String> = arena.get::<Vec<String>>("tags")?.deserialize()?;
+    /// tags.push("c".into());
+    /// assert_eq!(tags, ["a", "b", "c"]);
+    /// # Ok(()) }
+    /// ```
+    pub fn deserialize(&self) -> std::result::Result<T, rkyv::rancor::Error>
+    where
+        T::Archived: rkyv::Deserialize<T, rkyv::api::high::HighDeserializer<rkyv::rancor::Error>>,
+    {
+        rkyv::deserialize::<T, rkyv::rancor::Error>(&**self)
+    }
 }
 
 impl<T: Archive> Deref for View<T> {

@@ -107,6 +107,16 @@ impl ArenaWriter {
         T: Archive + for<'a, 'w> Serialize<ArenaSerializer<'a, 'w>>,
         T::Archived: Portable + for<'a> CheckBytes<ArenaValidator<'a>>,
     {
+        self.put_as(name, value, std::any::type_name::<T>())
+    }
+
+    /// [`put`](Self::put), recording `type_name` as the entry's type (the Rust path, or a
+    /// [`StableName`](crate::StableName)).
+    pub(crate) fn put_as<T>(&mut self, name: &str, value: &T, type_name: &str) -> Result<()>
+    where
+        T: Archive + for<'a, 'w> Serialize<ArenaSerializer<'a, 'w>>,
+        T::Archived: Portable + for<'a> CheckBytes<ArenaValidator<'a>>,
+    {
         self.check_process()?;
         self.check_new_name(name)?;
         let align = format::ARCHIVED_ALIGN.max(align_of::<T::Archived>());
@@ -140,7 +150,6 @@ impl ArenaWriter {
                 message: format!("the archive rkyv wrote does not validate: {e}"),
             },
         )?;
-        let type_name = std::any::type_name::<T>();
         self.validated
             .push((self.entries.len(), crate::trust::key_of::<T::Archived>()));
         self.push(Entry {

@@ -475,7 +475,7 @@ fn descriptors_that_are_not_sealed_memfds_are_refused() {
     let real = build_lexicon_arena(1);
     let t = std::thread::spawn(move || {
         let unsealed = rustix::fs::memfd_create("lying", rustix::fs::MemfdFlags::CLOEXEC).unwrap();
-        rustix::fs::ftruncate(&unsealed, real.len()).unwrap();
+        rustix::fs::ftruncate(&unsealed, real.byte_len()).unwrap();
         let plain = std::fs::File::open("/proc/self/exe").unwrap();
         let page = rustix::fs::memfd_create("page", rustix::fs::MemfdFlags::CLOEXEC).unwrap();
         for first in [unsealed.as_fd(), plain.as_fd()] {
@@ -485,7 +485,7 @@ fn descriptors_that_are_not_sealed_memfds_are_refused() {
             msg[8..10].copy_from_slice(&shmarena::service::PROTOCOL_VERSION.to_le_bytes());
             msg[24..32].copy_from_slice(&1u64.to_le_bytes());
             msg[32..48].copy_from_slice(&real.id().to_bytes());
-            msg[48..56].copy_from_slice(&real.len().to_le_bytes());
+            msg[48..56].copy_from_slice(&real.byte_len().to_le_bytes());
             let fds = [first, page.as_fd()];
             let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(2))];
             let mut control = rustix::net::SendAncillaryBuffer::new(&mut space);

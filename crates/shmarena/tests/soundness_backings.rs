@@ -276,7 +276,7 @@ fn share_with_survives_dropping_the_arena() {
         "--nocapture",
         "--test-threads=1",
     ]);
-    arena.share_with(&mut cmd);
+    arena.share_with(&mut cmd).unwrap();
     drop(arena);
     // The lowest free number goes to the next open: it must not be the one share_with passes.
     let unrelated_path = scope.path("unrelated");

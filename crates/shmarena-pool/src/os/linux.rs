@@ -18,6 +18,10 @@ use rustix::process::{Pid, PidfdFlags, Signal, WaitOptions};
 /// Environment variable that marks a spawned worker: `<task fd>:<result fd>:<parent pid>`.
 pub(crate) const WORKER_ENV: &str = "SHMARENA_POOL_WORKER";
 
+/// Environment variable that carries a spawned worker's initializer:
+/// `<job name hex>:<fingerprint hex>:<archived input hex>`.
+pub(crate) const INIT_ENV: &str = "SHMARENA_POOL_INIT";
+
 /// The parent's side of one worker process.
 pub(crate) struct Child {
     /// The worker's pid; the worker is our child until [`Child::reap`] has returned.
@@ -310,6 +314,11 @@ impl Child {
     /// The pidfd: readable once the worker has exited.
     pub(crate) fn exit_fd(&self) -> BorrowedFd<'_> {
         self.pidfd.as_fd()
+    }
+
+    /// Whether the worker has exited (or been killed) by now; it may not be reaped yet.
+    pub(crate) fn has_exited(&self) -> bool {
+        poll(&[(self.exit_fd(), Ready::Read)], Some(Duration::ZERO)).is_ok_and(|ready| ready[0])
     }
 }
 

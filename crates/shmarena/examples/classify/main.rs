@@ -226,7 +226,7 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let built = t.elapsed();
     println!(
         "built the arena: {:.1} MiB in {:.2?} (generating the lexicon took {:.2?}), {}",
-        arena.len() as f64 / (1 << 20) as f64,
+        arena.byte_len() as f64 / (1 << 20) as f64,
         built,
         generated,
         arena.locator()
@@ -268,7 +268,8 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         .chunksize(1)
         .allow_threads_at_fork(publisher.is_some())
         .on_spawn(move |cmd| {
-            shared.share_with(cmd);
+            shared.share_with(cmd)?;
+            Ok(())
         })
         .build()?;
 
@@ -341,7 +342,7 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     drop(pool);
     drop(publisher);
 
-    summary.print(elapsed, arena.len(), peak, args.baseline.is_some());
+    summary.print(elapsed, arena.byte_len(), peak, args.baseline.is_some());
     Ok(())
 }
 

@@ -20,6 +20,7 @@ use crate::os;
 pub struct GcOptions {
     dry_run: bool,
     prefix: Option<String>,
+    include_persisted: bool,
 }
 
 impl GcOptions {
@@ -31,6 +32,13 @@ impl GcOptions {
     /// Only report what would be removed.
     pub fn dry_run(mut self, yes: bool) -> GcOptions {
         self.dry_run = yes;
+        self
+    }
+
+    /// Also remove orphans that were [`persist`](crate::Arena::persist)ed (default: keep them,
+    /// reported as [`SkipReason::Persisted`]).
+    pub fn include_persisted(mut self, yes: bool) -> GcOptions {
+        self.include_persisted = yes;
         self
     }
 
@@ -92,6 +100,9 @@ pub enum SkipReason {
         /// The OS error.
         detail: String,
     },
+    /// Its builder [persisted](crate::Arena::persist) it: it is meant to outlive its builder
+    /// (see [`GcOptions::include_persisted`] and [`Arena::remove_named`](crate::Arena::remove_named)).
+    Persisted,
 }
 
 impl fmt::Display for SkipReason {
@@ -108,13 +119,18 @@ impl fmt::Display for SkipReason {
             }
             SkipReason::Changed => write!(f, "replaced while gc was checking it"),
             SkipReason::RemoveFailed { detail } => write!(f, "removing failed: {detail}"),
+            SkipReason::Persisted => write!(
+                f,
+                "persisted by its builder (remove it with Arena::remove_named, or gc with \
+                 include_persisted)"
+            ),
         }
     }
 }
 
 impl SkipReason {
     /// A short stable word for machine output: `other-user`, `not-regular`, `not-an-arena`,
-    /// `unreadable`, `owner-alive`, `in-use`, `changed` or `remove-failed`.
+    /// `unreadable`, `owner-alive`, `in-use`, `changed`, `remove-failed` or `persisted`.
     pub fn code(&self) -> &'static str {
         match self {
             SkipReason::OtherUser { .. } => "other-user",
@@ -125,6 +141,7 @@ impl SkipReason {
             SkipReason::InUse { .. } => "in-use",
             SkipReason::Changed => "changed",
             SkipReason::RemoveFailed { .. } => "remove-failed",
+            SkipReason::Persisted => "persisted",
         }
     }
 }
@@ -157,8 +174,8 @@ impl GcReport {
 }
 
 /// Removes the named segments in `/dev/shm` of this user whose creator is dead and that no
-/// process maps or holds open: arenas whose builder was killed mid-build, or persisted arenas
-/// nobody uses any more. Every other entry in `/dev/shm` (matching the prefix, if one is given)
+/// process maps or holds open: arenas whose builder was killed mid-build. Arenas their builder
+/// [persisted](crate::Arena::persist) are kept unless [`GcOptions::include_persisted`]. Every other entry in `/dev/shm` (matching the prefix, if one is given)
 /// is reported as skipped with the reason: another user's, not an arena, unreadable header,
 /// creator alive, still in use.
 ///
@@ -242,6 +259,10 @@ pub fn gc(opts: &GcOptions) -> Result<GcReport> {
         let owner = Owner::of(&header);
         if owner.alive {
             skip(SkipReason::OwnerAlive { pid: owner.pid });
+            continue;
+        }
+        if meta.mode() & os::PERSISTED_BIT != 0 && !opts.include_persisted {
+            skip(SkipReason::Persisted);
             continue;
         }
         candidates.push((name, probe, header, owner));

@@ -149,6 +149,14 @@ pub(crate) fn seals(file: &File) -> Option<Seals> {
     })
 }
 
+/// The mode [`Arena::persist`](crate::Arena::persist) gives a sealed named segment: read-only,
+/// plus the owner-execute bit as a mark that [`inspect::gc`](crate::inspect::gc) reads. It is
+/// information for gc, not a promise to readers.
+pub(crate) const PERSISTED_MODE: u32 = 0o500;
+
+/// The bit of [`PERSISTED_MODE`] that marks a persisted segment.
+pub(crate) const PERSISTED_BIT: u32 = 0o100;
+
 /// Sets the permission bits.
 pub(crate) fn chmod(file: &File, mode: u32) -> io::Result<()> {
     rustix::fs::fchmod(file, Mode::from_raw_mode(mode)).map_err(errno)

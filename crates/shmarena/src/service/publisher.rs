@@ -337,7 +337,7 @@ fn answer(inner: &Inner, conn: &OwnedFd) -> std::io::Result<()> {
     msg.status = STATUS_OK;
     msg.generation = st.generation;
     msg.arena_id = st.arena.id().to_bytes();
-    msg.arena_len = st.arena.len();
+    msg.arena_len = st.arena.byte_len();
     // The trust rows: what this process knows valid, for a client of the same build.
     let rows = if os::build_id_known() {
         st.arena.trust_rows()
