@@ -18,6 +18,7 @@ import pytest
 
 import shmarena
 import workers
+from test_values import _token_len
 
 
 def build(closing, **values):
