@@ -193,6 +193,27 @@ impl PyArena {
         py.detach(move || arena.verify()).map_err(lib_err)
     }
 
+    /// Publishes this arena (a sealed memfd) as `name` for any process of this user: see
+    /// `shmarena.connect` and `shmarena.subscribe`. Served by a thread of this process until the
+    /// returned `Publisher` is closed or this process exits.
+    #[pyo3(signature = (name, *, allow_uids = Vec::new(), allow_gids = Vec::new(), timeout = None))]
+    fn publish(
+        &self,
+        py: Python<'_>,
+        name: &str,
+        allow_uids: Vec<u32>,
+        allow_gids: Vec<u32>,
+        timeout: Option<f64>,
+    ) -> PyResult<crate::service::PyPublisher> {
+        crate::service::publish(py, &self.state, name, allow_uids, allow_gids, timeout)
+    }
+
+    /// Writes the arena as an image file at `path` (atomically: a temporary file renamed over
+    /// it); `shmarena.load(path)` reads it back.
+    fn save(&self, py: Python<'_>, path: PathBuf) -> PyResult<()> {
+        crate::service::save(py, &self.state, path)
+    }
+
     /// Stops sharing: the owner of a named arena removes its name now; every process forgets
     /// the arena in its attach cache. Views and arrays already made keep working.
     fn close(&self) -> PyResult<()> {

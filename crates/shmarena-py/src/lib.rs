@@ -19,6 +19,8 @@
 //! - `from_py.rs`: Python objects to `Value`, with errors naming the path.
 //! - `arena.rs`: `Arena`, `shmarena.open`, and a handle back to what it names.
 //! - `builder.rs`: `Builder` and `shmarena.build`.
+//! - `service.rs`: `Publisher`, `Subscription`, `shmarena.connect`/`subscribe`/`load` and
+//!   the service's exception types (`arena.rs` calls it for `Arena.publish`/`save`).
 //! - `lib.rs`: the module and its cache functions.
 
 mod arena;
@@ -33,6 +35,7 @@ mod map;
 mod package;
 mod pickle;
 mod registry;
+mod service;
 mod to_py;
 mod value;
 mod view;
@@ -100,5 +103,6 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("StaleHandleError", py.get_type::<StaleHandleError>())?;
     m.add("BadHandleError", py.get_type::<BadHandleError>())?;
     m.add("MAX_DEPTH", from_py::MAX_DEPTH)?;
+    service::register(m)?;
     Ok(())
 }
