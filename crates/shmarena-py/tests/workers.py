@@ -82,3 +82,12 @@ def build_send_and_wait(conn, done):
         b.put("v", {"from": "child", "pid": os.getpid(), "arr": np.arange(5.0)})
     conn.send(pickle.dumps(b.arena["v"]))
     done.wait(60)
+
+
+def close_publisher(pub):
+    """Tries to stop a publisher inherited across fork: must do nothing to the parent's."""
+    pub.close()
+    del pub
+    import gc
+
+    gc.collect()

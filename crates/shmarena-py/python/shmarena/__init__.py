@@ -34,6 +34,17 @@ from ._native import (
     build,
     open,
 )
+from ._native import (  # the arena service and image files (service.rs)
+    AlreadyPublishedError,
+    NotPublishedError,
+    Publisher,
+    RefusedError,
+    ServiceError,
+    Subscription,
+    connect,
+    load,
+    subscribe,
+)
 
 __all__ = [
     "Arena",
@@ -48,6 +59,16 @@ __all__ = [
     "attached_count",
     "attached_ids",
     "build",
+    # the arena service and image files
+    "AlreadyPublishedError",
+    "NotPublishedError",
+    "Publisher",
+    "RefusedError",
+    "ServiceError",
+    "Subscription",
+    "connect",
+    "load",
+    "subscribe",
 ]  # `open` is left out so that `from shmarena import *` does not shadow the builtin
 
 _abc.Mapping.register(MapView)
