@@ -77,7 +77,7 @@ class _Spec:
         return {"dataset": self.dataset, "path": self.path, "build": self.build, "wait": self.wait}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__init__(state["dataset"], state["path"], state["build"], state["wait"])  # type: ignore[misc]
+        _Spec.__init__(self, state["dataset"], state["path"], state["build"], state["wait"])
 
 
 class Dataset(_Spec, NannyPlugin):
