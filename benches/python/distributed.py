@@ -33,9 +33,14 @@ import sys
 import tempfile
 import time
 
-import numpy as np
+# This file is named distributed.py: run as a script, its directory would shadow the
+# `distributed` package (Dask's) for this process and for the workers it spawns.
+_HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != _HERE]
 
-import shmarena
+import numpy as np  # noqa: E402
+
+import shmarena  # noqa: E402
 
 COLS = 64
 CHUNK = 2000
