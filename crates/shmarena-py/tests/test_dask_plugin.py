@@ -87,7 +87,11 @@ def test_killed_worker_restarts_and_reconnects(plugin):
         assert len(arena_ids) == 1
         pids = set(client.run(os.getpid).values())
         victim = sorted(pids)[0]
+        # Killed mid-run: tasks are running on both workers; the scheduler reruns the victim's.
+        slow = client.map(workers.dataset_lookup, [name] * 6, [f"w{i}" for i in range(6)], [0.5] * 6, pure=False)
+        time.sleep(0.3)
         os.kill(victim, signal.SIGKILL)
+        assert [v for *_, v in client.gather(slow)] == [("fruit" if i % 2 else "veg", i) for i in range(6)]
         new_pids = _wait_for_new_pids(client, pids, 2)
         assert victim not in new_pids
         futures = client.map(workers.dataset_lookup, [name] * 8, [f"w{i}" for i in range(8, 16)], pure=False)

@@ -128,11 +128,14 @@ def build_small_arena():
     return b.arena
 
 
-def dataset_lookup(name, word):
+def dataset_lookup(name, word, delay=0.0):
     """A task of the engine plugins: (pid, host id, arena id, value of `word`)."""
+    import time
+
     import shmarena.dask
 
     arena = shmarena.dask.get(name, wait=60)
+    time.sleep(delay)
     return os.getpid(), os.environ.get("SHMARENA_HOST_ID"), arena.id, arena["lexicon"].get(word)
 
 
