@@ -20,7 +20,7 @@
 //! - `arena.rs`: `Arena`, `shmarena.open`, and a handle back to what it names.
 //! - `builder.rs`: `Builder` and `shmarena.build`.
 //! - `service.rs`: `Publisher`, `Subscription`, `shmarena.connect`/`subscribe`/`load` and
-//!   the service's exception types (`arena.rs` calls it for `Arena.publish`/`save`).
+//!   the service's exception types (`Arena.publish` reaches it through `shmarena._publish`).
 //! - `lib.rs`: the module and its cache functions.
 
 mod arena;

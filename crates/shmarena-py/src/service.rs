@@ -1,9 +1,10 @@
-//! The arena service from Python: `Arena.publish` gives a `Publisher`, `shmarena.connect` an
-//! `Arena`, `shmarena.subscribe` a `Subscription`; and arena image files (`Arena.save`,
-//! `shmarena.load`). A thin layer over `shmarena::service` and `shmarena::Arena::load_file`.
+//! The arena service from Python: `Arena.publish` gives a `Publisher` (through
+//! `shmarena._publish`, so `arena.rs` does not import this file), `shmarena.connect` an `Arena`,
+//! `shmarena.subscribe` a `Subscription`; and `shmarena.load` for arena image files (`Arena.save`
+//! is in `arena.rs`). A thin layer over `shmarena::service` and `shmarena::Arena::load_file`.
 
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use pyo3::create_exception;
@@ -13,7 +14,6 @@ use shmarena::service::ServiceError as LibServiceError;
 
 use crate::arena::PyArena;
 use crate::errors::{chain, lib_err, ShmarenaError};
-use crate::registry::ArenaState;
 
 create_exception!(
     shmarena,
@@ -129,10 +129,11 @@ impl Drop for PyPublisher {
     }
 }
 
-/// Publishes `arena` as `name` (what `Arena.publish` calls).
-pub(crate) fn publish(
+/// Publishes `arena` as `name`: what `Arena.publish` calls (through `shmarena._publish`).
+#[pyfunction]
+pub(crate) fn _publish(
     py: Python<'_>,
-    arena: &Arc<ArenaState>,
+    arena: &Bound<'_, PyArena>,
     name: &str,
     allow_uids: Vec<u32>,
     allow_gids: Vec<u32>,
@@ -148,7 +149,7 @@ pub(crate) fn publish(
     if let Some(t) = timeout_of(timeout)? {
         opts = opts.timeout(t);
     }
-    let lib_arena = arena.arena.clone();
+    let lib_arena = arena.get().state.arena.clone();
     let owned = name.to_owned();
     let p = py
         .detach(move || opts.publish(&owned, lib_arena))
@@ -351,12 +352,6 @@ impl PySubscription {
     }
 }
 
-/// Saves `arena` as an image file at `path` (what `Arena.save` calls).
-pub(crate) fn save(py: Python<'_>, arena: &Arc<ArenaState>, path: PathBuf) -> PyResult<()> {
-    let a = arena.arena.clone();
-    py.detach(move || a.save(path)).map_err(lib_err)
-}
-
 /// Loads the arena image file at `path` into a fresh sealed memfd, checked once (header,
 /// table of contents, every checksum); the result can be published or shared like a built one.
 #[pyfunction]
@@ -375,6 +370,7 @@ pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(connect, m)?)?;
     m.add_function(wrap_pyfunction!(subscribe, m)?)?;
     m.add_function(wrap_pyfunction!(load, m)?)?;
+    m.add_function(wrap_pyfunction!(_publish, m)?)?;
     m.add("ServiceError", py.get_type::<ServiceError>())?;
     m.add("NotPublishedError", py.get_type::<NotPublishedError>())?;
     m.add(

@@ -41,6 +41,7 @@ from ._native import (  # the arena service and image files (service.rs)
     RefusedError,
     ServiceError,
     Subscription,
+    _publish,
     connect,
     load,
     subscribe,
