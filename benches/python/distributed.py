@@ -1,8 +1,9 @@
 """The seed workload on Dask and Ray: one read-only dataset, several worker processes.
 
-Dataset: a dict of N string keys -> int and a float32 matrix (N/4 rows x 64 columns: 64 MiB at
-N = 1M). Work: L random lookups in tasks of 2000 keys; each task sums the values it finds and the
-matrix rows they name.
+Dataset: a dict of N string keys -> int and a float32 matrix (N/4 rows x 64 columns: 61 MiB at
+N = 1M). Work: L = N lookups in tasks of 2000 keys, spread over the whole dict (each task makes
+its keys from its number, so the tasks' arguments stay tiny); each task sums the values it finds
+and the matrix rows they name.
 
 Ways (rows)
 - Dask, shmarena:  shmarena.dask.Dataset(path=image): each host's first nanny loads the arena
@@ -27,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import random
 import statistics
 import sys
 import tempfile
@@ -56,7 +56,15 @@ def make_data(n: int):
     return d, m
 
 
-def work(d, m, keys) -> float:
+def keys_of(task: int, n: int) -> list[str]:
+    """The keys task number `task` looks up: made in the task (so the task's arguments are two
+    integers and no engine keeps key lists around), spread over the whole dict (7919 is prime
+    and does not divide n = 10^k, so i -> 7919 i mod n is a permutation)."""
+    return [f"k{(task * CHUNK + j) * 7919 % n:07d}" for j in range(CHUNK)]
+
+
+def work(d, m, task: int) -> float:
+    keys = keys_of(task, len(d))
     total = 0
     rows = []
     nrows = m.shape[0]
@@ -67,23 +75,23 @@ def work(d, m, keys) -> float:
     return total + float(m[np.asarray(rows)].sum(dtype=np.float64))
 
 
-def task_obj(obj, keys):
+def task_obj(obj, task):
     d, m = obj
-    return os.getpid(), work(d, m, keys)
+    return os.getpid(), work(d, m, task)
 
 
-def task_shmarena_dask(keys):
+def task_shmarena_dask(name, task):
     import shmarena.dask
 
-    a = shmarena.dask.get(NAME)
-    return os.getpid(), work(a["dict"], a["matrix"], keys)
+    a = shmarena.dask.get(name)
+    return os.getpid(), work(a["dict"], a["matrix"], task)
 
 
-def task_shmarena_ray(keys):
+def task_shmarena_ray(name, task):
     import shmarena.ray
 
-    a = shmarena.ray.get(NAME)
-    return os.getpid(), work(a["dict"], a["matrix"], keys)
+    a = shmarena.ray.get(name)
+    return os.getpid(), work(a["dict"], a["matrix"], task)
 
 
 def anon_kib(pid="self") -> int:
@@ -117,7 +125,7 @@ def dask_run(way: str, workers: int, obj, image: str, chunks):
             import shmarena.dask
 
             client.register_plugin(shmarena.dask.Dataset(NAME, path=image))
-            futures = client.map(task_shmarena_dask, chunks, pure=False)
+            futures = client.map(task_shmarena_dask, [NAME] * len(chunks), chunks, pure=False)
         elif way == "scatter":
             [fut] = client.scatter([obj], broadcast=True)
             futures = client.map(task_obj, [fut] * len(chunks), chunks, pure=False)
@@ -161,7 +169,7 @@ def ray_run(way: str, workers: int, obj, image: str, chunks):
 
             ds = shmarena.ray.Dataset(NAME, path=image).start()
             task = ray.remote(task_shmarena_ray)
-            refs = [task.remote(c) for c in chunks]
+            refs = [task.remote(NAME, c) for c in chunks]
         elif way == "ray.put":
             ref = ray.put(obj)
             task = ray.remote(task_obj)
@@ -203,10 +211,7 @@ def main() -> int:
 
     t = time.perf_counter()
     d, m = make_data(n)
-    rng = random.Random(0)
-    keys = list(d)
-    lookups = [keys[rng.randrange(n)] for _ in range(n)]
-    chunks = [lookups[i : i + CHUNK] for i in range(0, n, CHUNK)]
+    chunks = list(range(n // CHUNK))  # task numbers; each task makes its CHUNK keys
     want = expected_total(d, m, chunks)
     with shmarena.build() as b:
         b.put("dict", d)
@@ -218,7 +223,7 @@ def main() -> int:
     b.arena.close()
     print(
         f"N = {n:,} entries, matrix {m.shape[0]}x{COLS} float32 ({m.nbytes / 2**20:.1f} MiB), "
-        f"L = {n:,} lookups in {len(chunks)} tasks; arena image {size_mib:.1f} MiB "
+        f"L = {len(chunks) * CHUNK:,} lookups in {len(chunks)} tasks; arena image {size_mib:.1f} MiB "
         f"(data and image made in {time.perf_counter() - t:.1f} s); {os.cpu_count()} cores",
         flush=True,
     )
