@@ -228,8 +228,11 @@ def main() -> int:
         flush=True,
     )
     print()
-    print("| engine, way | workers | wall (s) | first result (s) | Anonymous/worker (MiB) | growth/worker (MiB, max) | sum of Anonymous (MiB) |")
-    print("|---|---|---|---|---|---|---|")
+    print(
+        "| engine, way | workers | wall (s) | first result (s) | Anonymous/worker (MiB, median) "
+        "| growth of each worker (MiB) | sum of growth (MiB) | sum of Anonymous (MiB) |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
     plan = []
     if "dask" in engines:
         plan += [("Dask", w, dask_run) for w in ("shmarena", "scatter", "graph")]
@@ -241,13 +244,14 @@ def main() -> int:
                 try:
                     wall, first, anon, growth, results = run(way, workers, (d, m), image, chunks)
                 except Exception as e:  # noqa: BLE001 - report and go on
-                    print(f"| {engine}, {way} | {workers} | failed: {type(e).__name__}: {e} | | | | |", flush=True)
+                    print(f"| {engine}, {way} | {workers} | failed: {type(e).__name__}: {e} | | | | | |", flush=True)
                     continue
                 got = sum(r for _, r in results)
                 ok = "" if abs(got - want) <= 1e-9 * abs(want) else f" WRONG RESULT {got} != {want}"
                 print(
                     f"| {engine}, {way} | {workers} | {wall:.2f} | {first:.2f} | "
-                    f"{statistics.median(anon) / 1024:.1f} | {max(growth) / 1024:.1f} | "
+                    f"{statistics.median(anon) / 1024:.1f} | "
+                    f"{', '.join(f'{g / 1024:.1f}' for g in sorted(growth))} | {sum(growth) / 1024:.1f} | "
                     f"{sum(anon) / 1024:.1f} |{ok}",
                     flush=True,
                 )
