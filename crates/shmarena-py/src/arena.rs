@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use pyo3::exceptions::{PyKeyError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
 use pyo3::types::PyList;
 use pyo3::IntoPyObjectExt;
 use shmarena::format::Kind;
@@ -13,6 +14,7 @@ use shmarena::format::Kind;
 use crate::dtype;
 use crate::errors::lib_err;
 use crate::handle::{self, Handle};
+use crate::package::helper;
 use crate::pickle::{self, Reduced};
 use crate::registry::{ArenaState, META_ENTRY};
 use crate::to_py::{make_array, node_to_py};
@@ -226,6 +228,29 @@ impl PyArena {
     fn verify(&self, py: Python<'_>) -> PyResult<()> {
         let arena = self.state.arena.clone();
         py.detach(move || arena.verify()).map_err(lib_err)
+    }
+
+    /// Publishes this arena (a sealed memfd) as `name` for any process of this user: see
+    /// `shmarena.connect` and `shmarena.subscribe`. Served by a thread of this process until the
+    /// returned `Publisher` is closed or this process exits. (`service.rs` implements it, reached
+    /// through the package so that this file does not import a later one.)
+    #[pyo3(signature = (name, *, allow_uids = Vec::new(), allow_gids = Vec::new(), timeout = None))]
+    fn publish<'py>(
+        slf: &Bound<'py, Self>,
+        name: &str,
+        allow_uids: Vec<u32>,
+        allow_gids: Vec<u32>,
+        timeout: Option<f64>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        static PUBLISH: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+        helper(slf.py(), &PUBLISH, "_publish")?.call1((slf, name, allow_uids, allow_gids, timeout))
+    }
+
+    /// Writes the arena as an image file at `path` (atomically: a temporary file renamed over
+    /// it); `shmarena.load(path)` reads it back.
+    fn save(&self, py: Python<'_>, path: PathBuf) -> PyResult<()> {
+        let arena = self.state.arena.clone();
+        py.detach(move || arena.save(path)).map_err(lib_err)
     }
 
     /// Stops sharing: the owner of a named arena removes its name now (unless it was built with

@@ -23,6 +23,8 @@
 //! - `lifecycle.rs`: what `build` checks before creating a segment (with hints in its errors),
 //!   `shmarena.remove` for named arenas, and the builder's thread check.
 //! - `builder.rs`: `Builder` and `shmarena.build`.
+//! - `service.rs`: `Publisher`, `Subscription`, `shmarena.connect`/`subscribe`/`load` and
+//!   the service's exception types (`Arena.publish` reaches it through `shmarena._publish`).
 //! - `lib.rs`: the module and its cache functions.
 
 mod arena;
@@ -38,6 +40,7 @@ mod map;
 mod package;
 mod pickle;
 mod registry;
+mod service;
 mod to_py;
 mod value;
 mod view;
@@ -110,5 +113,6 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("BadHandleError", py.get_type::<BadHandleError>())?;
     m.add("WrongThreadError", py.get_type::<WrongThreadError>())?;
     m.add("MAX_DEPTH", from_py::MAX_DEPTH)?;
+    service::register(m)?;
     Ok(())
 }

@@ -94,3 +94,65 @@ def shares_arena_pages(arr):
         and ("memfd:shmarena" in path or path.startswith("/dev/shm/"))
     )
     return int(arr.sum()), shared
+
+
+def close_publisher(pub):
+    """Tries to stop a publisher inherited across fork: must do nothing to the parent's."""
+    pub.close()
+    del pub
+    import gc
+
+    gc.collect()
+
+
+def anon_kib(pid: int | str = "self") -> int:
+    """`Anonymous:` of a process (kB): its private anonymous memory; shared arena pages are not."""
+    with open(f"/proc/{pid}/smaps_rollup") as f:
+        for line in f:
+            if line.startswith("Anonymous:"):
+                return int(line.split()[1])
+    raise RuntimeError("no Anonymous: line in smaps_rollup")
+
+
+def read_all(lexicon, matrix, words):
+    """Looks up `words` in `lexicon` and reduces the whole `matrix`; returns (pid, found,
+    matrix sum, growth of this process's anonymous memory in KiB while reading)."""
+    import gc
+
+    gc.collect()
+    before = anon_kib()
+    found = 0
+    for w in words:
+        if lexicon.get(w) is not None:
+            found += 1
+    total = 0.0
+    for row in range(0, matrix.shape[0], 4096):
+        total += float(matrix[row : row + 4096].sum(dtype=np.float64))
+    gc.collect()
+    return os.getpid(), found, total, anon_kib() - before
+
+
+def build_small_arena():
+    """A build function for the engine plugins: a small dataset, built where it is called."""
+    with shmarena.build() as b:
+        b.put("lexicon", {f"w{i}": ("fruit" if i % 2 else "veg", i) for i in range(1000)})
+        b.put_array("weights", np.arange(64, dtype=np.float32))
+    return b.arena
+
+
+def dataset_lookup(name, word, delay=0.0):
+    """A task of the engine plugins: (pid, host id, arena id, value of `word`)."""
+    import time
+
+    import shmarena.dask
+
+    arena = shmarena.dask.get(name, wait=60)
+    time.sleep(delay)
+    return os.getpid(), os.environ.get("SHMARENA_HOST_ID"), arena.id, arena["lexicon"].get(word)
+
+
+def ray_dataset_lookup(name, word):
+    import shmarena.ray
+
+    arena = shmarena.ray.get(name, wait=60)
+    return os.getpid(), arena.id, arena["lexicon"].get(word), float(arena["weights"].sum())

@@ -39,6 +39,18 @@ from ._native import (
     open,
     remove,
 )
+from ._native import (  # the arena service and image files (service.rs)
+    AlreadyPublishedError,
+    NotPublishedError,
+    Publisher,
+    RefusedError,
+    ServiceError,
+    Subscription,
+    _publish,
+    connect,
+    load,
+    subscribe,
+)
 
 __all__ = [
     "Arena",
@@ -57,6 +69,16 @@ __all__ = [
     "build",
     "remove",
     "to_json_default",
+    # the arena service and image files
+    "AlreadyPublishedError",
+    "NotPublishedError",
+    "Publisher",
+    "RefusedError",
+    "ServiceError",
+    "Subscription",
+    "connect",
+    "load",
+    "subscribe",
 ]  # `open` is left out so that `from shmarena import *` does not shadow the builtin
 
 _abc.Mapping.register(MapView)

@@ -1,0 +1,382 @@
+//! The arena service from Python: `Arena.publish` gives a `Publisher` (through
+//! `shmarena._publish`, so `arena.rs` does not import this file), `shmarena.connect` an `Arena`,
+//! `shmarena.subscribe` a `Subscription`; and `shmarena.load` for arena image files (`Arena.save`
+//! is in `arena.rs`). A thin layer over `shmarena::service` and `shmarena::Arena::load_file`.
+
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use pyo3::create_exception;
+use pyo3::exceptions::PyValueError;
+use pyo3::prelude::*;
+use shmarena::service::ServiceError as LibServiceError;
+
+use crate::arena::PyArena;
+use crate::errors::{chain, lib_err, ShmarenaError};
+
+create_exception!(
+    shmarena,
+    ServiceError,
+    ShmarenaError,
+    "Publishing or connecting by name failed; the message names the published name and the cause."
+);
+create_exception!(
+    shmarena,
+    NotPublishedError,
+    ServiceError,
+    "Nobody publishes the name (never published, or the publisher is gone)."
+);
+create_exception!(
+    shmarena,
+    AlreadyPublishedError,
+    ServiceError,
+    "Another live process (or Publisher) already publishes the name."
+);
+create_exception!(
+    shmarena,
+    RefusedError,
+    ServiceError,
+    "The publisher refused this client's uid, or this client refused a publisher of another uid."
+);
+
+/// A library error as a Python exception: service errors get their own types.
+pub(crate) fn service_err(e: shmarena::Error) -> PyErr {
+    match &e {
+        shmarena::Error::Service(s) => {
+            let msg = chain(&e);
+            match s {
+                LibServiceError::NotPublished { .. } => NotPublishedError::new_err(msg),
+                LibServiceError::AlreadyPublished { .. } => AlreadyPublishedError::new_err(msg),
+                LibServiceError::Refused { .. } => RefusedError::new_err(msg),
+                _ => ServiceError::new_err(msg),
+            }
+        }
+        _ => lib_err(e),
+    }
+}
+
+fn timeout_of(seconds: Option<f64>) -> PyResult<Option<Duration>> {
+    seconds
+        .map(|s| {
+            Duration::try_from_secs_f64(s).map_err(|_| {
+                PyValueError::new_err(format!(
+                    "timeout must be a non-negative number of seconds, not {s}"
+                ))
+            })
+        })
+        .transpose()
+}
+
+fn connect_options(
+    timeout: Option<f64>,
+    server_uid: Option<u32>,
+) -> PyResult<shmarena::ConnectOptions> {
+    let mut opts = shmarena::ConnectOptions::new();
+    if let Some(t) = timeout_of(timeout)? {
+        opts = opts.timeout(t);
+    }
+    if let Some(uid) = server_uid {
+        opts = opts.server_uid(uid);
+    }
+    Ok(opts)
+}
+
+/// Serves an arena under a name until closed; `publish(arena)` serves a new generation.
+///
+/// Only the process that created it serves: a fork child that inherits the object cannot
+/// publish or close it (the serving thread is not in the child), and dropping it there does
+/// nothing.
+#[pyclass(frozen, module = "shmarena", name = "Publisher")]
+pub(crate) struct PyPublisher {
+    inner: Mutex<Option<shmarena::Publisher>>,
+    name: String,
+    pid: u32,
+}
+
+impl PyPublisher {
+    fn with<R>(&self, f: impl FnOnce(&shmarena::Publisher) -> PyResult<R>) -> PyResult<R> {
+        if std::process::id() != self.pid {
+            return Err(ServiceError::new_err(format!(
+                "the publisher of {:?} belongs to process {}, not this one (a fork child \
+                 inherits the object but not the thread that serves the name)",
+                self.name, self.pid
+            )));
+        }
+        let guard = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        match guard.as_ref() {
+            Some(p) => f(p),
+            None => Err(ServiceError::new_err(format!(
+                "the publisher of {:?} is closed",
+                self.name
+            ))),
+        }
+    }
+}
+
+impl Drop for PyPublisher {
+    fn drop(&mut self) {
+        let p = self
+            .inner
+            .get_mut()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if std::process::id() != self.pid {
+            // Dropping it here would stop the parent's serving thread (the stop pipe is shared)
+            // and join a thread this process does not have.
+            std::mem::forget(p);
+        }
+    }
+}
+
+/// Publishes `arena` as `name`: what `Arena.publish` calls (through `shmarena._publish`).
+#[pyfunction]
+pub(crate) fn _publish(
+    py: Python<'_>,
+    arena: &Bound<'_, PyArena>,
+    name: &str,
+    allow_uids: Vec<u32>,
+    allow_gids: Vec<u32>,
+    timeout: Option<f64>,
+) -> PyResult<PyPublisher> {
+    let mut opts = shmarena::PublishOptions::new();
+    for uid in allow_uids {
+        opts = opts.allow_uid(uid);
+    }
+    for gid in allow_gids {
+        opts = opts.allow_gid(gid);
+    }
+    if let Some(t) = timeout_of(timeout)? {
+        opts = opts.timeout(t);
+    }
+    let lib_arena = arena.get().state.arena.clone();
+    let owned = name.to_owned();
+    let p = py
+        .detach(move || opts.publish(&owned, lib_arena))
+        .map_err(service_err)?;
+    Ok(PyPublisher {
+        name: p.name().to_owned(),
+        inner: Mutex::new(Some(p)),
+        pid: std::process::id(),
+    })
+}
+
+#[pymethods]
+impl PyPublisher {
+    /// Serves `arena` (a sealed memfd arena) from now on; returns the new generation. Clients
+    /// that connect from now on get it; subscriptions see it on their next `current()`.
+    fn publish(&self, py: Python<'_>, arena: &Bound<'_, PyArena>) -> PyResult<u64> {
+        let a = arena.get().state.arena.clone();
+        self.with(|p| py.detach(|| p.publish(a)).map_err(service_err))
+    }
+
+    /// The generation being served (1 for the first arena).
+    #[getter]
+    fn generation(&self) -> PyResult<u64> {
+        self.with(|p| Ok(p.generation()))
+    }
+
+    /// The arena being served.
+    #[getter]
+    fn arena(&self) -> PyResult<PyArena> {
+        self.with(|p| Ok(PyArena::local(p.arena(), false)))
+    }
+
+    /// The published name.
+    #[getter]
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Whether the name is still served by this object.
+    #[getter]
+    fn closed(&self) -> bool {
+        std::process::id() != self.pid
+            || self
+                .inner
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .is_none()
+    }
+
+    /// Stops serving: the name disappears; readers keep what they connected to. Closing twice
+    /// does nothing.
+    fn close(&self, py: Python<'_>) -> PyResult<()> {
+        if std::process::id() != self.pid {
+            return Ok(());
+        }
+        let p = self.inner.lock().unwrap_or_else(|e| e.into_inner()).take();
+        py.detach(move || drop(p));
+        Ok(())
+    }
+
+    fn __enter__(slf: Py<Self>) -> Py<Self> {
+        slf
+    }
+
+    fn __exit__(
+        &self,
+        py: Python<'_>,
+        _ty: &Bound<'_, PyAny>,
+        _value: &Bound<'_, PyAny>,
+        _tb: &Bound<'_, PyAny>,
+    ) -> PyResult<bool> {
+        self.close(py)?;
+        Ok(false)
+    }
+
+    fn __repr__(&self) -> String {
+        let guard = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        match guard.as_ref() {
+            Some(p) if std::process::id() == self.pid => format!(
+                "<shmarena.Publisher {:?}, generation {}, arena {}>",
+                self.name,
+                p.generation(),
+                p.arena().id()
+            ),
+            _ => format!("<shmarena.Publisher {:?}, closed>", self.name),
+        }
+    }
+}
+
+/// Connects to the arena published as `name` by a process of this user.
+#[pyfunction]
+#[pyo3(signature = (name, *, timeout = None, server_uid = None))]
+pub(crate) fn connect(
+    py: Python<'_>,
+    name: &str,
+    timeout: Option<f64>,
+    server_uid: Option<u32>,
+) -> PyResult<PyArena> {
+    let opts = connect_options(timeout, server_uid)?;
+    let arena = py.detach(|| opts.connect(name)).map_err(service_err)?;
+    Ok(PyArena::local(arena, false))
+}
+
+struct SubState {
+    sub: shmarena::Subscription,
+    /// The Python object for the arena `sub` last fetched.
+    arena: Py<PyArena>,
+}
+
+/// Follows the generations of a published name: `current()` is the latest arena.
+#[pyclass(frozen, module = "shmarena", name = "Subscription")]
+pub(crate) struct PySubscription {
+    state: Mutex<SubState>,
+    name: String,
+}
+
+/// Subscribes to the generations of `name`.
+#[pyfunction]
+#[pyo3(signature = (name, *, timeout = None, server_uid = None))]
+pub(crate) fn subscribe(
+    py: Python<'_>,
+    name: &str,
+    timeout: Option<f64>,
+    server_uid: Option<u32>,
+) -> PyResult<PySubscription> {
+    let opts = connect_options(timeout, server_uid)?;
+    let sub = py.detach(|| opts.subscribe(name)).map_err(service_err)?;
+    let arena = Py::new(py, PyArena::local(sub.last().clone(), false))?;
+    Ok(PySubscription {
+        name: sub.name().to_owned(),
+        state: Mutex::new(SubState { sub, arena }),
+    })
+}
+
+impl PySubscription {
+    fn lock(&self) -> std::sync::MutexGuard<'_, SubState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Replaces the Python arena object if `sub` now holds another arena.
+    fn sync(py: Python<'_>, st: &mut SubState) -> PyResult<()> {
+        let id = st.sub.last().id();
+        if st.arena.get().state.arena.id() != id {
+            st.arena = Py::new(py, PyArena::local(st.sub.last().clone(), false))?;
+        }
+        Ok(())
+    }
+}
+
+#[pymethods]
+impl PySubscription {
+    /// The arena of the latest generation: the one held if the publisher's counter has not
+    /// moved (one atomic load), a freshly fetched one otherwise. Views and arrays taken from an
+    /// earlier generation keep working and keep their values until dropped. If fetching fails
+    /// (the publisher died), the error is raised and the subscription keeps what it had.
+    fn current(&self, py: Python<'_>) -> PyResult<Py<PyArena>> {
+        let mut st = self.lock();
+        let before = st.sub.generation();
+        st.sub.current().map_err(service_err)?;
+        if st.sub.generation() != before {
+            Self::sync(py, &mut st)?;
+        }
+        Ok(st.arena.clone_ref(py))
+    }
+
+    /// Fetches what is served now even if the counter did not move (a publisher restarted
+    /// under the same name); returns whether the generation or arena changed.
+    fn refresh(&self, py: Python<'_>) -> PyResult<bool> {
+        let mut st = self.lock();
+        let changed = st.sub.refresh().map_err(service_err)?;
+        Self::sync(py, &mut st)?;
+        Ok(changed)
+    }
+
+    /// The arena last fetched, without checking for a newer one.
+    fn last(&self, py: Python<'_>) -> Py<PyArena> {
+        self.lock().arena.clone_ref(py)
+    }
+
+    /// The generation of `last()`.
+    #[getter]
+    fn generation(&self) -> u64 {
+        self.lock().sub.generation()
+    }
+
+    /// The published name.
+    #[getter]
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn __repr__(&self) -> String {
+        let st = self.lock();
+        format!(
+            "<shmarena.Subscription {:?}, generation {}, arena {}>",
+            self.name,
+            st.sub.generation(),
+            st.sub.last().id()
+        )
+    }
+}
+
+/// Loads the arena image file at `path` into a fresh sealed memfd, checked once (header,
+/// table of contents, every checksum); the result can be published or shared like a built one.
+#[pyfunction]
+pub(crate) fn load(py: Python<'_>, path: PathBuf) -> PyResult<PyArena> {
+    let arena = py
+        .detach(move || shmarena::Arena::load_file(path))
+        .map_err(lib_err)?;
+    Ok(PyArena::local(arena, false))
+}
+
+/// Registers this file's classes, functions and exceptions in the native module.
+pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    let py = m.py();
+    m.add_class::<PyPublisher>()?;
+    m.add_class::<PySubscription>()?;
+    m.add_function(wrap_pyfunction!(connect, m)?)?;
+    m.add_function(wrap_pyfunction!(subscribe, m)?)?;
+    m.add_function(wrap_pyfunction!(load, m)?)?;
+    m.add_function(wrap_pyfunction!(_publish, m)?)?;
+    m.add("ServiceError", py.get_type::<ServiceError>())?;
+    m.add("NotPublishedError", py.get_type::<NotPublishedError>())?;
+    m.add(
+        "AlreadyPublishedError",
+        py.get_type::<AlreadyPublishedError>(),
+    )?;
+    m.add("RefusedError", py.get_type::<RefusedError>())?;
+    Ok(())
+}
