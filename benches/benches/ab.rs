@@ -378,7 +378,10 @@ fn build(plan: &Plan, out: &mut Vec<AbResult>) {
             },
         )
     };
-    for (variant, validate) in [("ArenaWriter::put", true), ("ArenaWriter::put_unvalidated", false)] {
+    for (variant, validate) in [
+        ("ArenaWriter::put", true),
+        ("ArenaWriter::put_unvalidated", false),
+    ] {
         let mut r = compare(
             &format!("build an rkyv entry, HashMap<String, u32> of {n}, {variant}"),
             ("rkyv::to_bytes + copy into a fresh memfd", two_step()),
