@@ -129,6 +129,7 @@ pub use error::{Error, Result};
 pub use handle::{Handle, SliceHandle};
 pub use locator::{validate_entry_name, validate_segment_name, Locator, MAX_SEGMENT_NAME};
 pub use options::ArenaOptions;
+pub use os::release_free_memory;
 pub use service::{connect, subscribe, ConnectOptions, PublishOptions, Publisher, Subscription};
 pub use view::{SliceView, View};
 pub use writer::{ArenaWriter, SealError};

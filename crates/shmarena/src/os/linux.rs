@@ -429,3 +429,32 @@ mod tests {
         assert!(!fd_links(pid()).is_empty());
     }
 }
+
+/// Returns free memory to the system: first rkyv's scratch arena of the calling thread (which
+/// [`ArenaWriter::put`](crate::ArenaWriter::put) fills and rkyv keeps for the next
+/// serialization: tens of MiB after archiving a map of a million entries), then the free pages
+/// of this process's heap (glibc's `malloc_trim(0)`: freed blocks in the middle of the heap as
+/// well as at its end). After dropping a large private value (the source of an arena, say), the
+/// process otherwise keeps those pages, and forks copy their page tables.
+///
+/// Returns whether the allocator released any memory; always `false` with an allocator other
+/// than glibc's (the rkyv arena is released either way).
+///
+/// ```
+/// let big: Vec<String> = (0..100_000).map(|i| i.to_string()).collect();
+/// drop(big);
+/// let _released: bool = shmarena::release_free_memory();
+/// ```
+pub fn release_free_memory() -> bool {
+    rkyv::util::clear_arena();
+    #[cfg(target_env = "gnu")]
+    {
+        // SAFETY: `malloc_trim` has no preconditions: it takes the allocator's own locks and
+        // only returns pages of blocks that are free, which nothing may use.
+        unsafe { libc::malloc_trim(0) == 1 }
+    }
+    #[cfg(not(target_env = "gnu"))]
+    {
+        false
+    }
+}
