@@ -107,6 +107,9 @@ fn section_wanted(name: &str) -> bool {
     filters.iter().any(|f| hits(stems, name, f))
 }
 
+/// A section of comparisons: runs them and appends their results.
+type Section = fn(&Plan, &mut Vec<AbResult>);
+
 /// [`ab::compare`] if `name` is wanted; otherwise an empty result that `main` drops.
 fn compare(
     name: &str,
@@ -562,7 +565,7 @@ fn main() {
         }
     };
     let mut results = Vec::new();
-    let sections: [(&str, fn(&Plan, &mut Vec<AbResult>)); 5] = [
+    let sections: [(&str, Section); 5] = [
         ("attach", attach),
         ("resolve", resolve),
         ("reads", reads),

@@ -407,29 +407,6 @@ pub(crate) fn adopt_inherited_fd(fd: std::os::fd::RawFd) -> io::Result<File> {
     Ok(File::from(dup))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn makedev_matches_the_kernel() {
-        assert_eq!(makedev(0, 1), 1);
-        assert_eq!(makedev(8, 1), 0x801);
-        assert_eq!(makedev(259, 3), (259 << 8) | 3);
-        assert_eq!(makedev(0, 300), (1 << 12 << 8) | (300 & 0xff));
-    }
-
-    #[test]
-    fn this_process_has_a_stat() {
-        let stat = process_stat(pid()).unwrap();
-        assert_ne!(stat.state, 'Z');
-        assert_eq!(Some(stat.start), process_start_time(pid()));
-        assert_eq!(process_stat(0), None);
-        assert!(pids().contains(&pid()));
-        assert!(!fd_links(pid()).is_empty());
-    }
-}
-
 /// Returns free memory to the system: first rkyv's scratch arena of the calling thread (which
 /// [`ArenaWriter::put`](crate::ArenaWriter::put) fills and rkyv keeps for the next
 /// serialization: tens of MiB after archiving a map of a million entries), then the free pages
@@ -456,5 +433,28 @@ pub fn release_free_memory() -> bool {
     #[cfg(not(target_env = "gnu"))]
     {
         false
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn makedev_matches_the_kernel() {
+        assert_eq!(makedev(0, 1), 1);
+        assert_eq!(makedev(8, 1), 0x801);
+        assert_eq!(makedev(259, 3), (259 << 8) | 3);
+        assert_eq!(makedev(0, 300), (1 << 12 << 8) | (300 & 0xff));
+    }
+
+    #[test]
+    fn this_process_has_a_stat() {
+        let stat = process_stat(pid()).unwrap();
+        assert_ne!(stat.state, 'Z');
+        assert_eq!(Some(stat.start), process_start_time(pid()));
+        assert_eq!(process_stat(0), None);
+        assert!(pids().contains(&pid()));
+        assert!(!fd_links(pid()).is_empty());
     }
 }
