@@ -138,6 +138,11 @@ fn compare(
 fn attach(plan: &Plan, out: &mut Vec<AbResult>) {
     for size in attach_sizes() {
         let label = size_label(size);
+        if !wanted(&format!("attach, sealed memfd from a descriptor, {label}"))
+            && !wanted(&format!("attach, named segment, {label}"))
+        {
+            continue;
+        }
         let arena = pod_arena(ArenaOptions::new(), size);
         out.push(compare(
             &format!("attach, sealed memfd from a descriptor, {label}"),
@@ -290,6 +295,16 @@ fn build(plan: &Plan, out: &mut Vec<AbResult>) {
     let sizes = build_sizes();
     let slow = plan.slow();
     for size in sizes {
+        let label = size_label(size);
+        let names = [
+            format!("build a POD entry, {label}"),
+            format!("checksum share: baseline + xxh3, {label}"),
+            format!("build a POD entry, {label}, without seal"),
+        ];
+        if !names.iter().any(|n| wanted(n)) {
+            // Not even the source vector: at 8 GiB it alone takes seconds and 8 GiB.
+            continue;
+        }
         let data: Vec<u64> = (0..(size / 8) as u64).collect();
         let bytes: &[u8] = shmarena::bytemuck::cast_slice(&data);
         let rounds = if size >= GIB { 7 } else { slow.rounds };
@@ -368,6 +383,22 @@ fn build(plan: &Plan, out: &mut Vec<AbResult>) {
     // serializes into its own heap first): `rkyv::to_bytes`, then copy the bytes into a fresh
     // memfd, paying the same first-touch page faults as the in-place `put` pays.
     let n = map_entries();
+    if !wanted(&format!("build an rkyv entry, HashMap<String, u32> of {n}")) {
+        let any = [
+            "ArenaWriter::put",
+            "ArenaWriter::put_unvalidated",
+            "vs to_bytes alone",
+        ]
+        .iter()
+        .any(|v| {
+            wanted(&format!(
+                "build an rkyv entry, HashMap<String, u32> of {n}, {v}"
+            ))
+        });
+        if !any {
+            return;
+        }
+    }
     let map = make_map(n);
     let len = rkyv::to_bytes::<rancor::Error>(&map)
         .expect("to_bytes")
