@@ -272,6 +272,39 @@ mod tests {
     use super::*;
 
     #[test]
+    fn frames_split_and_joined_on_the_pipe_come_out_whole() {
+        use std::os::fd::OwnedFd;
+        let (r, w) = std::io::pipe().unwrap();
+        let mut r = File::from(OwnedFd::from(r));
+        let mut w = File::from(OwnedFd::from(w));
+        let mut small = FrameWriter::new(KIND_BATCH);
+        small.u64(1).padded(b"first");
+        let small = small.finish();
+        // Larger than the reader's initial 64 KiB buffer: it must grow.
+        let mut big = FrameWriter::new(KIND_BATCH);
+        big.u64(2).padded(&vec![7u8; 100_000]);
+        let big = big.finish();
+        let mut all = small.clone();
+        all.extend_from_slice(&big);
+        all.extend_from_slice(&small);
+        let writer = std::thread::spawn(move || {
+            // Odd-sized pieces: frames split across reads, and several in one read.
+            for piece in all.chunks(7_001) {
+                w.write_all(piece).unwrap();
+            }
+        });
+        let mut frames = FrameReader::new();
+        for want in [&small, &big, &small] {
+            let (kind, range) = frames.next(&mut r).unwrap().unwrap();
+            assert_eq!(kind, KIND_BATCH);
+            assert_eq!(&frames.bytes()[range.clone()], &want[..]);
+            assert_eq!(frames.bytes()[range.start..].as_ptr() as usize % 16, 0);
+        }
+        writer.join().unwrap();
+        assert!(frames.next(&mut r).unwrap().is_none(), "clean EOF");
+    }
+
+    #[test]
     fn marker_parsing() {
         assert_eq!(parse_marker("5:6:100").unwrap(), (5, 6, 100));
         assert!(parse_marker("5:6").is_err());
