@@ -53,6 +53,63 @@ fn wanted(name: &str) -> bool {
     filters.is_empty() || filters.iter().any(|f| name.contains(f.as_str()))
 }
 
+/// The name stems of each section's comparisons, so that a filtered run skips the setup of the
+/// sections it does not want (building a 1 GiB arena for nothing would load the machine while
+/// the wanted pair runs).
+const SECTIONS: [(&str, &[&str]); 5] = [
+    (
+        "attach",
+        &[
+            "attach, sealed memfd from a descriptor",
+            "attach, named segment",
+        ],
+    ),
+    ("resolve", &["cached handle resolve, sealed memfd"]),
+    ("reads", &["scan (sum) of u64", "map get"]),
+    (
+        "build",
+        &[
+            "build a POD entry",
+            "checksum share: baseline + xxh3",
+            "build an rkyv entry",
+        ],
+    ),
+    (
+        "pool",
+        &[
+            "round trip of a 64 B task to another process",
+            "tiny tasks, u64 -> u64",
+        ],
+    ),
+];
+
+/// Whether section `name` has a wanted comparison: no filter, a filter that is part of one of
+/// its name stems (or the section's name), or filters that match no stem of any section.
+fn section_wanted(name: &str) -> bool {
+    let filters: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with("--"))
+        .collect();
+    let hits = |stems: &[&str], section: &str, f: &str| {
+        section == f || stems.iter().any(|s| s.contains(f) || f.contains(s))
+    };
+    if filters.is_empty()
+        || !filters
+            .iter()
+            .any(|f| SECTIONS.iter().any(|(n, stems)| hits(stems, n, f)))
+    {
+        return true;
+    }
+    let (_, stems) = SECTIONS
+        .iter()
+        .find(|(n, _)| *n == name)
+        .expect("a known section");
+    filters.iter().any(|f| hits(stems, name, f))
+}
+
+/// A section of comparisons: runs them and appends their results.
+type Section = fn(&Plan, &mut Vec<AbResult>);
+
 /// [`ab::compare`] if `name` is wanted; otherwise an empty result that `main` drops.
 fn compare(
     name: &str,
@@ -81,6 +138,11 @@ fn compare(
 fn attach(plan: &Plan, out: &mut Vec<AbResult>) {
     for size in attach_sizes() {
         let label = size_label(size);
+        if !wanted(&format!("attach, sealed memfd from a descriptor, {label}"))
+            && !wanted(&format!("attach, named segment, {label}"))
+        {
+            continue;
+        }
         let arena = pod_arena(ArenaOptions::new(), size);
         out.push(compare(
             &format!("attach, sealed memfd from a descriptor, {label}"),
@@ -237,6 +299,16 @@ fn build(plan: &Plan, out: &mut Vec<AbResult>) {
     let sizes = build_sizes();
     let slow = plan.slow();
     for size in sizes {
+        let label = size_label(size);
+        let names = [
+            format!("build a POD entry, {label}"),
+            format!("checksum share: baseline + xxh3, {label}"),
+            format!("build a POD entry, {label}, without seal"),
+        ];
+        if !names.iter().any(|n| wanted(n)) {
+            // Not even the source vector: at 8 GiB it alone takes seconds and 8 GiB.
+            continue;
+        }
         let data: Vec<u64> = (0..(size / 8) as u64).collect();
         let bytes: &[u8] = shmarena::bytemuck::cast_slice(&data);
         let rounds = if size >= GIB { 7 } else { slow.rounds };
@@ -311,42 +383,76 @@ fn build(plan: &Plan, out: &mut Vec<AbResult>) {
         out.push(r);
     }
 
-    let n = if test_mode() { 1_000 } else { 100_000 };
+    // The rkyv entry against what a two-step writer does (mmap-sync, or any writer that
+    // serializes into its own heap first): `rkyv::to_bytes`, then copy the bytes into a fresh
+    // memfd, paying the same first-touch page faults as the in-place `put` pays.
+    let n = map_entries();
+    if !wanted(&format!("build an rkyv entry, HashMap<String, u32> of {n}")) {
+        let any = [
+            "ArenaWriter::put",
+            "ArenaWriter::put_unvalidated",
+            "vs to_bytes alone",
+        ]
+        .iter()
+        .any(|v| {
+            wanted(&format!(
+                "build an rkyv entry, HashMap<String, u32> of {n}, {v}"
+            ))
+        });
+        if !any {
+            return;
+        }
+    }
     let map = make_map(n);
     let len = rkyv::to_bytes::<rancor::Error>(&map)
         .expect("to_bytes")
         .len();
+    let two_step = || {
+        batched(
+            || (),
+            |()| {
+                let bytes = rkyv::to_bytes::<rancor::Error>(&map).expect("to_bytes");
+                shmarena_bench::baseline::copy_into_fresh_segment(&bytes).expect("copy")
+            },
+        )
+    };
+    for (variant, validate) in [
+        ("ArenaWriter::put", true),
+        ("ArenaWriter::put_unvalidated", false),
+    ] {
+        let mut r = compare(
+            &format!("build an rkyv entry, HashMap<String, u32> of {n}, {variant}"),
+            ("rkyv::to_bytes + copy into a fresh memfd", two_step()),
+            (
+                "ArenaOptions::create + put",
+                batched(
+                    || (),
+                    |()| {
+                        let mut b = ArenaOptions::new().create().expect("create");
+                        if validate {
+                            b.put("map", &map).expect("put");
+                        } else {
+                            b.put_unvalidated("map", &map).expect("put");
+                        }
+                        b
+                    },
+                ),
+            ),
+            slow.rounds,
+            slow.round,
+        );
+        r.per_iter = Some((len as u64, "bytes"));
+        out.push(r);
+    }
+    // The old baseline, serializing into the heap without any segment (it hides the page
+    // faults that a shared segment pays), for continuity with earlier reports.
     let mut r = compare(
-        &format!("build an rkyv entry, HashMap<String, u32> of {n}"),
+        &format!("build an rkyv entry, HashMap<String, u32> of {n}, vs to_bytes alone"),
         (
             "rkyv::to_bytes",
             batched(
                 || (),
                 |()| rkyv::to_bytes::<rancor::Error>(&map).expect("to_bytes"),
-            ),
-        ),
-        ("ArenaWriter::put", put_map(&map, len)),
-        slow.rounds,
-        slow.round,
-    );
-    r.per_iter = Some((len as u64, "bytes"));
-    out.push(r);
-    // Against a baseline that validates too, to separate bytecheck from the rest.
-    let mut r = compare(
-        &format!("build an rkyv entry, HashMap<String, u32> of {n}, vs serialize+validate"),
-        (
-            "rkyv::to_bytes + rkyv::access",
-            batched(
-                || (),
-                |()| {
-                    let bytes = rkyv::to_bytes::<rancor::Error>(&map).expect("to_bytes");
-                    black_box(
-                        rkyv::access::<rkyv::Archived<Map>, rancor::Error>(&bytes)
-                            .expect("access")
-                            .len(),
-                    );
-                    bytes
-                },
             ),
         ),
         ("ArenaWriter::put", put_map(&map, len)),
@@ -369,44 +475,116 @@ fn put_map(map: &Map, len: usize) -> Routine<'_> {
     )
 }
 
-fn pool(plan: &Plan, out: &mut Vec<AbResult>) {
-    let mut echo = Echo::spawn();
-    let msg = frame(&[7u8; 64]);
-    let mut pool = Pool::builder()
+fn add_one(x: u64) -> u64 {
+    x.wrapping_add(1)
+}
+static ADD_ONE: Job<u64, u64> = Job::new("add_one", add_one);
+
+/// A spawned pool of `workers` with one batch of `chunksize` in flight per worker.
+fn spawn_pool(workers: usize, chunksize: usize, prefetch: usize) -> Pool {
+    Pool::builder()
         .mode(Mode::Spawn)
-        .workers(1)
-        .chunksize(1)
-        .prefetch(1)
+        .workers(workers)
+        .chunksize(chunksize)
+        .prefetch(prefetch)
         .build()
-        .expect("spawn the pool");
-    out.push(compare(
-        "round trip of a 64 B task to another process",
-        (
-            "raw pipe to an echo process",
-            each(|| {
-                black_box(echo.round_trip(&msg)[4]);
-            }),
-        ),
-        (
-            "pool, spawn, 1 worker, one task in flight",
-            Box::new(|iters| {
-                let start = std::time::Instant::now();
-                let it = pool
-                    .imap(&ECHO, (0..iters).map(|_| [7u8; 64]))
-                    .expect("imap");
-                for r in it {
-                    black_box(r.expect("task")[0]);
-                }
-                start.elapsed()
-            }),
-        ),
-        plan.rounds,
-        plan.round,
-    ));
+        .expect("spawn the pool")
+}
+
+fn pool(plan: &Plan, out: &mut Vec<AbResult>) {
+    // Round trips are bimodal here (LIMITS.md): both sides run with the same placement. The
+    // parent is pinned to CPU 0; the echo child and the pool worker to CPU 0 ("same CPU") or
+    // to CPU 1 ("across CPUs"); the unpinned row is what an application sees by default.
+    let mut regimes: Vec<(&str, Option<usize>)> = vec![("unpinned", None), ("same CPU", Some(0))];
+    if shmarena_bench::cpus() >= 2 {
+        regimes.push(("across CPUs", Some(1)));
+    }
+    for (placement, cpu) in regimes {
+        let name = format!("round trip of a 64 B task to another process, {placement}");
+        if !wanted(&name) {
+            continue;
+        }
+        if cpu.is_some() {
+            shmarena_bench::pin(None, 0).expect("pin the parent");
+        }
+        let mut echo = Echo::spawn();
+        let mut pool = spawn_pool(1, 1, 1);
+        if let Some(cpu) = cpu {
+            shmarena_bench::pin(Some(echo.pid()), cpu).expect("pin the echo child");
+            for pid in pool.worker_pids() {
+                shmarena_bench::pin(Some(pid), cpu).expect("pin the worker");
+            }
+        }
+        let msg = frame(&[7u8; 64]);
+        out.push(compare(
+            &name,
+            (
+                "raw pipe to an echo process",
+                each(|| {
+                    black_box(echo.round_trip(&msg)[4]);
+                }),
+            ),
+            (
+                "pool, spawn, 1 worker, one task in flight",
+                Box::new(|iters| {
+                    let start = std::time::Instant::now();
+                    let it = pool
+                        .imap(&ECHO, (0..iters).map(|_| [7u8; 64]))
+                        .expect("imap");
+                    for r in it {
+                        black_box(r.expect("task")[0]);
+                    }
+                    start.elapsed()
+                }),
+            ),
+            plan.rounds,
+            plan.round,
+        ));
+        drop((echo, pool));
+        shmarena_bench::unpin(None).expect("unpin the parent");
+    }
+
+    // Throughput of tiny tasks with chunking, unpinned: each iteration is 1000 `u64` tasks.
+    const CHUNK: usize = 1000;
+    for workers in [1usize, 2] {
+        let name = format!("tiny tasks, u64 -> u64, chunksize {CHUNK}, {workers} worker(s)");
+        if !wanted(&name) {
+            continue;
+        }
+        let mut echo = Echo::spawn();
+        let batch = frame(&[1u8; CHUNK * 8]);
+        let mut pool = spawn_pool(workers, CHUNK, 2);
+        let mut r = compare(
+            &name,
+            (
+                "raw pipe, batches of 1000 u64, 1 echo process",
+                each(|| {
+                    black_box(echo.round_trip(&batch)[4]);
+                }),
+            ),
+            (
+                "pool, spawn, imap_unordered",
+                Box::new(|iters| {
+                    let start = std::time::Instant::now();
+                    let mut sum = 0u64;
+                    let n = iters * CHUNK as u64;
+                    for r in pool.imap_unordered(&ADD_ONE, 0..n).expect("imap") {
+                        sum = sum.wrapping_add(r.expect("task"));
+                    }
+                    black_box(sum);
+                    start.elapsed()
+                }),
+            ),
+            plan.rounds,
+            plan.round,
+        );
+        r.per_iter = Some((CHUNK as u64, "elements"));
+        out.push(r);
+    }
 }
 
 fn main() {
-    shmarena_pool::serve_worker_if_child(&[&ECHO]);
+    shmarena_pool::serve_worker_if_child(&[&ECHO, &ADD_ONE]);
     echo::serve_if_child();
     let plan = if test_mode() {
         Plan {
@@ -422,17 +600,32 @@ fn main() {
         }
     };
     let mut results = Vec::new();
-    attach(&plan, &mut results);
-    resolve(&plan, &mut results);
-    reads(&plan, &mut results);
-    build(&plan, &mut results);
-    pool(&plan, &mut results);
+    let sections: [(&str, Section); 5] = [
+        ("attach", attach),
+        ("resolve", resolve),
+        ("reads", reads),
+        ("build", build),
+        ("pool", pool),
+    ];
+    for (name, section) in sections {
+        if section_wanted(name) {
+            section(&plan, &mut results);
+        }
+    }
     results.retain(|r| r.rounds > 0);
     for r in &results {
         println!(
             "{:<55} {:>10.0} ns {:>10.0} ns  B/A median {:.3} (range {:.3}–{:.3}, {} rounds)",
             r.name, r.a_ns, r.b_ns, r.ratio, r.ratio_range.0, r.ratio_range.1, r.rounds
         );
+        if let Some((n, "elements")) = r.per_iter {
+            println!(
+                "{:<55} A {:.2} M/s, B {:.2} M/s",
+                "",
+                n as f64 * 1e3 / r.a_ns,
+                n as f64 * 1e3 / r.b_ns
+            );
+        }
     }
     if test_mode() || std::env::args().skip(1).any(|a| !a.starts_with("--")) {
         // Test mode, or a filtered run: print only, keep the last full results.

@@ -3,12 +3,23 @@
 //! `get` of an archived `HashMap<String, u32>` (bytecheck runs over the whole entry), against
 //! the sealed-memfd path that skips it. The throughput column is the entry's bytes over the
 //! whole time, so it is a lower bound on bytecheck's own speed.
+//!
+//! The cost per GB of the two passes that validating paths make (`validate/per-GB`):
+//! - bytecheck of a large archived `HashMap<String, u32>` (1M entries; 10M in the scale run,
+//!   `SHMARENA_BENCH_HUGE=1`), opened with `always_validate` from a sealed memfd, against the
+//!   same open that skips it;
+//! - payload checksum verification (`Arena::verify`, xxh3 over every payload) of a POD arena at
+//!   64 MiB (and 1, 4, 8 GiB in the scale run), against a plain read (sum of the `u64`s) of the
+//!   same bytes.
 
 use std::os::fd::AsFd;
 
 use criterion::{BenchmarkId, Criterion, Throughput};
 use shmarena::{Arena, ArenaOptions, OpenOptions};
-use shmarena_bench::{archive_entries, make_map, map_arena, unique_name, Map, TempDir};
+use shmarena_bench::{
+    archive_entries, huge, make_map, map_arena, map_entries, pod_arena, size_label, unique_name,
+    verify_sizes, Map, TempDir, MIB,
+};
 
 fn read(arena: &Arena) -> usize {
     arena.get::<Map>("map").expect("get").len()
@@ -81,4 +92,76 @@ fn validate(c: &mut Criterion) {
     drop((memfd, named, file));
 }
 
-shmarena_bench::bench_main!(3; validate);
+fn per_gb(c: &mut Criterion) {
+    let mut counts = vec![map_entries()];
+    if huge() {
+        counts.push(10 * map_entries());
+    }
+    for n in counts {
+        let map = make_map(n);
+        let mut b = ArenaOptions::new()
+            .capacity(64 * MIB as u64)
+            .create()
+            .expect("create");
+        b.put("map", &map).expect("put");
+        drop(map);
+        let arena = b.seal().expect("seal");
+        let entry_len = arena.layout().entries[0].len;
+        let label = format!("{n} entries");
+        let mut g = c.benchmark_group("validate/per-GB/bytecheck");
+        g.throughput(Throughput::Bytes(entry_len));
+        g.sample_size(10);
+        g.bench_with_input(
+            BenchmarkId::new(
+                "baseline: open_fd+get, sealed memfd (skips bytecheck)",
+                &label,
+            ),
+            &arena,
+            |b, a| {
+                b.iter(|| {
+                    let fd = a.as_fd().try_clone_to_owned().expect("dup");
+                    read(&Arena::open_fd(fd).expect("open_fd"))
+                })
+            },
+        );
+        g.bench_with_input(
+            BenchmarkId::new("open_fd+get with always_validate (bytecheck)", &label),
+            &arena,
+            |b, a| {
+                b.iter(|| {
+                    let fd = a.as_fd().try_clone_to_owned().expect("dup");
+                    read(
+                        &OpenOptions::new()
+                            .always_validate(true)
+                            .open_fd(fd)
+                            .expect("open_fd"),
+                    )
+                })
+            },
+        );
+        g.finish();
+    }
+    for size in verify_sizes() {
+        let arena = pod_arena(ArenaOptions::new(), size);
+        let label = size_label(size);
+        let mut g = c.benchmark_group("validate/per-GB/checksum");
+        g.throughput(Throughput::Bytes(size as u64));
+        g.sample_size(10);
+        g.bench_with_input(
+            BenchmarkId::new("baseline: read every u64 (sum)", &label),
+            &arena,
+            |b, a| {
+                let data = a.slice::<u64>("data").expect("data");
+                b.iter(|| data.iter().fold(0u64, |s, &x| s.wrapping_add(x)))
+            },
+        );
+        g.bench_with_input(
+            BenchmarkId::new("Arena::verify (xxh3 of every payload)", &label),
+            &arena,
+            |b, a| b.iter(|| a.verify().expect("verify")),
+        );
+        g.finish();
+    }
+}
+
+shmarena_bench::bench_main!(3; validate, per_gb);

@@ -70,6 +70,11 @@ impl Echo {
         }
     }
 
+    /// The echo child's pid.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Sends `frame` (length header included) and reads the echo back.
     pub fn round_trip(&mut self, frame: &[u8]) -> &[u8] {
         let to = self.to.as_mut().expect("child stdin");

@@ -9,6 +9,11 @@
 //! - `SHMARENA_BENCH_BIG=1`: add the large sizes (1 GiB arenas, 1M-entry maps where the
 //!   default is smaller).
 //! - `SHMARENA_BENCH_4G=1`: add 4 GiB arenas to the attach benchmark.
+//! - `SHMARENA_BENCH_HUGE=1`: the scale run: 1, 4 and 8 GiB arenas in the attach, POD-build and
+//!   validation-per-GB benchmarks (`ab` included), and a 10M-entry map in the bytecheck-per-GB
+//!   one. Needs about 2.1× the largest size in free memory (the source `Vec` and the segment
+//!   built from it; the baseline's segment is freed before the library's is built) and as much
+//!   room in /dev/shm for the named-segment attach.
 //!
 //! Run under `cargo bench -- --test` (as CI does) every benchmark uses only its smallest size.
 
@@ -71,37 +76,66 @@ pub fn big() -> bool {
     env_on("SHMARENA_BENCH_BIG") && !test_mode()
 }
 
-/// Arena sizes for the attach benchmark: 1 MiB and 64 MiB by default, plus 1 GiB with
-/// `SHMARENA_BENCH_BIG=1` and 4 GiB with `SHMARENA_BENCH_4G=1`; 1 MiB alone in test mode.
+/// Whether the scale run was asked for (`SHMARENA_BENCH_HUGE=1`), and not in test mode.
+pub fn huge() -> bool {
+    env_on("SHMARENA_BENCH_HUGE") && !test_mode()
+}
+
+/// 1 GiB with `SHMARENA_BENCH_BIG=1` or the scale run, 4 GiB with `SHMARENA_BENCH_4G=1` or the
+/// scale run, and 8 GiB with the scale run.
+fn large_sizes() -> Vec<usize> {
+    let mut sizes = Vec::new();
+    if big() || huge() {
+        sizes.push(GIB);
+    }
+    if (env_on("SHMARENA_BENCH_4G") && !test_mode()) || huge() {
+        sizes.push(4 * GIB);
+    }
+    if huge() {
+        sizes.push(8 * GIB);
+    }
+    sizes
+}
+
+/// Arena sizes for the attach benchmark: 1 MiB and 64 MiB by default, plus the large sizes of
+/// the environment (see the crate docs); 1 MiB alone in test mode.
 pub fn attach_sizes() -> Vec<usize> {
     if test_mode() {
         return vec![MIB];
     }
     let mut sizes = vec![MIB, 64 * MIB];
-    if big() {
-        sizes.push(GIB);
-    }
-    if env_on("SHMARENA_BENCH_4G") {
-        sizes.push(4 * GIB);
-    }
+    sizes.extend(large_sizes());
     sizes
 }
 
 /// Sizes of the POD entries the build benchmarks write: 1 MiB and 64 MiB, plus 1 GiB with
-/// `SHMARENA_BENCH_BIG=1`; 1 MiB alone in test mode.
+/// `SHMARENA_BENCH_BIG=1`, and 4 and 8 GiB in the scale run (`SHMARENA_BENCH_HUGE=1`); 1 MiB
+/// alone in test mode.
 pub fn build_sizes() -> Vec<usize> {
-    let mut sizes = if test_mode() {
-        vec![MIB]
-    } else {
-        vec![MIB, 64 * MIB]
-    };
-    if big() {
-        sizes.push(GIB);
+    if test_mode() {
+        return vec![MIB];
     }
+    let mut sizes = vec![MIB, 64 * MIB];
+    sizes.extend(
+        large_sizes()
+            .into_iter()
+            .filter(|&s| s != 4 * GIB || huge()),
+    );
     sizes
 }
 
-/// Entries of the maps that the build, validate and peer benchmarks archive: 100K by default,
+/// Payload sizes for the checksum-verification-per-GB benchmark: 64 MiB, plus the large sizes
+/// of the environment; 1 MiB alone in test mode.
+pub fn verify_sizes() -> Vec<usize> {
+    if test_mode() {
+        return vec![MIB];
+    }
+    let mut sizes = vec![64 * MIB];
+    sizes.extend(large_sizes());
+    sizes
+}
+
+/// Entries of the maps that the validate and peer benchmarks archive: 100K by default,
 /// 1M with `SHMARENA_BENCH_BIG=1`, 1K in test mode.
 pub fn archive_entries() -> usize {
     if test_mode() {
@@ -132,6 +166,33 @@ pub fn size_label(bytes: usize) -> String {
     } else {
         format!("{}KiB", bytes.div_ceil(1024))
     }
+}
+
+/// Pins process `pid` (`None`: this process, every thread created after it, and every child
+/// it starts after it) to CPU `cpu`. Round trips between processes are bimodal on a 2-core VM
+/// (about 2 µs when both ends share a CPU, about 50 µs when the reply wakes the other, idle, CPU),
+/// so a comparison of two round trips means something only when both sides run with the same
+/// placement.
+pub fn pin(pid: Option<u32>, cpu: usize) -> std::io::Result<()> {
+    let mut set = rustix::thread::CpuSet::new();
+    set.set(cpu);
+    let pid = pid.and_then(|p| rustix::process::Pid::from_raw(p as i32));
+    rustix::thread::sched_setaffinity(pid, &set).map_err(std::io::Error::from)
+}
+
+/// Lets process `pid` (`None`: this process) run on every CPU again.
+pub fn unpin(pid: Option<u32>) -> std::io::Result<()> {
+    let mut set = rustix::thread::CpuSet::new();
+    for cpu in 0..rustix::thread::CpuSet::MAX_CPU {
+        set.set(cpu);
+    }
+    let pid = pid.and_then(|p| rustix::process::Pid::from_raw(p as i32));
+    rustix::thread::sched_setaffinity(pid, &set).map_err(std::io::Error::from)
+}
+
+/// The number of CPUs this process may run on.
+pub fn cpus() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);

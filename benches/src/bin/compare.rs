@@ -323,6 +323,9 @@ fn run_variant(v: Variant, p: Params) -> Result<Run> {
             b.put_slice("centroids", &cents)?;
             let arena = b.seal()?;
             drop(classifier);
+            // The lexicon's strings are ~50 MiB of small blocks that glibc keeps after the drop
+            // (and that fork would copy the page tables of): give their pages back.
+            shmarena::release_free_memory();
             run.dataset = arena.byte_len();
             let lexicon: Handle<Classifier> = arena.handle("classifier")?;
             let centroids: SliceHandle<f32> = arena.slice_handle("centroids")?;
@@ -354,6 +357,7 @@ fn run_variant(v: Variant, p: Params) -> Result<Run> {
             let bytes = rkyv::to_bytes::<rkyv::rancor::Error>(&classifier)?.to_vec();
             run.dataset = bytes.len() as u64;
             drop(classifier);
+            shmarena::release_free_memory();
             let t = Instant::now();
             let mut pool = Pool::builder()
                 .mode(Mode::Spawn)

@@ -34,7 +34,12 @@ where
         + rkyv::Deserialize<T, HighDeserializer<rancor::Error>>,
 {
     fn encode(&self) -> Result<AlignedVec, String> {
-        rkyv::to_bytes::<rancor::Error>(self).map_err(|e| e.to_string())
+        // Not `rkyv::to_bytes`: it starts from an empty vector, and growing that one byte range
+        // at a time took 150–300 ns for a `u64` here, against 35 ns from a vector that already
+        // holds the archived root (a hot path: one call per task and per result).
+        let capacity = size_of::<T::Archived>().next_power_of_two().max(64);
+        rkyv::api::high::to_bytes_in::<_, rancor::Error>(self, AlignedVec::with_capacity(capacity))
+            .map_err(|e| e.to_string())
     }
 
     fn decode(bytes: &[u8]) -> Result<Self, String> {
@@ -72,19 +77,28 @@ fn pad16(n: usize) -> usize {
     n.div_ceil(16) * 16
 }
 
-/// Builds one frame in a byte vector.
+/// Builds one frame at the end of a byte vector, so that frames can be appended to a buffer
+/// that is reused from one batch to the next (no allocation per frame once it has grown).
 pub(crate) struct FrameWriter {
     buf: Vec<u8>,
+    /// Where this frame starts in `buf`: a multiple of 16, since every frame before it is.
+    start: usize,
 }
 
 impl FrameWriter {
-    /// Starts a frame of `kind`.
+    /// Starts a frame of `kind` in a new vector.
     pub(crate) fn new(kind: u32) -> FrameWriter {
-        let mut buf = Vec::with_capacity(256);
+        FrameWriter::append(kind, Vec::with_capacity(256))
+    }
+
+    /// Starts a frame of `kind` after the whole frames already in `buf`.
+    pub(crate) fn append(kind: u32, mut buf: Vec<u8>) -> FrameWriter {
+        debug_assert_eq!(buf.len() % 16, 0, "frames are appended after whole frames");
+        let start = buf.len();
         buf.extend_from_slice(&MAGIC.to_le_bytes());
         buf.extend_from_slice(&kind.to_le_bytes());
         buf.extend_from_slice(&0u64.to_le_bytes());
-        FrameWriter { buf }
+        FrameWriter { buf, start }
     }
 
     /// Appends a little-endian u64.
@@ -115,15 +129,16 @@ impl FrameWriter {
 
     /// Overwrites a u32 at `at` bytes into the payload (for counts known only at the end).
     pub(crate) fn patch_u32(&mut self, at: usize, v: u32) {
-        self.buf[HEADER + at..HEADER + at + 4].copy_from_slice(&v.to_le_bytes());
+        let at = self.start + HEADER + at;
+        self.buf[at..at + 4].copy_from_slice(&v.to_le_bytes());
     }
 
     /// Pads the payload to a multiple of 16, writes its length into the header, and returns the
-    /// frame.
+    /// buffer (the frames before this one, then this one).
     pub(crate) fn finish(mut self) -> Vec<u8> {
         self.padded(&[]);
-        let len = (self.buf.len() - HEADER) as u64;
-        self.buf[8..16].copy_from_slice(&len.to_le_bytes());
+        let len = (self.buf.len() - self.start - HEADER) as u64;
+        self.buf[self.start + 8..self.start + 16].copy_from_slice(&len.to_le_bytes());
         self.buf
     }
 }
@@ -242,6 +257,22 @@ mod tests {
         assert_eq!(<(u32, String)>::decode(bytes).unwrap(), (5, "héllo".into()));
         assert_eq!(r.item().unwrap(), (TAG_CODEC, &b"bad"[..]));
         assert!(r.item().is_err(), "reading past the end is an error");
+    }
+
+    #[test]
+    fn appended_frames_follow_each_other() {
+        let mut w = FrameWriter::new(KIND_RESULTS);
+        w.u64(1).u32(5).u32(0);
+        let first = w.finish();
+        let mut w = FrameWriter::append(KIND_PANIC, first.clone());
+        w.u64(2).u32(0).u32(0);
+        w.patch_u32(8, 9);
+        let both = w.finish();
+        assert_eq!(&both[..first.len()], &first[..]);
+        let (kind, total) = parse_header(&both[first.len()..]).unwrap().unwrap();
+        assert_eq!((kind, total), (KIND_PANIC, both.len() - first.len()));
+        let mut r = Reader::new(&both[first.len() + HEADER..]);
+        assert_eq!((r.u64().unwrap(), r.u32().unwrap()), (2, 9));
     }
 
     #[test]

@@ -32,9 +32,13 @@ pub(crate) struct Batch {
 /// The parent's view of one worker process. Dropping it kills and reaps the process.
 pub(crate) struct Worker {
     child: Child,
+    /// Whole frames not yet (fully) written to the task pipe; `out_pos` bytes of them are.
     outbox: Vec<u8>,
     out_pos: usize,
+    /// Bytes read from the result pipe: `inbox[..in_len]`. The rest is initialized spare room
+    /// that reads go straight into (zeroed once, when it grows: no zeroing per read).
     inbox: AlignedVec<16>,
+    in_len: usize,
     in_flight: VecDeque<Batch>,
     /// The jobs the worker registered (its hello); `None` until it has said hello.
     pub(crate) jobs: Option<Vec<(String, u64)>>,
@@ -53,6 +57,7 @@ impl Worker {
             outbox: Vec::new(),
             out_pos: 0,
             inbox: AlignedVec::new(),
+            in_len: 0,
             in_flight: VecDeque::new(),
             jobs: None,
             panic: None,
@@ -78,7 +83,7 @@ impl Worker {
     pub(crate) fn dirty(&self) -> bool {
         !self.in_flight.is_empty()
             || !self.outbox.is_empty()
-            || !self.inbox.is_empty()
+            || self.in_len > 0
             || self.read_closed
             || self.write_closed
             || self.exited
@@ -112,7 +117,8 @@ impl Worker {
     }
 
     fn queue(&mut self, batch: Batch, name: &str, fingerprint: u64) {
-        let mut f = FrameWriter::new(KIND_BATCH);
+        // Appended to the frames still waiting, so one `write` sends them all.
+        let mut f = FrameWriter::append(KIND_BATCH, std::mem::take(&mut self.outbox));
         f.u64(batch.id)
             .u64(fingerprint)
             .u32(u32::try_from(batch.items.len() - batch.done).expect("chunk fits u32"))
@@ -121,7 +127,7 @@ impl Worker {
         for (_, bytes) in &batch.items[batch.done..] {
             f.item(TAG_OK, bytes);
         }
-        self.outbox.extend_from_slice(&f.finish());
+        self.outbox = f.finish();
         self.in_flight.push_back(batch);
     }
 
@@ -142,13 +148,25 @@ impl Worker {
         self.out_pos = 0;
     }
 
-    /// Reads what the pipe holds now.
+    /// Reads what the pipe holds now, straight into the inbox. A read that leaves room in the
+    /// inbox has emptied the pipe, so it is the last one: no extra `read` to see `EAGAIN`
+    /// (bytes that arrive after it make the pipe readable for the next `poll`).
     fn fill_in(&mut self) {
-        let mut tmp = [0u8; 64 * 1024];
+        const MIN_ROOM: usize = 64 * 1024;
         while !self.read_closed {
-            match self.child.read_results(&mut tmp[..]) {
+            if self.inbox.len() - self.in_len < MIN_ROOM {
+                let grown = (self.in_len + MIN_ROOM).max(2 * self.inbox.len());
+                self.inbox.resize(grown, 0);
+            }
+            let room = self.inbox.len() - self.in_len;
+            match self.child.read_results(&mut self.inbox[self.in_len..]) {
                 Ok(Some(0)) => self.read_closed = true,
-                Ok(Some(n)) => self.inbox.extend_from_slice(&tmp[..n]),
+                Ok(Some(n)) => {
+                    self.in_len += n;
+                    if n < room {
+                        return;
+                    }
+                }
                 Ok(None) => return,
                 Err(e) => {
                     self.read_closed = true;
@@ -163,12 +181,12 @@ impl Worker {
     fn process_frames(&mut self, on_item: &mut dyn FnMut(u64, u32, &[u8])) {
         let mut at = 0;
         let res = loop {
-            let (kind, total) = match parse_header(&self.inbox[at..]) {
+            let (kind, total) = match parse_header(&self.inbox[at..self.in_len]) {
                 Ok(Some(h)) => h,
                 Ok(None) => break Ok(()),
                 Err(e) => break Err(e),
             };
-            if self.inbox.len() - at < total {
+            if self.in_len - at < total {
                 break Ok(());
             }
             let payload = &self.inbox[at + HEADER..at + total];
@@ -186,12 +204,11 @@ impl Worker {
             at += total;
         };
         if at > 0 {
-            let len = self.inbox.len();
-            self.inbox.as_mut_slice().copy_within(at..len, 0);
-            self.inbox.resize(len - at, 0);
+            self.inbox.as_mut_slice().copy_within(at..self.in_len, 0);
+            self.in_len -= at;
         }
         if let Err(e) = res {
-            self.inbox.clear();
+            self.in_len = 0;
             self.mark_broken(format!("sent a malformed frame: {e}"));
         }
     }
@@ -589,9 +606,8 @@ where
 
     fn on_item<'a>(
         ready: &'a mut VecDeque<(u64, Result<O, PoolError>)>,
-        name: &str,
+        name: &'a str,
     ) -> impl FnMut(u64, u32, &[u8]) + 'a {
-        let name = name.to_owned();
         move |index, tag, bytes| {
             let text = || String::from_utf8_lossy(bytes).into_owned();
             let r = match tag {
@@ -606,7 +622,7 @@ where
                     message: text(),
                 }),
                 TAG_UNKNOWN_JOB => Err(PoolError::UnknownJob {
-                    name: name.clone(),
+                    name: name.to_owned(),
                     detail: text(),
                 }),
                 other => Err(PoolError::Codec {

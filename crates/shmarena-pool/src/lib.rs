@@ -804,6 +804,12 @@ where
                 return Some(r);
             }
             match self.engine.next_item() {
+                // The one awaited (always so with one worker): past the reorder buffer.
+                Some((Some(i), r)) if i == self.next => {
+                    self.next += 1;
+                    self.engine.floor = self.next;
+                    return Some(r);
+                }
                 Some((Some(i), r)) => {
                     self.pending.insert(i, r);
                 }

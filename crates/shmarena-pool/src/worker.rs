@@ -149,28 +149,70 @@ fn parse_marker(s: &str) -> io::Result<(i32, i32, i32)> {
     Ok((t, r, p))
 }
 
-/// Reads one frame into `buf` (header included) and returns its kind; `Ok(None)` on a clean
-/// EOF before a header.
-fn read_frame(r: &mut File, buf: &mut AlignedVec<16>) -> io::Result<Option<u32>> {
-    let mut header = [0u8; HEADER];
-    let mut got = 0;
-    while got < HEADER {
-        match r.read(&mut header[got..]) {
-            Ok(0) if got == 0 => return Ok(None),
-            Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
-            Ok(n) => got += n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
+/// Frames from the parent, read with as few system calls as the pipe allows: each `read` takes
+/// whatever the pipe holds, up to the buffer's size, so a batch frame (header and payload), or
+/// several, usually arrive in one call.
+///
+/// Frames are multiples of 16 bytes and the buffer is 16-aligned, so every frame starts at a
+/// 16-aligned address, as the items' in-place rkyv access needs.
+struct FrameReader {
+    /// Always fully initialized (zeroed once when it grows): reads go straight into it.
+    buf: AlignedVec<16>,
+    /// Unconsumed bytes are `buf[start..end]`; `start` is on a frame boundary.
+    start: usize,
+    end: usize,
+}
+
+impl FrameReader {
+    fn new() -> FrameReader {
+        let mut buf = AlignedVec::<16>::new();
+        buf.resize(64 * 1024, 0);
+        FrameReader {
+            buf,
+            start: 0,
+            end: 0,
         }
     }
-    let (kind, total) = parse_header(&header)
-        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?
-        .expect("a full header");
-    buf.clear();
-    buf.extend_from_slice(&header);
-    buf.resize(total, 0);
-    r.read_exact(&mut buf[HEADER..])?;
-    Ok(Some(kind))
+
+    /// Reads until one whole frame is buffered and returns its kind and where it is in
+    /// [`FrameReader::bytes`] (header included); `Ok(None)` on a clean EOF between frames.
+    fn next(&mut self, r: &mut File) -> io::Result<Option<(u32, std::ops::Range<usize>)>> {
+        loop {
+            let have = &self.buf[self.start..self.end];
+            let wanted = match parse_header(have) {
+                Ok(Some((kind, total))) if have.len() >= total => {
+                    let range = self.start..self.start + total;
+                    self.start += total;
+                    if self.start == self.end {
+                        (self.start, self.end) = (0, 0);
+                    }
+                    return Ok(Some((kind, range)));
+                }
+                Ok(Some((_, total))) => total,
+                Ok(None) => HEADER,
+                Err(e) => return Err(io::Error::new(io::ErrorKind::InvalidData, e)),
+            };
+            if self.buf.len() - self.start < wanted {
+                // Move the partial frame to the front, and grow if it does not fit even there.
+                self.buf.as_mut_slice().copy_within(self.start..self.end, 0);
+                (self.start, self.end) = (0, self.end - self.start);
+                if self.buf.len() < wanted {
+                    self.buf.resize(wanted, 0);
+                }
+            }
+            match r.read(&mut self.buf[self.end..]) {
+                Ok(0) if self.start == self.end => return Ok(None),
+                Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
+                Ok(n) => self.end += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    fn bytes(&self) -> &[u8] {
+        &self.buf
+    }
 }
 
 fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
@@ -201,14 +243,20 @@ pub(crate) fn serve(jobs: &[&dyn WorkerJob], task_r: &mut File, result_w: &mut F
     if result_w.write_all(&hello.finish()).is_err() {
         return 2;
     }
-    let mut buf = AlignedVec::<16>::new();
+    let mut frames = FrameReader::new();
+    let mut out = Vec::with_capacity(4096);
     loop {
-        match read_frame(task_r, &mut buf) {
-            Ok(Some(KIND_BATCH)) => {}
+        let range = match frames.next(task_r) {
+            Ok(Some((KIND_BATCH, range))) => range,
             Ok(None) => return 0,
             Ok(Some(_)) | Err(_) => return 2,
-        }
-        match run_batch(jobs, &buf[HEADER..], result_w) {
+        };
+        match run_batch(
+            jobs,
+            &frames.bytes()[range.start + HEADER..range.end],
+            result_w,
+            &mut out,
+        ) {
             Ok(None) => {}
             Ok(Some(code)) => return code,
             Err(_) => return 2,
@@ -217,10 +265,13 @@ pub(crate) fn serve(jobs: &[&dyn WorkerJob], task_r: &mut File, result_w: &mut F
 }
 
 /// Runs one batch and writes its results. `Ok(Some(101))` after a panic was reported.
+/// `buf` is a scratch buffer kept from one batch to the next; the results frame is built in it
+/// and written with one `write`.
 fn run_batch(
     jobs: &[&dyn WorkerJob],
     payload: &[u8],
     out: &mut File,
+    buf: &mut Vec<u8>,
 ) -> Result<Option<i32>, String> {
     let bad = |e: io::Error| e.to_string();
     let mut r = Reader::new(payload);
@@ -228,19 +279,21 @@ fn run_batch(
     let fingerprint = r.u64()?;
     let count = r.u32()?;
     let name_len = r.u32()?;
-    let name = r.text(u64::from(name_len))?;
+    let name_bytes = r.padded(u64::from(name_len))?;
     let job = jobs
         .iter()
-        .find(|j| j.name() == name && j.fingerprint() == fingerprint);
-    let mut results = FrameWriter::new(KIND_RESULTS);
+        .find(|j| j.name().as_bytes() == name_bytes && j.fingerprint() == fingerprint);
+    buf.clear();
+    let mut results = FrameWriter::append(KIND_RESULTS, std::mem::take(buf));
     results.u64(id).u32(0).u32(0);
     let mut done = 0u32;
     for _ in 0..count {
         let (_, item) = r.item()?;
         match job {
             None => {
+                let name = String::from_utf8_lossy(name_bytes);
                 let have: Vec<&str> = jobs.iter().map(|j| j.name()).collect();
-                let msg = if have.contains(&name.as_str()) {
+                let msg = if have.contains(&name.as_ref()) {
                     format!("a job named {name:?} is registered with other input or output types")
                 } else {
                     format!("registered jobs: {have:?}")
@@ -260,9 +313,9 @@ fn run_batch(
                     // the job may have left its own state (locks, caches) half-updated.
                     results.patch_u32(8, done);
                     let msg = panic_message(payload.as_ref());
-                    let mut p = FrameWriter::new(KIND_PANIC);
+                    // Both frames in one write.
+                    let mut p = FrameWriter::append(KIND_PANIC, results.finish());
                     p.u64(id).u64(msg.len() as u64).padded(msg.as_bytes());
-                    out.write_all(&results.finish()).map_err(bad)?;
                     out.write_all(&p.finish()).map_err(bad)?;
                     return Ok(Some(101));
                 }
@@ -271,13 +324,47 @@ fn run_batch(
         done += 1;
     }
     results.patch_u32(8, done);
-    out.write_all(&results.finish()).map_err(bad)?;
+    *buf = results.finish();
+    out.write_all(buf).map_err(bad)?;
     Ok(None)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn frames_split_and_joined_on_the_pipe_come_out_whole() {
+        use std::os::fd::OwnedFd;
+        let (r, w) = std::io::pipe().unwrap();
+        let mut r = File::from(OwnedFd::from(r));
+        let mut w = File::from(OwnedFd::from(w));
+        let mut small = FrameWriter::new(KIND_BATCH);
+        small.u64(1).padded(b"first");
+        let small = small.finish();
+        // Larger than the reader's initial 64 KiB buffer: it must grow.
+        let mut big = FrameWriter::new(KIND_BATCH);
+        big.u64(2).padded(&vec![7u8; 100_000]);
+        let big = big.finish();
+        let mut all = small.clone();
+        all.extend_from_slice(&big);
+        all.extend_from_slice(&small);
+        let writer = std::thread::spawn(move || {
+            // Odd-sized pieces: frames split across reads, and several in one read.
+            for piece in all.chunks(7_001) {
+                w.write_all(piece).unwrap();
+            }
+        });
+        let mut frames = FrameReader::new();
+        for want in [&small, &big, &small] {
+            let (kind, range) = frames.next(&mut r).unwrap().unwrap();
+            assert_eq!(kind, KIND_BATCH);
+            assert_eq!(&frames.bytes()[range.clone()], &want[..]);
+            assert_eq!(frames.bytes()[range.start..].as_ptr() as usize % 16, 0);
+        }
+        writer.join().unwrap();
+        assert!(frames.next(&mut r).unwrap().is_none(), "clean EOF");
+    }
 
     #[test]
     fn marker_parsing() {

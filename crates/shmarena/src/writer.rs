@@ -42,6 +42,8 @@ pub struct ArenaWriter {
     validated: Vec<(usize, TypeKey)>,
     /// Next free byte.
     pos: usize,
+    /// Whether `put` validates what it wrote (false only inside `put_unvalidated`).
+    validate_puts: bool,
 }
 
 impl std::fmt::Debug for ArenaWriter {
@@ -73,6 +75,7 @@ impl ArenaWriter {
             entries: Vec::new(),
             validated: Vec::new(),
             pos: format::HEADER_LEN,
+            validate_puts: true,
         };
         // The "building" header goes on the segment before the reservation, which can take a
         // while: a builder killed while reserving then leaves a segment whose header names its
@@ -144,19 +147,27 @@ impl ArenaWriter {
             (Ok(root_pos), None) => root_pos,
         };
         let payload = &self.seg.bytes()[start..end];
-        rkyv::api::high::access_pos::<T::Archived, rancor::Error>(payload, root_pos).map_err(
-            |e| Error::Serialize {
-                entry: name.to_owned(),
-                message: format!("the archive rkyv wrote does not validate: {e}"),
-            },
-        )?;
-        self.validated
-            .push((self.entries.len(), crate::trust::key_of::<T::Archived>()));
+        // Skipped by `put_unvalidated`: the entry then gets no validated flag and no trust row,
+        // so every reader validates it on first access instead.
+        if self.validate_puts {
+            rkyv::api::high::access_pos::<T::Archived, rancor::Error>(payload, root_pos).map_err(
+                |e| Error::Serialize {
+                    entry: name.to_owned(),
+                    message: format!("the archive rkyv wrote does not validate: {e}"),
+                },
+            )?;
+            self.validated
+                .push((self.entries.len(), crate::trust::key_of::<T::Archived>()));
+        }
         self.push(Entry {
             name: name.to_owned(),
             kind: Kind::Archived,
             prim: Prim::Opaque,
-            flags: format::FLAG_VALIDATED,
+            flags: if self.validate_puts {
+                format::FLAG_VALIDATED
+            } else {
+                0
+            },
             align: align_of::<T::Archived>() as u32,
             offset: start as u64,
             len: len as u64,
@@ -170,6 +181,33 @@ impl ArenaWriter {
             shape: None,
         });
         Ok(())
+    }
+
+    /// [`put`](Self::put) without the validation pass: faster to build (bytecheck runs at about
+    /// 1 GB/s), but the entry carries no proof of validity, so every reader validates it on its
+    /// first access, even on a sealed memfd that would otherwise skip that. Use it for an entry
+    /// that is written once and read by few processes, or read by one that opens it with
+    /// validation anyway.
+    ///
+    /// Safe either way: it only moves the validation from the writer to the readers.
+    ///
+    /// ```
+    /// # fn main() -> shmarena::Result<()> {
+    /// let mut b = shmarena::ArenaOptions::new().create()?;
+    /// b.put_unvalidated("words", &vec!["a".to_string(), "b".to_string()])?;
+    /// let arena = b.seal()?;
+    /// assert_eq!(arena.get::<Vec<String>>("words")?.len(), 2); // validated here
+    /// # Ok(()) }
+    /// ```
+    pub fn put_unvalidated<T>(&mut self, name: &str, value: &T) -> Result<()>
+    where
+        T: Archive + for<'a, 'w> Serialize<ArenaSerializer<'a, 'w>>,
+        T::Archived: Portable + for<'a> CheckBytes<ArenaValidator<'a>>,
+    {
+        self.validate_puts = false;
+        let result = self.put(name, value);
+        self.validate_puts = true;
+        result
     }
 
     /// Copies a slice of plain-old-data elements into the segment, 64-byte aligned.
