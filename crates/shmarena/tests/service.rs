@@ -194,8 +194,22 @@ fn publishing_a_file_arena_is_refused() {
     let mut b = ArenaOptions::new().file(&path).create().unwrap();
     b.put_slice("x", &[1u8]).unwrap();
     let arena = b.seal().unwrap();
-    let e = service_err(arena.publish(&unique_name("f")).unwrap_err());
+    // SAFETY: nothing writes to the file while it is mapped here.
+    let in_place = unsafe { Arena::open_file(&path) }.unwrap();
+    let e = service_err(in_place.publish(&unique_name("f")).unwrap_err());
     assert!(matches!(e, ServiceError::NotSealedMemfd { .. }), "{e}");
+    drop(in_place);
+    // The builder's own arena is a sealed memfd copy of the file: it can be published.
+    let built_name = unique_name("f");
+    let built = arena.publish(&built_name).unwrap();
+    assert_eq!(
+        &*Arena::connect(&built_name)
+            .unwrap()
+            .slice::<u8>("x")
+            .unwrap(),
+        &[1]
+    );
+    drop(built);
     // The way to publish a file: load it into a sealed memfd.
     let loaded = Arena::load_file(&path).unwrap();
     let name = unique_name("f");

@@ -239,7 +239,10 @@ fn the_builders_own_named_or_file_arena_cannot_change_under_it() {
         // resolves to this very arena.
         let h: Handle<Vec<u32>> = built.handle("v").unwrap();
         let named = h.raw().locator();
-        assert!(named.as_ref().is_none_or(|l| l == built.locator()), "{named:?}");
+        assert!(
+            named.as_ref().is_none_or(|l| l == built.locator()),
+            "{named:?}"
+        );
         assert!(std::ptr::eq(&*h.get().unwrap(), &*view));
         // The segment or file itself was rewritten: a new load refuses it.
         let reload = match built.locator() {
