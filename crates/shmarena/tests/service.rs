@@ -13,7 +13,7 @@ use std::process::{Child, ChildStdout, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::mpsc;
 
-use common::Scope;
+use common::{run_checked, Scope};
 use shmarena::format::FormatError;
 use shmarena::service::{PublishOptions, RefusedBy, ServiceError};
 use shmarena::{Arena, ArenaOptions, ConnectOptions, Error};
@@ -52,7 +52,12 @@ fn check_lexicon_arena(arena: &Arena, tag: u64) {
 
 /// A command running child entry `entry` of this binary with a cleared environment.
 fn child(entry: &str, envs: &[(&str, String)]) -> Command {
-    let mut cmd = Command::new(std::env::current_exe().unwrap());
+    child_of(&std::env::current_exe().unwrap(), entry, envs)
+}
+
+/// A command running child entry `entry` of the test binary `exe` with a cleared environment.
+fn child_of(exe: &std::path::Path, entry: &str, envs: &[(&str, String)]) -> Command {
+    let mut cmd = Command::new(exe);
     cmd.args(["--exact", entry, "--ignored", "--nocapture", "--quiet"])
         .env_clear()
         .stdin(Stdio::null());
@@ -64,18 +69,6 @@ fn child(entry: &str, envs: &[(&str, String)]) -> Command {
 
 fn env(k: &str) -> String {
     std::env::var(k).unwrap_or_else(|_| panic!("{k} not set"))
-}
-
-fn output_ok(cmd: &mut Command, entry: &str) -> String {
-    let out = cmd.output().unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success() && stdout.contains(&format!("OK:{entry}")),
-        "{entry} failed: {}\n{stdout}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    stdout
 }
 
 /// Reads lines until one starts with `prefix`; returns it.
@@ -106,10 +99,26 @@ fn is_root() -> bool {
         .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(2) == Some("0"))
 }
 
-/// A command running child entry `entry` as uid and gid [`NOBODY`]. If nobody cannot reach this
-/// test binary (a checkout under a 0700 home, say), it runs a copy in a world-readable
-/// temporary directory; the returned guard removes the copy.
+/// Whether this process may start children as [`NOBODY`] (it runs as root); says so if not.
+fn can_run_as_nobody() -> bool {
+    let root = is_root();
+    if !root {
+        eprintln!("skipped: needs root to run a child as uid {NOBODY}");
+    }
+    root
+}
+
+/// A command running child entry `entry` as uid and gid [`NOBODY`]; see [`nobody_exe`].
 fn child_as_nobody(entry: &str, envs: &[(&str, String)]) -> (Command, Option<TempCopy>) {
+    let (exe, copy) = nobody_exe();
+    let mut cmd = child_of(&exe, entry, envs);
+    cmd.uid(NOBODY).gid(NOBODY).current_dir("/");
+    (cmd, copy)
+}
+
+/// This test binary, or, if nobody cannot reach it (a checkout under a 0700 home, say), a copy
+/// in a world-readable temporary directory, which the returned guard removes.
+fn nobody_exe() -> (std::path::PathBuf, Option<TempCopy>) {
     use std::os::unix::fs::PermissionsExt;
     let exe = std::env::current_exe().unwrap();
     let reachable = exe
@@ -117,28 +126,16 @@ fn child_as_nobody(entry: &str, envs: &[(&str, String)]) -> (Command, Option<Tem
         .skip(1)
         .all(|d| std::fs::metadata(d).is_ok_and(|m| m.permissions().mode() & 0o001 != 0))
         && std::fs::metadata(&exe).is_ok_and(|m| m.permissions().mode() & 0o005 == 0o005);
-    let mut cmd = child(entry, envs);
-    let copy = if reachable {
-        None
-    } else {
-        let dir = std::env::temp_dir().join(format!("shmarena-svc-exe-{}", unique_name("")));
-        std::fs::create_dir(&dir).unwrap();
-        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
-        let copy = dir.join("service-test");
-        std::fs::copy(&exe, &copy).unwrap();
-        std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o755)).unwrap();
-        let mut c = Command::new(&copy);
-        c.args(["--exact", entry, "--ignored", "--nocapture", "--quiet"])
-            .env_clear()
-            .stdin(Stdio::null());
-        for (k, v) in envs {
-            c.env(k, v);
-        }
-        cmd = c;
-        Some(TempCopy(dir))
-    };
-    cmd.uid(NOBODY).gid(NOBODY).current_dir("/");
-    (cmd, copy)
+    if reachable {
+        return (exe, None);
+    }
+    let dir = std::env::temp_dir().join(format!("shmarena-svc-exe-{}", unique_name("")));
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let copy = dir.join("service-test");
+    std::fs::copy(&exe, &copy).unwrap();
+    std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o755)).unwrap();
+    (copy, Some(TempCopy(dir)))
 }
 
 /// Removes a copied test binary's directory on drop.
@@ -230,7 +227,7 @@ fn unrelated_process_connects_by_name() {
         "child_reader",
         &[("SVC_NAME", name.clone()), ("SVC_TAG", "42".into())],
     );
-    output_ok(&mut cmd, "child_reader");
+    run_checked(&mut cmd, "child_reader");
     scope.finish();
 }
 
@@ -296,15 +293,14 @@ fn child_publisher() {
 
 #[test]
 fn a_client_of_another_uid_is_refused() {
-    if !is_root() {
-        eprintln!("skipped: needs root to run a child as uid {NOBODY}");
+    if !can_run_as_nobody() {
         return;
     }
     let scope = Scope::new();
     let name = unique_name("r");
     let _p = build_lexicon_arena(1).publish(&name).unwrap();
     let (mut cmd, _copy) = child_as_nobody("child_other_uid_client", &[("SVC_NAME", name.clone())]);
-    output_ok(&mut cmd, "child_other_uid_client");
+    run_checked(&mut cmd, "child_other_uid_client");
 
     // With an allow-list, the same client is served, and validates what it reads.
     let name2 = unique_name("r");
@@ -313,7 +309,7 @@ fn a_client_of_another_uid_is_refused() {
         .publish(&name2, build_lexicon_arena(2))
         .unwrap();
     let (mut cmd, _copy2) = child_as_nobody("child_allowed_client", &[("SVC_NAME", name2)]);
-    output_ok(&mut cmd, "child_allowed_client");
+    run_checked(&mut cmd, "child_allowed_client");
     scope.finish();
 }
 
@@ -358,8 +354,7 @@ fn child_allowed_client() {
 
 #[test]
 fn a_server_of_another_uid_squatting_a_name_is_refused() {
-    if !is_root() {
-        eprintln!("skipped: needs root to run a child as uid {NOBODY}");
+    if !can_run_as_nobody() {
         return;
     }
     let scope = Scope::new();
@@ -895,7 +890,7 @@ fn child_follower() {
 #[test]
 fn a_failing_accept_is_reported_and_does_not_spin() {
     let mut cmd = child("child_out_of_descriptors", &[]);
-    let out = output_ok(&mut cmd, "child_out_of_descriptors");
+    let out = run_checked(&mut cmd, "child_out_of_descriptors");
     assert!(out.contains("serve_error: accepting a client:"), "{out}");
 }
 
@@ -977,17 +972,9 @@ fn child_as_nobody_in_extra_group(
     entry: &str,
     envs: &[(&str, String)],
 ) -> (Command, Option<TempCopy>) {
-    let (template, copy) = child_as_nobody(entry, envs);
-    let mut cmd = Command::new(template.get_program());
-    cmd.args(template.get_args())
-        .env_clear()
-        .stdin(Stdio::null())
-        .current_dir("/");
-    for (k, v) in template.get_envs() {
-        if let Some(v) = v {
-            cmd.env(k, v);
-        }
-    }
+    let (exe, copy) = nobody_exe();
+    let mut cmd = child_of(&exe, entry, envs);
+    cmd.current_dir("/");
     // SAFETY: the closure runs in the forked child before exec and makes only the
     // async-signal-safe system calls setgroups, setgid and setuid on values prepared before
     // the fork; it allocates nothing and takes no lock.
@@ -1008,8 +995,7 @@ fn child_as_nobody_in_extra_group(
 
 #[test]
 fn allow_gid_matches_a_supplementary_group() {
-    if !is_root() {
-        eprintln!("skipped: needs root to run a child as uid {NOBODY}");
+    if !can_run_as_nobody() {
         return;
     }
     let scope = Scope::new();
@@ -1021,9 +1007,9 @@ fn allow_gid_matches_a_supplementary_group() {
     // In the group as a supplementary group only (its primary gid is nobody's): served.
     let (mut cmd, _copy) =
         child_as_nobody_in_extra_group("child_allowed_client", &[("SVC_NAME", name.clone())]);
-    output_ok(&mut cmd, "child_allowed_client");
+    run_checked(&mut cmd, "child_allowed_client");
     // Not in the group: refused.
     let (mut cmd, _copy2) = child_as_nobody("child_other_uid_client", &[("SVC_NAME", name)]);
-    output_ok(&mut cmd, "child_other_uid_client");
+    run_checked(&mut cmd, "child_other_uid_client");
     scope.finish();
 }
