@@ -71,6 +71,35 @@ fn env(k: &str) -> String {
     std::env::var(k).unwrap_or_else(|_| panic!("{k} not set"))
 }
 
+/// Spawns `cmd` with piped stdin and stdout and waits for its `READY` line (see
+/// [`say_ready`]); returns the child and its output.
+fn spawn_ready(cmd: &mut Command) -> (Child, BufReader<ChildStdout>) {
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    wait_line(&mut out, "READY");
+    (child, out)
+}
+
+/// In a child entry: tells the parent ([`spawn_ready`]) it is ready.
+fn say_ready() {
+    println!("READY");
+    std::io::stdout().flush().unwrap();
+}
+
+/// In a child entry: says it is ready, keeps `held` until its stdin closes, then reports
+/// `OK:<entry>`.
+fn hold_until_stdin_closes<T>(held: T, entry: &str) {
+    say_ready();
+    let mut s = String::new();
+    let _ = std::io::stdin().read_line(&mut s);
+    drop(held);
+    println!("OK:{entry}");
+}
+
 /// Reads lines until one starts with `prefix`; returns it.
 fn wait_line(r: &mut BufReader<ChildStdout>, prefix: &str) -> String {
     let mut line = String::new();
@@ -247,13 +276,8 @@ fn child_reader() {
 fn sigkill_of_publisher_leaves_readers_reading_and_nothing_behind() {
     let scope = Scope::new();
     let name = unique_name("k");
-    let mut publisher = child("child_publisher", &[("SVC_NAME", name.clone())])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut out = BufReader::new(publisher.stdout.take().unwrap());
-    wait_line(&mut out, "READY");
+    let (mut publisher, _out) =
+        spawn_ready(&mut child("child_publisher", &[("SVC_NAME", name.clone())]));
     let arena = Arena::connect(&name).unwrap();
     let mut sub = shmarena::subscribe(&name).unwrap();
     let view = arena.get::<HashMap<String, u32>>("lexicon").unwrap();
@@ -280,12 +304,7 @@ fn sigkill_of_publisher_leaves_readers_reading_and_nothing_behind() {
 #[ignore = "child entry: publishes SVC_NAME and serves until its stdin closes"]
 fn child_publisher() {
     let publisher = build_lexicon_arena(9).publish(&env("SVC_NAME")).unwrap();
-    println!("READY");
-    std::io::stdout().flush().unwrap();
-    let mut s = String::new();
-    let _ = std::io::stdin().read_line(&mut s);
-    drop(publisher);
-    println!("OK:child_publisher");
+    hold_until_stdin_closes(publisher, "child_publisher");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -366,13 +385,7 @@ fn a_server_of_another_uid_squatting_a_name_is_refused() {
             shmarena::service::socket_name(0, &name).unwrap(),
         )],
     );
-    let mut squatter = squatter
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut out = BufReader::new(squatter.stdout.take().unwrap());
-    wait_line(&mut out, "READY");
+    let (mut squatter, _out) = spawn_ready(&mut squatter);
     let e = service_err(Arena::connect(&name).unwrap_err());
     match &e {
         ServiceError::Refused { by, uid, .. } => {
@@ -396,12 +409,7 @@ fn child_squatter() {
     use std::os::linux::net::SocketAddrExt;
     let addr = std::os::unix::net::SocketAddr::from_abstract_name(env("SVC_SOCKET")).unwrap();
     let listener = std::os::unix::net::UnixListener::bind_addr(&addr).unwrap();
-    println!("READY");
-    std::io::stdout().flush().unwrap();
-    let mut s = String::new();
-    let _ = std::io::stdin().read_line(&mut s);
-    drop(listener);
-    println!("OK:child_squatter");
+    hold_until_stdin_closes(listener, "child_squatter");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -645,14 +653,9 @@ fn generation_swaps_under_four_reader_processes() {
     let name = unique_name("s");
     let baseline_kib = shmem_kib();
 
-    let mut publisher = child("child_swapper", &[("SVC_NAME", name.clone())])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut pub_out = BufReader::new(publisher.stdout.take().unwrap());
+    let (mut publisher, mut pub_out) =
+        spawn_ready(&mut child("child_swapper", &[("SVC_NAME", name.clone())]));
     let mut pub_in = publisher.stdin.take().unwrap();
-    wait_line(&mut pub_out, "READY");
 
     let (tx, rx) = mpsc::channel::<(usize, u64)>();
     let mut readers: Vec<Child> = Vec::new();
@@ -750,17 +753,11 @@ fn unpaced_swaps_never_tear_and_readers_end_on_the_last() {
     };
     let last = swaps + 1;
     let name = unique_name("b");
-    let mut publisher = child(
+    let (mut publisher, mut pub_out) = spawn_ready(&mut child(
         "child_swapper",
         &[("SVC_NAME", name.clone()), ("SVC_BURST", swaps.to_string())],
-    )
-    .stdin(Stdio::piped())
-    .stdout(Stdio::piped())
-    .spawn()
-    .unwrap();
-    let mut pub_out = BufReader::new(publisher.stdout.take().unwrap());
+    ));
     let mut pub_in = publisher.stdin.take().unwrap();
-    wait_line(&mut pub_out, "READY");
     let readers: Vec<Child> = (0..4)
         .map(|_| {
             child(
@@ -810,8 +807,7 @@ fn clients_that_never_read_do_not_block_the_publisher() {
 #[ignore = "child entry: publishes generation 1, then one more per line on stdin"]
 fn child_swapper() {
     let publisher = generation_arena(1).publish(&env("SVC_NAME")).unwrap();
-    println!("READY");
-    std::io::stdout().flush().unwrap();
+    say_ready();
     let mut line = String::new();
     if let Ok(burst) = std::env::var("SVC_BURST") {
         // Unpaced: one line starts a burst of swaps as fast as they can be built.
