@@ -18,17 +18,7 @@ import pytest
 
 import shmarena
 import workers
-
-
-def build(closing, **values):
-    with shmarena.build() as b:
-        for name, v in values.items():
-            if isinstance(v, np.ndarray):
-                b.put_array(name, v)
-            else:
-                b.put(name, v)
-    closing(b.arena)
-    return b.arena
+from arenas import build
 
 
 # ------------------------------------------------ 2. derived arrays are ordinary numpy
