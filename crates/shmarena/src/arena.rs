@@ -553,8 +553,9 @@ impl Arena {
     /// This process's build identity and this arena's trust rows (only those of entry `entry`
     /// if given), as bytes, for a trusted channel that is not the library's own (the Python
     /// bindings' pickles): 16 bytes of build identity, then 20 bytes per row (entry index u32,
-    /// type digest u128, little-endian). Empty when there is nothing to hand over. Read back
-    /// with [`Arena::accept_trust_token`].
+    /// type digest u128, little-endian). Empty when there is nothing to hand over, and for an
+    /// arena whose locator names a segment or file (its receiver copies whatever that holds by
+    /// then). Read back with [`Arena::accept_trust_token`].
     #[doc(hidden)]
     pub fn trust_token(&self, entry: Option<&str>) -> Vec<u8> {
         // The rows speak of this memfd's bytes. A receiver reaches a named segment or file by
