@@ -180,13 +180,7 @@ pub fn read_everything(arena: &Arena) {
     if let Err(e) = arena.verify() {
         black_box(e.to_string());
     }
-    let names: Vec<String> = arena
-        .layout()
-        .entries
-        .iter()
-        .map(|e| e.name.clone())
-        .collect();
-    for name in &names {
+    for name in arena.layout().names() {
         reads::read_entry(arena, name, false, &mut |r| {
             if let Err(e) = r {
                 black_box(e.to_string());

@@ -193,12 +193,7 @@ pub(crate) fn dump(args: &DumpArgs, json: bool, out: &mut dyn Write) -> Result<E
         (None, None) => bail!("name the entry to dump: arena-inspect dump ARENA ENTRY"),
     };
     let Some((_, entry)) = arena.layout().find(&wanted) else {
-        let names: Vec<&str> = arena
-            .layout()
-            .entries
-            .iter()
-            .map(|e| e.name.as_str())
-            .collect();
+        let names: Vec<&str> = arena.layout().names().collect();
         bail!(
             "{} has no entry {:?}; its entries are: {}",
             args.arena,

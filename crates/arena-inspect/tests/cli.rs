@@ -167,6 +167,23 @@ fn list_row(arena: &str) -> Option<Value> {
 }
 
 /// Everything a valid arena must show, whatever its backing.
+/// The named segment or file `arena` was built at, mapped in place and read through, so this
+/// process shows up among its users (`who`, `list`): the arena the builder's `seal` returns
+/// reads a sealed memfd copy, not the segment or file.
+fn map_in_place(arena: &Arena) -> Arena {
+    let mapped = match arena.locator() {
+        // SAFETY: the segment belongs to this test; nothing writes to or truncates it while it
+        // is mapped here.
+        Locator::Shm { name } => unsafe { Arena::open_named(name) },
+        // SAFETY: as above, for the file.
+        Locator::File { path } => unsafe { Arena::open_file(path) },
+        _ => return arena.clone(),
+    };
+    let mapped = mapped.unwrap();
+    mapped.verify().unwrap();
+    mapped
+}
+
 fn check_valid(arena: &Arena, arg: &str) {
     let me = std::process::id();
 
@@ -298,6 +315,7 @@ fn named_arena() {
     let mut b = ArenaOptions::new().named(&name).create().unwrap();
     fill(&mut b);
     let arena = b.seal().unwrap();
+    let mapped = map_in_place(&arena);
     let arg = format!("/{name}");
     check_valid(&arena, &arg);
     // The bare name works too.
@@ -327,7 +345,7 @@ fn named_arena() {
         .json();
     assert_eq!(gc["removed"], serde_json::json!([]));
     assert_eq!(gc["skipped"][0]["reason"], "owner-alive");
-    drop(arena);
+    drop((arena, mapped));
     assert!(list_row(&arg).is_none(), "dropped arenas are unlinked");
     scope.finish();
 }
@@ -342,6 +360,7 @@ fn handle_strings() {
         b.seal().unwrap()
     };
     let arena = build();
+    let mapped = map_in_place(&arena);
     let weights = arena.slice_handle::<f32>("weights").unwrap().to_string();
     let map = arena
         .handle::<HashMap<String, u32>>("map")
@@ -369,7 +388,7 @@ fn handle_strings() {
     );
 
     // A newer arena at the same name is not the one the handle names.
-    drop(arena);
+    drop((arena, mapped));
     let newer = build();
     for cmd in ["info", "verify", "dump"] {
         let r = run(&[cmd, &weights]);
@@ -517,10 +536,11 @@ fn file_arena_and_corrupted_copies() {
     let mut b = ArenaOptions::new().file(&path).create().unwrap();
     fill(&mut b);
     let arena = b.seal().unwrap();
+    let mapped = map_in_place(&arena);
     let arg = path.display().to_string();
     check_valid(&arena, &arg);
     let layout = arena.layout().clone();
-    drop(arena);
+    drop((arena, mapped));
 
     let copy = |tag: &str, mutate: &dyn Fn(&mut Vec<u8>)| -> String {
         let mut bytes = std::fs::read(&path).unwrap();

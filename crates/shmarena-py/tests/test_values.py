@@ -13,19 +13,9 @@ import numpy as np
 import pytest
 
 import shmarena
+from arenas import build
 
 I64_MIN, I64_MAX = -(2**63), 2**63 - 1
-
-
-def build(closing, **values):
-    with shmarena.build() as b:
-        for name, v in values.items():
-            if isinstance(v, np.ndarray):
-                b.put_array(name, v)
-            else:
-                b.put(name, v)
-    closing(b.arena)
-    return b.arena
 
 
 # ---------------------------------------------------------------- deep comparison

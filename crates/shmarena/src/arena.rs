@@ -109,7 +109,7 @@ enum Mapping {
     /// [`Error::NotSealed`].
     SealedOnly,
     /// Anything: the caller of an `unsafe` open promised that nobody writes or truncates the
-    /// file while it is mapped, or this process's builder just sealed it.
+    /// file while it is mapped.
     InPlace,
 }
 
@@ -504,23 +504,24 @@ impl Arena {
         OpenOptions::new().open_fd(fd)
     }
 
-    /// Maps a segment its builder has just sealed; `locator` is where the builder made it, and
-    /// `validated` the (entry, archived type) pairs the builder validated at `put`: they become
-    /// the arena's trust rows if the kernel sealed it.
+    /// Maps the sealed memfd its builder has just made; `locator` is where the builder made the
+    /// arena, and `validated` the (entry, archived type) pairs the builder validated at `put`:
+    /// they become the arena's trust rows.
     pub(crate) fn from_sealed_segment(
         file: File,
         backing: Backing,
         locator: Locator,
         validated: &[(usize, TypeKey)],
     ) -> Result<Arena> {
-        // The builder of this process wrote every byte; a named or file backing is mapped in
-        // place (docs/DESIGN.md, "Backings", says what that can and cannot promise).
+        // The builder of this process wrote every byte and sealed `file`: its own memfd, or
+        // the sealed memfd copy of a named segment or file (`backing` still says which, for
+        // the unlink on drop; `locator` names the segment or file).
         let arena = Arena::open_mapped(
             file,
             locator,
             backing,
             &OpenOptions::new(),
-            Mapping::InPlace,
+            Mapping::SealedOnly,
         );
         debug_assert!(
             arena.is_ok(),
@@ -560,10 +561,16 @@ impl Arena {
     /// This process's build identity and this arena's trust rows (only those of entry `entry`
     /// if given), as bytes, for a trusted channel that is not the library's own (the Python
     /// bindings' pickles): 16 bytes of build identity, then 20 bytes per row (entry index u32,
-    /// type digest u128, little-endian). Empty when there is nothing to hand over. Read back
-    /// with [`Arena::accept_trust_token`].
+    /// type digest u128, little-endian). Empty when there is nothing to hand over, and for an
+    /// arena whose locator names a segment or file (its receiver copies whatever that holds by
+    /// then). Read back with [`Arena::accept_trust_token`].
     #[doc(hidden)]
     pub fn trust_token(&self, entry: Option<&str>) -> Vec<u8> {
+        // The rows speak of this memfd's bytes. A receiver reaches a named segment or file by
+        // name, as a copy of whatever the segment or file holds by then: no rows go with it.
+        if !matches!(self.shared.locator, Locator::Memfd { .. }) {
+            return Vec::new();
+        }
         let only = entry.map(|name| self.shared.layout.find(name).map(|(i, _)| i as u32));
         let mut rows = self.trust_rows();
         if let Some(only) = only {
@@ -897,9 +904,9 @@ impl Arena {
             .layout
             .entries
             .get(index)
-            .ok_or_else(|| Error::BadHandle {
-                handle: format!("entry #{index} of {}", self.shared.what),
-                reason: format!("the arena has {} entries", self.shared.layout.entries.len()),
+            .ok_or_else(|| Error::NoSuchEntry {
+                arena: self.shared.what.clone(),
+                entry: format!("#{index}"),
             })?;
         let matches = entry.kind == want.kind
             && entry.type_hash == format::checksum(want.type_name.as_bytes())
@@ -952,5 +959,27 @@ impl Arena {
 
     pub(crate) fn from_shared(shared: Arc<Shared>) -> Arena {
         Arena { shared }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_entry_index_past_the_table_is_no_such_entry() {
+        let mut b = crate::ArenaOptions::new().create().unwrap();
+        b.put_slice("only", &[1u32]).unwrap();
+        let arena = b.seal().unwrap();
+        assert_eq!(&*arena.slice_at::<u32>(0).unwrap(), &[1]);
+        match arena.slice_at::<u32>(1) {
+            Err(Error::NoSuchEntry { entry, .. }) => assert_eq!(entry, "#1"),
+            Err(other) => panic!("expected NoSuchEntry, got {other}"),
+            Ok(_) => panic!("read past the table of contents"),
+        }
+        assert!(matches!(
+            arena.view_at::<Vec<u32>>(7),
+            Err(Error::NoSuchEntry { .. })
+        ));
     }
 }

@@ -62,11 +62,11 @@ pub enum Error {
         /// The type stored.
         found: String,
     },
-    /// The arena has no entry of that name.
+    /// The arena has no entry of that name (or index).
     NoSuchEntry {
         /// The arena.
         arena: String,
-        /// The entry asked for.
+        /// The entry asked for: its name, or `#N` for an entry index past the table of contents.
         entry: String,
     },
     /// The segment's file system is full (a small `/dev/shm`, say). The builder is unchanged.

@@ -892,6 +892,11 @@ impl Layout {
         Ok(Layout { header, entries })
     }
 
+    /// The entries' names, in table order.
+    pub fn names(&self) -> impl Iterator<Item = &str> + '_ {
+        self.entries.iter().map(|e| e.name.as_str())
+    }
+
     /// The entry with this name.
     pub fn find(&self, name: &str) -> Option<(usize, &Entry)> {
         self.entries

@@ -145,6 +145,40 @@ pub(crate) fn load_file(path: &Path, opts: Option<&OpenOptions>) -> Result<Arena
     load(path, &what, opts)
 }
 
+/// A fresh memfd of `len` bytes (at least one) that `fill` writes through a private writable
+/// mapping, then sealed `WRITE|GROW|SHRINK|SEAL` once that mapping is gone. `what` names the
+/// source in errors. Loads and [`ArenaWriter::seal`](crate::ArenaWriter::seal) of a named or
+/// file target make their arenas this way.
+pub(crate) fn sealed_copy(
+    len: usize,
+    what: &str,
+    fill: impl FnOnce(&mut [u8]) -> Result<()>,
+) -> Result<std::fs::File> {
+    let memfd = os::memfd_create("shmarena-image")
+        .map_err(|e| Error::os(format!("creating a memfd for {what}"), what, e))?;
+    os::reserve(&memfd, 0, len as u64).map_err(|e| match Error::os("", what, e) {
+        Error::NoSpace { what, source, .. } => Error::NoSpace {
+            what,
+            requested: len as u64,
+            source,
+        },
+        other => other,
+    })?;
+    {
+        let mut map = os::MapMut::new(&memfd, len).map_err(|e| Error::Io {
+            context: format!("mapping a memfd for {what}"),
+            source: e,
+        })?;
+        fill(map.bytes_mut())?;
+        // The writable mapping goes before sealing: F_SEAL_WRITE refuses while one exists.
+    }
+    os::seal_memfd(&memfd).map_err(|e| Error::Io {
+        context: format!("sealing the copy of {what}"),
+        source: e,
+    })?;
+    Ok(memfd)
+}
+
 /// Copies the regular file at `path` (`what` in messages) into a fresh sealed memfd with
 /// `pread`, and checks header and table of contents. Without `opts`, every payload checksum
 /// too ([`Arena::verify`]); with `opts`, the owner rules instead, and the payloads are left to
@@ -191,28 +225,7 @@ fn load(path: &Path, what: &str, opts: Option<&OpenOptions>) -> Result<Arena> {
             },
         ));
     }
-    let memfd = os::memfd_create("shmarena-image")
-        .map_err(|e| Error::os(format!("creating a memfd for {what}"), &what, e))?;
-    os::reserve(&memfd, 0, size).map_err(|e| match Error::os("", &what, e) {
-        Error::NoSpace { what, source, .. } => Error::NoSpace {
-            what,
-            requested: size,
-            source,
-        },
-        other => other,
-    })?;
-    {
-        let mut map = os::MapMut::new(&memfd, len).map_err(|e| Error::Io {
-            context: format!("mapping a memfd for {what}"),
-            source: e,
-        })?;
-        read_at(&src, map.bytes_mut(), &what, size)?;
-        // The writable mapping goes before sealing: F_SEAL_WRITE refuses while one exists.
-    }
-    os::seal_memfd(&memfd).map_err(|e| Error::Io {
-        context: format!("sealing the copy of {what}"),
-        source: e,
-    })?;
+    let memfd = sealed_copy(len, &what, |dst| read_at(&src, dst, &what, size))?;
     let always_validate = OpenOptions::new().always_validate(true);
     let arena = always_validate
         .open_fd(OwnedFd::from(memfd))

@@ -38,7 +38,10 @@
 //! | named segment | [`ArenaOptions::named`] | any process of the user: copied into a sealed memfd ([`Arena::load_named`], [`Arena::open`], handles), or mapped in place by the `unsafe` [`Arena::open_named`] | unlinked when the builder's arena drops, unless [`Arena::persist`]ed |
 //! | file | [`ArenaOptions::file`] | any process that can read it: copied ([`Arena::load_file`], [`Arena::open`], handles), or mapped in place by the `unsafe` [`Arena::open_file`] | never (it is an image) |
 //!
-//! All three hold the same bytes, laid out as docs/FORMAT.md describes.
+//! All three hold the same bytes, laid out as docs/FORMAT.md describes. The [`Arena`] that
+//! [`ArenaWriter::seal`] returns always maps a sealed memfd: for a named segment or a file, a
+//! copy of the finished bytes, so the builder's process holds the arena's size twice (the
+//! segment and the copy) while that arena lives.
 //!
 //! A sealed memfd can also be [published](Arena::publish) by name: any process of the user then
 //! reaches it with [`connect`] or follows its generations with [`subscribe`] (see
@@ -60,8 +63,9 @@
 //!   Arenas opened by descriptor, `/proc` path, name, file or a handle string start with nothing
 //!   trusted. [`Arena::trusts`] tells which reads skip bytecheck; docs/DESIGN.md has the table.
 //! - Named segments and files can be rewritten or truncated by any process of their owner, so
-//!   the safe API never maps one that it did not build: it copies it into a sealed memfd with
-//!   `pread` ([`Arena::load_named`], [`Arena::load_file`]). Mapping one in place is the
+//!   the safe API never maps one: it copies it into a sealed memfd with `pread`
+//!   ([`Arena::load_named`], [`Arena::load_file`]), and the builder's own arena is a sealed
+//!   memfd copy made at [`ArenaWriter::seal`]. Mapping one in place is the
 //!   `unsafe` [`Arena::open_named`] / [`Arena::open_file`], whose caller promises that nothing
 //!   writes to it meanwhile. docs/DESIGN.md says what each backing can and cannot promise.
 //!

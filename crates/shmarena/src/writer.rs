@@ -528,8 +528,16 @@ impl ArenaWriter {
     /// Writes the table of contents and the sealed header, then makes the segment read-only:
     /// - memfd: shrinks it to size, unmaps the writable mapping, adds
     ///   `F_SEAL_WRITE | F_SEAL_GROW | F_SEAL_SHRINK | F_SEAL_SEAL` and maps it read-only;
-    /// - named segment: shrinks it, sets mode 0400 and maps it read-only;
-    /// - file: shrinks it, syncs it to disk, sets mode 0400 and renames it into place.
+    /// - named segment: copies the finished bytes into a fresh sealed memfd, shrinks the
+    ///   segment and sets mode 0400;
+    /// - file: copies the finished bytes into a fresh sealed memfd, shrinks the file, syncs it
+    ///   to disk, sets mode 0400 and renames it into place.
+    ///
+    /// The returned arena always maps a kernel-sealed memfd, so no write to the segment or file
+    /// can change what it reads; for a named segment or a file that is a copy (its size in
+    /// memory, for as long as the arena lives, on top of the segment itself), while its
+    /// [`locator`](Arena::locator) still names the segment or file, which other processes
+    /// reach through [`Arena::load_named`] and [`Arena::load_file`] (handles do that).
     ///
     /// The builder is consumed. If sealing fails before anything changed (no room for the
     /// table of contents), [`SealError::into_builder`] gives it back; after that point, a
@@ -606,6 +614,20 @@ impl ArenaWriter {
         if let (Site::File { .. }, Some(map)) = (&site, &map) {
             map.flush().map_err(io("flushing"))?;
         }
+        // A named segment or file stays writable by any process of the user, so the arena
+        // returned here reads a sealed memfd copy of the finished bytes, never the segment in
+        // place (issue 11, case 5). The copy comes first: a failure leaves the site to remove
+        // what the writer made.
+        let copy = match (&site, &map) {
+            (Site::Memfd, _) => None,
+            (_, map) => {
+                let bytes = map.as_ref().map_or(&[][..], |m| m.bytes());
+                Some(crate::image::sealed_copy(total, &what, |dst| {
+                    dst.copy_from_slice(&bytes[..total]);
+                    Ok(())
+                })?)
+            }
+        };
         // Unmap the writable mapping: a memfd refuses F_SEAL_WRITE while one exists.
         drop(map);
         file.set_len(total as u64).map_err(io("shrinking"))?;
@@ -648,7 +670,10 @@ impl ArenaWriter {
                 Backing::File
             }
         };
-        Arena::from_sealed_segment(file, backing, locator, &validated)
+        // The arena maps the sealed memfd: this one, or the copy of the named segment or file
+        // (whose name or path stays the arena's locator, for handles and other processes).
+        let sealed = copy.unwrap_or(file);
+        Arena::from_sealed_segment(sealed, backing, locator, &validated)
     }
 }
 

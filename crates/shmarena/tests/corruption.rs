@@ -219,14 +219,8 @@ fn read_everything(arena: &Arena) -> Reads {
             "verify: {e}"
         );
     }
-    let names: Vec<String> = arena
-        .layout()
-        .entries
-        .iter()
-        .map(|e| e.name.clone())
-        .collect();
-    for name in &names {
-        let n = name.as_str();
+    for name in arena.layout().names() {
+        let n = name;
         reads::read_entry(arena, n, true, &mut |res| r.note(n, res));
         r.note(n, reads::pod::<Pixel>(arena, n));
         r.note(

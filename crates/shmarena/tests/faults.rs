@@ -77,12 +77,7 @@ fn build(builder: ArenaOptions, mut mark: impl FnMut(&str)) -> Arena {
 
 /// Checks that `arena` is the whole arena `build` makes, every payload intact.
 fn check_complete(arena: &Arena) {
-    let names: Vec<&str> = arena
-        .layout()
-        .entries
-        .iter()
-        .map(|e| e.name.as_str())
-        .collect();
+    let names: Vec<&str> = arena.layout().names().collect();
     assert_eq!(names, ENTRIES, "{}", arena.locator());
     arena.verify().unwrap();
     let lex = arena.get::<Lexicon>("lexicon").unwrap();

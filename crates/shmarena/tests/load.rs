@@ -73,17 +73,7 @@ fn load_child() {
         .unwrap()
         .parse()
         .unwrap();
-    let locator = match spec.split_once(':') {
-        Some(("memfd", rest)) => {
-            let (pid, fd) = rest.split_once(',').unwrap();
-            Locator::Memfd {
-                pid: pid.parse().unwrap(),
-                fd: fd.parse().unwrap(),
-            }
-        }
-        Some(("shm", name)) => Locator::Shm { name: name.into() },
-        _ => panic!("bad locator {spec}"),
-    };
+    let locator: Locator = spec.parse().unwrap();
     let lex: Handle<Lexicon> = std::env::var("SHMARENA_LOAD_LEXICON")
         .unwrap()
         .parse()
@@ -114,11 +104,7 @@ fn many_processes_attach_get_and_drop_at_once() {
     let mut children = Vec::new();
     for p in 0..procs {
         let arena = if p % 2 == 0 { &named } else { &memfd };
-        let spec = match arena.locator() {
-            Locator::Memfd { pid, fd } => format!("memfd:{pid},{fd}"),
-            Locator::Shm { name } => format!("shm:{name}"),
-            other => panic!("unexpected {other}"),
-        };
+        let spec = arena.locator().to_string();
         let mut cmd = Command::new(std::env::current_exe().unwrap());
         cmd.args([
             "--exact",

@@ -6,7 +6,7 @@ mod common;
 use std::collections::HashMap;
 use std::process::Command;
 
-use common::{exited_with, fork_and_wait, killed_by, Scope};
+use common::{exited_with, fork_and_wait, killed_by, run_checked, Scope};
 use shmarena::{Arena, ArenaOptions, Locator};
 
 fn lexicon() -> HashMap<String, u32> {
@@ -47,18 +47,7 @@ fn spawned_child_entry() {
     let Ok(spec) = std::env::var("SHMARENA_TEST_LOCATOR") else {
         return;
     };
-    let locator = match spec.split_once(':') {
-        Some(("memfd", rest)) => {
-            let (pid, fd) = rest.split_once(',').unwrap();
-            Locator::Memfd {
-                pid: pid.parse().unwrap(),
-                fd: fd.parse().unwrap(),
-            }
-        }
-        Some(("shm", name)) => Locator::Shm { name: name.into() },
-        Some(("file", path)) => Locator::File { path: path.into() },
-        _ => panic!("bad locator spec {spec}"),
-    };
+    let locator: Locator = spec.parse().unwrap();
     let arena = Arena::open(&locator).unwrap();
     assert_eq!(
         arena.id().to_string(),
@@ -67,41 +56,32 @@ fn spawned_child_entry() {
     let lex = arena.get::<HashMap<String, u32>>("lexicon").unwrap();
     assert_eq!(lex.get("w9999").map(|v| v.to_native()), Some(29997));
     assert_eq!(arena.slice::<f64>("weights").unwrap()[100], 100.0);
-    println!("CHILD-OK");
+    println!("OK:spawned_child_entry");
 }
 
-fn run_child(spec: String, arena: &Arena) {
-    let out = Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "spawned_child_entry", "--ignored", "--nocapture"])
-        .env("SHMARENA_TEST_LOCATOR", &spec)
-        .env("SHMARENA_TEST_ID", arena.id().to_string())
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success() && stdout.contains("CHILD-OK"),
-        "child for {spec} failed: {}\n{stdout}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
+/// Runs [`spawned_child_entry`] on the arena `arena` at its locator.
+fn run_child(arena: &Arena) {
+    let mut cmd = Command::new(std::env::current_exe().unwrap());
+    cmd.args(["--exact", "spawned_child_entry", "--ignored", "--nocapture"])
+        .env("SHMARENA_TEST_LOCATOR", arena.locator().to_string())
+        .env("SHMARENA_TEST_ID", arena.id().to_string());
+    run_checked(&mut cmd, "spawned_child_entry");
 }
 
 #[test]
 fn spawned_children_attach_in_every_backing() {
     let scope = Scope::new();
     let memfd = build(ArenaOptions::new());
-    let Locator::Memfd { pid, fd } = memfd.locator().clone() else {
-        unreachable!()
-    };
-    run_child(format!("memfd:{pid},{fd}"), &memfd);
+    assert!(matches!(memfd.locator(), Locator::Memfd { .. }));
+    run_child(&memfd);
 
     let name = scope.name("spawn");
     let named = build(ArenaOptions::new().named(&name));
-    run_child(format!("shm:{name}"), &named);
+    run_child(&named);
 
     let path = scope.path("spawn.arena");
     let file = build(ArenaOptions::new().file(&path));
-    run_child(format!("file:{}", path.display()), &file);
+    run_child(&file);
     drop((named, file));
     std::fs::remove_file(&path).unwrap();
     scope.finish();

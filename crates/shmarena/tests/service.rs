@@ -13,7 +13,7 @@ use std::process::{Child, ChildStdout, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::mpsc;
 
-use common::Scope;
+use common::{run_checked, Scope};
 use shmarena::format::FormatError;
 use shmarena::service::{PublishOptions, RefusedBy, ServiceError};
 use shmarena::{Arena, ArenaOptions, ConnectOptions, Error};
@@ -52,7 +52,12 @@ fn check_lexicon_arena(arena: &Arena, tag: u64) {
 
 /// A command running child entry `entry` of this binary with a cleared environment.
 fn child(entry: &str, envs: &[(&str, String)]) -> Command {
-    let mut cmd = Command::new(std::env::current_exe().unwrap());
+    child_of(&std::env::current_exe().unwrap(), entry, envs)
+}
+
+/// A command running child entry `entry` of the test binary `exe` with a cleared environment.
+fn child_of(exe: &std::path::Path, entry: &str, envs: &[(&str, String)]) -> Command {
+    let mut cmd = Command::new(exe);
     cmd.args(["--exact", entry, "--ignored", "--nocapture", "--quiet"])
         .env_clear()
         .stdin(Stdio::null());
@@ -66,16 +71,33 @@ fn env(k: &str) -> String {
     std::env::var(k).unwrap_or_else(|_| panic!("{k} not set"))
 }
 
-fn output_ok(cmd: &mut Command, entry: &str) -> String {
-    let out = cmd.output().unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success() && stdout.contains(&format!("OK:{entry}")),
-        "{entry} failed: {}\n{stdout}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    stdout
+/// Spawns `cmd` with piped stdin and stdout and waits for its `READY` line (see
+/// [`say_ready`]); returns the child and its output.
+fn spawn_ready(cmd: &mut Command) -> (Child, BufReader<ChildStdout>) {
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    wait_line(&mut out, "READY");
+    (child, out)
+}
+
+/// In a child entry: tells the parent ([`spawn_ready`]) it is ready.
+fn say_ready() {
+    println!("READY");
+    std::io::stdout().flush().unwrap();
+}
+
+/// In a child entry: says it is ready, keeps `held` until its stdin closes, then reports
+/// `OK:<entry>`.
+fn hold_until_stdin_closes<T>(held: T, entry: &str) {
+    say_ready();
+    let mut s = String::new();
+    let _ = std::io::stdin().read_line(&mut s);
+    drop(held);
+    println!("OK:{entry}");
 }
 
 /// Reads lines until one starts with `prefix`; returns it.
@@ -106,10 +128,26 @@ fn is_root() -> bool {
         .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(2) == Some("0"))
 }
 
-/// A command running child entry `entry` as uid and gid [`NOBODY`]. If nobody cannot reach this
-/// test binary (a checkout under a 0700 home, say), it runs a copy in a world-readable
-/// temporary directory; the returned guard removes the copy.
+/// Whether this process may start children as [`NOBODY`] (it runs as root); says so if not.
+fn can_run_as_nobody() -> bool {
+    let root = is_root();
+    if !root {
+        eprintln!("skipped: needs root to run a child as uid {NOBODY}");
+    }
+    root
+}
+
+/// A command running child entry `entry` as uid and gid [`NOBODY`]; see [`nobody_exe`].
 fn child_as_nobody(entry: &str, envs: &[(&str, String)]) -> (Command, Option<TempCopy>) {
+    let (exe, copy) = nobody_exe();
+    let mut cmd = child_of(&exe, entry, envs);
+    cmd.uid(NOBODY).gid(NOBODY).current_dir("/");
+    (cmd, copy)
+}
+
+/// This test binary, or, if nobody cannot reach it (a checkout under a 0700 home, say), a copy
+/// in a world-readable temporary directory, which the returned guard removes.
+fn nobody_exe() -> (std::path::PathBuf, Option<TempCopy>) {
     use std::os::unix::fs::PermissionsExt;
     let exe = std::env::current_exe().unwrap();
     let reachable = exe
@@ -117,28 +155,16 @@ fn child_as_nobody(entry: &str, envs: &[(&str, String)]) -> (Command, Option<Tem
         .skip(1)
         .all(|d| std::fs::metadata(d).is_ok_and(|m| m.permissions().mode() & 0o001 != 0))
         && std::fs::metadata(&exe).is_ok_and(|m| m.permissions().mode() & 0o005 == 0o005);
-    let mut cmd = child(entry, envs);
-    let copy = if reachable {
-        None
-    } else {
-        let dir = std::env::temp_dir().join(format!("shmarena-svc-exe-{}", unique_name("")));
-        std::fs::create_dir(&dir).unwrap();
-        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
-        let copy = dir.join("service-test");
-        std::fs::copy(&exe, &copy).unwrap();
-        std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o755)).unwrap();
-        let mut c = Command::new(&copy);
-        c.args(["--exact", entry, "--ignored", "--nocapture", "--quiet"])
-            .env_clear()
-            .stdin(Stdio::null());
-        for (k, v) in envs {
-            c.env(k, v);
-        }
-        cmd = c;
-        Some(TempCopy(dir))
-    };
-    cmd.uid(NOBODY).gid(NOBODY).current_dir("/");
-    (cmd, copy)
+    if reachable {
+        return (exe, None);
+    }
+    let dir = std::env::temp_dir().join(format!("shmarena-svc-exe-{}", unique_name("")));
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let copy = dir.join("service-test");
+    std::fs::copy(&exe, &copy).unwrap();
+    std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o755)).unwrap();
+    (copy, Some(TempCopy(dir)))
 }
 
 /// Removes a copied test binary's directory on drop.
@@ -194,8 +220,22 @@ fn publishing_a_file_arena_is_refused() {
     let mut b = ArenaOptions::new().file(&path).create().unwrap();
     b.put_slice("x", &[1u8]).unwrap();
     let arena = b.seal().unwrap();
-    let e = service_err(arena.publish(&unique_name("f")).unwrap_err());
+    // SAFETY: nothing writes to the file while it is mapped here.
+    let in_place = unsafe { Arena::open_file(&path) }.unwrap();
+    let e = service_err(in_place.publish(&unique_name("f")).unwrap_err());
     assert!(matches!(e, ServiceError::NotSealedMemfd { .. }), "{e}");
+    drop(in_place);
+    // The builder's own arena is a sealed memfd copy of the file: it can be published.
+    let built_name = unique_name("f");
+    let built = arena.publish(&built_name).unwrap();
+    assert_eq!(
+        &*Arena::connect(&built_name)
+            .unwrap()
+            .slice::<u8>("x")
+            .unwrap(),
+        &[1]
+    );
+    drop(built);
     // The way to publish a file: load it into a sealed memfd.
     let loaded = Arena::load_file(&path).unwrap();
     let name = unique_name("f");
@@ -216,7 +256,7 @@ fn unrelated_process_connects_by_name() {
         "child_reader",
         &[("SVC_NAME", name.clone()), ("SVC_TAG", "42".into())],
     );
-    output_ok(&mut cmd, "child_reader");
+    run_checked(&mut cmd, "child_reader");
     scope.finish();
 }
 
@@ -236,13 +276,8 @@ fn child_reader() {
 fn sigkill_of_publisher_leaves_readers_reading_and_nothing_behind() {
     let scope = Scope::new();
     let name = unique_name("k");
-    let mut publisher = child("child_publisher", &[("SVC_NAME", name.clone())])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut out = BufReader::new(publisher.stdout.take().unwrap());
-    wait_line(&mut out, "READY");
+    let (mut publisher, _out) =
+        spawn_ready(&mut child("child_publisher", &[("SVC_NAME", name.clone())]));
     let arena = Arena::connect(&name).unwrap();
     let mut sub = shmarena::subscribe(&name).unwrap();
     let view = arena.get::<HashMap<String, u32>>("lexicon").unwrap();
@@ -269,12 +304,7 @@ fn sigkill_of_publisher_leaves_readers_reading_and_nothing_behind() {
 #[ignore = "child entry: publishes SVC_NAME and serves until its stdin closes"]
 fn child_publisher() {
     let publisher = build_lexicon_arena(9).publish(&env("SVC_NAME")).unwrap();
-    println!("READY");
-    std::io::stdout().flush().unwrap();
-    let mut s = String::new();
-    let _ = std::io::stdin().read_line(&mut s);
-    drop(publisher);
-    println!("OK:child_publisher");
+    hold_until_stdin_closes(publisher, "child_publisher");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -282,15 +312,14 @@ fn child_publisher() {
 
 #[test]
 fn a_client_of_another_uid_is_refused() {
-    if !is_root() {
-        eprintln!("skipped: needs root to run a child as uid {NOBODY}");
+    if !can_run_as_nobody() {
         return;
     }
     let scope = Scope::new();
     let name = unique_name("r");
     let _p = build_lexicon_arena(1).publish(&name).unwrap();
     let (mut cmd, _copy) = child_as_nobody("child_other_uid_client", &[("SVC_NAME", name.clone())]);
-    output_ok(&mut cmd, "child_other_uid_client");
+    run_checked(&mut cmd, "child_other_uid_client");
 
     // With an allow-list, the same client is served, and validates what it reads.
     let name2 = unique_name("r");
@@ -299,7 +328,7 @@ fn a_client_of_another_uid_is_refused() {
         .publish(&name2, build_lexicon_arena(2))
         .unwrap();
     let (mut cmd, _copy2) = child_as_nobody("child_allowed_client", &[("SVC_NAME", name2)]);
-    output_ok(&mut cmd, "child_allowed_client");
+    run_checked(&mut cmd, "child_allowed_client");
     scope.finish();
 }
 
@@ -344,8 +373,7 @@ fn child_allowed_client() {
 
 #[test]
 fn a_server_of_another_uid_squatting_a_name_is_refused() {
-    if !is_root() {
-        eprintln!("skipped: needs root to run a child as uid {NOBODY}");
+    if !can_run_as_nobody() {
         return;
     }
     let scope = Scope::new();
@@ -357,13 +385,7 @@ fn a_server_of_another_uid_squatting_a_name_is_refused() {
             shmarena::service::socket_name(0, &name).unwrap(),
         )],
     );
-    let mut squatter = squatter
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut out = BufReader::new(squatter.stdout.take().unwrap());
-    wait_line(&mut out, "READY");
+    let (mut squatter, _out) = spawn_ready(&mut squatter);
     let e = service_err(Arena::connect(&name).unwrap_err());
     match &e {
         ServiceError::Refused { by, uid, .. } => {
@@ -387,12 +409,7 @@ fn child_squatter() {
     use std::os::linux::net::SocketAddrExt;
     let addr = std::os::unix::net::SocketAddr::from_abstract_name(env("SVC_SOCKET")).unwrap();
     let listener = std::os::unix::net::UnixListener::bind_addr(&addr).unwrap();
-    println!("READY");
-    std::io::stdout().flush().unwrap();
-    let mut s = String::new();
-    let _ = std::io::stdin().read_line(&mut s);
-    drop(listener);
-    println!("OK:child_squatter");
+    hold_until_stdin_closes(listener, "child_squatter");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -636,14 +653,9 @@ fn generation_swaps_under_four_reader_processes() {
     let name = unique_name("s");
     let baseline_kib = shmem_kib();
 
-    let mut publisher = child("child_swapper", &[("SVC_NAME", name.clone())])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut pub_out = BufReader::new(publisher.stdout.take().unwrap());
+    let (mut publisher, mut pub_out) =
+        spawn_ready(&mut child("child_swapper", &[("SVC_NAME", name.clone())]));
     let mut pub_in = publisher.stdin.take().unwrap();
-    wait_line(&mut pub_out, "READY");
 
     let (tx, rx) = mpsc::channel::<(usize, u64)>();
     let mut readers: Vec<Child> = Vec::new();
@@ -741,17 +753,11 @@ fn unpaced_swaps_never_tear_and_readers_end_on_the_last() {
     };
     let last = swaps + 1;
     let name = unique_name("b");
-    let mut publisher = child(
+    let (mut publisher, mut pub_out) = spawn_ready(&mut child(
         "child_swapper",
         &[("SVC_NAME", name.clone()), ("SVC_BURST", swaps.to_string())],
-    )
-    .stdin(Stdio::piped())
-    .stdout(Stdio::piped())
-    .spawn()
-    .unwrap();
-    let mut pub_out = BufReader::new(publisher.stdout.take().unwrap());
+    ));
     let mut pub_in = publisher.stdin.take().unwrap();
-    wait_line(&mut pub_out, "READY");
     let readers: Vec<Child> = (0..4)
         .map(|_| {
             child(
@@ -801,8 +807,7 @@ fn clients_that_never_read_do_not_block_the_publisher() {
 #[ignore = "child entry: publishes generation 1, then one more per line on stdin"]
 fn child_swapper() {
     let publisher = generation_arena(1).publish(&env("SVC_NAME")).unwrap();
-    println!("READY");
-    std::io::stdout().flush().unwrap();
+    say_ready();
     let mut line = String::new();
     if let Ok(burst) = std::env::var("SVC_BURST") {
         // Unpaced: one line starts a burst of swaps as fast as they can be built.
@@ -881,7 +886,7 @@ fn child_follower() {
 #[test]
 fn a_failing_accept_is_reported_and_does_not_spin() {
     let mut cmd = child("child_out_of_descriptors", &[]);
-    let out = output_ok(&mut cmd, "child_out_of_descriptors");
+    let out = run_checked(&mut cmd, "child_out_of_descriptors");
     assert!(out.contains("serve_error: accepting a client:"), "{out}");
 }
 
@@ -963,17 +968,9 @@ fn child_as_nobody_in_extra_group(
     entry: &str,
     envs: &[(&str, String)],
 ) -> (Command, Option<TempCopy>) {
-    let (template, copy) = child_as_nobody(entry, envs);
-    let mut cmd = Command::new(template.get_program());
-    cmd.args(template.get_args())
-        .env_clear()
-        .stdin(Stdio::null())
-        .current_dir("/");
-    for (k, v) in template.get_envs() {
-        if let Some(v) = v {
-            cmd.env(k, v);
-        }
-    }
+    let (exe, copy) = nobody_exe();
+    let mut cmd = child_of(&exe, entry, envs);
+    cmd.current_dir("/");
     // SAFETY: the closure runs in the forked child before exec and makes only the
     // async-signal-safe system calls setgroups, setgid and setuid on values prepared before
     // the fork; it allocates nothing and takes no lock.
@@ -994,8 +991,7 @@ fn child_as_nobody_in_extra_group(
 
 #[test]
 fn allow_gid_matches_a_supplementary_group() {
-    if !is_root() {
-        eprintln!("skipped: needs root to run a child as uid {NOBODY}");
+    if !can_run_as_nobody() {
         return;
     }
     let scope = Scope::new();
@@ -1007,9 +1003,9 @@ fn allow_gid_matches_a_supplementary_group() {
     // In the group as a supplementary group only (its primary gid is nobody's): served.
     let (mut cmd, _copy) =
         child_as_nobody_in_extra_group("child_allowed_client", &[("SVC_NAME", name.clone())]);
-    output_ok(&mut cmd, "child_allowed_client");
+    run_checked(&mut cmd, "child_allowed_client");
     // Not in the group: refused.
     let (mut cmd, _copy2) = child_as_nobody("child_other_uid_client", &[("SVC_NAME", name)]);
-    output_ok(&mut cmd, "child_other_uid_client");
+    run_checked(&mut cmd, "child_other_uid_client");
     scope.finish();
 }

@@ -193,6 +193,71 @@ fn a_loaded_file_cannot_change_under_its_reader() {
     scope.finish();
 }
 
+/// Overwrites the root of entry `name` (for a `Vec`, its relative pointer and its length) with
+/// 0xff in the file at `path`, through an ordinary safe write, as any process of the user can
+/// (as root the 0400 mode is no obstacle; otherwise chmod first, as the owner may).
+fn rewrite_root(path: &std::path::Path, arena: &Arena, name: &str) {
+    let (_, entry) = arena.layout().find(name).unwrap();
+    let root = entry.offset + entry.root_pos;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let f = std::fs::OpenOptions::new().write(true).open(path).unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&f, &vec![0xffu8; entry.elem_size as usize], root)
+        .unwrap();
+}
+
+/// The arena `seal` returns for a named or file target once mapped the builder's own segment in
+/// place: a write to `/dev/shm/NAME` (or the file) from safe code changed a validated view's
+/// length under it, so later element reads would go out of bounds. Now it is a sealed memfd copy.
+#[test]
+fn the_builders_own_named_or_file_arena_cannot_change_under_it() {
+    let scope = Scope::new();
+    let name = scope.name("own");
+    let file = scope.path("own.arena");
+    let targets = [
+        (
+            ArenaOptions::new().named(&name),
+            std::path::PathBuf::from(format!("/dev/shm/{name}")),
+        ),
+        (ArenaOptions::new().file(file.clone()), file.clone()),
+    ];
+    for (options, path) in targets {
+        let mut b = options.create().unwrap();
+        b.put("v", &vec![1u32, 2, 3]).unwrap();
+        let built = b.seal().unwrap();
+        let view = built.get::<Vec<u32>>("v").unwrap();
+        assert_eq!(view.len(), 3);
+        rewrite_root(&path, &built, "v");
+        // Reading the length alone shows whether the view's bytes changed under it.
+        assert_eq!(view.len(), 3, "the view's bytes changed under it");
+        assert_eq!(view.as_slice(), &[1, 2, 3]);
+        built.verify().unwrap();
+        assert!(built.is_kernel_sealed(), "{:?}", built.locator());
+        assert!(built.trusts::<Vec<u32>>("v"), "the writer's rows are kept");
+        // Rows speak of this copy's bytes: none go with a pickle that names the segment or file.
+        assert!(built.trust_token(None).is_empty());
+        // A handle names the segment or file (a long path goes as a hash); in this process it
+        // resolves to this very arena.
+        let h: Handle<Vec<u32>> = built.handle("v").unwrap();
+        let named = h.raw().locator();
+        assert!(
+            named.as_ref().is_none_or(|l| l == built.locator()),
+            "{named:?}"
+        );
+        assert!(std::ptr::eq(&*h.get().unwrap(), &*view));
+        // The segment or file itself was rewritten: a new load refuses it.
+        let reload = match built.locator() {
+            Locator::Shm { name } => Arena::load_named(name),
+            Locator::File { path } => Arena::load_file(path),
+            other => panic!("the locator names the copy, not the target: {other:?}"),
+        };
+        assert!(reload.unwrap_err().format_error().is_some());
+        drop(view);
+        drop(built);
+    }
+    std::fs::remove_file(&file).unwrap();
+    scope.finish();
+}
+
 /// Writes a real sealed arena's bytes into a fresh memfd *without* seals.
 fn unsealed_copy(arena: &Arena) -> OwnedFd {
     let fd = rustix::fs::memfd_create("unsealed", rustix::fs::MemfdFlags::CLOEXEC).unwrap();

@@ -23,7 +23,7 @@ use clap::{Parser, ValueEnum};
 use shmarena::{Arena, ArenaOptions, Handle, SliceHandle};
 use shmarena_pool::{generations, Job, Mode, Pool};
 
-use data::{Classifier, DIMS, LABELS, LABEL_NAMES};
+use data::{ArchivedClassifier, Classifier, DIMS, LABELS, LABEL_NAMES};
 use metrics::ProcessMemory;
 use tasks::{Counts, FatTask, LatestTask, Task};
 
@@ -97,17 +97,27 @@ fn classify_task(task: Task) -> Counts {
     if ATTACHED.set(()).is_ok() {
         out.setup_ns = t.elapsed().as_nanos() as u64;
     }
+    classify_rows(&mut out, &task.rows, &lexicon, &centroids);
+    out.rows = task.rows.len() as u32;
+    out
+}
+
+/// Classifies `rows` with the shared classifier and counts their labels in `out`.
+fn classify_rows(
+    out: &mut Counts,
+    rows: &[String],
+    classifier: &ArchivedClassifier,
+    centroids: &[f32],
+) {
     let lookup = |w: &str| {
-        lexicon
+        classifier
             .lexicon
             .get(w)
             .map(|v| (v.0.to_native(), v.1.to_native()))
     };
-    for row in &task.rows {
-        out.labels[usize::from(data::classify_text(data::text_of(row), lookup, &centroids))] += 1;
+    for row in rows {
+        out.labels[usize::from(data::classify_text(data::text_of(row), lookup, centroids))] += 1;
     }
-    out.rows = task.rows.len() as u32;
-    out
 }
 
 /// A `--reload-every` task: the batch is classified with the generation of the published
@@ -124,16 +134,7 @@ fn classify_latest(task: LatestTask) -> Counts {
         if ATTACHED.set(()).is_ok() {
             out.setup_ns = t.elapsed().as_nanos() as u64;
         }
-        let lookup = |w: &str| {
-            lexicon
-                .lexicon
-                .get(w)
-                .map(|v| (v.0.to_native(), v.1.to_native()))
-        };
-        for row in &task.rows {
-            out.labels[usize::from(data::classify_text(data::text_of(row), lookup, &centroids))] +=
-                1;
-        }
+        classify_rows(&mut out, &task.rows, &lexicon, &centroids);
         out.generation = generation;
         shmarena::Result::Ok(())
     });

@@ -171,19 +171,10 @@ impl Scan {
             if ino == 0 {
                 continue;
             }
-            let Some((major, minor)) = dev.split_once(':') else {
+            let Some(dev) = os::parse_maps_dev(dev) else {
                 continue;
             };
-            let (Ok(major), Ok(minor)) = (
-                u64::from_str_radix(major, 16),
-                u64::from_str_radix(minor, 16),
-            ) else {
-                continue;
-            };
-            let key = FileKey {
-                dev: os::makedev(major, minor),
-                ino,
-            };
+            let key = FileKey { dev, ino };
             let wanted =
                 is_arena_memfd(path) || path.starts_with(shm_prefix) || extra.contains(&key);
             if wanted && seen.insert(key) {

@@ -301,6 +301,15 @@ pub(crate) fn makedev(major: u64, minor: u64) -> u64 {
         | (minor & 0xff)
 }
 
+/// The device number in the `dev` field (`MAJOR:MINOR`, hexadecimal) of a `/proc/PID/maps`
+/// line.
+pub(crate) fn parse_maps_dev(field: &str) -> Option<u64> {
+    let (major, minor) = field.split_once(':')?;
+    let major = u64::from_str_radix(major, 16).ok()?;
+    let minor = u64::from_str_radix(minor, 16).ok()?;
+    Some(makedev(major, minor))
+}
+
 /// Opens a path read-only for a header read: never blocks (a FIFO in /dev/shm, say) and, unless
 /// `follow`, never follows a symlink in the last component.
 pub(crate) fn open_ro_nonblock(path: &Path, follow: bool) -> io::Result<File> {

@@ -117,16 +117,10 @@ fn parse_smaps(text: &str, dev: u64, ino: u64) -> Option<MappingCost> {
         else {
             continue;
         };
-        let (Some((major, minor)), Ok(i)) = (d.split_once(':'), i.parse::<u64>()) else {
+        let (Some(d), Ok(i)) = (super::parse_maps_dev(d), i.parse::<u64>()) else {
             continue;
         };
-        let (Ok(major), Ok(minor)) = (
-            u64::from_str_radix(major, 16),
-            u64::from_str_radix(minor, 16),
-        ) else {
-            continue;
-        };
-        if i == ino && super::makedev(major, minor) == dev {
+        if i == ino && d == dev {
             in_wanted = true;
             found = true;
         }
