@@ -470,10 +470,14 @@ fn published_names() {
     assert_eq!(row["size"], first.byte_len(), "{row}");
     assert_eq!(row["id"], first.id().to_string(), "{row}");
     assert_eq!(row["error"], Value::Null, "{row}");
+    // The reader child; a child that another test forks at that moment may briefly share this
+    // process's mappings before it execs, and is listed too.
     let readers: Vec<&Value> = row["readers"].as_array().unwrap().iter().collect();
-    assert_eq!(readers.len(), 1, "{row}");
-    assert_eq!(readers[0]["pid"], reader);
-    assert_eq!(readers[0]["mapped"], true);
+    let child_row = readers
+        .iter()
+        .find(|r| r["pid"] == reader)
+        .unwrap_or_else(|| panic!("reader {reader} not listed: {row}"));
+    assert_eq!(child_row["mapped"], true, "{row}");
     let table = run(&["published"]).ok().stdout;
     let line = table.lines().find(|l| l.starts_with(&name)).unwrap();
     assert!(
@@ -489,7 +493,14 @@ fn published_names() {
     let row = published_row(&name).unwrap();
     assert_eq!(row["generation"], 2, "{row}");
     assert_eq!(row["id"], second.id().to_string(), "{row}");
-    assert_eq!(row["readers"].as_array().unwrap().len(), 0, "{row}");
+    assert!(
+        !row["readers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["pid"] == reader),
+        "{row}"
+    );
 
     drop(publisher);
     assert!(published_row(&name).is_none());

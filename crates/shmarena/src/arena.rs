@@ -752,9 +752,11 @@ impl Arena {
     /// nothing to readers.
     pub fn persist(&self) {
         self.shared.persist.store(true, Ordering::Relaxed);
-        if let Backing::Shm { owner_pid, .. } = &self.shared.backing {
+        if let Backing::Shm { name, owner_pid } = &self.shared.backing {
             if *owner_pid == os::pid() {
-                let _ = os::chmod(&self.shared.file, os::PERSISTED_MODE);
+                // The arena maps a sealed copy (see `ArenaWriter::seal`): mark the segment
+                // itself, if the name still holds this arena.
+                let _ = mark_persisted(name, self.id());
             }
         }
     }
@@ -960,6 +962,20 @@ impl Arena {
     pub(crate) fn from_shared(shared: Arc<Shared>) -> Arena {
         Arena { shared }
     }
+}
+
+/// Gives named segment `name` the mode that tells gc its builder persisted it, if the name still
+/// holds arena `id` (its header's id, read with `pread`; the segment is never mapped here).
+fn mark_persisted(name: &str, id: ArenaId) -> std::io::Result<()> {
+    use std::os::unix::fs::FileExt;
+    let file = os::shm_open_ro(name)?;
+    let at = format::header_offsets::ARENA_ID;
+    let mut stored = [0u8; 16];
+    file.read_exact_at(&mut stored, at as u64)?;
+    if stored != id.to_bytes() {
+        return Err(std::io::Error::other("the name now holds another arena"));
+    }
+    os::chmod(&file, os::PERSISTED_MODE)
 }
 
 #[cfg(test)]
