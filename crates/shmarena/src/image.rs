@@ -225,6 +225,20 @@ fn load(path: &Path, what: &str, opts: Option<&OpenOptions>) -> Result<Arena> {
             },
         ));
     }
+    // Checked before anything is allocated: a header that claims more bytes than the file
+    // holds must not make us reserve them (a lying total_len could ask for all of memory).
+    let file_len = os::file_info(&src)
+        .map_err(|e| Error::os(format!("inspecting {what}"), &what, e))?
+        .size;
+    if size > file_len {
+        return Err(Error::format(
+            &what,
+            FormatError::Truncated {
+                needed: size,
+                len: file_len,
+            },
+        ));
+    }
     let memfd = sealed_copy(len, &what, |dst| read_at(&src, dst, &what, size))?;
     let always_validate = OpenOptions::new().always_validate(true);
     let arena = always_validate

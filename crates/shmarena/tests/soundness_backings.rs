@@ -472,3 +472,44 @@ fn a_fifo_in_dev_shm_is_refused_promptly() {
     std::fs::remove_file(format!("/dev/shm/{name}")).unwrap();
     scope.finish();
 }
+
+/// A header that claims far more bytes than the file or segment holds (with a valid header
+/// checksum, so only the length is a lie) is `Truncated` before anything is reserved: the copy
+/// into a sealed memfd must not fallocate what the header asks for. A claim of some GiB up to a
+/// PiB made the old code reserve memfd pages until the OOM killer struck (found by the
+/// conformance run); the claim here, 2^63 bytes, is one the kernel refuses to reserve at once,
+/// so the old code failed this test with that error instead of taking the machine down.
+#[test]
+fn a_lying_total_length_reserves_nothing() {
+    use shmarena::format::{checksum, header_offsets as ho, FormatError};
+    let scope = Scope::new();
+    let mut b = ArenaOptions::new().create().unwrap();
+    b.put_slice("xs", &[1u64, 2, 3]).unwrap();
+    let mut bytes = b.seal().unwrap().as_bytes().to_vec();
+    let claimed: u64 = 1 << 63;
+    bytes[ho::TOTAL_LEN..ho::TOTAL_LEN + 8].copy_from_slice(&claimed.to_le_bytes());
+    let sum = checksum(&bytes[..ho::HEADER_CHECKSUM]);
+    bytes[ho::HEADER_CHECKSUM..ho::HEADER_CHECKSUM + 8].copy_from_slice(&sum.to_le_bytes());
+
+    let path = scope.path("lying.arena");
+    std::fs::write(&path, &bytes).unwrap();
+    let name = scope.name("lying");
+    std::fs::write(std::path::Path::new("/dev/shm").join(&name), &bytes).unwrap();
+    for result in [
+        Arena::load_file(&path),
+        Arena::load_named(&name),
+        Arena::open(&Locator::File { path: path.clone() }),
+    ] {
+        let err = result.expect_err("a header longer than its file must not load");
+        assert!(
+            matches!(
+                err.format_error(),
+                Some(FormatError::Truncated { needed, .. }) if *needed == claimed
+            ),
+            "{err:?}"
+        );
+    }
+    std::fs::remove_file(std::path::Path::new("/dev/shm").join(&name)).unwrap();
+    std::fs::remove_file(&path).unwrap();
+    scope.finish();
+}
