@@ -77,13 +77,19 @@ def test_already_published_is_typed(svc_name):
         assert issubclass(shmarena.AlreadyPublishedError, shmarena.ShmarenaError)
 
 
-def test_a_named_segment_is_not_publishable(svc_name, shm_name):
+def test_a_named_segment_mapped_in_place_is_not_publishable(svc_name, shm_name):
+    """Only sealed memfds are served. The builder's own arena of a named segment reads a sealed
+    copy and may be published; the segment itself, mapped in place, may not."""
     with shmarena.build(name=shm_name) as b:
         b.put("x", 1)
+    in_place = shmarena.open(name=shm_name, no_concurrent_writers=True)
     try:
         with pytest.raises(shmarena.ServiceError, match="not a sealed memfd|not a memfd"):
-            b.arena.publish(svc_name)
+            in_place.publish(svc_name)
+        with b.arena.publish(svc_name):
+            assert shmarena.connect(svc_name)["x"] == 1
     finally:
+        in_place.close()
         b.arena.close()
 
 
