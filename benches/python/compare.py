@@ -14,7 +14,10 @@ Ways (rows)
 - (s) shmarena:    arena[...] views bound to the task with functools.partial
 
 It reports wall time (median of --repeat runs, A B A B order), its ratio to (b) measured in the
-same run, and Pss per worker from /proc/PID/smaps_rollup after the job (workers still alive).
+same run, and Pss and Anonymous per worker (medians over the workers) from /proc/PID/smaps_rollup
+after the job, while the workers are alive. Anonymous is a worker's own memory; Pss also counts
+its share of the arena pages it touched, which are shared. The idle row is the floor both are
+compared against.
 
     python benches/python/compare.py --quick       # N = L = 100k, a few seconds per row
     python benches/python/compare.py               # N = L = 1M, Pool(os.cpu_count())
@@ -93,12 +96,17 @@ def idle_task(chunk):
     return 0
 
 
-def pss_kib(pid: int) -> int:
+def mem_kib(pid: int) -> tuple[int, int]:
+    """(Pss, Anonymous) of a process in KiB, from /proc/PID/smaps_rollup. Anonymous is the
+    process's own memory (heap, copy-on-write copies); shared arena pages are not in it, while
+    Pss counts a share of every shared page the process has touched."""
+    got = {"Pss:": -1, "Anonymous:": -1}
     with open(f"/proc/{pid}/smaps_rollup") as f:
         for line in f:
-            if line.startswith("Pss:"):
-                return int(line.split()[1])
-    return -1
+            key = line.split(maxsplit=1)[0]
+            if key in got:
+                got[key] = int(line.split()[1])
+    return got["Pss:"], got["Anonymous:"]
 
 
 # ---------------------------------------------------------------- runner
@@ -110,8 +118,10 @@ def run(method, workers, fn, chunks, initializer=None, initargs=()):
     with ctx.Pool(workers, initializer=initializer, initargs=initargs) as pool:
         total = sum(pool.imap_unordered(fn, chunks, chunksize=1))
         elapsed = time.perf_counter() - t0
-        pss = [pss_kib(p.pid) for p in pool._pool]  # workers are idle but alive here
-    return elapsed, total, statistics.median(pss) / 1024
+        mem = [mem_kib(p.pid) for p in pool._pool]  # workers are idle but alive here
+    pss = statistics.median(m[0] for m in mem) / 1024
+    anon = statistics.median(m[1] for m in mem) / 1024
+    return elapsed, total, pss, anon
 
 
 def main() -> None:
@@ -185,23 +195,28 @@ def main() -> None:
         runs = plan(workload)
         times = {r[0]: [] for r in runs}
         pss = {r[0]: [] for r in runs}
+        anon = {r[0]: [] for r in runs}
         totals = set()
         for _ in range(repeat):  # A B A B: every row once per round
             for label, method, fn, chunks, init, initargs in runs:
                 GLOBAL = lexicon if workload == "dict" else cache
-                t, total, p = run(method, workers, fn, chunks, init, initargs)
+                t, total, p, a = run(method, workers, fn, chunks, init, initargs)
                 GLOBAL = None
                 times[label].append(t)
                 pss[label].append(p)
+                anon[label].append(a)
                 if fn is not idle_task:
                     totals.add(total)
         assert len(totals) == 1, f"rows disagree on the result: {totals}"
         base = statistics.median(times["(b) fork-global"])
-        print(f"\n{workload} workload                time (s)   vs (b)   Pss/worker (MiB)")
+        print(f"\n{workload} workload                time (s)   vs (b)   Pss/worker (MiB)   Anonymous/worker (MiB)   range (s)")
         for label, *_ in runs:
             t = statistics.median(times[label])
             spread = f"{min(times[label]):.2f}-{max(times[label]):.2f}" if repeat > 1 else ""
-            print(f"  {label:<26} {t:8.2f}   {t / base:5.2f}x   {statistics.median(pss[label]):8.1f}   {spread}")
+            print(
+                f"  {label:<26} {t:8.2f}   {t / base:5.2f}x   {statistics.median(pss[label]):8.1f}   "
+                f"{statistics.median(anon[label]):8.1f}   {spread}"
+            )
         rows[workload] = times
 
     shm.close()

@@ -338,7 +338,11 @@ fn run_variant(v: Variant, p: Params) -> Result<Run> {
             // Spawned workers get the arena through the trusted channel (inherited memfd and
             // trust rows): O(1) attach, no bytecheck, as in fork mode.
             let shared = arena.clone();
+            // Each task is already a batch of `chunk` rows: one task per frame, as in the
+            // classify example (the automatic chunksize would group up to 64 batches a frame
+            // and make the parent hold them).
             let mut pool = Pool::builder()
+                .chunksize(1)
                 .mode(mode)
                 .workers(p.workers)
                 .on_spawn(move |cmd| {
@@ -359,7 +363,11 @@ fn run_variant(v: Variant, p: Params) -> Result<Run> {
             drop(classifier);
             shmarena::release_free_memory();
             let t = Instant::now();
+            // Each task is already a batch of `chunk` rows: one task per frame, as in the
+            // classify example (the automatic chunksize would group up to 64 batches a frame
+            // and make the parent hold them).
             let mut pool = Pool::builder()
+                .chunksize(1)
                 .mode(Mode::Spawn)
                 .workers(p.workers)
                 .build()?;
@@ -374,7 +382,11 @@ fn run_variant(v: Variant, p: Params) -> Result<Run> {
         Variant::E => {
             run.dataset = 0;
             let t = Instant::now();
+            // Each task is already a batch of `chunk` rows: one task per frame, as in the
+            // classify example (the automatic chunksize would group up to 64 batches a frame
+            // and make the parent hold them).
             let mut pool = Pool::builder()
+                .chunksize(1)
                 .mode(Mode::Fork)
                 .workers(p.workers)
                 .build()?;
