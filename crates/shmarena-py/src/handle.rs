@@ -278,11 +278,17 @@ pub(crate) fn attach(h: &Handle) -> PyResult<Arc<ArenaState>> {
             return Ok(s);
         }
         let arena = shmarena::attach(h.id, &h.locator).map_err(lib_err)?;
-        if !h.trust.is_empty() {
+        // The token speaks of the memfd the pickle names. `attach` may instead return an arena
+        // this process already holds under the same id (ids are bytes of the arena, so a copy
+        // loaded from a file has its original's id): rows are taken only for the arena opened
+        // from that very locator.
+        if !h.trust.is_empty() && arena.locator() == &h.locator {
             // SAFETY: the token comes from a pickle (`_restore` is what `__reduce__` names),
             // the trusted channel of the Python bindings: loading a pickle already runs
-            // arbitrary code. The library checks the build identity, the seals and that the
-            // descriptor is a memfd before taking any row.
+            // arbitrary code. It was made for the memfd at `h.locator`, and `arena` is the one
+            // opened from that locator (checked above), so it is the same arena. The library
+            // also checks the build identity, the seals and that the descriptor is a memfd
+            // before taking any row.
             unsafe { arena.accept_trust_token(&h.trust) };
         }
         let state = Arc::new(ArenaState::new(arena, false));

@@ -186,7 +186,7 @@ pub(crate) fn sealed_copy(
 fn load(path: &Path, what: &str, opts: Option<&OpenOptions>) -> Result<Arena> {
     let what = what.to_owned();
     // O_NONBLOCK and the regular-file check come before any read: a FIFO never blocks us.
-    let (src, size) = os::service::open_regular_ro(path).map_err(|e| {
+    let (src, file_len) = os::service::open_regular_ro(path).map_err(|e| {
         if e.kind() == std::io::ErrorKind::InvalidInput {
             Error::format(
                 &format!("{what} (not a regular file)"),
@@ -201,13 +201,13 @@ fn load(path: &Path, what: &str, opts: Option<&OpenOptions>) -> Result<Arena> {
             os::file_info(&src).map_err(|e| Error::os(format!("inspecting {what}"), &what, e))?;
         opts.check_owner(&what, &info, false)?;
     }
-    if size == 0 {
+    if file_len == 0 {
         return Err(Error::format(&what, FormatError::BadMagic));
     }
     // The header first: a segment still being built says so, and a sealed one says how many
     // bytes are the arena (a builder racing us may not have shrunk the file to that yet).
-    let mut head = vec![0u8; format::HEADER_LEN.min(size as usize)];
-    read_at(&src, &mut head, &what, size)?;
+    let mut head = vec![0u8; format::HEADER_LEN.min(file_len as usize)];
+    read_at(&src, &mut head, &what, file_len)?;
     let header = format::Header::parse(&head).map_err(|e| Error::format(&what, e))?;
     header
         .require_sealed()
@@ -227,9 +227,6 @@ fn load(path: &Path, what: &str, opts: Option<&OpenOptions>) -> Result<Arena> {
     }
     // Checked before anything is allocated: a header that claims more bytes than the file
     // holds must not make us reserve them (a lying total_len could ask for all of memory).
-    let file_len = os::file_info(&src)
-        .map_err(|e| Error::os(format!("inspecting {what}"), &what, e))?
-        .size;
     if size > file_len {
         return Err(Error::format(
             &what,
