@@ -61,13 +61,28 @@ impl Positional for SegmentWriter<'_> {
     }
 }
 
+impl SegmentWriter<'_> {
+    /// The rare path of [`write`](Writer::write): grows the segment to hold bytes up to `end`,
+    /// keeping the error for [`finish`](Self::finish). Out of line, so that the common path,
+    /// a bounds check and a copy, inlines into rkyv's serializers (where a small copy of a
+    /// known size becomes a few moves instead of a call to `memcpy`).
+    #[cold]
+    #[inline(never)]
+    fn grow<E: rancor::Source>(&mut self, end: usize) -> Result<(), E> {
+        self.seg.ensure(end).map_err(|e| {
+            self.failure = Some(e);
+            E::new(GrowFailed)
+        })
+    }
+}
+
 impl<E: rancor::Source> Writer<E> for SegmentWriter<'_> {
+    #[inline]
     fn write(&mut self, bytes: &[u8]) -> Result<(), E> {
         let at = self.start + self.pos;
         let end = at + bytes.len();
-        if let Err(e) = self.seg.ensure(end) {
-            self.failure = Some(e);
-            return Err(E::new(GrowFailed));
+        if end > self.seg.cap() {
+            self.grow(end)?;
         }
         // Raise the zeroing mark before writing: if serialization panics after this write, the
         // next `put` still sees these bytes as dirty and zeroes them (issue 11, case 7).

@@ -173,6 +173,7 @@ impl Segment {
     }
 
     /// Records that bytes up to `end` have been written.
+    #[inline]
     pub(crate) fn note_written(&mut self, end: usize) {
         self.high_water = self.high_water.max(end);
     }
@@ -182,10 +183,12 @@ impl Segment {
         (self.map, self.file, self.what)
     }
 
+    #[inline]
     pub(crate) fn cap(&self) -> usize {
         self.map.as_ref().map_or(0, os::MapMut::len)
     }
 
+    #[inline]
     pub(crate) fn bytes_mut(&mut self) -> &mut [u8] {
         self.map.as_mut().map_or(&mut [], os::MapMut::bytes_mut)
     }

@@ -382,6 +382,7 @@ impl MapMut {
         unsafe { self.map.remap(new_len, RemapOptions::new().may_move(true)) }
     }
 
+    #[inline]
     pub(crate) fn len(&self) -> usize {
         self.map.len()
     }
@@ -390,6 +391,7 @@ impl MapMut {
         &self.map
     }
 
+    #[inline]
     pub(crate) fn bytes_mut(&mut self) -> &mut [u8] {
         &mut self.map
     }
