@@ -257,7 +257,7 @@ impl Segment {
     /// always reads as zero even after a failed `put` wrote there.
     ///
     /// Panic safety: every writer into the segment raises the mark with
-    /// [`note_written`](Self::note_written) *before* it writes (see `SegmentWriter::write`), so a panic in the middle of a write
+    /// [`note_written`](Self::note_written) *before* it writes (see `SegmentWriter::put_direct`), so a panic in the middle of a write
     /// (in a user's `Serialize` impl, say) cannot leave dirty bytes above the mark.
     pub(crate) fn zero_reused(&mut self, start: usize, end: usize) {
         let dirty_end = end.min(self.high_water);
