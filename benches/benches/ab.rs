@@ -391,6 +391,7 @@ fn build(plan: &Plan, out: &mut Vec<AbResult>) {
         let any = [
             "ArenaWriter::put",
             "ArenaWriter::put_unvalidated",
+            "ArenaWriter::put_trusted",
             "vs to_bytes alone",
         ]
         .iter()
@@ -416,9 +417,16 @@ fn build(plan: &Plan, out: &mut Vec<AbResult>) {
             },
         )
     };
-    for (variant, validate) in [
-        ("ArenaWriter::put", true),
-        ("ArenaWriter::put_unvalidated", false),
+    #[derive(Clone, Copy)]
+    enum Put {
+        Validated,
+        Unvalidated,
+        Trusted,
+    }
+    for (variant, put) in [
+        ("ArenaWriter::put", Put::Validated),
+        ("ArenaWriter::put_unvalidated", Put::Unvalidated),
+        ("ArenaWriter::put_trusted", Put::Trusted),
     ] {
         let mut r = compare(
             &format!("build an rkyv entry, HashMap<String, u32> of {n}, {variant}"),
@@ -429,10 +437,11 @@ fn build(plan: &Plan, out: &mut Vec<AbResult>) {
                     || (),
                     |()| {
                         let mut b = ArenaOptions::new().create().expect("create");
-                        if validate {
-                            b.put("map", &map).expect("put");
-                        } else {
-                            b.put_unvalidated("map", &map).expect("put");
+                        match put {
+                            Put::Validated => b.put("map", &map).expect("put"),
+                            Put::Unvalidated => b.put_unvalidated("map", &map).expect("put"),
+                            // SAFETY: `HashMap<String, u32>` is serialized by rkyv's own impls.
+                            Put::Trusted => unsafe { b.put_trusted("map", &map).expect("put") },
                         }
                         b
                     },

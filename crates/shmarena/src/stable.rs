@@ -77,7 +77,12 @@ impl ArenaWriter {
         T: StableName + Archive + for<'a, 'w> Serialize<ArenaSerializer<'a, 'w>>,
         T::Archived: Portable + for<'a> CheckBytes<ArenaValidator<'a>>,
     {
-        self.put_as(name, value, &stable_type_name::<T>())
+        self.put_as(
+            name,
+            value,
+            &stable_type_name::<T>(),
+            crate::writer::PutCheck::Validate,
+        )
     }
 }
 

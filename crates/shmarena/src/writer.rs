@@ -42,8 +42,18 @@ pub struct ArenaWriter {
     validated: Vec<(usize, TypeKey)>,
     /// Next free byte.
     pos: usize,
-    /// Whether `put` validates what it wrote (false only inside `put_unvalidated`).
-    validate_puts: bool,
+}
+
+/// How a `put` of an rkyv value establishes that the bytes it wrote are a valid archive.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum PutCheck {
+    /// Validate with bytecheck, then record a trust row ([`ArenaWriter::put`]).
+    Validate,
+    /// Neither: readers validate ([`ArenaWriter::put_unvalidated`]).
+    Skip,
+    /// Record a trust row on the caller's word ([`ArenaWriter::put_trusted`]); debug builds
+    /// validate anyway.
+    Trust,
 }
 
 impl std::fmt::Debug for ArenaWriter {
@@ -75,7 +85,6 @@ impl ArenaWriter {
             entries: Vec::new(),
             validated: Vec::new(),
             pos: format::HEADER_LEN,
-            validate_puts: true,
         };
         // The "building" header goes on the segment before the reservation, which can take a
         // while: a builder killed while reserving then leaves a segment whose header names its
@@ -110,12 +119,18 @@ impl ArenaWriter {
         T: Archive + for<'a, 'w> Serialize<ArenaSerializer<'a, 'w>>,
         T::Archived: Portable + for<'a> CheckBytes<ArenaValidator<'a>>,
     {
-        self.put_as(name, value, std::any::type_name::<T>())
+        self.put_as(name, value, std::any::type_name::<T>(), PutCheck::Validate)
     }
 
     /// [`put`](Self::put), recording `type_name` as the entry's type (the Rust path, or a
     /// [`StableName`](crate::StableName)).
-    pub(crate) fn put_as<T>(&mut self, name: &str, value: &T, type_name: &str) -> Result<()>
+    pub(crate) fn put_as<T>(
+        &mut self,
+        name: &str,
+        value: &T,
+        type_name: &str,
+        check: PutCheck,
+    ) -> Result<()>
     where
         T: Archive + for<'a, 'w> Serialize<ArenaSerializer<'a, 'w>>,
         T::Archived: Portable + for<'a> CheckBytes<ArenaValidator<'a>>,
@@ -147,15 +162,24 @@ impl ArenaWriter {
             (Ok(root_pos), None) => root_pos,
         };
         let payload = &self.seg.bytes()[start..end];
-        // Skipped by `put_unvalidated`: the entry then gets no validated flag and no trust row,
-        // so every reader validates it on first access instead.
-        if self.validate_puts {
+        // `put_unvalidated` skips both the check and the trust row: every reader validates the
+        // entry on first access instead. `put_trusted` records the row on its caller's promise
+        // (checked anyway in debug builds).
+        let trusted = check != PutCheck::Skip;
+        let check = match check {
+            PutCheck::Validate => true,
+            PutCheck::Trust => cfg!(debug_assertions),
+            PutCheck::Skip => false,
+        };
+        if check {
             rkyv::api::high::access_pos::<T::Archived, rancor::Error>(payload, root_pos).map_err(
                 |e| Error::Serialize {
                     entry: name.to_owned(),
                     message: format!("the archive rkyv wrote does not validate: {e}"),
                 },
             )?;
+        }
+        if trusted {
             self.validated
                 .push((self.entries.len(), crate::trust::key_of::<T::Archived>()));
         }
@@ -163,11 +187,7 @@ impl ArenaWriter {
             name: name.to_owned(),
             kind: Kind::Archived,
             prim: Prim::Opaque,
-            flags: if self.validate_puts {
-                format::FLAG_VALIDATED
-            } else {
-                0
-            },
+            flags: if trusted { format::FLAG_VALIDATED } else { 0 },
             align: align_of::<T::Archived>() as u32,
             offset: start as u64,
             len: len as u64,
@@ -204,10 +224,47 @@ impl ArenaWriter {
         T: Archive + for<'a, 'w> Serialize<ArenaSerializer<'a, 'w>>,
         T::Archived: Portable + for<'a> CheckBytes<ArenaValidator<'a>>,
     {
-        self.validate_puts = false;
-        let result = self.put(name, value);
-        self.validate_puts = true;
-        result
+        self.put_as(name, value, std::any::type_name::<T>(), PutCheck::Skip)
+    }
+
+    /// [`put`](Self::put) without the validation pass, on the caller's promise that the bytes
+    /// rkyv writes for `value` are a valid archive: the entry is trusted as if `put` had
+    /// validated it, so this process and the readers that inherit its trust (fork children,
+    /// [`share_with`](crate::Arena::share_with), service sessions, Python pickles) read it
+    /// without bytecheck. It builds as fast as [`put_unvalidated`](Self::put_unvalidated)
+    /// (bytecheck of a 1M-entry `HashMap<String, u32>` is about 15 % of its `put`; see
+    /// docs/BENCHMARKS.md) without moving the check to every reader.
+    ///
+    /// Debug builds (`debug_assertions`) validate anyway and return
+    /// [`Error::Serialize`] for an archive that does not validate.
+    ///
+    /// # Safety
+    ///
+    /// Every `rkyv::Serialize` and `rkyv::Archive` impl that serializing `value` runs (`T`'s
+    /// own and those of every type inside it, including `#[rkyv(with = ...)]` wrappers) must
+    /// write a valid archive of what it resolves to. rkyv's own impls for core and std types
+    /// and the impls that `#[derive(rkyv::Archive, rkyv::Serialize)]` generates do; a
+    /// hand-written impl may not (a safe `resolve` can emplace a relative pointer or a length
+    /// that does not match what `serialize` wrote), and a reader that trusts such an entry
+    /// reads out of bounds. When in doubt, use [`put`](Self::put).
+    ///
+    /// ```
+    /// # fn main() -> shmarena::Result<()> {
+    /// use std::collections::HashMap;
+    /// let lexicon: HashMap<String, u32> = [("apple".to_string(), 1)].into();
+    /// let mut b = shmarena::ArenaOptions::new().create()?;
+    /// // SAFETY: `HashMap<String, u32>` is serialized by rkyv's own impls.
+    /// unsafe { b.put_trusted("lexicon", &lexicon)? };
+    /// let arena = b.seal()?;
+    /// assert!(arena.trusts::<HashMap<String, u32>>("lexicon"));
+    /// # Ok(()) }
+    /// ```
+    pub unsafe fn put_trusted<T>(&mut self, name: &str, value: &T) -> Result<()>
+    where
+        T: Archive + for<'a, 'w> Serialize<ArenaSerializer<'a, 'w>>,
+        T::Archived: Portable + for<'a> CheckBytes<ArenaValidator<'a>>,
+    {
+        self.put_as(name, value, std::any::type_name::<T>(), PutCheck::Trust)
     }
 
     /// Copies a slice of plain-old-data elements into the segment, 64-byte aligned.

@@ -385,3 +385,77 @@ fn connect_carries_the_publishers_trust_rows() {
     assert_corrupted(got.get::<Vec<u32>>("v").map(|v| v.iter().count()));
     drop(publisher);
 }
+
+/// A safe but lying impl: it writes nothing, yet resolves to a vector of a million `u64`s at
+/// the start of the archive. What `put_trusted`'s safety contract rules out.
+struct Liar;
+
+impl rkyv::Archive for Liar {
+    type Archived = rkyv::vec::ArchivedVec<rkyv::Archived<u64>>;
+    type Resolver = rkyv::vec::VecResolver;
+
+    fn resolve(&self, resolver: Self::Resolver, out: rkyv::Place<Self::Archived>) {
+        rkyv::vec::ArchivedVec::resolve_from_len(1_000_000, resolver, out);
+    }
+}
+
+impl<S: rkyv::rancor::Fallible + ?Sized> rkyv::Serialize<S> for Liar {
+    fn serialize(&self, _: &mut S) -> Result<Self::Resolver, S::Error> {
+        Ok(rkyv::vec::VecResolver::from_pos(0))
+    }
+}
+
+#[test]
+fn put_trusted_trusts_put_unvalidated_does_not() {
+    use std::collections::HashMap;
+    let map: HashMap<String, u32> = (0..1000).map(|i| (format!("key{i}"), i)).collect();
+    let mut b = ArenaOptions::new().create().unwrap();
+    // SAFETY: `HashMap<String, u32>` is serialized by rkyv's own impls.
+    unsafe { b.put_trusted("trusted", &map).unwrap() };
+    b.put_unvalidated("unvalidated", &map).unwrap();
+    b.put("validated", &map).unwrap();
+    let arena = b.seal().unwrap();
+    assert!(arena.trusts::<HashMap<String, u32>>("trusted"));
+    assert!(!arena.trusts::<HashMap<String, u32>>("unvalidated"));
+    assert!(arena.trusts::<HashMap<String, u32>>("validated"));
+    // A trust row is for the archived type it was made for, nothing else.
+    assert!(!arena.trusts::<Vec<u32>>("trusted"));
+    for name in ["trusted", "unvalidated", "validated"] {
+        let m = arena.get::<HashMap<String, u32>>(name).unwrap();
+        assert_eq!(m.get("key999").map(|v| v.to_native()), Some(999));
+        assert_eq!(
+            arena.entry(name).unwrap().validated_at_build(),
+            name != "unvalidated"
+        );
+    }
+}
+
+#[test]
+fn a_lying_impl_is_refused_by_put_and_put_unvalidated_readers() {
+    let mut b = ArenaOptions::new().create().unwrap();
+    // `put` validates what rkyv wrote: the lie is an error, and the writer stays usable.
+    let err = b.put("liar", &Liar).unwrap_err();
+    assert!(matches!(err, Error::Serialize { .. }), "{err:?}");
+    assert!(err.to_string().contains("liar"), "{err}");
+    // `put_unvalidated` writes it, and every reader validates it.
+    b.put_unvalidated("liar", &Liar).unwrap();
+    b.put("ok", &7u32).unwrap();
+    let arena = b.seal().unwrap();
+    assert!(!arena.trusts::<Liar>("liar"));
+    assert_corrupted(arena.get::<Liar>("liar"));
+    assert_eq!(arena.get::<u32>("ok").unwrap().to_native(), 7);
+}
+
+#[cfg(debug_assertions)]
+#[test]
+fn put_trusted_validates_anyway_in_debug_builds() {
+    let mut b = ArenaOptions::new().create().unwrap();
+    // SAFETY: not met on purpose: `Liar` breaks the contract, and a debug build must catch it
+    // before any trust row exists. Nothing reads the entry.
+    let err = unsafe { b.put_trusted("liar", &Liar) }.unwrap_err();
+    assert!(matches!(err, Error::Serialize { .. }), "{err:?}");
+    b.put("ok", &7u32).unwrap();
+    let arena = b.seal().unwrap();
+    assert!(!arena.trusts::<Liar>("liar"));
+    assert!(arena.entry("liar").is_err());
+}
