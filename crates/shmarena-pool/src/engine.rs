@@ -416,6 +416,18 @@ pub(crate) fn chunk_plan(
 /// The largest batch picked for an input of unknown length.
 pub(crate) const ADAPTIVE_MAX: usize = 64;
 
+/// The most archived task bytes an automatically sized batch holds (it always holds at least
+/// one task). Past about a mebibyte the per-batch cost (a few µs) is lost in the cost of
+/// moving the bytes, while every batch in flight is memory the parent holds: `prefetch`
+/// batches per worker.
+pub(crate) const AUTO_BATCH_BYTES: usize = 1 << 20;
+
+/// Whether a batch of `tasks` tasks holding `bytes` archived bytes takes no more: it reached
+/// its `chunk`, or, when the chunksize is automatic, [`AUTO_BATCH_BYTES`].
+pub(crate) fn batch_is_full(tasks: usize, bytes: usize, chunk: usize, automatic: bool) -> bool {
+    tasks >= chunk || (automatic && tasks > 0 && bytes >= AUTO_BATCH_BYTES)
+}
+
 impl<'p, I, O, J, It> Engine<'p, I, O, J, It>
 where
     I: Message,
@@ -546,9 +558,11 @@ where
         }
         let busy = self.pool.workers.iter().any(|w| !w.in_flight.is_empty());
         let mut items = Vec::new();
+        let mut bytes = 0;
+        let automatic = self.pool.cfg.chunksize.is_none();
         let chunk = self.chunk;
         self.chunk = (self.chunk * 2).min(self.chunk_max);
-        while !self.inputs_done && items.len() < chunk {
+        while !self.inputs_done && !batch_is_full(items.len(), bytes, chunk, automatic) {
             if let Some(w) = self.window {
                 if busy && self.next_index >= self.floor + w {
                     break;
@@ -561,7 +575,10 @@ where
             let index = self.next_index;
             self.next_index += 1;
             match input.encode() {
-                Ok(bytes) => items.push((index, bytes)),
+                Ok(encoded) => {
+                    bytes += encoded.len();
+                    items.push((index, encoded));
+                }
                 Err(message) => self.ready.push_back((
                     index,
                     Err(PoolError::Codec {
@@ -816,5 +833,26 @@ impl<I, O, J, It> Drop for Engine<'_, I, O, J, It> {
             shutdown(dirty);
             self.pool.workers = clean;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{batch_is_full, chunk_plan, ADAPTIVE_MAX, AUTO_BATCH_BYTES};
+
+    #[test]
+    fn automatic_batches_stop_at_the_byte_cap_set_ones_do_not() {
+        let (chunk, _) = chunk_plan(None, Some(1_000_000), 2);
+        assert_eq!(chunk, 125_000);
+        // Small tasks: the count decides.
+        assert!(!batch_is_full(10, 10 * 64, chunk, true));
+        assert!(batch_is_full(chunk, chunk * 64, chunk, true));
+        // Large tasks: the byte cap decides, after at least one task.
+        assert!(!batch_is_full(0, 0, chunk, true));
+        assert!(!batch_is_full(3, AUTO_BATCH_BYTES - 1, chunk, true));
+        assert!(batch_is_full(1, AUTO_BATCH_BYTES, chunk, true));
+        // A chunksize the user set is kept whatever the bytes.
+        assert!(!batch_is_full(3, 100 * AUTO_BATCH_BYTES, chunk, false));
+        assert_eq!(chunk_plan(None, None, 2), (1, ADAPTIVE_MAX));
     }
 }

@@ -112,7 +112,10 @@
 //!   `ceil(n / (4 * workers))`, about four batches per worker, which keeps the pipes quiet
 //!   and still evens out uneven task times at the end;
 //! - inputs of unknown length (a `filter`, a channel, a reader): batches of 1, 2, 4, ... up to
-//!   64 tasks, so a short stream starts at once and a long one amortizes the round trips.
+//!   64 tasks, so a short stream starts at once and a long one amortizes the round trips;
+//! - either way, an automatic batch closes once it holds 1 MiB of archived tasks (at least one
+//!   task), so large tasks (each already a batch of rows, say) are not gathered by the
+//!   hundred: the parent holds at most `prefetch` batches per worker.
 //!
 //! The break-even rule: the per-batch cost is paid once per batch, so a batch of `c` tasks of
 //! `t` µs each wastes at most a few µs against `c * t` of work; once a batch holds a

@@ -30,6 +30,10 @@ fn my_pid(_: u64) -> u32 {
     std::process::id()
 }
 
+fn my_pid_big(_: Vec<u8>) -> u32 {
+    std::process::id()
+}
+
 fn refuse_to_set_up(_: u64) {
     panic!("this initializer always fails");
 }
@@ -38,12 +42,20 @@ static SQUARE: Job<u64, u64> = Job::new("square", square);
 static SET_UP: Job<u64, ()> = Job::new("set_up", set_up);
 static READ_SETUP: Job<u64, u64> = Job::new("read_setup", read_setup);
 static MY_PID: Job<u64, u32> = Job::new("my_pid", my_pid);
+static MY_PID_BIG: Job<Vec<u8>, u32> = Job::new("my_pid_big", my_pid_big);
 static BAD_SETUP: Job<u64, ()> = Job::new("bad_setup", refuse_to_set_up);
 
 /// The worker entry point: a no-op in a normal run; in a spawned worker it serves and exits.
 #[test]
 fn setup_worker_entry() {
-    shmarena_pool::serve_worker_if_child(&[&SQUARE, &SET_UP, &READ_SETUP, &MY_PID, &BAD_SETUP]);
+    shmarena_pool::serve_worker_if_child(&[
+        &SQUARE,
+        &SET_UP,
+        &READ_SETUP,
+        &MY_PID,
+        &MY_PID_BIG,
+        &BAD_SETUP,
+    ]);
 }
 
 fn spawn_pool(workers: usize) -> PoolBuilder {
@@ -239,4 +251,24 @@ fn chunksize_is_picked_from_the_input_length() {
     // A chunksize set by hand is kept.
     pool.set_chunksize(Some(1));
     assert_eq!(pool.chunksize(), Some(1));
+}
+
+#[test]
+fn automatic_batches_of_large_tasks_stop_at_a_mebibyte() {
+    let mut pool = spawn_pool(2).build().unwrap();
+    // 40 tasks of 600 KiB: by count alone, batches of 5 (at most 7 switches in index order);
+    // the 1 MiB cap closes each batch after 2 tasks, 20 batches shared by the two workers.
+    let tasks = (0..40).map(|i| vec![i as u8; 600 << 10]);
+    let tasks: Vec<Vec<u8>> = tasks.collect();
+    let pids = pool.map(&MY_PID_BIG, tasks.clone()).unwrap();
+    assert_eq!(pids.len(), 40);
+    assert!(
+        switches(&pids) > 7,
+        "{} switches: {pids:?}",
+        switches(&pids)
+    );
+    // A chunksize set by hand is kept, whatever the bytes.
+    pool.set_chunksize(Some(20));
+    let pids = pool.map(&MY_PID_BIG, tasks).unwrap();
+    assert!(switches(&pids) <= 1, "{} switches", switches(&pids));
 }
