@@ -51,13 +51,16 @@ impl<'w> SegmentWriter<'w> {
         }
     }
 
-    /// Copies what is staged into the segment; bytes written so far, and the error that
-    /// stopped the segment from growing, if any.
+    /// Copies what is staged into the segment; the bytes written, and the error that stopped
+    /// the segment from growing, if any (then only the bytes that reached the segment count).
     pub(crate) fn finish(mut self) -> (usize, Option<Error>) {
         if self.failure.is_none() {
             let _ = self.flush::<rancor::Error>();
         }
-        (self.pos, self.failure)
+        match self.failure {
+            None => (self.pos, None),
+            failure => (self.flushed, failure),
+        }
     }
 
     /// Copies `bytes` into the segment at the flushed position.

@@ -149,8 +149,8 @@ impl ArenaWriter {
             let (len, failure) = writer.finish();
             (serialized, len, failure)
         });
+        // The writer raised the zeroing mark itself before each copy into the segment.
         let end = start + len;
-        self.seg.note_written(end);
         let root_pos = match (serialized, failure) {
             (_, Some(e)) => return Err(e),
             (Err(e), None) => {

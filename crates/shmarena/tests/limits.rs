@@ -35,7 +35,24 @@ fn nospace_child_entry() {
     let mut b = ArenaOptions::new().file(&path).create().unwrap();
     let e = b.put("vec", &big).unwrap_err();
     assert!(matches!(e, Error::NoSpace { .. }), "file: {e}");
-    drop(b);
+    // Many small writes (each string's bytes) that the writer stages and copies in pieces:
+    // the copy that does not fit fails, and the builder still takes what fits afterwards.
+    let words: Vec<String> = (0..400_000)
+        .map(|i| format!("word number {i:>12}"))
+        .collect();
+    let e = b.put("words", &words).unwrap_err();
+    assert!(
+        matches!(e, Error::NoSpace { .. }),
+        "file, small writes: {e}"
+    );
+    let few: Vec<String> = words[..100].to_vec();
+    b.put("few", &few).unwrap();
+    let arena = b.seal().unwrap();
+    let got = arena.get::<Vec<String>>("few").unwrap();
+    assert_eq!(got.len(), 100);
+    assert_eq!(got[99].as_str(), few[99]);
+    drop(arena);
+    std::fs::remove_file(&path).unwrap();
     assert!(
         std::fs::read_dir(&dir).unwrap().next().is_none(),
         "temporary file left behind"
