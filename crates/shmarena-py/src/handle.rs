@@ -8,7 +8,7 @@
 //! | arena id | 16 |
 //! | locator: tag 3 + length (LEB128) + the locator's shortest spelling in its one grammar (`Locator::shorthand`: `PID:FD`, `NAME`, `file:PATH`; read back with `FromStr`); tags 0 (memfd + pid u32 + fd i32), 1 (shm + u8 length + name) and 2 (file + u16 length + path) of earlier versions are still read | 2 + n |
 //! | entry name (empty for the arena itself) | 1 + n |
-//! | trust token (version 2 only): length (LEB128), then the pickling process's build identity (16 bytes) and the trust rows of the entry (of every entry for the arena itself), 20 bytes each (`Arena::trust_token`); length 0 when there are none | 1 or 37 + … |
+//! | trust token (version 2 only): length (LEB128), then the pickling process's build identity (16 bytes), the memfd's inode number (8 bytes) and the trust rows of the entry (of every entry for the arena itself), 20 bytes each (`Arena::trust_token`); length 0 when there are none | 1 or 45 + … |
 //! | path: count, then positions inside the value (LEB128 each) | 1 + … |
 //! | list slice: 0, or 1 + start + zigzag step + length (LEB128 each) | 1 or 4 + … |
 //!

@@ -345,22 +345,28 @@ def _restore_elsewhere(handle: bytes) -> str:
 
 
 def test_pickles_carry_trust_that_a_forgery_cannot(closing):
-    """A pickle is a trusted channel: it carries the build identity and the trust rows, and a
-    process of the same build reads the entries it names without validation. A pickle with a
-    tampered build identity or row is not trusted: its entries are validated, never read blind."""
+    """A pickle is a trusted channel: it carries the build identity, the memfd's inode and the
+    trust rows, and a process of the same build reads the entries it names without validation.
+    A pickle with a tampered build identity, inode or row is not trusted: its entries are
+    validated, never read blind."""
     arena, _ = make_arena(closing)
     assert arena.trusts("lexicon"), "built here: the writer validated it"
     handle = arena.__reduce__()[1][0]
     start, end = _token_span(handle)
-    assert (end - start - 16) % 20 == 0 and end - start > 16
+    # build identity (16 bytes), the memfd's inode (8), then 20 bytes per row
+    assert (end - start - 24) % 20 == 0 and end - start > 24
     genuine = _restore_elsewhere(handle)
     assert genuine.startswith("True"), genuine
     other_build = bytearray(handle)
     other_build[start] ^= 0xFF
     got = _restore_elsewhere(bytes(other_build))
     assert got.startswith("False"), got
+    other_memfd = bytearray(handle)
+    other_memfd[start + 16] ^= 0x01  # the rows speak of another memfd than the one named
+    got = _restore_elsewhere(bytes(other_memfd))
+    assert got.startswith("False"), got
     other_rows = bytearray(handle)
-    for row in range(start + 16, end, 20):
+    for row in range(start + 24, end, 20):
         other_rows[row + 19] ^= 0xFF  # the last byte of each row's type digest
     got = _restore_elsewhere(bytes(other_rows))
     assert got.startswith("False"), got

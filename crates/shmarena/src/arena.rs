@@ -560,10 +560,13 @@ impl Arena {
 
     /// This process's build identity and this arena's trust rows (only those of entry `entry`
     /// if given), as bytes, for a trusted channel that is not the library's own (the Python
-    /// bindings' pickles): 16 bytes of build identity, then 20 bytes per row (entry index u32,
-    /// type digest u128, little-endian). Empty when there is nothing to hand over, and for an
-    /// arena whose locator names a segment or file (its receiver copies whatever that holds by
-    /// then). Read back with [`Arena::accept_trust_token`].
+    /// bindings' pickles): 16 bytes of build identity, the memfd's inode number (u64), then 20
+    /// bytes per row (entry index u32, type digest u128), little-endian. The inode binds the
+    /// rows to this very memfd: another one that holds an arena of the same id (a copy loaded
+    /// from a saved image, whose bytes may have been changed on disk) does not take them. Empty
+    /// when there is nothing to hand over, and for an arena whose locator names a segment or
+    /// file (its receiver copies whatever that holds by then). Read back with
+    /// [`Arena::accept_trust_token`].
     #[doc(hidden)]
     pub fn trust_token(&self, entry: Option<&str>) -> Vec<u8> {
         // The rows speak of this memfd's bytes. A receiver reaches a named segment or file by
@@ -579,7 +582,11 @@ impl Arena {
         if rows.is_empty() || !os::build_id_known() {
             return Vec::new();
         }
+        let Ok(inode) = os::inode(self.as_fd()) else {
+            return Vec::new();
+        };
         let mut out = os::build_id().to_vec();
+        out.extend_from_slice(&inode.to_le_bytes());
         for (i, d) in rows {
             out.extend_from_slice(&i.to_le_bytes());
             out.extend_from_slice(&d.to_le_bytes());
@@ -587,9 +594,9 @@ impl Arena {
         out
     }
 
-    /// Accepts a [`trust_token`](Arena::trust_token) made by a process of the same build
-    /// (anything else is ignored), if this arena is a kernel-sealed memfd opened without
-    /// `always_validate`. Returns whether rows were taken.
+    /// Accepts a [`trust_token`](Arena::trust_token) made by a process of the same build for
+    /// this very memfd (same inode; anything else is ignored), if this arena is a kernel-sealed
+    /// memfd opened without `always_validate`. Returns whether rows were taken.
     ///
     /// # Safety
     ///
@@ -602,7 +609,13 @@ impl Arena {
         let Some((id, rest)) = token.split_first_chunk::<16>() else {
             return false;
         };
+        let Some((inode, rest)) = rest.split_first_chunk::<8>() else {
+            return false;
+        };
         if !os::build_id_known() || *id != os::build_id() || rest.len() % 20 != 0 {
+            return false;
+        }
+        if os::inode(self.as_fd()).ok() != Some(u64::from_le_bytes(*inode)) {
             return false;
         }
         let rows: Vec<Row> = rest

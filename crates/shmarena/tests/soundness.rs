@@ -459,3 +459,38 @@ fn put_trusted_validates_anyway_in_debug_builds() {
     assert!(!arena.trusts::<Liar>("liar"));
     assert!(arena.entry("liar").is_err());
 }
+
+/// A trust token (the Python bindings' pickles carry one) speaks of one memfd: another sealed
+/// memfd that holds an arena of the same id (the same bytes copied, or bytes forged to carry
+/// that id) takes no rows from it.
+#[test]
+fn a_trust_token_binds_to_its_memfd_not_to_the_arena_id() {
+    let mut b = ArenaOptions::new().create().unwrap();
+    b.put("v", &vec![1u32, 2, 3]).unwrap();
+    let built = b.seal().unwrap();
+    let token = built.trust_token(None);
+    assert!(
+        !token.is_empty(),
+        "a sealed memfd built here has rows to hand over"
+    );
+    let twin = Arena::open_fd(sealed_memfd(built.as_bytes())).unwrap();
+    assert_eq!(twin.id(), built.id());
+    assert!(twin.is_kernel_sealed());
+    // SAFETY: the token is unchanged from `trust_token` of this build; it names another memfd,
+    // which `accept_trust_token` must notice before it takes any row.
+    assert!(!unsafe { twin.accept_trust_token(&token) });
+    assert!(!twin.trusts::<Vec<u32>>("v"));
+    // The memfd the token was made for takes it; with its inode changed, it does not.
+    let reopened = Arena::open_fd(built.as_fd().try_clone_to_owned().unwrap()).unwrap();
+    assert!(
+        !reopened.trusts::<Vec<u32>>("v"),
+        "opened by descriptor: nothing trusted yet"
+    );
+    let mut forged = token.clone();
+    forged[16] ^= 1;
+    // SAFETY: `trust_token` of this memfd with only the inode changed, which must be refused.
+    assert!(!unsafe { reopened.accept_trust_token(&forged) });
+    // SAFETY: unchanged from `trust_token` of this very memfd, same process and build.
+    assert!(unsafe { reopened.accept_trust_token(&token) });
+    assert!(reopened.trusts::<Vec<u32>>("v"));
+}
