@@ -184,7 +184,9 @@ pub(crate) fn recv_with_fds(
             Err(rustix::io::Errno::AGAIN) => {
                 let waited = start.elapsed();
                 if spinning && waited < spin {
-                    std::hint::spin_loop();
+                    // Yield rather than spin in place: if the server's thread was woken onto
+                    // this CPU, it runs now instead of waiting for the spin to end.
+                    std::thread::yield_now();
                     continue;
                 }
                 spinning = false;
