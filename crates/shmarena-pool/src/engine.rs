@@ -261,18 +261,28 @@ impl Worker {
             if self.in_len - at < total {
                 break Ok(());
             }
+            if kind == KIND_RESULTS && self.in_flight.len() <= self.unsent {
+                // The next batch's frame is still (partly) waiting to be written: no result
+                // for it can be real.
+                break Err("results for a batch that was not sent in full".to_owned());
+            }
             let payload = &self.inbox[at + HEADER..at + total];
             let r = frame(
                 kind,
                 payload,
                 &mut self.in_flight,
-                &mut self.spare,
                 &mut self.jobs,
                 &mut self.panic,
                 on_item,
             );
-            if let Err(e) = r {
-                break Err(e);
+            match r {
+                Ok(Some(done)) => {
+                    if self.spare.len() < SPARES && done.capacity() <= MAX_SPARE {
+                        self.spare.push(done);
+                    }
+                }
+                Ok(None) => {}
+                Err(e) => break Err(e),
             }
             at += total;
         };
@@ -287,15 +297,16 @@ impl Worker {
     }
 }
 
+/// Handles one frame from a worker; returns the frame buffer of a batch whose results are now
+/// all in, for reuse.
 fn frame(
     kind: u32,
     payload: &[u8],
     in_flight: &mut VecDeque<Batch>,
-    spare: &mut Vec<Vec<u8>>,
     jobs: &mut Option<Vec<(String, u64)>>,
     panic: &mut Option<String>,
     on_item: &mut dyn FnMut(u64, u32, &[u8]),
-) -> Result<(), String> {
+) -> Result<Option<Vec<u8>>, String> {
     let mut r = Reader::new(payload);
     match kind {
         KIND_HELLO => {
@@ -335,10 +346,9 @@ fn frame(
                 batch.done += 1;
             }
             if batch.done == batch.items.len() {
+                // Its frame buffer, for the caller to reuse.
                 let done = in_flight.pop_front().expect("the batch above");
-                if spare.len() < SPARES && done.frame.capacity() <= MAX_SPARE {
-                    spare.push(done.frame);
-                }
+                return Ok(Some(done.frame));
             }
         }
         KIND_PANIC => {
@@ -348,7 +358,7 @@ fn frame(
         }
         other => return Err(format!("unknown frame kind {other}")),
     }
-    Ok(())
+    Ok(None)
 }
 
 /// Kills every worker first, then reaps them all (faster than one at a time).
