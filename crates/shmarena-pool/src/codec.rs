@@ -21,6 +21,12 @@ use rkyv::util::AlignedVec;
 pub trait Message: Sized {
     /// Archives the value into fresh, aligned bytes.
     fn encode(&self) -> Result<AlignedVec, String>;
+    /// Archives the value into `buf`, which is cleared first (its capacity is reused), and
+    /// returns it. The pool encodes each task of a batch into one scratch buffer this way.
+    fn encode_into(&self, buf: AlignedVec) -> Result<AlignedVec, String> {
+        drop(buf);
+        self.encode()
+    }
     /// Validates and deserializes bytes made by [`Message::encode`]. `bytes` must start at a
     /// 16-byte aligned address (the pool's frames guarantee it); misaligned bytes are an error.
     fn decode(bytes: &[u8]) -> Result<Self, String>;
@@ -40,6 +46,11 @@ where
         let capacity = size_of::<T::Archived>().next_power_of_two().max(64);
         rkyv::api::high::to_bytes_in::<_, rancor::Error>(self, AlignedVec::with_capacity(capacity))
             .map_err(|e| e.to_string())
+    }
+
+    fn encode_into(&self, mut buf: AlignedVec) -> Result<AlignedVec, String> {
+        buf.clear();
+        rkyv::api::high::to_bytes_in::<_, rancor::Error>(self, buf).map_err(|e| e.to_string())
     }
 
     fn decode(bytes: &[u8]) -> Result<Self, String> {
@@ -99,6 +110,16 @@ impl FrameWriter {
         buf.extend_from_slice(&kind.to_le_bytes());
         buf.extend_from_slice(&0u64.to_le_bytes());
         FrameWriter { buf, start }
+    }
+
+    /// Bytes in the buffer so far (the frames before this one and this one's bytes).
+    pub(crate) fn len(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// Reserves room for `bytes` more bytes.
+    pub(crate) fn reserve(&mut self, bytes: usize) {
+        self.buf.reserve(bytes);
     }
 
     /// Appends a little-endian u64.

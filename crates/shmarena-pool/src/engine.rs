@@ -21,25 +21,99 @@ use crate::{worker, Mode, Pool, PoolError, PoolJob, WorkerJob};
 /// Spawned workers that die before saying hello this many times in a row are not replaced.
 const MAX_START_FAILURES: u32 = 3;
 
+/// The largest encoding buffer kept from one task to the next (a larger one is freed).
+const MAX_SCRATCH: usize = 1 << 20;
+/// The most a batch's frame reserves ahead for the tasks still to come.
+const MAX_RESERVE: usize = 16 << 20;
+/// The largest frame buffer a worker keeps for reuse once its batch is done.
+const MAX_SPARE: usize = 4 << 20;
+/// The most frame buffers a worker keeps for reuse (a worker gets a new batch as one of its
+/// batches finishes).
+const SPARES: usize = 2;
+
 /// Tasks sent to a worker together, and how many results have come back.
 pub(crate) struct Batch {
     id: u64,
-    /// (input index, archived task), in order.
-    items: Vec<(u64, AlignedVec)>,
+    /// The batch's whole frame (`KIND_BATCH`), written to the task pipe from here: the archived
+    /// tasks live in it and nowhere else, so a batch in flight costs its bytes once (they are
+    /// kept until its results are in, to give the tasks to another worker if this one dies).
+    frame: Vec<u8>,
+    /// (input index, offset of the task's item header in `frame`), in order.
+    items: Vec<(u64, usize)>,
     done: usize,
+}
+
+impl Batch {
+    /// The archived task whose item header is at `at` in the frame.
+    fn task_at(&self, at: usize) -> &[u8] {
+        let len = u64::from_le_bytes(self.frame[at..at + 8].try_into().expect("8 bytes"));
+        let start = at + HEADER;
+        &self.frame[start..start + usize::try_from(len).expect("the item is in memory")]
+    }
+}
+
+/// A batch's frame being built, one archived task at a time.
+struct BatchWriter {
+    id: u64,
+    frame: FrameWriter,
+    items: Vec<(u64, usize)>,
+}
+
+impl BatchWriter {
+    /// Starts the frame in `buf` (emptied first; its capacity is reused).
+    fn new(id: u64, name: &str, fingerprint: u64, mut buf: Vec<u8>) -> BatchWriter {
+        buf.clear();
+        let mut frame = FrameWriter::append(KIND_BATCH, buf);
+        // The count (payload offset 16) is patched in by `finish`.
+        frame
+            .u64(id)
+            .u64(fingerprint)
+            .u32(0)
+            .u32(u32::try_from(name.len()).expect("job name fits u32"))
+            .padded(name.as_bytes());
+        BatchWriter {
+            id,
+            frame,
+            items: Vec::new(),
+        }
+    }
+
+    fn reserve(&mut self, bytes: usize) {
+        self.frame.reserve(bytes);
+    }
+
+    fn push(&mut self, index: u64, task: &[u8]) {
+        self.items.push((index, self.frame.len()));
+        self.frame.item(TAG_OK, task);
+    }
+
+    fn finish(mut self) -> Batch {
+        let count = u32::try_from(self.items.len()).expect("chunk fits u32");
+        self.frame.patch_u32(16, count);
+        Batch {
+            id: self.id,
+            frame: self.frame.finish(),
+            items: self.items,
+            done: 0,
+        }
+    }
 }
 
 /// The parent's view of one worker process. Dropping it kills and reaps the process.
 pub(crate) struct Worker {
     child: Child,
-    /// Whole frames not yet (fully) written to the task pipe; `out_pos` bytes of them are.
-    outbox: Vec<u8>,
+    /// The last `unsent` batches of `in_flight` are not yet (fully) written to the task pipe;
+    /// `out_pos` bytes of the first of them are.
+    unsent: usize,
     out_pos: usize,
     /// Bytes read from the result pipe: `inbox[..in_len]`. The rest is initialized spare room
     /// that reads go straight into (zeroed once, when it grows: no zeroing per read).
     inbox: AlignedVec<16>,
     in_len: usize,
     in_flight: VecDeque<Batch>,
+    /// Frame buffers of finished batches, reused for the next ones (at most [`SPARES`], none
+    /// larger than [`MAX_SPARE`]), so that a steady stream of batches allocates no new frames.
+    spare: Vec<Vec<u8>>,
     /// The jobs the worker registered (its hello); `None` until it has said hello.
     pub(crate) jobs: Option<Vec<(String, u64)>>,
     panic: Option<String>,
@@ -54,11 +128,12 @@ impl Worker {
     pub(crate) fn new(child: Child) -> Worker {
         Worker {
             child,
-            outbox: Vec::new(),
+            unsent: 0,
             out_pos: 0,
             inbox: AlignedVec::new(),
             in_len: 0,
             in_flight: VecDeque::new(),
+            spare: Vec::new(),
             jobs: None,
             panic: None,
             broken: None,
@@ -82,7 +157,6 @@ impl Worker {
     /// for another call would mix that call's results with this one's.
     pub(crate) fn dirty(&self) -> bool {
         !self.in_flight.is_empty()
-            || !self.outbox.is_empty()
             || self.in_len > 0
             || self.read_closed
             || self.write_closed
@@ -116,35 +190,33 @@ impl Worker {
         self.kill();
     }
 
-    fn queue(&mut self, batch: Batch, name: &str, fingerprint: u64) {
-        // Appended to the frames still waiting, so one `write` sends them all.
-        let mut f = FrameWriter::append(KIND_BATCH, std::mem::take(&mut self.outbox));
-        f.u64(batch.id)
-            .u64(fingerprint)
-            .u32(u32::try_from(batch.items.len() - batch.done).expect("chunk fits u32"))
-            .u32(u32::try_from(name.len()).expect("job name fits u32"))
-            .padded(name.as_bytes());
-        for (_, bytes) in &batch.items[batch.done..] {
-            f.item(TAG_OK, bytes);
-        }
-        self.outbox = f.finish();
+    fn queue(&mut self, batch: Batch) {
         self.in_flight.push_back(batch);
+        self.unsent += 1;
     }
 
-    /// Writes what the pipe takes now.
+    /// Writes what the pipe takes now, straight from the frames of the unsent batches.
     fn flush_out(&mut self) {
-        while self.out_pos < self.outbox.len() && !self.write_closed {
-            match self.child.write_tasks(&self.outbox[self.out_pos..]) {
-                Ok(Some(n)) => self.out_pos += n,
+        while self.unsent > 0 && !self.write_closed {
+            let frame = &self.in_flight[self.in_flight.len() - self.unsent].frame;
+            match self.child.write_tasks(&frame[self.out_pos..]) {
+                Ok(Some(n)) => {
+                    self.out_pos += n;
+                    if self.out_pos == frame.len() {
+                        self.unsent -= 1;
+                        self.out_pos = 0;
+                    }
+                }
                 Ok(None) => return,
                 Err(e) => {
-                    // EPIPE: the worker is gone or closed its end; its pidfd will tell.
+                    // EPIPE: the worker is gone or closed its end; its pidfd will tell (its
+                    // batches are given to another worker then).
                     self.write_closed = true;
                     self.mark_broken(format!("task pipe: {e}"));
                 }
             }
         }
-        self.outbox.clear();
+        self.unsent = 0;
         self.out_pos = 0;
     }
 
@@ -189,6 +261,11 @@ impl Worker {
             if self.in_len - at < total {
                 break Ok(());
             }
+            if kind == KIND_RESULTS && self.in_flight.len() <= self.unsent {
+                // The next batch's frame is still (partly) waiting to be written: no result
+                // for it can be real.
+                break Err("results for a batch that was not sent in full".to_owned());
+            }
             let payload = &self.inbox[at + HEADER..at + total];
             let r = frame(
                 kind,
@@ -198,8 +275,14 @@ impl Worker {
                 &mut self.panic,
                 on_item,
             );
-            if let Err(e) = r {
-                break Err(e);
+            match r {
+                Ok(Some(done)) => {
+                    if self.spare.len() < SPARES && done.capacity() <= MAX_SPARE {
+                        self.spare.push(done);
+                    }
+                }
+                Ok(None) => {}
+                Err(e) => break Err(e),
             }
             at += total;
         };
@@ -214,6 +297,8 @@ impl Worker {
     }
 }
 
+/// Handles one frame from a worker; returns the frame buffer of a batch whose results are now
+/// all in, for reuse.
 fn frame(
     kind: u32,
     payload: &[u8],
@@ -221,7 +306,7 @@ fn frame(
     jobs: &mut Option<Vec<(String, u64)>>,
     panic: &mut Option<String>,
     on_item: &mut dyn FnMut(u64, u32, &[u8]),
-) -> Result<(), String> {
+) -> Result<Option<Vec<u8>>, String> {
     let mut r = Reader::new(payload);
     match kind {
         KIND_HELLO => {
@@ -261,7 +346,9 @@ fn frame(
                 batch.done += 1;
             }
             if batch.done == batch.items.len() {
-                in_flight.pop_front();
+                // Its frame buffer, for the caller to reuse.
+                let done = in_flight.pop_front().expect("the batch above");
+                return Ok(Some(done.frame));
             }
         }
         KIND_PANIC => {
@@ -271,7 +358,7 @@ fn frame(
         }
         other => return Err(format!("unknown frame kind {other}")),
     }
-    Ok(())
+    Ok(None)
 }
 
 /// Kills every worker first, then reaps them all (faster than one at a time).
@@ -381,6 +468,8 @@ pub(crate) struct Engine<'p, I, O, J, It> {
     next_index: u64,
     next_batch: u64,
     requeue: VecDeque<Batch>,
+    /// The buffer each task is archived into before it is copied into its batch's frame.
+    scratch: AlignedVec,
     ready: VecDeque<(u64, Result<O, PoolError>)>,
     finished: bool,
     /// Ordered mode: do not dispatch index `floor + window` or later while work is in flight.
@@ -481,6 +570,7 @@ where
             next_index: 0,
             next_batch: 0,
             requeue: VecDeque::new(),
+            scratch: AlignedVec::new(),
             ready: VecDeque::new(),
             finished: false,
             floor: 0,
@@ -552,17 +642,20 @@ where
         Ok(())
     }
 
-    fn next_batch(&mut self) -> Option<Batch> {
+    /// The next batch to send: a requeued one, or new tasks archived into a frame built in
+    /// `spare` if there is one (a finished batch's buffer).
+    fn next_batch(&mut self, mut spare: Option<Vec<u8>>) -> Option<Batch> {
         if let Some(b) = self.requeue.pop_front() {
             return Some(b);
         }
         let busy = self.pool.workers.iter().any(|w| !w.in_flight.is_empty());
-        let mut items = Vec::new();
-        let mut bytes = 0;
+        let mut batch: Option<BatchWriter> = None;
+        let mut items = 0;
+        let mut bytes_in = 0;
         let automatic = self.pool.cfg.chunksize.is_none();
         let chunk = self.chunk;
         self.chunk = (self.chunk * 2).min(self.chunk_max);
-        while !self.inputs_done && !batch_is_full(items.len(), bytes, chunk, automatic) {
+        while !self.inputs_done && !batch_is_full(items, bytes_in, chunk, automatic) {
             if let Some(w) = self.window {
                 if busy && self.next_index >= self.floor + w {
                     break;
@@ -574,10 +667,30 @@ where
             };
             let index = self.next_index;
             self.next_index += 1;
-            match input.encode() {
-                Ok(encoded) => {
-                    bytes += encoded.len();
-                    items.push((index, encoded));
+            match input.encode_into(std::mem::take(&mut self.scratch)) {
+                Ok(bytes) => {
+                    let b = batch.get_or_insert_with(|| {
+                        let buf = spare.take().unwrap_or_default();
+                        BatchWriter::new(self.next_batch + 1, &self.name, self.fingerprint, buf)
+                    });
+                    b.push(index, &bytes);
+                    if items == 0 {
+                        // Room for the rest of the batch if its tasks are about this size:
+                        // one allocation per frame instead of a chain of copies as it grows.
+                        let item = HEADER + bytes.len().next_multiple_of(16);
+                        // An automatic batch closes at AUTO_BATCH_BYTES anyway.
+                        let most = if automatic {
+                            AUTO_BATCH_BYTES
+                        } else {
+                            MAX_RESERVE
+                        };
+                        b.reserve(item.saturating_mul(chunk - 1).min(most));
+                    }
+                    items += 1;
+                    bytes_in += bytes.len();
+                    if bytes.capacity() <= MAX_SCRATCH {
+                        self.scratch = bytes;
+                    }
                 }
                 Err(message) => self.ready.push_back((
                     index,
@@ -589,15 +702,9 @@ where
                 )),
             }
         }
-        if items.is_empty() {
-            return None;
-        }
+        let batch = batch?;
         self.next_batch += 1;
-        Some(Batch {
-            id: self.next_batch,
-            items,
-            done: 0,
-        })
+        Some(batch.finish())
     }
 
     /// Gives each usable worker up to `prefetch` batches, least loaded first.
@@ -608,14 +715,15 @@ where
                 if !w.usable() || w.in_flight.len() > round {
                     continue;
                 }
-                let Some(batch) = self.next_batch() else {
+                let spare = self.pool.workers[wi].spare.pop();
+                let Some(batch) = self.next_batch(spare) else {
                     break 'rounds;
                 };
-                self.pool.workers[wi].queue(batch, &self.name, self.fingerprint);
+                self.pool.workers[wi].queue(batch);
             }
         }
         for w in &mut self.pool.workers {
-            if !w.outbox.is_empty() {
+            if w.unsent > 0 {
                 w.flush_out();
             }
         }
@@ -665,7 +773,7 @@ where
                 }
                 fds.push((w.child.exit_fd(), Ready::Read));
                 owners.push((wi, 1));
-                if !w.outbox.is_empty() && !w.write_closed {
+                if w.unsent > 0 && !w.write_closed {
                     fds.push((w.child.tasks(), Ready::Write));
                     owners.push((wi, 2));
                 }
@@ -738,11 +846,12 @@ where
                     }),
                 ));
                 if !rest.is_empty() {
-                    self.requeue.push_front(Batch {
-                        id: front.id,
-                        items: rest,
-                        done: 0,
-                    });
+                    let buf = Vec::with_capacity(front.frame.len());
+                    let mut b = BatchWriter::new(front.id, &self.name, self.fingerprint, buf);
+                    for (index, at) in rest {
+                        b.push(index, front.task_at(at));
+                    }
+                    self.requeue.push_front(b.finish());
                 }
             } else {
                 // A hard death (signal, exit): any unfinished item of the batch may be the cause.

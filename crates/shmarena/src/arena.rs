@@ -269,6 +269,29 @@ impl OpenOptions {
         )
     }
 
+    /// [`open_fd`](Self::open_fd) of a descriptor whose `fstat` and seals the caller has just
+    /// read (`info`, `seals`): the same checks, without reading them again.
+    pub(crate) fn open_fd_with(
+        &self,
+        fd: OwnedFd,
+        info: os::FileInfo,
+        seals: os::Seals,
+    ) -> Result<Arena> {
+        let locator = Locator::Memfd {
+            pid: os::pid(),
+            fd: fd.as_raw_fd(),
+        };
+        Arena::open_mapped_with(
+            File::from(fd),
+            locator,
+            Backing::Memfd,
+            self,
+            Mapping::SealedOnly,
+            info,
+            Some(seals),
+        )
+    }
+
     /// The owner and mode rules of [`allow_foreign_owner`](Self::allow_foreign_owner) for a
     /// file described by `info` (`immutable`: it carries the write, grow and shrink seals).
     pub(crate) fn check_owner(
@@ -666,13 +689,28 @@ impl Arena {
         let what = locator.describe();
         let info =
             os::file_info(&file).map_err(|e| Error::os(format!("inspecting {what}"), &what, e))?;
+        let seals = os::seals(&file);
+        Arena::open_mapped_with(file, locator, backing, opts, mapping, info, seals)
+    }
+
+    /// [`open_mapped`](Self::open_mapped) with the file's `fstat` and seals already read (by
+    /// the service client, which checks them before it opens the arena).
+    fn open_mapped_with(
+        file: File,
+        locator: Locator,
+        backing: Backing,
+        opts: &OpenOptions,
+        mapping: Mapping,
+        info: os::FileInfo,
+        seals: Option<os::Seals>,
+    ) -> Result<Arena> {
+        let what = locator.describe();
         // A named segment opened here by a reader must never be unlinked by us; build the
         // `Shared` only once all checks pass, so an error drops nothing that unlinks.
         if !info.is_regular {
             return Err(Error::format(&what, FormatError::BadMagic));
         }
         let me = os::euid();
-        let seals = os::seals(&file);
         let immutable = seals.is_some_and(|s| s.immutable());
         opts.check_owner(&what, &info, immutable)?;
         if info.size == 0 {

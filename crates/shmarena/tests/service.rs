@@ -480,6 +480,32 @@ fn a_stuck_or_dying_server_gives_typed_errors() {
     );
 }
 
+/// A listener whose backlog is full: the client's non-blocking connect is refused (EAGAIN), it
+/// waits for room as a blocking connect bounded by its timeout, then reports the timeout.
+#[test]
+fn a_full_backlog_gives_a_timeout() {
+    use rustix::net::{AddressFamily, SocketAddrUnix, SocketType};
+    let name = unique_name("b");
+    let sock = shmarena::service::socket_name(rustix_uid(), &name).unwrap();
+    let listener = rustix::net::socket(AddressFamily::UNIX, SocketType::STREAM, None).unwrap();
+    let addr = SocketAddrUnix::new_abstract_name(sock.as_bytes()).unwrap();
+    rustix::net::bind(&listener, &addr).unwrap();
+    // Backlog 0: one pending connection fills it.
+    rustix::net::listen(&listener, 0).unwrap();
+    let first = rustix::net::socket(AddressFamily::UNIX, SocketType::STREAM, None).unwrap();
+    rustix::net::connect(&first, &addr).unwrap();
+    let timeout = std::time::Duration::from_millis(100);
+    let t = std::time::Instant::now();
+    let e = service_err(
+        ConnectOptions::new()
+            .timeout(timeout)
+            .connect(&name)
+            .unwrap_err(),
+    );
+    assert!(matches!(e, ServiceError::Timeout { .. }), "{e}");
+    assert!(t.elapsed() >= timeout, "waited {:?}", t.elapsed());
+}
+
 #[test]
 fn descriptors_that_are_not_sealed_memfds_are_refused() {
     use std::mem::MaybeUninit;

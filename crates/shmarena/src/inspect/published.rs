@@ -168,7 +168,7 @@ fn ask(socket: &str, uid: u32) -> Answer {
         }
     }
     let mut buf = [0u8; MESSAGE_LEN];
-    let got = match sock::recv_with_fds(conn.as_fd(), &mut buf) {
+    let got = match sock::recv_with_fds(conn.as_fd(), &mut buf, ASK_TIMEOUT, Duration::ZERO) {
         Ok(g) => g,
         Err(e) => {
             a.error = Some(format!("receiving the answer: {e}"));

@@ -15,6 +15,13 @@ use crate::error::{Error, Result};
 use crate::os;
 use crate::os::service as sock;
 
+/// How long a client busy-polls for the publisher's answer before it sleeps. The answer takes
+/// the time to wake the publisher's serving thread (which sleeps in `poll`) plus a few
+/// microseconds of work; sleeping meanwhile would add a second wake-up, of this thread and of
+/// its CPU if that goes idle (about 50 µs on a virtual machine, docs/DESIGN.md "Service
+/// protocol"). Bounded: past it the client sleeps until the answer or its timeout.
+const ANSWER_SPIN: Duration = Duration::from_micros(100);
+
 /// Options for connecting: whose publication to trust, and how long to wait.
 ///
 /// ```no_run
@@ -126,22 +133,24 @@ impl ConnectOptions {
             }));
         }
         let mut buf = [0u8; MESSAGE_LEN];
-        let got = sock::recv_with_fds(conn.as_fd(), &mut buf).map_err(|e| match e.kind() {
-            io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => svc(ServiceError::Timeout {
-                name: name.clone(),
-                after: self.timeout,
-            }),
-            io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe => {
-                svc(ServiceError::ServerDied {
+        let got = sock::recv_with_fds(conn.as_fd(), &mut buf, self.timeout, ANSWER_SPIN).map_err(
+            |e| match e.kind() {
+                io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => svc(ServiceError::Timeout {
                     name: name.clone(),
-                    detail: format!("the connection was reset ({e})"),
-                })
-            }
-            _ => svc(ServiceError::Io {
-                context: format!("receiving from the publisher of {name:?}"),
-                source: e,
-            }),
-        })?;
+                    after: self.timeout,
+                }),
+                io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe => {
+                    svc(ServiceError::ServerDied {
+                        name: name.clone(),
+                        detail: format!("the connection was reset ({e})"),
+                    })
+                }
+                _ => svc(ServiceError::Io {
+                    context: format!("receiving from the publisher of {name:?}"),
+                    source: e,
+                }),
+            },
+        )?;
         let msg = match Message::decode(&buf[..got.len]) {
             Ok(m) => m,
             Err(WireError::BadMagic) => {
@@ -214,12 +223,13 @@ impl ConnectOptions {
         let page = sock::CounterView::new(page_fd).map_err(not_sealed)?;
         let rows = if msg.flags & FLAG_TRUST_ROWS != 0 {
             let mut b = vec![0u8; BUILD_ID_LEN + msg.row_count as usize * ROW_LEN];
-            let got = sock::recv_with_fds(conn.as_fd(), &mut b).map_err(|e| {
-                svc(ServiceError::Io {
-                    context: format!("receiving the trust rows of {name:?}"),
-                    source: e,
-                })
-            })?;
+            let got = sock::recv_with_fds(conn.as_fd(), &mut b, self.timeout, ANSWER_SPIN)
+                .map_err(|e| {
+                    svc(ServiceError::Io {
+                        context: format!("receiving the trust rows of {name:?}"),
+                        source: e,
+                    })
+                })?;
             if got.len != b.len() || !got.fds.is_empty() {
                 return Err(svc(ServiceError::Protocol {
                     name,
@@ -239,7 +249,7 @@ impl ConnectOptions {
         let arena = OpenOptions::new()
             .always_validate(self.always_validate)
             .allow_foreign_owner(server_uid != me)
-            .open_fd(arena_fd)?;
+            .open_fd_with(arena_fd, info, seals)?;
         if arena.id().to_bytes() != msg.arena_id {
             return Err(svc(ServiceError::Protocol {
                 name,

@@ -314,7 +314,9 @@ fn allowed(inner: &Inner, peer: &sock::PeerCred) -> bool {
 }
 
 fn answer(inner: &Inner, conn: &OwnedFd) -> std::io::Result<()> {
-    sock::set_timeouts(conn.as_fd(), inner.opts.timeout)?;
+    // The answer goes out with one non-blocking `sendmsg` (it fits any socket buffer); only the
+    // trust rows, if any, are sent blocking, bounded by the send timeout set just before. The
+    // server never reads from a client.
     let peer = sock::peer_cred(conn.as_fd())?;
     let allowed = allowed(inner, &peer);
     let mut msg = Message {
@@ -353,6 +355,7 @@ fn answer(inner: &Inner, conn: &OwnedFd) -> std::io::Result<()> {
     sock::send_with_fds(conn.as_fd(), &msg.encode(), &fds)?;
     drop(st);
     if !rows.is_empty() {
+        sock::set_send_timeout(conn.as_fd(), inner.opts.timeout)?;
         sock::send_all(conn.as_fd(), &encode_rows(&os::build_id(), rows))?;
     }
     Ok(())
