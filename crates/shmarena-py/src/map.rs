@@ -19,6 +19,14 @@ type ArchivedMap = ArchivedIndexMap<ArchivedKey, ArchivedValue>;
 
 /// Runs `f` with `key` as a [`KeyRef`], or returns `None` if no stored key can equal it.
 fn with_key<R>(key: &Bound<'_, PyAny>, f: impl FnOnce(KeyRef<'_>) -> R) -> Option<R> {
+    // Exact `str` and `int` first: one type-pointer compare each (under the stable ABI the
+    // subclass checks below are calls), and they are nearly every key a lookup gets.
+    if let Ok(s) = key.cast_exact::<PyString>() {
+        return s.to_str().ok().map(|s| f(KeyRef::Str(s)));
+    }
+    if let Ok(i) = key.cast_exact::<PyInt>() {
+        return i.extract::<i64>().ok().map(|i| f(KeyRef::Int(i)));
+    }
     if let Ok(s) = key.cast::<PyString>() {
         return s.to_str().ok().map(|s| f(KeyRef::Str(s)));
     }
