@@ -17,7 +17,9 @@ It reports wall time (median of --repeat runs, A B A B order), its ratio to (b) 
 same run, and Pss and Anonymous per worker (medians over the workers) from /proc/PID/smaps_rollup
 after the job, while the workers are alive. Anonymous is a worker's own memory; Pss also counts
 its share of the arena pages it touched, which are shared. The idle row is the floor both are
-compared against.
+compared against. The "task, no data" row is the time floor of the (s) rows: the same spawned
+pool and task, with a lookup that fetches nothing (dict: each key hashed and missed in an empty
+dict; cache: a list holding one string), so the difference to it is what fetching the data costs.
 
     python benches/python/compare.py --quick       # N = L = 100k, a few seconds per row
     python benches/python/compare.py               # N = L = 1M, Pool(os.cpu_count())
@@ -94,6 +96,29 @@ def cache_task_shm(name, shape, ints):
 
 def idle_task(chunk):
     return 0
+
+
+class _Empty(dict):
+    """Holds no key: `[]` hashes the key, misses and answers 1 (the dict floor row)."""
+
+    def __missing__(self, key):
+        return 1
+
+
+_ONE = []
+
+
+def dict_floor_task(keys):
+    """(-) the dict task with nothing to fetch: each lookup only hashes the key and misses."""
+    return dict_task(_Empty(), keys)
+
+
+def cache_floor_task(n, ints):
+    """(-) the cache task with nothing to fetch: `cache[i]` indexes a list holding one
+    20-character string n times (made once per worker), so what is left is the task's own work."""
+    if not _ONE:
+        _ONE.append([format(999_999, "b")] * n)
+    return cache_task(_ONE[0], ints)
 
 
 def mem_kib(pid: int) -> tuple[int, int]:
@@ -188,6 +213,9 @@ def main() -> None:
             p.append((f"(s) shmarena, {m}", m, partial(task, view), chunks, None, ()))
         # The floor: a worker that imported numpy and shmarena and touched no data.
         p.append(("(-) idle worker, spawn", "spawn", idle_task, chunks, None, ()))
+        # The floor of the (s) rows: the same pool and task with a lookup that fetches nothing.
+        floor = dict_floor_task if workload == "dict" else partial(cache_floor_task, n)
+        p.append(("(-) task, no data, spawn", "spawn", floor, chunks, None, ()))
         return p
 
     global GLOBAL
@@ -205,7 +233,7 @@ def main() -> None:
                 times[label].append(t)
                 pss[label].append(p)
                 anon[label].append(a)
-                if fn is not idle_task:
+                if not label.startswith("(-)"):
                     totals.add(total)
         assert len(totals) == 1, f"rows disagree on the result: {totals}"
         base = statistics.median(times["(b) fork-global"])

@@ -58,19 +58,25 @@ pub(crate) struct Converter<'py> {
     /// The containers (lists, tuples, dicts) on the current path, by address: one met again
     /// contains itself.
     open: Vec<usize>,
-    ndarray: Bound<'py, PyType>,
-    generic: Bound<'py, PyType>,
+    /// `numpy.ndarray` and `numpy.generic`, or `None` when numpy is not loaded (then no value
+    /// can be a numpy object, and storing plain values does not import it).
+    numpy: Option<(Bound<'py, PyType>, Bound<'py, PyType>)>,
 }
 
 impl<'py> Converter<'py> {
     pub(crate) fn new(py: Python<'py>) -> PyResult<Converter<'py>> {
-        let np = py.import("numpy")?;
+        let numpy = match py.import("sys")?.getattr("modules")?.get_item("numpy") {
+            Ok(np) if !np.is_none() => Some((
+                np.getattr("ndarray")?.cast_into::<PyType>()?,
+                np.getattr("generic")?.cast_into::<PyType>()?,
+            )),
+            _ => None,
+        };
         Ok(Converter {
             py,
             path: Vec::new(),
             open: Vec::new(),
-            ndarray: np.getattr("ndarray")?.cast_into::<PyType>()?,
-            generic: np.getattr("generic")?.cast_into::<PyType>()?,
+            numpy,
         })
     }
 
@@ -177,7 +183,10 @@ impl<'py> Converter<'py> {
             self.open.pop();
             return items;
         }
-        if obj.is_instance(&self.ndarray)? {
+        let Some((ndarray, generic)) = &self.numpy else {
+            return self.other(obj);
+        };
+        if obj.is_instance(ndarray)? {
             let p = prepare_array(self.py, obj).map_err(|e| {
                 PyTypeError::new_err(format!("{}: {}", self.where_(), e.value(self.py)))
             })?;
@@ -188,10 +197,15 @@ impl<'py> Converter<'py> {
                 data: ArrayData(buf.to_vec(self.py)?),
             }));
         }
-        if obj.is_instance(&self.generic)? {
+        if obj.is_instance(generic)? {
             // A numpy scalar (np.int64(3), np.float32(0.5)): store its Python value.
             return self.convert(&obj.call_method0("item")?);
         }
+        self.other(obj)
+    }
+
+    /// Views (stored as full copies) and the error for anything else.
+    fn other(&mut self, obj: &Bound<'py, PyAny>) -> PyResult<Value> {
         if obj.cast::<MapView>().is_ok() || obj.cast::<ListView>().is_ok() {
             return self.convert(&obj.call_method0("to_python")?);
         }

@@ -8,6 +8,8 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyFloat, PyInt, PyString};
 use pyo3::IntoPyObjectExt;
 use rkyv::collections::swiss_table::ArchivedIndexMap;
+use rkyv::hash::{hash_value, FxHasher64};
+use rkyv::primitive::ArchivedUsize;
 
 use crate::pickle::{self, Reduced};
 use crate::registry::Root;
@@ -19,6 +21,14 @@ type ArchivedMap = ArchivedIndexMap<ArchivedKey, ArchivedValue>;
 
 /// Runs `f` with `key` as a [`KeyRef`], or returns `None` if no stored key can equal it.
 fn with_key<R>(key: &Bound<'_, PyAny>, f: impl FnOnce(KeyRef<'_>) -> R) -> Option<R> {
+    // Exact `str` and `int` first: one type-pointer compare each (under the stable ABI the
+    // subclass checks below are calls), and they are nearly every key a lookup gets.
+    if let Ok(s) = key.cast_exact::<PyString>() {
+        return s.to_str().ok().map(|s| f(KeyRef::Str(s)));
+    }
+    if let Ok(i) = key.cast_exact::<PyInt>() {
+        return i.extract::<i64>().ok().map(|i| f(KeyRef::Int(i)));
+    }
     if let Ok(s) = key.cast::<PyString>() {
         return s.to_str().ok().map(|s| f(KeyRef::Str(s)));
     }
@@ -38,6 +48,49 @@ fn with_key<R>(key: &Bound<'_, PyAny>, f: impl FnOnce(KeyRef<'_>) -> R) -> Optio
     None
 }
 
+/// Starts loading the bucket where rkyv's lookup of `hash` in `m` begins, so that its cache miss
+/// overlaps the miss on the control bytes that rkyv takes first (otherwise they are serial: rkyv
+/// reads the control bytes, then the bucket they select, then the entry the bucket names). In a
+/// large map each is a cache and TLB miss, so this takes one miss off a lookup's critical path
+/// (12–15 % of a lookup in a 1M-entry map).
+///
+/// A hint only, with no effect on the result: it reads one byte of the arena through its safe
+/// byte slice. It relies on the layout of rkyv 0.8's `ArchivedIndexMap` (`repr(C)`, starting
+/// with the hash table: a relative pointer to the control bytes, the length, the capacity; the
+/// buckets lie just below the control bytes, bucket `i` at `control - (i + 1) * size_of::<usize>`
+/// archived) and checks it against the map's own length, so a layout it does not expect only
+/// skips the hint.
+fn touch_buckets(arena: &[u8], m: &ArchivedMap, hash: u64) {
+    const W: usize = size_of::<ArchivedUsize>();
+    let word = |at: usize| -> Option<u64> {
+        let b = arena.get(at..at.checked_add(W)?)?;
+        let mut le = [0u8; 8];
+        le[..W].copy_from_slice(b);
+        Some(u64::from_le_bytes(le))
+    };
+    let Some(at) = (m as *const ArchivedMap as usize).checked_sub(arena.as_ptr() as usize) else {
+        return;
+    };
+    let (Some(rel), Some(len), Some(cap)) = (word(at), word(at + W), word(at + 2 * W)) else {
+        return;
+    };
+    if len != m.len() as u64 || cap <= len {
+        return;
+    }
+    // Sign-extend the relative pointer from its archived width.
+    let shift = 64 - 8 * W as u32;
+    let rel = ((rel << shift) as i64) >> shift;
+    let bucket = (at as i64)
+        .checked_add(rel)
+        .and_then(|control| control.checked_sub(((hash % cap) as i64 + 1) * W as i64));
+    if let Some(b) = bucket.and_then(|b| usize::try_from(b).ok()) {
+        // The group rkyv probes first covers 16 buckets (64 bytes, one or two cache lines,
+        // downwards from `b`): touch both ends.
+        std::hint::black_box(arena.get(b).copied());
+        std::hint::black_box(arena.get(b.wrapping_sub(15 * W)).copied());
+    }
+}
+
 /// Where to find `collections.abc` helpers.
 fn abc<'py>(py: Python<'py>, name: &str) -> PyResult<Bound<'py, PyAny>> {
     py.import("collections.abc")?.getattr(name)
@@ -53,7 +106,9 @@ impl MapView {
 
     fn find(&self, key: &Bound<'_, PyAny>) -> PyResult<Option<(usize, &ArchivedValue)>> {
         let m = self.map()?;
+        let arena = self.root.arena().as_bytes();
         Ok(with_key(key, |q| {
+            touch_buckets(arena, m, hash_value::<KeyRef<'_>, FxHasher64>(&q));
             m.get_full_with(&q, |q, k| *q == k.as_ref())
                 .map(|(i, _, v)| (i, v))
         })

@@ -309,6 +309,41 @@ def test_json_dumps_with_to_json_default(closing):
         json.dumps({"x": object()}, default=shmarena.to_json_default)
 
 
+def test_import_does_not_load_numpy_until_an_array_is_read():
+    """A worker that reads only dicts and lists starts without numpy's import (most of a spawned
+    worker's start); arrays, `SharedArray` and pickles of array views still work, loading numpy
+    on first use."""
+    code = textwrap.dedent(
+        """
+        import json, pickle, sys
+        import shmarena
+        assert "numpy" not in sys.modules
+        with shmarena.build() as b:
+            b.put("d", {"a": [1, 2], "b": {"c": "x"}})
+        arena = b.arena
+        d = pickle.loads(pickle.dumps(arena["d"]))
+        assert d["a"][1] == 2 and d["b"]["c"] == "x"
+        assert json.loads(json.dumps(d, default=shmarena.to_json_default)) == {"a": [1, 2], "b": {"c": "x"}}
+        assert "numpy" not in sys.modules
+        assert "SharedArray" in dir(shmarena)
+        import numpy as np
+        with shmarena.build() as b:
+            b.put_array("E", np.arange(6.0).reshape(2, 3))
+        E = b.arena["E"]
+        assert type(E) is shmarena.SharedArray
+        back = pickle.loads(pickle.dumps(E[:, 1:]))
+        assert type(back) is shmarena.SharedArray and back.tolist() == [[1.0, 2.0], [4.0, 5.0]]
+        try:
+            shmarena.no_such_name
+        except AttributeError as e:
+            assert "no_such_name" in str(e)
+        else:
+            raise AssertionError("no AttributeError")
+        """
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
 def test_put_array_of_a_list_is_a_type_error_with_a_hint():
     with pytest.raises(TypeError, match=r"numpy array, not list: pass numpy\.asarray"):
         with shmarena.build() as b:

@@ -19,10 +19,7 @@ from __future__ import annotations
 import atexit
 import collections.abc as _abc
 
-import numpy as _np
-
 from . import _native
-from ._array import SharedArray, _restore_view  # noqa: F401 - pickles of array views name it
 from ._json import to_json_default
 from ._native import (
     MAX_DEPTH,
@@ -81,47 +78,36 @@ __all__ = [
     "subscribe",
 ]  # `open` is left out so that `from shmarena import *` does not shadow the builtin
 
+TYPE_CHECKING = False  # `typing` is not imported at run time either
+if TYPE_CHECKING:
+    from typing import Any
+
+    from ._array import SharedArray, _restore_view  # noqa: F401
+
+# What needs numpy lives in `_array` and is imported on first use, so that `import shmarena`
+# does not import numpy: a worker that only reads dicts and lists starts without it (numpy's
+# import is most of a spawned worker's start). `shmarena._restore_view` is what pickles of
+# array views name; the other three are called from the native code.
+_LAZY = frozenset({"SharedArray", "_restore_view", "_make_array", "_prepare_array", "_copy_array"})
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        from . import _array
+
+        value = getattr(_array, name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'shmarena' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | _LAZY)
+
+
 _abc.Mapping.register(MapView)
 _abc.Mapping.register(Arena)
 _abc.Sequence.register(ListView)
-
-# numpy dtype kinds stored as raw bytes: bool, ints, uints, floats, complex, datetimes,
-# timedeltas, fixed-width bytes and unicode strings. Object and structured dtypes are refused.
-_KINDS = frozenset("biufcmMSU")
-
-
-def _make_array(buffer: object, dtype: str, shape: tuple[int, ...], handle: bytes) -> SharedArray:
-    """Called from Rust: a read-only array over ``buffer`` (an ArenaBuffer)."""
-    dt = _np.dtype(dtype)
-    if dt.hasobject or dt.kind not in _KINDS:
-        raise ShmarenaError(f"the arena records dtype {dtype!r}, which shmarena never stores")
-    flat = _np.frombuffer(buffer, dtype=dt)  # type: ignore[call-overload]
-    arr = flat.reshape(shape).view(SharedArray)
-    arr._shmarena_handle = handle
-    return arr
-
-
-def _prepare_array(array: _np.ndarray) -> tuple[str, tuple[int, ...], memoryview]:
-    """Called from Rust: checks the dtype and gives (dtype.str, shape, bytes in C order)."""
-    dt = array.dtype
-    if dt.hasobject or dt.fields is not None or dt.subdtype is not None or dt.kind not in _KINDS:
-        raise TypeError(
-            f"numpy dtype {dt} cannot be stored (shmarena stores bool, integer, float, complex, "
-            "datetime, timedelta and fixed-width string dtypes)"
-        )
-    if not dt.isnative:
-        array = array.astype(dt.newbyteorder("="))
-    shape = tuple(int(d) for d in array.shape)
-    if not array.flags.c_contiguous:
-        array = array.copy(order="C")
-    flat = array.reshape(-1).view(_np.uint8)
-    return array.dtype.str, shape, memoryview(flat)  # type: ignore[arg-type]
-
-
-def _copy_array(array: _np.ndarray) -> _np.ndarray:
-    """Called from Rust by ``to_python``: a writable copy as a plain ``numpy.ndarray``."""
-    return _np.array(array, subok=False)
-
 
 def _restore(handle: bytes) -> object:
     """Unpickles an arena or view: attaches through the per-process cache."""

@@ -18,6 +18,8 @@ from typing import Any
 
 import numpy as np
 
+from ._native import ShmarenaError
+
 __all__ = ["SharedArray"]
 
 # ndarray methods that make a new array (or a tuple of them) instead of a view: their results
@@ -180,3 +182,41 @@ def _restore_view(
 
 # Pickles name it `shmarena._restore_view` (shorter, and stable if this module moves).
 _restore_view.__module__ = "shmarena"
+
+
+# numpy dtype kinds stored as raw bytes: bool, ints, uints, floats, complex, datetimes,
+# timedeltas, fixed-width bytes and unicode strings. Object and structured dtypes are refused.
+_KINDS = frozenset("biufcmMSU")
+
+
+def _make_array(buffer: object, dtype: str, shape: tuple[int, ...], handle: bytes) -> SharedArray:
+    """Called from Rust: a read-only array over ``buffer`` (an ArenaBuffer)."""
+    dt = np.dtype(dtype)
+    if dt.hasobject or dt.kind not in _KINDS:
+        raise ShmarenaError(f"the arena records dtype {dtype!r}, which shmarena never stores")
+    flat = np.frombuffer(buffer, dtype=dt)  # type: ignore[call-overload]
+    arr = flat.reshape(shape).view(SharedArray)
+    arr._shmarena_handle = handle
+    return arr
+
+
+def _prepare_array(array: np.ndarray) -> tuple[str, tuple[int, ...], memoryview]:
+    """Called from Rust: checks the dtype and gives (dtype.str, shape, bytes in C order)."""
+    dt = array.dtype
+    if dt.hasobject or dt.fields is not None or dt.subdtype is not None or dt.kind not in _KINDS:
+        raise TypeError(
+            f"numpy dtype {dt} cannot be stored (shmarena stores bool, integer, float, complex, "
+            "datetime, timedelta and fixed-width string dtypes)"
+        )
+    if not dt.isnative:
+        array = array.astype(dt.newbyteorder("="))
+    shape = tuple(int(d) for d in array.shape)
+    if not array.flags.c_contiguous:
+        array = array.copy(order="C")
+    flat = array.reshape(-1).view(np.uint8)
+    return array.dtype.str, shape, memoryview(flat)  # type: ignore[arg-type]
+
+
+def _copy_array(array: np.ndarray) -> np.ndarray:
+    """Called from Rust by ``to_python``: a writable copy as a plain ``numpy.ndarray``."""
+    return np.array(array, subok=False)

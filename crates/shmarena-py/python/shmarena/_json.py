@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-import numpy as np
+import sys
 
 from ._native import ListView, MapView
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = ["to_json_default"]
 
@@ -24,6 +26,8 @@ def to_json_default(obj: Any) -> Any:
         return dict(obj.iter_items())
     if isinstance(obj, ListView):
         return list(obj)
-    if isinstance(obj, (np.ndarray, np.generic)):
+    # numpy is not imported for this: if it is not loaded, `obj` is no numpy object.
+    np = sys.modules.get("numpy")
+    if np is not None and isinstance(obj, (np.ndarray, np.generic)):
         return obj.tolist()
     raise TypeError(f"Object of type {type(obj).__name__} is not JSON serializable")
