@@ -155,6 +155,8 @@ def ray_run(way: str, workers: int, obj, image: str, chunks):
         # Start and warm the worker processes, and take their baselines.
         @ray.remote
         def warm(_):
+            # What the tasks import (numpy for the matrix; shmarena no longer imports it).
+            import numpy  # noqa: F401
             import shmarena.ray  # noqa: F401
 
             time.sleep(0.2)
