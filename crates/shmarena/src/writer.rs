@@ -166,12 +166,12 @@ impl ArenaWriter {
         // entry on first access instead. `put_trusted` records the row on its caller's promise
         // (checked anyway in debug builds).
         let trusted = check != PutCheck::Skip;
-        let check = match check {
+        let run_bytecheck = match check {
             PutCheck::Validate => true,
             PutCheck::Trust => cfg!(debug_assertions),
             PutCheck::Skip => false,
         };
-        if check {
+        if run_bytecheck {
             rkyv::api::high::access_pos::<T::Archived, rancor::Error>(payload, root_pos).map_err(
                 |e| Error::Serialize {
                     entry: name.to_owned(),

@@ -221,7 +221,13 @@ impl ConnectOptions {
             )));
         }
         let page = sock::CounterView::new(page_fd).map_err(not_sealed)?;
-        let rows = if msg.flags & FLAG_TRUST_ROWS != 0 {
+        // Rows count only from a publisher of this user running this very build: skip reading
+        // them otherwise. A listener in this process counts only if one of this process's own
+        // publishers serves the name (any thread could bind a name nobody here publishes).
+        let rows_wanted = server_uid == me
+            && os::build_id_known()
+            && (peer.pid != os::pid() || super::publisher::served_here(&sock_name));
+        let rows = if rows_wanted && msg.flags & FLAG_TRUST_ROWS != 0 {
             let mut b = vec![0u8; BUILD_ID_LEN + msg.row_count as usize * ROW_LEN];
             let got = sock::recv_with_fds(conn.as_fd(), &mut b, self.timeout, ANSWER_SPIN)
                 .map_err(|e| {
@@ -260,10 +266,12 @@ impl ConnectOptions {
                 ),
             }));
         }
-        // The rows count only from a publisher of this user running this very build (its
-        // credentials were checked above), on the sealed memfd checked above.
+        // The rows count only from a publisher of this user (its uid was checked above) that
+        // says it runs this very build, on the sealed memfd checked above. The build identity
+        // is the publisher's word: trusting it is trusting the processes of this user (see
+        // docs/DESIGN.md, "Trust model").
         if let Some((build_id, rows)) = rows {
-            if server_uid == me && os::build_id_known() && build_id == os::build_id() {
+            if build_id == os::build_id() {
                 arena.accept_rows(&rows);
             }
         }

@@ -112,13 +112,25 @@ impl PublishOptions {
             .name(format!("shmarena-publish-{name}"))
             .spawn(move || serve(&served, listener, stop_r))
             .map_err(|e| io_err(&name, "starting the serving thread", e))?;
+        LOCAL_NAMES.lock().push(sock_name.clone());
         Ok(Publisher {
             inner,
             name,
+            sock_name,
             stop_w,
             thread: Some(thread),
         })
     }
+}
+
+/// The socket names the publishers of this process serve. A client in this process takes trust
+/// rows from a listener of its own process only when it is one of these: any thread could bind
+/// a name no publisher of this process holds and answer with forged rows.
+static LOCAL_NAMES: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+/// Whether a publisher of this process serves socket name `sock_name`.
+pub(crate) fn served_here(sock_name: &str) -> bool {
+    LOCAL_NAMES.lock().iter().any(|n| n == sock_name)
 }
 
 fn io_err(name: &str, what: &str, source: std::io::Error) -> Error {
@@ -169,6 +181,8 @@ struct Inner {
 pub struct Publisher {
     inner: Arc<Inner>,
     name: String,
+    /// The abstract socket name it listens on (see [`served_here`]).
+    sock_name: String,
     stop_w: OwnedFd,
     thread: Option<JoinHandle<()>>,
 }
@@ -239,6 +253,10 @@ impl Drop for Publisher {
         let _ = sock::poke(self.stop_w.as_fd());
         if let Some(t) = self.thread.take() {
             let _ = t.join();
+        }
+        let mut names = LOCAL_NAMES.lock();
+        if let Some(i) = names.iter().position(|n| *n == self.sock_name) {
+            names.swap_remove(i);
         }
     }
 }
@@ -340,8 +358,9 @@ fn answer(inner: &Inner, conn: &OwnedFd) -> std::io::Result<()> {
     msg.generation = st.generation;
     msg.arena_id = st.arena.id().to_bytes();
     msg.arena_len = st.arena.byte_len();
-    // The trust rows: what this process knows valid, for a client of the same build.
-    let rows = if os::build_id_known() {
+    // The trust rows: what this process knows valid, for a client of this user (and, the client
+    // checks, of the same build). Other users' clients would drop them unread.
+    let rows = if peer.uid == inner.uid && os::build_id_known() {
         st.arena.trust_rows()
     } else {
         Vec::new()
@@ -359,4 +378,65 @@ fn answer(inner: &Inner, conn: &OwnedFd) -> std::io::Result<()> {
         sock::send_all(conn.as_fd(), &encode_rows(&os::build_id(), rows))?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::fd::AsFd;
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+
+    use parking_lot::Mutex;
+
+    use super::{answer, sock, Inner, PublishOptions, State};
+    use crate::{connect, ArenaOptions};
+
+    /// A thread of this process binds a name that no publisher of this process serves and
+    /// answers as a publisher would, trust rows included (here the genuine rows of the arena
+    /// it hands over; a forger would send rows for bytes it made up). The client must not take
+    /// rows from it: any safe code can bind an abstract name and speak the protocol.
+    #[test]
+    fn rows_from_a_listener_no_publisher_here_serves_are_not_taken() {
+        let mut b = ArenaOptions::new().create().unwrap();
+        b.put("v", &vec![1u32, 2, 3]).unwrap();
+        let arena = b.seal().unwrap();
+        assert!(arena.trusts::<Vec<u32>>("v"));
+        let me = crate::os::euid();
+        let name = format!("forged-listener-{}", std::process::id());
+        let sock_name = super::socket_name(me, &name).unwrap();
+        let listener = sock::listen_abstract(sock_name.as_bytes()).unwrap();
+        let page = sock::CounterPage::new(1).unwrap();
+        let page_ro = sock::reopen_ro(page.fd()).unwrap();
+        let inner = Arc::new(Inner {
+            state: Mutex::new(State {
+                arena,
+                generation: 1,
+            }),
+            page,
+            page_ro,
+            uid: me,
+            opts: PublishOptions::new(),
+            serve_error: Mutex::new(None),
+        });
+        let served = Arc::clone(&inner);
+        let server = std::thread::spawn(move || {
+            let until = Instant::now() + Duration::from_secs(20);
+            while Instant::now() < until {
+                if let Some(conn) = sock::accept(listener.as_fd()).unwrap() {
+                    answer(&served, &conn).unwrap();
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            panic!("no client came");
+        });
+        let got = connect(&name).unwrap();
+        server.join().unwrap();
+        assert!(
+            !got.trusts::<Vec<u32>>("v"),
+            "rows taken from a listener no publisher of this process serves"
+        );
+        // Validated on this first read instead.
+        assert_eq!(got.get::<Vec<u32>>("v").unwrap().len(), 3);
+    }
 }
