@@ -505,13 +505,13 @@ pub(crate) fn chunk_plan(
 /// The largest batch picked for an input of unknown length.
 pub(crate) const ADAPTIVE_MAX: usize = 64;
 
-/// The most archived task bytes an automatically sized batch holds (it always holds at least
-/// one task). Past about a mebibyte the per-batch cost (a few µs) is lost in the cost of
-/// moving the bytes, while every batch in flight is memory the parent holds: `prefetch`
-/// batches per worker.
+/// The most frame bytes (archived tasks with their item headers) an automatically sized batch
+/// holds; it always holds at least one task. Past about a mebibyte the per-batch cost (a few
+/// µs) is lost in the cost of moving the bytes, while every batch in flight is memory the
+/// parent holds: `prefetch` batches per worker.
 pub(crate) const AUTO_BATCH_BYTES: usize = 1 << 20;
 
-/// Whether a batch of `tasks` tasks holding `bytes` archived bytes takes no more: it reached
+/// Whether a batch of `tasks` tasks taking `bytes` of its frame takes no more: it reached
 /// its `chunk`, or, when the chunksize is automatic, [`AUTO_BATCH_BYTES`].
 pub(crate) fn batch_is_full(tasks: usize, bytes: usize, chunk: usize, automatic: bool) -> bool {
     tasks >= chunk || (automatic && tasks > 0 && bytes >= AUTO_BATCH_BYTES)
@@ -674,10 +674,11 @@ where
                         BatchWriter::new(self.next_batch + 1, &self.name, self.fingerprint, buf)
                     });
                     b.push(index, &bytes);
+                    // What the task takes in the frame: its item header and padded bytes.
+                    let item = HEADER + bytes.len().next_multiple_of(16);
                     if items == 0 {
                         // Room for the rest of the batch if its tasks are about this size:
                         // one allocation per frame instead of a chain of copies as it grows.
-                        let item = HEADER + bytes.len().next_multiple_of(16);
                         // An automatic batch closes at AUTO_BATCH_BYTES anyway.
                         let most = if automatic {
                             AUTO_BATCH_BYTES
@@ -687,7 +688,7 @@ where
                         b.reserve(item.saturating_mul(chunk - 1).min(most));
                     }
                     items += 1;
-                    bytes_in += bytes.len();
+                    bytes_in += item;
                     if bytes.capacity() <= MAX_SCRATCH {
                         self.scratch = bytes;
                     }

@@ -113,7 +113,7 @@
 //!   and still evens out uneven task times at the end;
 //! - inputs of unknown length (a `filter`, a channel, a reader): batches of 1, 2, 4, ... up to
 //!   64 tasks, so a short stream starts at once and a long one amortizes the round trips;
-//! - either way, an automatic batch closes once it holds 1 MiB of archived tasks (at least one
+//! - either way, an automatic batch closes once its frame holds 1 MiB of tasks (at least one
 //!   task), so large tasks (each already a batch of rows, say) are not gathered by the
 //!   hundred: the parent holds at most `prefetch` batches per worker.
 //!
@@ -122,8 +122,11 @@
 //! millisecond of work or more, a larger one gains nothing. Keep the automatic size for tasks
 //! under about 100 µs, or set one so a batch holds about a millisecond; set `chunksize(1)`
 //! only for few, long tasks whose run times vary a lot (a big batch could leave one worker
-//! with all the slow ones), or when each result must come back as soon as its task ends: a
-//! worker sends a batch's results together, so a slow task holds back those batched with it. `cargo bench -p shmarena-bench --bench pool` measures it on your
+//! with all the slow ones), when each result must come back as soon as its task ends (a
+//! worker sends a batch's results together, so a slow task holds back those batched with it),
+//! or for tasks that may kill their worker (a segfault, the OOM killer): a hard death fails
+//! every unfinished task of its batch, and an automatic batch can hold thousands of tasks (see
+//! "When a worker dies"). `cargo bench -p shmarena-bench --bench pool` measures it on your
 //! machine.
 //!
 //! # When a worker dies
@@ -131,8 +134,8 @@
 //! A worker that is killed (SIGKILL, the OOM killer), aborts, segfaults, exits, or whose job
 //! panics is noticed at once (the pool polls a pidfd per worker), reaped, and replaced; the
 //! iteration goes on. The task it was running comes back as [`PoolError::WorkerDied`] with
-//! the pid, the exit status or signal, and the panic message if there was one. With a
-//! `chunksize` above 1, a panic fails only the panicking task (the ones before it already
+//! the pid, the exit status or signal, and the panic message if there was one. With batches of
+//! more than one task (the automatic chunksize, or one set above 1), a panic fails only the panicking task (the ones before it already
 //! returned, the ones after it go to another worker), but a hard death fails every unfinished
 //! task of the batch that worker was running, since any of them may be the cause; batches
 //! queued behind it go to other workers. A task is never retried, so a task that crashes

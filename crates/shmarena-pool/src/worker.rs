@@ -119,7 +119,8 @@ fn run_init(jobs: &[&dyn WorkerJob], text: &str) -> Result<(), String> {
         .find(|j| j.name() == name && j.fingerprint() == fingerprint)
         .ok_or_else(|| {
             format!(
-                "the initializer {name:?} is not listed in serve_worker_if_child                  (or is listed with other input or output types)"
+                "the initializer {name:?} is not listed in serve_worker_if_child \
+                 (or is listed with other input or output types)"
             )
         })?;
     match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job.run(&input))) {

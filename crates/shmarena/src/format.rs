@@ -48,7 +48,8 @@ pub const RKYV_MAJOR: u8 = 0;
 /// See [`RKYV_MAJOR`].
 pub const RKYV_MINOR: u8 = 8;
 
-/// Entry flag: the builder validated this archived entry with bytecheck before sealing.
+/// Entry flag: the builder validated this archived entry with bytecheck before sealing, or
+/// vouched for it (`ArenaWriter::put_trusted`). Information only: readers never trust it.
 pub const FLAG_VALIDATED: u8 = 1;
 /// Entry flag (format version 2): the entry records a shape (`ndim` and the dimensions).
 pub const FLAG_SHAPED: u8 = 2;
@@ -674,7 +675,8 @@ impl Entry {
         self.offset as usize..(self.offset + self.len) as usize
     }
 
-    /// Whether the builder validated this archived entry before sealing.
+    /// Whether the builder validated this archived entry before sealing, or vouched for it
+    /// (`put_trusted`). Information only, like every byte of the arena.
     pub fn validated_at_build(&self) -> bool {
         self.flags & FLAG_VALIDATED != 0
     }

@@ -96,7 +96,7 @@
 //! with [`Error::TypeMismatch`] (never garbage). For arenas that other programs read or that
 //! outlive a build (files, persisted segments), give the type a [`StableName`] and use
 //! [`ArenaWriter::put_stable`] and [`Arena::get_stable`]; a stable name decides only which
-//! entries match, and reads through it are always validated.
+//! entries match and is never evidence for skipping validation (see [`Arena::trusts`]).
 //!
 //! # Lifecycle
 //!
@@ -135,6 +135,11 @@
 //! - `view.rs`: dereferencing a [`View`] or [`SliceView`], and their `Send`/`Sync` impls;
 //! - `arena.rs`: reading an archived entry the trust table vouches for without re-validation,
 //!   and the `unsafe fn` `Arena::accept_trust_token` (a trusted channel's rows).
+//!
+//! The public `unsafe fn`s, each with its `# Safety` section, are those where the caller vouches
+//! for what the library cannot check: [`ArenaWriter::put_trusted`] (the value's rkyv impls write
+//! a valid archive), and [`Arena::open_named`] and [`Arena::open_file`] with their
+//! [`OpenOptions`] twins (no other process writes the segment or file while it is mapped).
 //!
 //! The process pool is the separate `shmarena-pool` crate, whose `unsafe` stays in its own
 //! private `os` module.

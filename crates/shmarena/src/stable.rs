@@ -88,8 +88,9 @@ impl ArenaWriter {
 
 impl Arena {
     /// Reads an entry written with [`ArenaWriter::put_stable`] as `T`, matching it by `T`'s
-    /// [`StableName`], archived size and alignment. Always validated with bytecheck on first
-    /// access in this process.
+    /// [`StableName`], archived size and alignment. The name is never evidence: the entry is
+    /// validated with bytecheck on first access in this process unless this process holds a
+    /// trust row for it and `T`'s real type (see [`Arena::trusts`]).
     pub fn get_stable<T>(&self, name: &str) -> Result<View<T>>
     where
         T: StableName + Archive,
