@@ -1,6 +1,7 @@
 //! A read-only buffer-protocol object over a byte range of a sealed arena: what numpy arrays
-//! read from. This file holds the buffer-protocol FFI's `unsafe` (the only other `unsafe` is
-//! handle.rs's call that accepts a pickle's trust token).
+//! read from. This file holds the buffer-protocol FFI's `unsafe` (the only others are handle.rs's
+//! call that accepts a pickle's trust token and arena.rs's in-place opens behind
+//! `no_concurrent_writers=True`).
 
 use std::ffi::{c_int, c_void};
 

@@ -223,7 +223,8 @@ pub(crate) fn build(
     let mut opts = shmarena::ArenaOptions::new();
     if persist && name.is_none() {
         return Err(PyValueError::new_err(
-            "persist=True is for named arenas (name=...): a memfd arena lives as long as a process              uses it, and a file arena stays on disk anyway",
+            "persist=True is for named arenas (name=...): a memfd arena lives as long as a \
+             process uses it, and a file arena stays on disk anyway",
         ));
     }
     match (&name, path) {

@@ -301,7 +301,7 @@ pub(crate) fn attach(h: &Handle) -> PyResult<Arc<ArenaState>> {
 pub(crate) fn parse(bytes: &[u8]) -> PyResult<Handle> {
     Handle::decode(bytes).ok_or_else(|| {
         BadHandleError::new_err(format!(
-            "not a shmarena handle (version {VERSION}): {} bytes",
+            "not a shmarena handle (versions 1 to {VERSION}): {} bytes",
             bytes.len()
         ))
     })

@@ -19,7 +19,8 @@
 //! - `to_py.rs`: archived values to Python objects (views, numpy arrays, or full copies).
 //! - `map.rs`, `list.rs`: the methods of `MapView` and `ListView`, and their iterators.
 //! - `from_py.rs`: Python objects to `Value`, with errors naming the path.
-//! - `arena.rs`: `Arena`, `shmarena.open`, and a handle back to what it names.
+//! - `arena.rs`: `Arena`, `shmarena.open`, and a handle back to what it names; its two `unsafe`
+//!   calls are the in-place opens behind `open(..., no_concurrent_writers=True)`.
 //! - `lifecycle.rs`: what `build` checks before creating a segment (with hints in its errors),
 //!   `shmarena.remove` for named arenas, and the builder's thread check.
 //! - `builder.rs`: `Builder` and `shmarena.build`.

@@ -6,7 +6,7 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::path::Path;
 use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use bytemuck::Pod;
 use rkyv::bytecheck::CheckBytes;
@@ -366,6 +366,9 @@ pub(crate) struct Shared {
     /// Which entries are known valid as which archived type (the only evidence that lets a
     /// typed read skip bytecheck).
     trust: TrustTable,
+    /// The file's inode number, read once on first need (trust tokens name it; a file's inode
+    /// never changes while a descriptor holds it).
+    inode: OnceLock<Option<u64>>,
 }
 
 impl Drop for Shared {
@@ -573,6 +576,14 @@ impl Arena {
         true
     }
 
+    /// The inode number of the arena's file (`None` if `fstat` failed), read once.
+    fn inode(&self) -> Option<u64> {
+        *self
+            .shared
+            .inode
+            .get_or_init(|| os::inode(self.shared.file.as_fd()).ok())
+    }
+
     /// Every trust row of this arena, for a trusted channel (empty unless sealed).
     pub(crate) fn trust_rows(&self) -> Vec<Row> {
         if !self.shared.sealed {
@@ -605,7 +616,7 @@ impl Arena {
         if rows.is_empty() || !os::build_id_known() {
             return Vec::new();
         }
-        let Ok(inode) = os::inode(self.as_fd()) else {
+        let Some(inode) = self.inode() else {
             return Vec::new();
         };
         let mut out = os::build_id().to_vec();
@@ -638,7 +649,7 @@ impl Arena {
         if !os::build_id_known() || *id != os::build_id() || rest.len() % 20 != 0 {
             return false;
         }
-        if os::inode(self.as_fd()).ok() != Some(u64::from_le_bytes(*inode)) {
+        if self.inode() != Some(u64::from_le_bytes(*inode)) {
             return false;
         }
         let rows: Vec<Row> = rest
@@ -747,6 +758,7 @@ impl Arena {
                 backing,
                 persist: AtomicBool::new(false),
                 trust,
+                inode: OnceLock::new(),
             }),
         })
     }

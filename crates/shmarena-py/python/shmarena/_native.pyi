@@ -73,7 +73,7 @@ class Builder:
 @final
 class Arena(Mapping[str, Any]):
     """A sealed arena: a read-only ``Mapping`` of entry name to value. Pickles to a handle of
-    about 100 bytes."""
+    about 70 bytes, or about 120 with a trust token (see docs/PYTHON.md)."""
 
     def __getitem__(self, name: str, /) -> _Item: ...
     def get(self, name: str, default: Any = None) -> Any: ...
