@@ -15,7 +15,9 @@
 //! A pickle is a trusted channel (loading one already runs arbitrary code): the unpickling
 //! process takes the trust rows only if its build identity is the same and the arena it attached
 //! is a kernel-sealed memfd; then the entries are read without bytecheck, as in the pickling
-//! process. Otherwise, and for version-1 pickles, each entry is validated on its first read.
+//! process. Only the pickle that first attaches the arena in this process hands its rows over
+//! (a token carries the rows of the pickled entry); an entry that no such token named, and
+//! every entry of a version-1 pickle, is validated on its first read.
 //!
 //! Why not the library's `shmarena::handle::RawHandle`: it is a fixed 64 bytes naming one entry by
 //! index, so a pickled view would take about 110 bytes with the path and slice added (the
