@@ -15,8 +15,10 @@ use crate::codec::{
     parse_header, FrameWriter, Message, Reader, HEADER, KIND_BATCH, KIND_HELLO, KIND_PANIC,
     KIND_RESULTS, PROTOCOL_VERSION, TAG_CODEC, TAG_OK, TAG_UNKNOWN_JOB,
 };
+use crate::job::{self, Init, PoolJob, WorkerJob};
 use crate::os::{self, Child, Ready};
-use crate::{worker, Mode, Pool, PoolError, PoolJob, WorkerJob};
+use crate::pool::{Mode, Pool};
+use crate::{worker, PoolError};
 
 /// Spawned workers that die before saying hello this many times in a row are not replaced.
 const MAX_START_FAILURES: u32 = 3;
@@ -453,7 +455,7 @@ impl<I: Message, O: Message, J: PoolJob<I, O>> WorkerJob for Local<'_, I, O, J> 
         self.fingerprint
     }
     fn run(&self, input: &[u8]) -> Result<AlignedVec, String> {
-        crate::run_typed(input, |i: I| self.job.call(i))
+        job::run_typed(input, |i: I| self.job.call(i))
     }
 }
 
@@ -534,7 +536,7 @@ where
             (Mode::Spawn, None) => return Err(PoolError::UnnamedJob),
             (_, name) => {
                 let name = name.unwrap_or("").to_owned();
-                let fp = crate::fingerprint::<I, O>(&name);
+                let fp = job::fingerprint::<I, O>(&name);
                 (name, fp)
             }
         };
@@ -628,7 +630,7 @@ where
                 };
                 let init = pool.cfg.init.as_ref();
                 os::fork_worker(&close, pool.cfg.pipe_size, &mut |task_r, result_w| {
-                    if let Some(Err(e)) = init.map(crate::Init::run) {
+                    if let Some(Err(e)) = init.map(Init::run) {
                         eprintln!("shmarena pool worker: {e}");
                         return 2;
                     }

@@ -9,8 +9,8 @@ use crate::codec::{
     parse_header, FrameWriter, Reader, HEADER, KIND_BATCH, KIND_HELLO, KIND_PANIC, KIND_RESULTS,
     PROTOCOL_VERSION, TAG_CODEC, TAG_OK, TAG_UNKNOWN_JOB,
 };
+use crate::job::{Init, WorkerJob};
 use crate::os::{self, adopt_worker_fds, INIT_ENV, WORKER_ENV};
-use crate::{Init, WorkerJob};
 
 /// Serves the worker role if this process was started by a [`Pool`](crate::Pool) in
 /// [`Mode::Spawn`](crate::Mode::Spawn), and otherwise returns at once.
