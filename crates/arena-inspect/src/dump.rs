@@ -171,9 +171,9 @@ fn default_hex_window(e: &Entry) -> Range<u64> {
 }
 
 pub(crate) fn dump(args: &DumpArgs, json: bool, out: &mut dyn Write) -> Result<i32> {
-    let target = crate::target(&args.arena)?;
-    let arena = crate::open(target.locator(), &args.arena)?;
-    let arena = crate::check_handle(arena, &target)?;
+    let target = crate::arena::target(&args.arena)?;
+    let arena = crate::arena::open(target.locator(), &args.arena)?;
+    let arena = crate::arena::check_handle(arena, &target)?;
     let wanted = match (&args.entry, target.handle()) {
         (Some(name), _) => name.clone(),
         (None, Some(h)) => arena
