@@ -147,8 +147,8 @@ fn is_broken_pipe(err: &anyhow::Error) -> bool {
 /// error. `--help` and `--version` return 0.
 ///
 /// Output goes to this process's standard output, errors to its standard error, exactly as
-/// the binary prints them; a closed standard output is not an error. It never exits the
-/// process.
+/// the binary prints them (the binary is this call); a closed standard output is not an error.
+/// It never exits the process. [`run_with_output`] writes somewhere else.
 ///
 /// ```
 /// // `--version` prints "arena-inspect X.Y.Z" and returns 0.
@@ -164,14 +164,55 @@ where
     let cli = match Cli::try_parse_from(args) {
         Ok(cli) => cli,
         Err(e) => {
-            // `--help` and `--version` arrive here too, with status 0 and text for stdout.
+            // `--help` and `--version` arrive here too, with status 0 and text for stdout;
+            // `print` styles it when the stream is a terminal.
             let _ = e.print();
             return e.exit_code();
         }
     };
     let stdout = io::stdout();
     let mut out = BufWriter::new(stdout.lock());
-    let result = run_command(&cli, &mut out).and_then(|code| {
+    execute(&cli, &mut out, &mut io::stderr())
+}
+
+/// [`run`], printing to `out` and `err` instead of this process's standard output and error
+/// (clap's usage and help text unstyled). For callers that capture the output (tests, or a
+/// Python `sys.stdout` that is not file descriptor 1).
+///
+/// ```
+/// let (mut out, mut err) = (Vec::new(), Vec::new());
+/// let code = arena_inspect::run_with_output(
+///     ["arena-inspect", "info", "no-such-arena-here"],
+///     &mut out,
+///     &mut err,
+/// );
+/// assert_eq!(code, 2);
+/// let err = String::from_utf8(err).unwrap();
+/// assert!(err.starts_with("arena-inspect: cannot open no-such-arena-here"), "{err}");
+/// ```
+pub fn run_with_output<I, T>(args: I, out: &mut dyn Write, err: &mut dyn Write) -> i32
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    let cli = match Cli::try_parse_from(args) {
+        Ok(cli) => cli,
+        Err(e) => {
+            let text = e.render().to_string();
+            let _ = if e.use_stderr() {
+                err.write_all(text.as_bytes())
+            } else {
+                out.write_all(text.as_bytes())
+            };
+            return e.exit_code();
+        }
+    };
+    execute(&cli, out, err)
+}
+
+/// Runs a parsed command line: the command's output to `out`, an error to `err`.
+fn execute(cli: &Cli, out: &mut dyn Write, err: &mut dyn Write) -> i32 {
+    let result = run_command(cli, out).and_then(|code| {
         out.flush().context("writing to stdout")?;
         Ok(code)
     });
@@ -182,7 +223,7 @@ where
             // Whatever was printed before the error goes out first; a failure here changes
             // nothing about the exit status.
             let _ = out.flush();
-            eprintln!("arena-inspect: {}", shmarena::error_chain(e.as_ref()));
+            let _ = writeln!(err, "arena-inspect: {}", shmarena::error_chain(e.as_ref()));
             exit_code_for(&e)
         }
     }
