@@ -46,6 +46,9 @@ Naming an arena (ARENA):
                           say the backing explicitly (the form `list` prints)
   shmarena1:...           a handle string (Handle::to_string); `dump` then needs
                           no ENTRY, and a handle to a replaced arena is refused
+  pub:NAME                the generation published as NAME (Arena::publish,
+                          arena-serve) when the command runs: asked of its
+                          publisher as a client would (see `published`)
 
 Exit status: 0 ok; 1 the arena is corrupt, truncated, not an arena or (verify) not
 sealed; 2 usage error, not found, permission denied or another error.
@@ -63,6 +66,7 @@ Examples:
   arena-inspect dump \"$HANDLE\"            the entry a handle string names
   arena-inspect who lexicon               which processes map it, and what it costs each
   arena-inspect published                 names published with Arena::publish or arena-serve
+  arena-inspect info pub:lexicon          the generation served as lexicon now
   arena-inspect gc --dry-run              what gc would remove, and why it keeps the rest
   arena-inspect gc --prefix myjob-        remove orphans whose names start with myjob-
   arena-inspect gc --include-persisted    also remove orphans their builder persisted";
@@ -83,7 +87,8 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// List every arena this user can see: named segments in /dev/shm that carry the arena
-    /// magic, and memfd arenas held by live processes.
+    /// magic, and memfd arenas held by live processes (built in a memfd, or sealed copies:
+    /// loaded files and segments, arena-serve's images).
     List,
     /// Show an arena's header and table of contents (works on a segment still being built).
     Info {
@@ -100,14 +105,16 @@ enum Command {
     /// the rkyv root marked.
     Dump(dump::DumpArgs),
     /// List the processes that map an arena or hold a descriptor to it, with what it costs
-    /// each in memory: PSS (its share of the arena's resident pages), TOUCHED (arena pages it
-    /// has touched: shared, not its own memory) and ANON (the process's own anonymous memory).
+    /// each in memory: PSS (its share of the arena's resident pages it maps), TOUCHED (arena
+    /// pages it has touched: shared, not its own memory) and ANON (the process's own anonymous
+    /// memory), under what the arena costs the machine (its allocated pages, mapped or not).
     Who {
         /// The arena.
         arena: String,
     },
-    /// List the names published on this machine (Arena::publish, arena-serve): publisher pid,
-    /// generation, size and the processes reading the generation being served.
+    /// List the names published on this machine (Arena::publish, arena-serve): the argument
+    /// that names each (`pub:NAME`), publisher pid, generation, size, the publisher's
+    /// descriptor of the generation served, and the processes reading it.
     Published,
     /// Remove named segments of this user whose creator is dead and that no process maps or
     /// holds open; report what was removed, the bytes freed, and why anything else was kept.

@@ -287,6 +287,10 @@ fn a_rejected_image_is_logged_with_its_cause() {
         line.contains("entry \"version\": payload checksum mismatch"),
         "{line}"
     );
+    // A good image after the bad ones: served as the next generation.
+    replace(&path, &good);
+    let line = wait_line(&mut daemon.out, "published");
+    assert!(line.contains("generation 2"), "{line}");
     drop(daemon);
     std::fs::remove_dir_all(&dir).unwrap();
 }
