@@ -163,6 +163,7 @@ impl Facts {
             "locator": self.locator.to_string(),
             "backing": backing(&self.locator),
             "kernel_sealed": s.map(|s| s.kernel_sealed),
+            "copy": s.map(|s| s.copy),
             "size": s.map(|s| s.size),
             "allocated": s.map(|s| s.allocated),
             "uid": s.map(|s| s.uid),
@@ -209,6 +210,13 @@ impl Facts {
             ),
         };
         writeln!(out, "kernel-sealed:  {sealed}")?;
+        if s.copy {
+            writeln!(
+                out,
+                "copy:           yes (a sealed copy of the arena, made by loading a file or a \
+                 named segment; the creator above built the arena, not this memfd)"
+            )?;
+        }
         writeln!(
             out,
             "{:<16}uid {}, mode {:o}, {} bytes",

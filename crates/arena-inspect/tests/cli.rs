@@ -536,6 +536,7 @@ fn memfd_arena_of_another_process() {
 
     let row = list_row(&arg).unwrap_or_else(|| panic!("{arg} not listed"));
     assert_eq!(row["owner_pid"], pid);
+    assert_eq!(row["copy"], false, "built in this memfd: {row}");
     assert_eq!(row["owner_alive"], true);
     assert_eq!(row["users"], 1);
     run(&["verify", &arg]).ok();
@@ -1169,6 +1170,7 @@ fn sealed_copies_are_listed() {
     for row in &rows {
         assert_eq!(row["backing"], "memfd", "{row}");
         assert_eq!(row["state"], "sealed", "{row}");
+        assert_eq!(row["copy"], true, "{row}");
         let arena = row["arena"].as_str().unwrap();
         let info = run(&["info", arena, "--json"]).ok().json();
         assert_eq!(info["kernel_sealed"], true, "{info}");

@@ -110,6 +110,11 @@ pub struct ArenaStatus {
     /// bytes can never change (only a memfd can). A named segment or a file never is, even
     /// though the [`Arena`](crate::Arena) opened from one reads a sealed private copy.
     pub kernel_sealed: bool,
+    /// A memfd holding a sealed copy of an arena (made by loading a file or a named segment,
+    /// as `arena-serve` does, or returned by a named or file writer's seal) rather than the
+    /// memfd the arena was built in. Its header's creator is the arena's builder, not the
+    /// process that made the copy, so a dead creator is normal for a copy.
+    pub copy: bool,
     /// Owning user id.
     pub uid: u32,
     /// Permission bits.
@@ -152,7 +157,18 @@ impl ArenaStatus {
     }
 }
 
+/// Whether `locator` names a memfd made as a sealed copy of an arena (by its debug name).
+fn is_copy(locator: &Locator) -> bool {
+    let Locator::Memfd { pid, fd } = locator else {
+        return false;
+    };
+    fs::read_link(os::fd_path(*pid, *fd)).is_ok_and(|link| {
+        link.to_str().and_then(os::MemfdKind::of_proc_path) == Some(os::MemfdKind::ArenaCopy)
+    })
+}
+
 fn status_from(locator: Locator, probe: Probe, scan: &Scan) -> ArenaStatus {
+    let copy = is_copy(&locator);
     let key = FileKey::of(&probe.meta);
     let owner = probe.header.as_ref().ok().map(Owner::of);
     ArenaStatus {
@@ -161,6 +177,7 @@ fn status_from(locator: Locator, probe: Probe, scan: &Scan) -> ArenaStatus {
         size: probe.meta.len(),
         allocated: probe.meta.blocks() * 512,
         kernel_sealed: probe.sealed,
+        copy,
         uid: probe.meta.uid(),
         mode: probe.meta.mode() & 0o7777,
         header: probe.header,
