@@ -168,14 +168,12 @@ where
     I: IntoIterator<Item = T>,
     T: Into<std::ffi::OsString> + Clone,
 {
-    let cli = match Cli::try_parse_from(args) {
+    // `print` styles clap's text when the stream is a terminal.
+    let cli = match parse(args, |e| {
+        let _ = e.print();
+    }) {
         Ok(cli) => cli,
-        Err(e) => {
-            // `--help` and `--version` arrive here too, with status 0 and text for stdout;
-            // `print` styles it when the stream is a terminal.
-            let _ = e.print();
-            return e.exit_code();
-        }
+        Err(code) => return code,
     };
     let stdout = io::stdout();
     let mut out = BufWriter::new(stdout.lock());
@@ -202,19 +200,32 @@ where
     I: IntoIterator<Item = T>,
     T: Into<std::ffi::OsString> + Clone,
 {
-    let cli = match Cli::try_parse_from(args) {
-        Ok(cli) => cli,
-        Err(e) => {
-            let text = e.render().to_string();
-            let _ = if e.use_stderr() {
-                err.write_all(text.as_bytes())
-            } else {
-                out.write_all(text.as_bytes())
-            };
-            return e.exit_code();
-        }
+    let rendered = |e: &clap::Error| {
+        let text = e.render().to_string();
+        let _ = if e.use_stderr() {
+            err.write_all(text.as_bytes())
+        } else {
+            out.write_all(text.as_bytes())
+        };
     };
-    execute(&cli, out, err)
+    match parse(args, rendered) {
+        Ok(cli) => execute(&cli, out, err),
+        Err(code) => code,
+    }
+}
+
+/// Parses the command line. A clap error (a usage error, or `--help` and `--version`, which
+/// end here too with status 0 and text for stdout) goes to `report`, and its exit status is
+/// returned as the error.
+fn parse<I, T>(args: I, report: impl FnOnce(&clap::Error)) -> std::result::Result<Cli, i32>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    Cli::try_parse_from(args).map_err(|e| {
+        report(&e);
+        e.exit_code()
+    })
 }
 
 /// Runs a parsed command line: the command's output to `out`, an error to `err`.
