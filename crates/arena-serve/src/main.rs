@@ -41,8 +41,8 @@ rename onto PATH, or PATH closed after writing). Every --poll-ms the daemon also
 compares each PATH's inode, size and modification time: that catches what
 inotify does not see (a directory on the way to PATH that is a symlink switched
 to another directory, as Kubernetes updates a mounted ConfigMap; network
-filesystems), and is the only check if inotify cannot be set up (then it says so
-at start). PATH itself must not be a symlink.
+filesystems), and is the only check with --no-inotify or if inotify cannot be set up (then it
+says so at start). PATH itself must not be a symlink.
 
 Lines on standard output:
   published NAME generation G from PATH (N bytes, E entries)
@@ -65,6 +65,9 @@ struct Cli {
     /// (which notices a rename onto PATH at once).
     #[arg(long, default_value_t = 1000, value_name = "MS")]
     poll_ms: u64,
+    /// Do not use inotify: notice replaced images by the check every --poll-ms only.
+    #[arg(long)]
+    no_inotify: bool,
     /// Also serve clients running as this uid (repeatable).
     #[arg(long, value_name = "UID")]
     allow_uid: Vec<u32>,
@@ -158,7 +161,9 @@ fn run(cli: Cli) -> Result<()> {
         .collect::<Result<Vec<_>>>()?;
     // Watches first, then each stamp and load: a replacement after the stamp is noticed.
     let paths: Vec<PathBuf> = pairs.iter().map(|(_, p)| p.clone()).collect();
-    if let Err(e) = watch::spawn(&paths, tx) {
+    if cli.no_inotify {
+        drop(tx);
+    } else if let Err(e) = watch::spawn(&paths, tx) {
         eprintln!(
             "arena-serve: inotify unavailable ({e}); checking for replaced images every {} ms",
             cli.poll_ms
