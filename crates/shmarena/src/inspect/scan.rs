@@ -6,16 +6,12 @@ use std::os::unix::fs::MetadataExt;
 
 use crate::os;
 
-/// The debug name the builder gives its memfds; `/proc/PID/fd/N` links read
-/// `/memfd:shmarena (deleted)`.
-const MEMFD_LINK_PREFIX: &str = "/memfd:shmarena";
-
-/// Whether a `/proc/PID/fd` link or `/proc/PID/maps` path names a shmarena memfd (and not, say,
-/// a memfd called `shmarena-cache`).
+/// Whether a `/proc/PID/fd` link or `/proc/PID/maps` path names a memfd that holds an arena:
+/// one this crate made for an arena or a copy of one (not its generation pages, and not, say,
+/// a memfd called `shmarena-cache`). The names come from [`os::MemfdKind`], which every memfd
+/// this crate makes is created with.
 pub(crate) fn is_arena_memfd(target: &str) -> bool {
-    target
-        .strip_prefix(MEMFD_LINK_PREFIX)
-        .is_some_and(|rest| rest.is_empty() || rest.starts_with(' '))
+    os::MemfdKind::of_proc_path(target).is_some_and(os::MemfdKind::holds_arena)
 }
 
 /// The identity of an open file: device and inode, as `fstat` reports them. Two paths or
@@ -62,8 +58,11 @@ pub struct Holder {
 /// The arena's pages are shared: a page one process touched is resident once however many
 /// processes map it. `touched` counts every such page in full in each process that touched it,
 /// so adding `touched` across processes overcounts; `pss` divides each page among the processes
-/// that map it, so the `pss` of all processes adds up to the arena's resident size. Neither is
-/// memory the process owns: that is `anonymous`.
+/// that map it, so the `pss` of all processes adds up to the arena's pages that are both
+/// resident and mapped by someone. That can be far less than what the arena costs the machine
+/// ([`ArenaStatus::allocated`](super::ArenaStatus::allocated)): a memfd's pages stay in memory
+/// while any process holds it, whether anyone maps or touches them. Neither is memory the
+/// process owns: that is `anonymous`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct MemoryCost {
     /// Proportional set size of its mappings of the arena (`Pss`): its share of the arena's
@@ -216,5 +215,22 @@ mod tests {
         assert!(is_arena_memfd("/memfd:shmarena"));
         assert!(!is_arena_memfd("/memfd:shmarena-cache (deleted)"));
         assert!(!is_arena_memfd("/dev/shm/shmarena"));
+        assert!(is_arena_memfd("/memfd:shmarena-image (deleted)"));
+        assert!(!is_arena_memfd("/memfd:shmarena-generation (deleted)"));
+        assert!(!is_arena_memfd("/memfd:shmarena (deleted) x"));
+    }
+
+    /// What the scan matches is what `memfd_create` makes: the `/proc/self/fd` link of a memfd
+    /// of each kind names that kind.
+    #[test]
+    fn memfd_names_round_trip() {
+        use std::os::fd::AsRawFd;
+        for kind in os::MemfdKind::ALL {
+            let file = os::memfd_create(kind).unwrap();
+            let link = fs::read_link(format!("/proc/self/fd/{}", file.as_raw_fd())).unwrap();
+            let link = link.to_str().unwrap();
+            assert_eq!(os::MemfdKind::of_proc_path(link), Some(kind), "{link}");
+            assert_eq!(is_arena_memfd(link), kind.holds_arena(), "{link}");
+        }
     }
 }
