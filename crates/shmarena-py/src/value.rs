@@ -14,6 +14,16 @@ use rkyv::{Archive, Place, Serialize};
 /// Alignment of array data inside an archived value: enough for every numpy numeric dtype.
 pub(crate) const ARRAY_ALIGN: usize = 16;
 
+/// Deepest nesting `put` accepts (the root is at depth 0): archiving and validation recurse
+/// once per level.
+pub(crate) const MAX_DEPTH: usize = 200;
+
+/// Most subtree claims (docs/VALUES.md, V4) a reader lets nest while validating a value: one
+/// for the root, one per container level above the deepest node, and one for that node's own
+/// out-of-line bytes. Every value `put` writes stays within it; a forged value nested deeper is
+/// refused before its depth can exhaust the validating thread's stack.
+pub(crate) const MAX_CLAIM_DEPTH: usize = MAX_DEPTH + 2;
+
 /// One node of a stored Python value.
 #[derive(Archive, Serialize)]
 #[rkyv(serialize_bounds(
