@@ -52,7 +52,17 @@ fn entry(state: &Arc<ArenaState>, py: Python<'_>, name: &str) -> PyResult<Py<PyA
         Kind::Pod | Kind::Bytes => {
             // Arenas written before format version 2 keep dtype and shape in a side table.
             let (dtype, shape) = match state.arrays()?.get(name) {
-                Some((d, s)) => (d.clone(), s.clone()),
+                // A side-table row: VALUES.md's array rules A1-A3 against the entry's bytes.
+                Some((d, s)) => {
+                    let shape = dtype::check_array(d, s, entry.len).map_err(|why| {
+                        corrupted(format!(
+                            "entry {name:?} of {}: its side-table row: {why}",
+                            state.what()
+                        ))
+                    })?;
+                    (d.clone(), shape)
+                }
+                // The table of contents: E12 and E16 hold (checked on open).
                 None => {
                     let dtype = dtype::of_entry(entry)
                         .map_err(|why| {
@@ -67,13 +77,9 @@ fn entry(state: &Arc<ArenaState>, py: Python<'_>, name: &str) -> PyResult<Py<PyA
                                 entry.type_name
                             ))
                         })?;
-                    (dtype, entry.dims())
+                    (dtype, entry.dims().iter().map(|&d| d as usize).collect())
                 }
             };
-            // The table of contents' checks (E12, E16) make these hold for the format's own
-            // dtypes; a side-table row or a `numpy:` type name is checked here.
-            let shape = dtype::check_array(&dtype, &shape, entry.len)
-                .map_err(|why| corrupted(format!("entry {name:?} of {}: {why}", state.what())))?;
             let range = entry.range();
             let handle = pickle::handle(&state.arena, name, &[], None).encode();
             make_array(
