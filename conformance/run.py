@@ -324,14 +324,16 @@ def main() -> int:
     ap.add_argument("--pointer-width", type=int, choices=(4, 8), default=4,
                     help="the pointer width the reader (and arena-inspect) read: 4, or 8 for "
                     "arenas and an arena-inspect built with `pointer_width_64`")
+    ap.add_argument("--arenas", default="*.arena",
+                    help="which sound fixtures of DIR to damage (a glob; default all)")
     args = ap.parse_args()
     t = time.monotonic()
     if (args.dir / "xxh3.json").exists():
         check_xxh3(args.dir / "xxh3.json")
         print("xxh3-64 agrees with xxhash-rust on every test vector")
-    paths = sorted(args.dir.glob("*.arena"))
+    paths = sorted(args.dir.glob(args.arenas))
     if not paths:
-        raise SystemExit(f"no *.arena in {args.dir}")
+        raise SystemExit(f"no {args.arenas} in {args.dir}")
     if (args.dir / "expect.json").exists():
         for name, entries in json.loads((args.dir / "expect.json").read_text()).items():
             data = (args.dir / name).read_bytes()

@@ -137,8 +137,7 @@ const MAX_MULTIPLIER: u64 = i32::MAX as u64;
 
 /// A decimal without leading zeros (`1`, `10`, not `01` or `0`), at most `max`.
 fn positive(digits: &str, max: u64) -> Option<u64> {
-    if digits.is_empty() || digits.starts_with('0') || !digits.bytes().all(|b| b.is_ascii_digit())
-    {
+    if digits.is_empty() || digits.starts_with('0') || !digits.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
     digits.parse::<u64>().ok().filter(|n| *n <= max)
@@ -175,7 +174,9 @@ pub(crate) fn parse(dtype: &str) -> Option<usize> {
         .strip_prefix("<M8[")
         .or_else(|| dtype.strip_prefix("<m8["))?
         .strip_suffix(']')?;
-    let split = unit.find(|c: char| !c.is_ascii_digit()).unwrap_or(unit.len());
+    let split = unit
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(unit.len());
     let (mult, unit) = unit.split_at(split);
     if !mult.is_empty() && positive(mult, MAX_MULTIPLIER).is_none_or(|m| m < 2) {
         return None;
@@ -189,7 +190,8 @@ pub(crate) fn parse(dtype: &str) -> Option<usize> {
 /// dimensions times the element size is the data's length (A3). Returns the shape, or why the
 /// array is corrupt.
 pub(crate) fn check_array(dtype: &str, shape: &[u64], len: u64) -> Result<Vec<usize>, String> {
-    let size = parse(dtype).ok_or_else(|| format!("dtype {dtype:?} is not a dtype shmarena stores"))?;
+    let size =
+        parse(dtype).ok_or_else(|| format!("dtype {dtype:?} is not a dtype shmarena stores"))?;
     let mut nbytes = size as u64;
     let mut empty = false;
     for &d in shape {

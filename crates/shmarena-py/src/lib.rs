@@ -51,9 +51,8 @@ use pyo3::types::PyBytes;
 
 use crate::arena::PyArena;
 use crate::errors::{
-    BadHandleError, CorruptedError, FormatError, IncompatibleError, NotAnArenaError,
-    ShmarenaError, StaleHandleError, StillBuildingError, TruncatedError, WrongProcessError,
-    WrongThreadError,
+    BadHandleError, CorruptedError, FormatError, IncompatibleError, NotAnArenaError, ShmarenaError,
+    StaleHandleError, StillBuildingError, TruncatedError, WrongProcessError, WrongThreadError,
 };
 use crate::view::{ListView, MapView};
 

@@ -173,7 +173,12 @@ impl ArenaState {
             Err(shmarena::Error::NoSuchEntry { .. } | shmarena::Error::TypeMismatch { .. }) => {
                 return Ok(out)
             }
-            Err(e) => return Err(format!("the array side table {META_ENTRY:?}: {}", chain(&e))),
+            Err(e) => {
+                return Err(format!(
+                    "the array side table {META_ENTRY:?}: {}",
+                    chain(&e)
+                ))
+            }
         };
         let bad = |what: &str| format!("the array side table {META_ENTRY:?}: {what}");
         let ArchivedValue::Map(m) = &*view else {
@@ -186,7 +191,10 @@ impl ArenaState {
             let (Some(ArchivedValue::Str(dtype)), Some(ArchivedValue::List(shape)), 2) =
                 (t.first(), t.get(1), t.len())
             else {
-                return Err(bad(&format!("row {:?} is not (dtype, [dims...])", name.as_str())));
+                return Err(bad(&format!(
+                    "row {:?} is not (dtype, [dims...])",
+                    name.as_str()
+                )));
             };
             let shape = shape
                 .iter()
@@ -195,7 +203,12 @@ impl ArenaState {
                     _ => None,
                 })
                 .collect::<Option<Vec<u64>>>()
-                .ok_or_else(|| bad(&format!("row {:?} has a dimension that is not an int >= 0", name.as_str())))?;
+                .ok_or_else(|| {
+                    bad(&format!(
+                        "row {:?} has a dimension that is not an int >= 0",
+                        name.as_str()
+                    ))
+                })?;
             out.insert(name.as_str().to_owned(), (dtype.as_str().to_owned(), shape));
         }
         Ok(out)

@@ -87,12 +87,14 @@ pub(crate) fn node_to_py(
                 (data.as_ptr() as usize).wrapping_sub(root.arena().as_bytes().as_ptr() as usize);
             let shape: Vec<u64> = a.shape.iter().map(|d| d.to_native()).collect();
             // docs/VALUES.md "Arrays": A1-A3 (dtype, shape, length), then A4 (alignment).
-            let checked = dtype::check_array(a.dtype.as_str(), &shape, data.len() as u64)
-                .and_then(|shape| {
+            let checked =
+                dtype::check_array(a.dtype.as_str(), &shape, data.len() as u64).and_then(|shape| {
                     if start % ARRAY_ALIGN == 0 {
                         Ok(shape)
                     } else {
-                        Err(format!("its data at arena offset {start} is not {ARRAY_ALIGN}-aligned"))
+                        Err(format!(
+                            "its data at arena offset {start} is not {ARRAY_ALIGN}-aligned"
+                        ))
                     }
                 });
             let shape = checked.map_err(|why| {
