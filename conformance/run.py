@@ -256,10 +256,11 @@ def _bindings_available() -> bool:
     return True
 
 
-def run(paths: list[Path], inspect: str, workers: int = 4, pointer_width: int = 4,
+def run(paths: list[Path], inspect: str | None, workers: int = 4, pointer_width: int = 4,
         bindings: bool | None = None) -> tuple[int, list[str]]:
-    """Checks every variant of every arena; (variants checked, disagreements). The bindings
-    judge too when `bindings` (default: when `shmarena` imports and `pointer_width` is 4)."""
+    """Checks every variant of every arena; (variants checked, disagreements). `arena-inspect`
+    judges unless `inspect` is None; the bindings judge too when `bindings` (default: when
+    `shmarena` imports and `pointer_width` is 4)."""
     if bindings is None:
         bindings = pointer_width == 4 and _bindings_available()
     tmp = Path(tempfile.mkdtemp(prefix="shmarena-conformance-"))
@@ -276,8 +277,11 @@ def run(paths: list[Path], inspect: str, workers: int = 4, pointer_width: int = 
                 ours = verdict(b, pointer_width)
                 read = read_verdict(b, pointer_width) if ours == "ok" else None
                 jobs.append((f"{p.name}: {label}", str(f), ours, read))
-        with ThreadPoolExecutor(workers) as pool:
-            theirs = list(pool.map(lambda j: inspect_verdict(inspect, j[1]), jobs))
+        if inspect is None:  # judged by arena-inspect elsewhere
+            theirs = [ours for _, _, ours, _ in jobs]
+        else:
+            with ThreadPoolExecutor(workers) as pool:
+                theirs = list(pool.map(lambda j: inspect_verdict(inspect, j[1]), jobs))
         for (label, path, ours, read), t in zip(jobs, theirs):
             if ours != t:
                 bad.append(f"{label}: reader says {ours}, arena-inspect says {t}")
