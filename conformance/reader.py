@@ -1,16 +1,20 @@
 """A reader of shmarena arenas written only from docs/FORMAT.md and docs/VALUES.md.
 
 Plain Python, no compiled extension, no shmarena code: it exists to show that the documents are
-enough, and CI checks that it agrees with the Rust reader (`arena-inspect verify`) on every
-fixture arena, sound or damaged (`run.py`, `crates/shmarena-py/tests/test_conformance.py`).
+enough, to read and to refuse, and CI checks that it agrees with the Rust reader (`arena-inspect
+verify`) and the Python bindings on every fixture arena, sound or damaged (`run.py`,
+`crates/shmarena-py/tests/test_conformance.py`).
 
     layout = parse(data)          # header + table of contents, FORMAT.md's checks in order
-    verify(data)                  # + every payload checksum
-    dtype, shape, raw = array(data, layout.entries[i])
-    value(data, layout, "name")   # an archived Python value (VALUES.md, model 1) as Python objects
+    verify(data)                  # + every payload checksum (C3)
+    dtype, shape, raw = array(data, layout.entries[i], layout)   # FORMAT.md D1, side table
+    value(data, layout, "name")   # a Python value (VALUES.md, model 1): identity by
+                                  # fingerprint, validation V1-V7, arrays A1-A4
 
-Every refusal is a `FormatError` whose `cls` is one of the five classes of FORMAT.md:
-"not-an-arena", "incompatible", "truncated", "corrupted", "still-building".
+Every refusal of damaged bytes is a `FormatError` whose `cls` is one of the five classes of
+FORMAT.md: "not-an-arena", "incompatible", "truncated", "corrupted", "still-building". Reading
+an entry of another type as a value is a `TypeMismatch` (not damage). `pointer_width`: the
+width this reader is told to read (FORMAT.md H8), 4 by default.
 """
 
 from __future__ import annotations

@@ -354,6 +354,14 @@ def main() -> int:
                 if got != [want["dtype"], want["shape"], want["values"]]:
                     raise SystemExit(f"{name} {entry}: reader gives {got}, expected {want}")
         print("the reader reads every fixture entry's dtype, shape and values as expected")
+    for p in paths:  # FORMAT.md's printed fingerprint: KIND:TYPE_HASH:ELEM_SIZE:ALIGN
+        out = subprocess.run([args.inspect, "--json", "info", str(p)], capture_output=True,
+                             text=True, check=True).stdout
+        theirs = [e["fingerprint"] for e in json.loads(out)["entries"]]
+        ours = [e.fingerprint for e in reader.parse(p.read_bytes(), args.pointer_width).entries]
+        if theirs != ours:
+            raise SystemExit(f"{p.name}: arena-inspect prints fingerprints {theirs}, the reader {ours}")
+    print("arena-inspect prints every fixture entry's fingerprint as FORMAT.md says")
     bindings = args.pointer_width == 4 and _bindings_available()
     n, bad = run(paths, args.inspect, pointer_width=args.pointer_width, bindings=bindings)
     for line in bad[:50]:

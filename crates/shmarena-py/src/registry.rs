@@ -25,6 +25,9 @@ static VALUE_TYPE_HASH: LazyLock<u64> =
 /// The entry holding dtype and shape of arrays stored with `put_array`.
 pub(crate) const META_ENTRY: &str = "shmarena-py/arrays";
 
+/// The old array side table: entry name to (dtype string, shape).
+pub(crate) type SideTable = HashMap<String, (String, Vec<u64>)>;
+
 /// One archived entry's root, shared by every view into it.
 pub(crate) struct Root {
     pub(crate) entry: String,
@@ -67,7 +70,7 @@ pub(crate) struct ArenaState {
     /// child inherits this state but is not the owner.
     owner_pid: Option<u32>,
     roots: Mutex<HashMap<String, Arc<Root>>>,
-    arrays: OnceLock<Result<HashMap<String, (String, Vec<u64>)>, String>>,
+    arrays: OnceLock<Result<SideTable, String>>,
 }
 
 impl ArenaState {
@@ -159,14 +162,14 @@ impl ArenaState {
     /// dtype and shape of top-level arrays in an arena written before format version 2 (the
     /// side table, docs/VALUES.md "Top-level arrays"), parsed once per process. A side table
     /// that does not validate, or a row that is not `name: (dtype, [dims...])`, is corrupt.
-    pub(crate) fn arrays(&self) -> PyResult<&HashMap<String, (String, Vec<u64>)>> {
+    pub(crate) fn arrays(&self) -> PyResult<&SideTable> {
         self.arrays
             .get_or_init(|| self.read_arrays())
             .as_ref()
             .map_err(|why| corrupted(format!("{}: {why}", self.what())))
     }
 
-    fn read_arrays(&self) -> Result<HashMap<String, (String, Vec<u64>)>, String> {
+    fn read_arrays(&self) -> Result<SideTable, String> {
         let mut out = HashMap::new();
         let view = match self.value(META_ENTRY) {
             Ok(view) => view,
