@@ -540,6 +540,8 @@ class _Validator:
             return
         enc = self.usize(at)
         n = (enc & 0x3F) | ((enc & ~0xFF) >> 2)
+        if n <= 2 * w:
+            raise self.bad(f"out-of-line string at {at} of {n} bytes, which fit inline")
         target = at + self.isize(at + w)
         self.claim(target, n, 1, lambda: self.utf8(target, n))
 
