@@ -297,7 +297,18 @@ def run(paths: list[Path], inspect: str | None, workers: int = 4, pointer_width:
                            f"the bindings {diff[0][1][:2] if diff else their_read}")
     finally:
         shutil.rmtree(tmp)
+    STATS.clear()
+    for _, _, ours, read in jobs:
+        STATS[ours] = STATS.get(ours, 0) + 1
+        for _, cls, _ in read or []:
+            if cls != "ok":
+                STATS[f"read {cls}"] = STATS.get(f"read {cls}", 0) + 1
     return len(jobs), bad
+
+
+# The last run's verdicts by class: format classes, and "read corrupted"/"read type-mismatch"
+# counting entries of format-sound variants that a full read refuses.
+STATS: dict[str, int] = {}
 
 
 def _json(x):
@@ -370,6 +381,7 @@ def main() -> int:
     print(f"{n} arenas ({len(paths)} sound fixtures and their damaged variants, pointer width "
           f"{args.pointer_width}): {judges} agree on {n - len(bad)}, disagree on {len(bad)}, "
           f"in {time.monotonic() - t:.1f}s")
+    print("verdicts:", ", ".join(f"{v} {k}" for k, v in sorted(STATS.items(), key=lambda kv: -kv[1])))
     return 1 if bad else 0
 
 
