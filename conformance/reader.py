@@ -320,7 +320,7 @@ def _entry(i, b, names, h: Header) -> Entry:
 
 
 def verify(data, pointer_width: int = 4) -> Layout:
-    """`parse` and then every payload checksum, in table order (FORMAT.md check V1)."""
+    """`parse` and then every payload checksum, in table order (FORMAT.md check C3)."""
     layout = parse(data, pointer_width)
     for e in layout.entries:
         if xxh3_64(data[e.offset : e.offset + e.len]) != e.checksum:
