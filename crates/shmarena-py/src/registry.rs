@@ -5,18 +5,14 @@
 //! caches [`ArenaState`]s; the views hold a [`Root`]).
 
 use std::collections::HashMap;
-use std::num::NonZeroUsize;
 use std::sync::{Arc, LazyLock, Mutex, OnceLock};
 
 use pyo3::exceptions::PyKeyError;
 use pyo3::prelude::*;
-use rkyv::validation::archive::ArchiveValidator;
-use rkyv::validation::shared::SharedValidator;
-use rkyv::validation::Validator;
 use shmarena::View;
 
 use crate::errors::{chain, corrupted, lib_err, type_mismatch, ShmarenaError};
-use crate::value::{ArchivedKey, ArchivedValue, Value, MAX_CLAIM_DEPTH};
+use crate::value::{check_claim_depth, ArchivedKey, ArchivedValue, Value};
 
 /// xxh3-64 of the value model's type name: with its size and alignment, its fingerprint.
 static VALUE_TYPE_HASH: LazyLock<u64> =
@@ -122,9 +118,9 @@ impl ArenaState {
     }
 
     /// Archived entry `name` as a [`Value`]. An entry this process does not trust yet is first
-    /// validated with the claim depth bounded ([`MAX_CLAIM_DEPTH`]); the library's own
-    /// validation, which `get` runs next, has no bound, and a forged value nested a few hundred
-    /// thousand levels deep would overflow the thread's stack.
+    /// scanned for its nesting ([`check_claim_depth`]): the library's validation, which `get`
+    /// runs next, has no bound, and a forged value nested a few hundred thousand levels deep
+    /// would overflow the thread's stack.
     fn value(&self, name: &str) -> Result<View<Value>, shmarena::Error> {
         if let Some((_, e)) = self.arena.layout().find(name) {
             let is_value = e.kind == shmarena::format::Kind::Archived
@@ -133,26 +129,13 @@ impl ArenaState {
                 && e.align as usize == std::mem::align_of::<ArchivedValue>();
             if is_value && !self.arena.trusts::<Value>(name) {
                 let payload = &self.arena.as_bytes()[e.range()];
-                let mut validator = Validator::new(
-                    ArchiveValidator::with_max_depth(
-                        payload,
-                        NonZeroUsize::new(MAX_CLAIM_DEPTH + 1),
-                    ),
-                    SharedValidator::new(),
-                );
-                rkyv::api::access_pos_with_context::<ArchivedValue, _, rkyv::rancor::Error>(
-                    payload,
-                    e.root_pos as usize,
-                    &mut validator,
-                )
-                .map_err(|err| shmarena::Error::Format {
-                    arena: self.what(),
-                    source: shmarena::format::FormatError::Corrupted {
-                        detail: format!(
-                            "entry {name:?} does not validate as a value nested at most \
-                             {MAX_CLAIM_DEPTH} claims deep: {err}"
-                        ),
-                    },
+                check_claim_depth(payload, e.root_pos as usize).map_err(|why| {
+                    shmarena::Error::Format {
+                        arena: self.what(),
+                        source: shmarena::format::FormatError::Corrupted {
+                            detail: format!("entry {name:?}: {why}"),
+                        },
+                    }
                 })?;
             }
         }

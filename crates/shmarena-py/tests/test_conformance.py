@@ -417,3 +417,21 @@ def test_error_classes(tmp_path):
     (tmp_path / "flip.arena").write_bytes(bytes(flipped))
     with pytest.raises(shmarena.CorruptedError):
         shmarena.open(path=str(tmp_path / "flip.arena"))
+
+
+def test_the_deepest_value_put_writes_reads_everywhere(tmp_path):
+    """A value nested MAX_DEPTH levels with an out-of-line string at the bottom needs all 202
+    claims of VALUES.md's V3: the bindings and the reader both read it, and refuse one level
+    more (put refuses to write it)."""
+    deepest: object = "a string long enough to be out of line"
+    for _ in range(shmarena.MAX_DEPTH):
+        deepest = [deepest]
+    path = tmp_path / "deep.arena"
+    with shmarena.build(path=str(path)) as b:
+        b.put("v", deepest)
+        with pytest.raises(ValueError, match="nested deeper"):
+            b.put("w", [deepest])
+    b.arena.close()
+    assert _read(path, "v") == deepest
+    data = path.read_bytes()
+    assert reader.value(data, reader.parse(data), "v") == deepest
