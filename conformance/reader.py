@@ -1,16 +1,20 @@
 """A reader of shmarena arenas written only from docs/FORMAT.md and docs/VALUES.md.
 
 Plain Python, no compiled extension, no shmarena code: it exists to show that the documents are
-enough, and CI checks that it agrees with the Rust reader (`arena-inspect verify`) on every
-fixture arena, sound or damaged (`run.py`, `crates/shmarena-py/tests/test_conformance.py`).
+enough, to read and to refuse, and CI checks that it agrees with the Rust reader (`arena-inspect
+verify`) and the Python bindings on every fixture arena, sound or damaged (`run.py`,
+`crates/shmarena-py/tests/test_conformance.py`).
 
     layout = parse(data)          # header + table of contents, FORMAT.md's checks in order
-    verify(data)                  # + every payload checksum
-    dtype, shape, raw = array(data, layout.entries[i])
-    value(data, layout, "name")   # an archived Python value (VALUES.md, model 1) as Python objects
+    verify(data)                  # + every payload checksum (C3)
+    dtype, shape, raw = array(data, layout.entries[i], layout)   # FORMAT.md D1, side table
+    value(data, layout, "name")   # a Python value (VALUES.md, model 1): identity by
+                                  # fingerprint, validation V1-V7, arrays A1-A4
 
-Every refusal is a `FormatError` whose `cls` is one of the five classes of FORMAT.md:
-"not-an-arena", "incompatible", "truncated", "corrupted", "still-building".
+Every refusal of damaged bytes is a `FormatError` whose `cls` is one of the five classes of
+FORMAT.md: "not-an-arena", "incompatible", "truncated", "corrupted", "still-building". Reading
+an entry of another type as a value is a `TypeMismatch` (not damage). `pointer_width`: the
+width this reader is told to read (FORMAT.md H8), 4 by default.
 """
 
 from __future__ import annotations
@@ -306,19 +310,17 @@ def _entry(i, b, names, h: Header) -> Entry:
             if off + 8 * ndim > len(names):
                 raise bad("shape outside the names area")
             shape = struct.unpack_from(f"<{ndim}Q", names, off)
-            product = 1
-            for d in shape:
-                product *= d
-                if product >= 1 << 64:
-                    raise bad("shape overflows")
-            if product != e.count:
+            count = shape_elements(shape, e.elem_size)
+            if count is None:
+                raise bad("shape larger than 2^63 - 1 bytes")
+            if count != e.count:
                 raise bad("shape does not hold count elements")
             e.shape = tuple(shape)
     return e
 
 
 def verify(data, pointer_width: int = 4) -> Layout:
-    """`parse` and then every payload checksum, in table order (FORMAT.md check V1)."""
+    """`parse` and then every payload checksum, in table order (FORMAT.md check C3)."""
     layout = parse(data, pointer_width)
     for e in layout.entries:
         if xxh3_64(data[e.offset : e.offset + e.len]) != e.checksum:
@@ -326,27 +328,121 @@ def verify(data, pointer_width: int = 4) -> Layout:
     return layout
 
 
+DTYPE_UNITS = TIME_UNITS[1:]
+MAX_ARRAY_BYTES = (1 << 63) - 1  # numpy's limit on an array's size in bytes
+_MAX_INT = (1 << 31) - 1
+
+
+def _positive(digits: str, most: int) -> int | None:
+    """A decimal without leading zeros, 1 to `most`."""
+    if not digits or digits[0] == "0" or not all("0" <= c <= "9" for c in digits):
+        return None
+    n = int(digits)
+    return n if n <= most else None
+
+
+def dtype_itemsize(s: str) -> int | None:
+    """The element size of a dtype string that follows VALUES.md's grammar, else None."""
+    fixed = {"|b1": 1, "|i1": 1, "|u1": 1, "<i2": 2, "<u2": 2, "<f2": 2, "<i4": 4, "<u4": 4,
+             "<f4": 4, "<i8": 8, "<u8": 8, "<f8": 8, "<c8": 8, "<f16": 16, "<c16": 16,
+             "<c32": 32, "<M8": 8, "<m8": 8}
+    if s in fixed:
+        return fixed[s]
+    if s.startswith("|S"):
+        return _positive(s[2:], _MAX_INT)
+    if s.startswith("<U"):
+        n = _positive(s[2:], _MAX_INT // 4)
+        return None if n is None else 4 * n
+    if s[:4] in ("<M8[", "<m8[") and s.endswith("]"):
+        unit = s[4:-1]
+        k = 0
+        while k < len(unit) and "0" <= unit[k] <= "9":
+            k += 1
+        mult, unit = unit[:k], unit[k:]
+        if mult and (_positive(mult, _MAX_INT) or 0) < 2:
+            return None
+        return 8 if unit in DTYPE_UNITS else None
+    return None
+
+
+def shape_elements(shape, elem_size: int) -> int | None:
+    """FORMAT.md E16 / VALUES.md A2: the number of elements of `shape` (0 if any dimension is
+    0), or None if the non-zero dimensions times `elem_size` exceed 2^63 - 1."""
+    nbytes = max(elem_size, 1)
+    for d in shape:
+        if d:
+            nbytes *= d
+            if nbytes > MAX_ARRAY_BYTES:
+                return None
+    return 0 if 0 in shape else nbytes // max(elem_size, 1)
+
+
 def dtype(e: Entry) -> str:
-    """The numpy dtype string (`numpy.dtype(s)` accepts it) of a pod or bytes entry."""
-    if e.prim == 0 and e.type_name.startswith("numpy:"):
-        return e.type_name[len("numpy:") :]  # the Python bindings' opaque numpy dtypes
+    """The numpy dtype string (`numpy.dtype(s)` accepts it) of a pod or bytes entry: from
+    `prim`, or for an opaque element the dtype after `numpy:` in the type name (checked: the
+    grammar and the element size), else `|V<elem_size>`."""
+    if e.kind == "bytes":
+        return "|u1"
+    if e.prim == 0:
+        if e.type_name.startswith("numpy:"):  # the Python bindings' opaque numpy dtypes
+            s = e.type_name[len("numpy:") :]
+            if dtype_itemsize(s) != e.elem_size:
+                raise FormatError("corrupted", f"entry {e.name!r}: type name {e.type_name!r} "
+                                  f"does not name a dtype of {e.elem_size}-byte elements")
+            return s
+        return f"|V{e.elem_size}"
     template = PRIMS[e.prim][2]
     unit = TIME_UNITS[e.prim_arg] if e.prim in (15, 16) else ""
     return template.format(n=e.elem_size, u=e.elem_size // 4, unit=f"[{unit}]" if unit else "")
 
 
-def array(data, e: Entry) -> tuple[str, tuple[int, ...], memoryview]:
-    """A pod or bytes entry as (numpy dtype string, shape, the raw bytes in row-major order)."""
+def array(data, e: Entry, layout: Layout | None = None) -> tuple[str, tuple[int, ...], memoryview]:
+    """A pod or bytes entry as (numpy dtype string, shape, the raw bytes in row-major order).
+    With `layout`, an arena that has the bindings' old side table (VALUES.md, "Top-level
+    arrays") gives the dtype and shape recorded there."""
     if e.kind == "archived":
         raise TypeError(f"entry {e.name!r} is archived, not an array")
-    return dtype(e), e.dims, memoryview(data)[e.offset : e.offset + e.len]
+    row = side_table(data, layout).get(e.name) if layout is not None else None
+    if row is None:
+        dt, shape = dtype(e), e.dims
+    else:
+        dt, shape = row
+        size = dtype_itemsize(dt)
+        if size is None or shape_elements(shape, size) is None or \
+                shape_elements(shape, size) * size != e.len:
+            raise FormatError("corrupted", f"side-table row {e.name!r}: {dt} {shape} does not "
+                              f"describe {e.len} bytes")
+    return dt, shape, memoryview(data)[e.offset : e.offset + e.len]
+
+
+SIDE_TABLE = "shmarena-py/arrays"
+
+
+def side_table(data, layout: Layout) -> dict:
+    """The bindings' old array side table: {entry name: (dtype, shape)}, {} if there is none."""
+    if not any(x.name == SIDE_TABLE for x in layout.entries):
+        return {}
+    try:
+        table = value(data, layout, SIDE_TABLE)
+    except TypeMismatch:
+        return {}
+    out = {}
+    if not isinstance(table, dict):
+        raise FormatError("corrupted", "the array side table is not a dict")
+    for k, row in table.items():
+        ok = (isinstance(k, str) and isinstance(row, tuple) and len(row) == 2
+              and isinstance(row[0], str) and isinstance(row[1], list)
+              and all(type(d) is int and d >= 0 for d in row[1]))
+        if not ok:
+            raise FormatError("corrupted", f"side-table row {k!r} is not (dtype, [dims...])")
+        out[k] = (row[0], tuple(row[1]))
+    return out
 
 
 def elements(data, e: Entry) -> list:
     """The elements of a pod or bytes entry as plain Python values, flat in row-major order:
     numbers, bools, complex as [re, im], NaT as None, strings with their padding removed."""
-    _, _, raw = array(data, e)
-    raw = bytes(raw)
+    raw = bytes(data[e.offset : e.offset + e.len])
     n, size = e.count, e.elem_size
     p = e.prim
     if p in (1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 12):
@@ -374,79 +470,195 @@ def elements(data, e: Entry) -> list:
 # ---------------------------------------------------------------------------------------------
 # The Python bindings' value model (docs/VALUES.md), version 1, in rkyv 0.8's layout.
 
-VALUE_TYPE_NAMES = ("shmarena_py::value::Value",)
-MAX_DEPTH = 1000
+VALUE_TYPE_NAME = "shmarena_py::value::Value"
+VALUE_TYPE_HASH = xxh3_64(VALUE_TYPE_NAME.encode())
+MAX_DEPTH = 200  # shmarena.MAX_DEPTH: the deepest node `put` writes (the root is at depth 0)
+MAX_CLAIM_DEPTH = MAX_DEPTH + 2  # VALUES.md V4
+GROUP = 16  # rkyv's MAX_GROUP_WIDTH: the hash table's control bytes come in groups of 16
+
+
+class TypeMismatch(Exception):
+    """The entry is not a value of the model (another fingerprint): not damage, another type."""
+
+    cls = "type-mismatch"
+
+
+def value_sizes(w: int) -> tuple[int, int]:
+    """(size of a Value, size of a Key) for pointer width `w`."""
+    return (32, 16) if w == 4 else (56, 24)
+
+
+class _Validator:
+    """VALUES.md "What a reader refuses", V1-V9: rkyv 0.8's bytecheck rules for the value
+    model, in the order bytecheck applies them. `lo`/`hi` is the range a claim may take."""
+
+    def __init__(self, data, start: int, end: int, w: int):
+        self.d = memoryview(data)
+        self.lo, self.hi = start, end
+        self.w = w
+        self.value_size, self.key_size = value_sizes(w)
+        self.depth = 0
+
+    def bad(self, why: str):
+        return FormatError("corrupted", f"archived value: {why}")
+
+    def usize(self, at):
+        return int.from_bytes(self.d[at : at + self.w], "little")
+
+    def isize(self, at):
+        return int.from_bytes(self.d[at : at + self.w], "little", signed=True)
+
+    def claim(self, at: int, size: int, align: int, children=None) -> None:
+        """V3-V5: bytes `at .. at + size` lie in the current range and are aligned; what they
+        point to lies below them; whatever comes next lies after them."""
+        if at < self.lo or at + size > self.hi:
+            raise self.bad(f"{size} bytes at {at} outside {self.lo}..{self.hi}")
+        if at % align:
+            raise self.bad(f"{at} is not {align}-aligned")
+        self.depth += 1
+        if self.depth > MAX_CLAIM_DEPTH:
+            raise self.bad(f"claims nested deeper than {MAX_CLAIM_DEPTH}")
+        hi = self.hi
+        self.hi = at
+        if children is not None:
+            children()
+        self.depth -= 1
+        self.lo, self.hi = at + size, hi
+
+    def utf8(self, at: int, n: int) -> None:
+        try:
+            bytes(self.d[at : at + n]).decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise self.bad(f"string at {at} is not UTF-8") from e
+
+    def string(self, at: int) -> None:
+        w = self.w
+        if self.d[at] & 0xC0 != 0x80:  # inline
+            raw = bytes(self.d[at : at + 2 * w])
+            n = raw.find(b"\xff")
+            self.utf8(at, 2 * w if n < 0 else n)
+            return
+        enc = self.usize(at)
+        n = (enc & 0x3F) | ((enc & ~0xFF) >> 2)
+        if n <= 2 * w:
+            raise self.bad(f"out-of-line string at {at} of {n} bytes, which fit inline")
+        target = at + self.isize(at + w)
+        self.claim(target, n, 1, lambda: self.utf8(target, n))
+
+    def vec(self, at: int, elem: int, align: int, each=None) -> None:
+        target, n = at + self.isize(at), self.usize(at + self.w)
+        def children():
+            if each is not None:
+                for k in range(n):
+                    each(target + k * elem)
+        self.claim(target, n * elem, align, children)
+
+    def key(self, at: int) -> None:
+        tag = self.d[at]
+        f = at + self.w
+        if tag == 0:
+            self.string(f)
+        elif tag == 2:
+            self.vec(f, 1, 1)
+        elif tag != 1:
+            raise self.bad(f"key tag {tag} at {at}")
+
+    def table(self, at: int) -> None:
+        """V7: the hash table beside a dict's entries."""
+        w = self.w
+        n, cap = self.usize(at + w), self.usize(at + 2 * w)
+        if n == 0 and cap == 0:
+            return
+        if n >= cap:
+            raise self.bad(f"hash table of length {n} and capacity {cap} at {at}")
+        controls = (cap + GROUP - 1) // GROUP * GROUP + GROUP - 1
+        ctrl = at + self.isize(at)
+        def children():
+            full = sum(1 for b in self.d[ctrl : ctrl + cap] if b < 0x80)
+            if full != n:
+                raise self.bad(f"hash table at {at} has {full} full buckets, length {n}")
+            for i in range(cap, min(2 * cap, controls - cap)):
+                if self.d[ctrl + i] != self.d[ctrl + i - cap]:
+                    raise self.bad(f"hash table at {at}: control byte {i} is not wrapped")
+        self.claim(ctrl - cap * w, cap * w + controls, w, children)
+
+    def value(self, at: int) -> None:
+        tag = self.d[at]
+        w = self.w
+        f = at + w
+        if tag > 9:
+            raise self.bad(f"value tag {tag} at {at}")
+        if tag == 1 and self.d[at + 1] > 1:
+            raise self.bad(f"bool {self.d[at + 1]} at {at}")
+        elif tag == 4:
+            self.string(f)
+        elif tag == 5:
+            self.vec(f, 1, 1)
+        elif tag in (6, 7):
+            self.vec(f, self.value_size, 8, self.value)
+        elif tag == 8:
+            self.table(f)
+            entry = self.key_size + self.value_size
+            target, n = f + 3 * w + self.isize(f + 3 * w), self.usize(f + w)
+            def children():
+                for k in range(n):
+                    self.key(target + k * entry)
+                    self.value(target + k * entry + self.key_size)
+            self.claim(target, n * entry, 8, children)
+        elif tag == 9:
+            self.string(f)
+            self.vec(f + 2 * w, 8, 8)
+            self.vec(f + 4 * w, 1, 1)
+
+
+def validate(data, e: Entry, w: int) -> None:
+    """VALUES.md V1-V9 on archived entry `e`: what rkyv's bytecheck refuses, as *corrupted*."""
+    v = _Validator(data, e.offset, e.offset + e.len, w)
+    root = e.offset + e.root_pos
+    v.claim(root, v.value_size, 8, lambda: v.value(root))
 
 
 class _Walker:
-    def __init__(self, data, start: int, end: int, pointer_width: int):
-        if pointer_width not in (4, 8):
-            raise FormatError("incompatible", f"pointer width {pointer_width}")
-        self.d = memoryview(data)
-        self.start, self.end = start, end
-        self.w = pointer_width
-        self.ufmt = "<I" if pointer_width == 4 else "<Q"
-        self.ifmt = "<i" if pointer_width == 4 else "<q"
-        # Offsets inside the archived types (docs/VALUES.md, "Layouts").
-        w = pointer_width
-        self.value_size = 32 if w == 4 else 56
-        self.key_size = 16 if w == 4 else 24
-        self.entry_value_at = self.key_size  # Entry { key, value }: value after the key
-        self.entry_size = self.key_size + self.value_size
+    """Decodes a validated value (VALUES.md, "Layouts"); arrays are checked with A1-A4."""
 
-    def _check(self, at: int, n: int) -> None:
-        if at < self.start or at + n > self.end:
-            raise FormatError("corrupted", f"archived value reaches outside its payload at {at}")
+    def __init__(self, data, w: int):
+        self.d = memoryview(data)
+        self.w = w
+        self.value_size, self.key_size = value_sizes(w)
 
     def usize(self, at):
-        self._check(at, self.w)
-        return struct.unpack_from(self.ufmt, self.d, at)[0]
+        return int.from_bytes(self.d[at : at + self.w], "little")
 
     def rel(self, at):
-        """The target of the relative pointer stored at `at`."""
-        self._check(at, self.w)
-        return at + struct.unpack_from(self.ifmt, self.d, at)[0]
+        return at + int.from_bytes(self.d[at : at + self.w], "little", signed=True)
 
     def string_bytes(self, at) -> bytes:
-        """An ArchivedString at `at` (2w bytes): inline or out of line."""
-        self._check(at, 2 * self.w)
-        first = self.d[at]
-        if first & 0xC0 != 0x80:  # inline: up to 2w bytes, padded with 0xff
-            raw = bytes(self.d[at : at + 2 * self.w])
+        w = self.w
+        if self.d[at] & 0xC0 != 0x80:  # inline: up to 2w bytes, padded with 0xff
+            raw = bytes(self.d[at : at + 2 * w])
             n = raw.find(b"\xff")
             return raw if n < 0 else raw[:n]
         enc = self.usize(at)
         n = (enc & 0x3F) | ((enc & ~0xFF) >> 2)
         # The offset counts from the start of the string (not from the offset field).
-        self._check(at + self.w, self.w)
-        target = at + struct.unpack_from(self.ifmt, self.d, at + self.w)[0]
-        self._check(target, n)
+        target = at + int.from_bytes(self.d[at + w : at + 2 * w], "little", signed=True)
         return bytes(self.d[target : target + n])
 
     def vec(self, at) -> tuple[int, int]:
-        """An ArchivedVec at `at`: (position of element 0, length)."""
         return self.rel(at), self.usize(at + self.w)
 
     def key(self, at):
-        self._check(at, self.key_size)
         tag = self.d[at]
         if tag == 0:
-            return self.string_bytes(at + 4 if self.w == 4 else at + 8).decode("utf-8")
+            return self.string_bytes(at + self.w).decode("utf-8")
         if tag == 1:
-            self._check(at + 8, 8)
             return struct.unpack_from("<q", self.d, at + 8)[0]
-        if tag == 2:
-            pos, n = self.vec(at + (4 if self.w == 4 else 8))
-            self._check(pos, n)
-            return bytes(self.d[pos : pos + n])
-        raise FormatError("corrupted", f"unknown key tag {tag} at {at}")
+        pos, n = self.vec(at + self.w)
+        return bytes(self.d[pos : pos + n])
 
-    def value(self, at, depth=0):
-        if depth > MAX_DEPTH:
-            raise FormatError("corrupted", "value nested too deeply")
-        self._check(at, self.value_size)
+    def value(self, at):
         tag = self.d[at]
-        f = at + (4 if self.w == 4 else 8)  # the first field of a pointer-aligned variant
+        f = at + self.w  # the first field of a pointer-aligned variant
         if tag == 0:
             return None
         if tag == 1:
@@ -459,33 +671,37 @@ class _Walker:
             return self.string_bytes(f).decode("utf-8")
         if tag == 5:
             pos, n = self.vec(f)
-            self._check(pos, n)
             return bytes(self.d[pos : pos + n])
         if tag in (6, 7):
             pos, n = self.vec(f)
-            self._check(pos, n * self.value_size)
-            items = [self.value(pos + k * self.value_size, depth + 1) for k in range(n)]
+            items = [self.value(pos + k * self.value_size) for k in range(n)]
             return items if tag == 6 else tuple(items)
         if tag == 8:
             # ArchivedIndexMap: table { ptr, len, cap }, then entries (a relative pointer).
             n = self.usize(f + self.w)
             pos = self.rel(f + 3 * self.w)
-            self._check(pos, n * self.entry_size)
             out = {}
+            entry = self.key_size + self.value_size
             for k in range(n):
-                e = pos + k * self.entry_size
-                out[self.key(e)] = self.value(e + self.entry_value_at, depth + 1)
+                e = pos + k * entry
+                out[self.key(e)] = self.value(e + self.key_size)
             return out
-        if tag == 9:
-            # Array { dtype: String, shape: Vec<u64>, data: Vec<u8> }
-            dtype = self.string_bytes(f).decode("ascii")
-            spos, ndim = self.vec(f + 2 * self.w)
-            self._check(spos, 8 * ndim)
-            shape = struct.unpack_from(f"<{ndim}Q", self.d, spos)
-            dpos, n = self.vec(f + 4 * self.w)
-            self._check(dpos, n)
-            return ArrayValue(dtype, tuple(shape), bytes(self.d[dpos : dpos + n]))
-        raise FormatError("corrupted", f"unknown value tag {tag} at {at}")
+        # tag 9, Array { dtype: String, shape: Vec<u64>, data: Vec<u8> }: A1-A4.
+        dtype = self.string_bytes(f).decode("utf-8")
+        spos, ndim = self.vec(f + 2 * self.w)
+        shape = struct.unpack_from(f"<{ndim}Q", self.d, spos)
+        dpos, n = self.vec(f + 4 * self.w)
+        size = dtype_itemsize(dtype)
+        if size is None:
+            raise FormatError("corrupted", f"array at {at}: dtype {dtype!r} breaks the grammar")
+        count = shape_elements(shape, size)
+        if count is None:
+            raise FormatError("corrupted", f"array at {at}: shape {shape} beyond numpy's limit")
+        if count * size != n:
+            raise FormatError("corrupted", f"array at {at}: {dtype} {shape} is not {n} bytes")
+        if dpos % 16:
+            raise FormatError("corrupted", f"array at {at}: data at {dpos} not 16-aligned")
+        return ArrayValue(dtype, tuple(shape), bytes(self.d[dpos : dpos + n]))
 
 
 @dataclass
@@ -497,13 +713,25 @@ class ArrayValue:
     data: bytes
 
 
+def is_value(e: Entry, w: int) -> bool:
+    """Whether entry `e` has the value model's fingerprint (VALUES.md: its identity)."""
+    return (e.kind, e.type_hash, e.elem_size, e.align) == ("archived", VALUE_TYPE_HASH,
+                                                           value_sizes(w)[0], 8)
+
+
 def value(data, layout: Layout, name: str):
     """An archived entry written by the Python bindings (`Builder.put`), as plain Python
-    objects: dict, list, tuple, str, bytes, int, float, bool, None and `ArrayValue`."""
+    objects: dict, list, tuple, str, bytes, int, float, bool, None and `ArrayValue`.
+    `TypeMismatch` if the entry has another fingerprint; `FormatError` if it is corrupt."""
     e = layout.find(name)
-    if e.kind != "archived" or e.type_name not in VALUE_TYPE_NAMES:
-        raise TypeError(f"entry {name!r} is not a shmarena-py value (type {e.type_name!r})")
-    w = _Walker(data, e.offset, e.offset + e.len, layout.header.pointer_width)
-    if e.elem_size != w.value_size:
-        raise FormatError("corrupted", f"value root of {e.elem_size} bytes, expected {w.value_size}")
-    return w.value(e.offset + e.root_pos)
+    w = layout.header.pointer_width
+    if not is_value(e, w):
+        raise TypeMismatch(f"entry {name!r} is not a shmarena-py value (type {e.type_name!r})")
+    return value_at(data, e, w)
+
+
+def value_at(data, e: Entry, w: int):
+    """Validates (V1-V9) and decodes an archived entry laid out as the value model, whatever
+    its type name."""
+    validate(data, e, w)
+    return _Walker(data, w).value(e.offset + e.root_pos)

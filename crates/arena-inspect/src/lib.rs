@@ -51,7 +51,9 @@ Naming an arena (ARENA):
                           publisher as a client would (see `published`)
 
 Exit status: 0 ok; 1 the arena is corrupt, truncated, not an arena or (verify) not
-sealed; 2 usage error, not found, permission denied or another error.
+sealed; 2 incompatible (a format version, byte order, rkyv generation or pointer
+width this build does not read), usage error, not found, permission denied or
+another error.
 A closed pipe (`| head`) is not an error.
 
 Examples:
@@ -96,7 +98,9 @@ enum Command {
         arena: String,
     },
     /// Check the header, every bound in the table of contents and every payload checksum.
-    /// Exit 0 ok, 1 corrupt, 2 cannot open.
+    /// Exit 0 ok; 1 corrupted, truncated, not an arena or still building (--json: `problem`
+    /// says which, `checksum` for a payload); 2 incompatible (a version, byte order, rkyv
+    /// generation or pointer width this build does not read) or cannot open.
     Verify {
         /// The arena.
         arena: String,

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use pyo3::exceptions::{PyKeyError, PyTypeError, PyValueError};
+use pyo3::exceptions::{PyKeyError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::PyList;
@@ -12,7 +12,7 @@ use pyo3::IntoPyObjectExt;
 use shmarena::format::Kind;
 
 use crate::dtype;
-use crate::errors::lib_err;
+use crate::errors::{corrupted, lib_err, type_mismatch};
 use crate::handle::{self, Handle};
 use crate::package::helper;
 use crate::pickle::{self, Reduced};
@@ -51,19 +51,33 @@ fn entry(state: &Arc<ArenaState>, py: Python<'_>, name: &str) -> PyResult<Py<PyA
         }
         Kind::Pod | Kind::Bytes => {
             // Arenas written before format version 2 keep dtype and shape in a side table.
-            let (dtype, shape) = match state.arrays().get(name) {
-                Some((d, s)) => (d.clone(), s.clone()),
-                None => {
-                    let dtype = dtype::of_entry(entry).ok_or_else(|| {
-                        PyTypeError::new_err(format!(
-                            "entry {name:?} of {} holds {} elements of type {} that have no numpy dtype",
-                            state.what(),
-                            entry.count,
-                            entry.type_name
+            let (dtype, shape) = match state.arrays()?.get(name) {
+                // A side-table row: VALUES.md's array rules A1-A3 against the entry's bytes.
+                Some((d, s)) => {
+                    let shape = dtype::check_array(d, s, entry.len).map_err(|why| {
+                        corrupted(format!(
+                            "entry {name:?} of {}: its side-table row: {why}",
+                            state.what()
                         ))
                     })?;
-                    let shape = entry.dims().iter().map(|&d| d as usize).collect();
-                    (dtype, shape)
+                    (d.clone(), shape)
+                }
+                // The table of contents: E12 and E16 hold (checked on open).
+                None => {
+                    let dtype = dtype::of_entry(entry)
+                        .map_err(|why| {
+                            corrupted(format!("entry {name:?} of {}: {why}", state.what()))
+                        })?
+                        .ok_or_else(|| {
+                            type_mismatch(format!(
+                                "entry {name:?} of {} holds {} elements of type {} that have no \
+                                 numpy dtype on this machine",
+                                state.what(),
+                                entry.count,
+                                entry.type_name
+                            ))
+                        })?;
+                    (dtype, entry.dims().iter().map(|&d| d as usize).collect())
                 }
             };
             let range = entry.range();
@@ -78,7 +92,7 @@ fn entry(state: &Arc<ArenaState>, py: Python<'_>, name: &str) -> PyResult<Py<PyA
                 handle,
             )
         }
-        _ => Err(PyTypeError::new_err(format!(
+        _ => Err(type_mismatch(format!(
             "entry {name:?} of {} has kind {} that Python cannot read",
             state.what(),
             entry.kind

@@ -11,8 +11,7 @@ use pyo3::types::{
 use crate::value::{Array, ArrayData, Key, Value};
 use crate::view::{ListView, MapView};
 
-/// Deepest nesting `put` accepts: archiving and validation recurse once per level.
-pub(crate) const MAX_DEPTH: usize = 200;
+pub(crate) use crate::value::MAX_DEPTH;
 
 /// One step of the path to the value being converted.
 enum Seg<'py> {

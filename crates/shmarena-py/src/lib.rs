@@ -51,7 +51,8 @@ use pyo3::types::PyBytes;
 
 use crate::arena::PyArena;
 use crate::errors::{
-    BadHandleError, ShmarenaError, StaleHandleError, WrongProcessError, WrongThreadError,
+    BadHandleError, CorruptedError, FormatError, IncompatibleError, NotAnArenaError, ShmarenaError,
+    StaleHandleError, StillBuildingError, TruncatedError, WrongProcessError, WrongThreadError,
 };
 use crate::view::{ListView, MapView};
 
@@ -113,6 +114,12 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("WrongProcessError", py.get_type::<WrongProcessError>())?;
     m.add("BadHandleError", py.get_type::<BadHandleError>())?;
     m.add("WrongThreadError", py.get_type::<WrongThreadError>())?;
+    m.add("FormatError", py.get_type::<FormatError>())?;
+    m.add("NotAnArenaError", py.get_type::<NotAnArenaError>())?;
+    m.add("IncompatibleError", py.get_type::<IncompatibleError>())?;
+    m.add("TruncatedError", py.get_type::<TruncatedError>())?;
+    m.add("CorruptedError", py.get_type::<CorruptedError>())?;
+    m.add("StillBuildingError", py.get_type::<StillBuildingError>())?;
     m.add("MAX_DEPTH", from_py::MAX_DEPTH)?;
     service::register(m)?;
     Ok(())

@@ -11,6 +11,7 @@ use rkyv::collections::swiss_table::ArchivedIndexMap;
 use rkyv::hash::{hash_value, FxHasher64};
 use rkyv::primitive::ArchivedUsize;
 
+use crate::errors::corrupted;
 use crate::pickle::{self, Reduced};
 use crate::registry::Root;
 use crate::to_py::{key_to_py, node_to_py, node_to_python};
@@ -107,12 +108,26 @@ impl MapView {
     fn find(&self, key: &Bound<'_, PyAny>) -> PyResult<Option<(usize, &ArchivedValue)>> {
         let m = self.map()?;
         let arena = self.root.arena().as_bytes();
-        Ok(with_key(key, |q| {
+        let found = with_key(key, |q| {
             touch_buckets(arena, m, hash_value::<KeyRef<'_>, FxHasher64>(&q));
-            m.get_full_with(&q, |q, k| *q == k.as_ref())
-                .map(|(i, _, v)| (i, v))
-        })
-        .flatten())
+            // bytecheck does not check what the hash table's buckets hold: rkyv's lookup
+            // indexes the entries with one and panics if it is past their end.
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                m.get_full_with(&q, |q, k| *q == k.as_ref())
+                    .map(|(i, _, v)| (i, v))
+            }))
+        });
+        match found {
+            None => Ok(None),
+            Some(Ok(hit)) => Ok(hit),
+            Some(Err(_)) => Err(corrupted(format!(
+                "entry {:?} of arena {}: the hash table of the dict at position path {:?} names \
+                 an entry past its end",
+                self.root.entry,
+                self.root.arena().id(),
+                self.path
+            ))),
+        }
     }
 
     fn iter(&self, what: IterWhat) -> PyResult<MapIter> {

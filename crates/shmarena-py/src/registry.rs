@@ -5,17 +5,24 @@
 //! caches [`ArenaState`]s; the views hold a [`Root`]).
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, LazyLock, Mutex, OnceLock};
 
-use pyo3::exceptions::{PyKeyError, PyTypeError};
+use pyo3::exceptions::PyKeyError;
 use pyo3::prelude::*;
 use shmarena::View;
 
-use crate::errors::{chain, lib_err, ShmarenaError};
-use crate::value::{ArchivedKey, ArchivedValue, Value};
+use crate::errors::{chain, corrupted, lib_err, type_mismatch, ShmarenaError};
+use crate::value::{check_claim_depth, ArchivedKey, ArchivedValue, Value};
+
+/// xxh3-64 of the value model's type name: with its size and alignment, its fingerprint.
+static VALUE_TYPE_HASH: LazyLock<u64> =
+    LazyLock::new(|| shmarena::format::checksum(std::any::type_name::<Value>().as_bytes()));
 
 /// The entry holding dtype and shape of arrays stored with `put_array`.
 pub(crate) const META_ENTRY: &str = "shmarena-py/arrays";
+
+/// The old array side table: entry name to (dtype string, shape).
+pub(crate) type SideTable = HashMap<String, (String, Vec<u64>)>;
 
 /// One archived entry's root, shared by every view into it.
 pub(crate) struct Root {
@@ -59,7 +66,7 @@ pub(crate) struct ArenaState {
     /// child inherits this state but is not the owner.
     owner_pid: Option<u32>,
     roots: Mutex<HashMap<String, Arc<Root>>>,
-    arrays: OnceLock<HashMap<String, (String, Vec<usize>)>>,
+    arrays: OnceLock<Result<SideTable, String>>,
 }
 
 impl ArenaState {
@@ -93,8 +100,8 @@ impl ArenaState {
         if let Some(r) = roots.get(name) {
             return Ok(r.clone());
         }
-        let view = self.arena.get::<Value>(name).map_err(|e| match e {
-            shmarena::Error::TypeMismatch { .. } => PyTypeError::new_err(format!(
+        let view = self.value(name).map_err(|e| match e {
+            shmarena::Error::TypeMismatch { .. } => type_mismatch(format!(
                 "entry {name:?} of {} was not stored by shmarena's Python bindings: {}",
                 self.what(),
                 chain(&e)
@@ -110,35 +117,87 @@ impl ArenaState {
         Ok(root)
     }
 
-    /// dtype and shape of top-level arrays, parsed once per process.
-    pub(crate) fn arrays(&self) -> &HashMap<String, (String, Vec<usize>)> {
-        self.arrays.get_or_init(|| {
-            let mut out = HashMap::new();
-            let Ok(view) = self.arena.get::<Value>(META_ENTRY) else {
-                return out;
-            };
-            if let ArchivedValue::Map(m) = &*view {
-                for (k, v) in m.iter() {
-                    let (ArchivedKey::Str(name), ArchivedValue::Tuple(t)) = (k, v) else {
-                        continue;
-                    };
-                    let (Some(ArchivedValue::Str(dtype)), Some(ArchivedValue::List(shape))) =
-                        (t.first(), t.get(1))
-                    else {
-                        continue;
-                    };
-                    let shape = shape
-                        .iter()
-                        .filter_map(|d| match d {
-                            ArchivedValue::Int(i) => usize::try_from(i.to_native()).ok(),
-                            _ => None,
-                        })
-                        .collect();
-                    out.insert(name.as_str().to_owned(), (dtype.as_str().to_owned(), shape));
-                }
+    /// Archived entry `name` as a [`Value`]. An entry this process does not trust yet is first
+    /// scanned for its nesting ([`check_claim_depth`]): the library's validation, which `get`
+    /// runs next, has no bound, and a forged value nested a few hundred thousand levels deep
+    /// would overflow the thread's stack.
+    fn value(&self, name: &str) -> Result<View<Value>, shmarena::Error> {
+        if let Some((_, e)) = self.arena.layout().find(name) {
+            let is_value = e.kind == shmarena::format::Kind::Archived
+                && e.type_hash == *VALUE_TYPE_HASH
+                && e.elem_size == std::mem::size_of::<ArchivedValue>() as u64
+                && e.align as usize == std::mem::align_of::<ArchivedValue>();
+            if is_value && !self.arena.trusts::<Value>(name) {
+                let payload = &self.arena.as_bytes()[e.range()];
+                check_claim_depth(payload, e.root_pos as usize).map_err(|why| {
+                    shmarena::Error::Format {
+                        arena: self.what(),
+                        source: shmarena::format::FormatError::Corrupted {
+                            detail: format!("entry {name:?}: {why}"),
+                        },
+                    }
+                })?;
             }
-            out
-        })
+        }
+        self.arena.get::<Value>(name)
+    }
+
+    /// dtype and shape of top-level arrays in an arena written before format version 2 (the
+    /// side table, docs/VALUES.md "Top-level arrays"), parsed once per process. A side table
+    /// that does not validate, or a row that is not `name: (dtype, [dims...])`, is corrupt.
+    pub(crate) fn arrays(&self) -> PyResult<&SideTable> {
+        self.arrays
+            .get_or_init(|| self.read_arrays())
+            .as_ref()
+            .map_err(|why| corrupted(format!("{}: {why}", self.what())))
+    }
+
+    fn read_arrays(&self) -> Result<SideTable, String> {
+        let mut out = HashMap::new();
+        let view = match self.value(META_ENTRY) {
+            Ok(view) => view,
+            Err(shmarena::Error::NoSuchEntry { .. } | shmarena::Error::TypeMismatch { .. }) => {
+                return Ok(out)
+            }
+            Err(e) => {
+                return Err(format!(
+                    "the array side table {META_ENTRY:?}: {}",
+                    chain(&e)
+                ))
+            }
+        };
+        let bad = |what: &str| format!("the array side table {META_ENTRY:?}: {what}");
+        let ArchivedValue::Map(m) = &*view else {
+            return Err(bad("not a dict"));
+        };
+        for (k, v) in m.iter() {
+            let (ArchivedKey::Str(name), ArchivedValue::Tuple(t)) = (k, v) else {
+                return Err(bad("a row is not a str key and a tuple"));
+            };
+            let (Some(ArchivedValue::Str(dtype)), Some(ArchivedValue::List(shape)), 2) =
+                (t.first(), t.get(1), t.len())
+            else {
+                return Err(bad(&format!(
+                    "row {:?} is not (dtype, [dims...])",
+                    name.as_str()
+                )));
+            };
+            let shape = shape
+                .iter()
+                .map(|d| match d {
+                    ArchivedValue::Int(i) => u64::try_from(i.to_native()).ok(),
+                    _ => None,
+                })
+                .collect::<Option<Vec<u64>>>()
+                .ok_or_else(|| {
+                    bad(&format!(
+                        "row {:?} has a dimension that is not an int >= 0",
+                        name.as_str()
+                    ))
+                })?;
+            out.insert(name.as_str().to_owned(), (dtype.as_str().to_owned(), shape));
+        }
+        Ok(out)
     }
 
     /// Entry names a Python user sees (the metadata entry is hidden).

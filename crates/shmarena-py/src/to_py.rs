@@ -9,11 +9,12 @@ use pyo3::types::{PyBytes, PyDict, PyList, PyTuple};
 use pyo3::IntoPyObjectExt;
 
 use crate::buffer::ArenaBuffer;
-use crate::errors::ShmarenaError;
+use crate::dtype;
+use crate::errors::{corrupted, ShmarenaError};
 use crate::package::helper;
 use crate::pickle;
 use crate::registry::Root;
-use crate::value::{ArchivedKey, ArchivedValue, KeyRef};
+use crate::value::{ArchivedKey, ArchivedValue, KeyRef, ARRAY_ALIGN};
 use crate::view::{ListView, MapView};
 
 /// A read-only numpy array over `start..start + len` of the arena, pickling as `handle`.
@@ -84,7 +85,26 @@ pub(crate) fn node_to_py(
             let data = a.data.as_slice();
             let start =
                 (data.as_ptr() as usize).wrapping_sub(root.arena().as_bytes().as_ptr() as usize);
-            let shape: Vec<usize> = a.shape.iter().map(|d| d.to_native() as usize).collect();
+            let shape: Vec<u64> = a.shape.iter().map(|d| d.to_native()).collect();
+            // docs/VALUES.md "Arrays": A1-A3 (dtype, shape, length), then A4 (alignment).
+            let checked =
+                dtype::check_array(a.dtype.as_str(), &shape, data.len() as u64).and_then(|shape| {
+                    if start % ARRAY_ALIGN == 0 {
+                        Ok(shape)
+                    } else {
+                        Err(format!(
+                            "its data at arena offset {start} is not {ARRAY_ALIGN}-aligned"
+                        ))
+                    }
+                });
+            let shape = checked.map_err(|why| {
+                corrupted(format!(
+                    "entry {:?} of arena {}: the array at position path {:?}: {why}",
+                    root.entry,
+                    root.arena().id(),
+                    path()
+                ))
+            })?;
             let handle = pickle::handle(root.arena(), &root.entry, &path(), None);
             make_array(
                 py,

@@ -194,7 +194,10 @@ def test_old_arenas_with_the_side_table_still_read():
 
 
 @pytest.mark.skipif(not os.environ.get("ARENA_INSPECT"), reason="set ARENA_INSPECT to arena-inspect")
-def test_python_arenas_agree_with_arena_inspect(tmp_path):
+def test_python_arenas_agree_with_arena_inspect_and_the_bindings(tmp_path):
+    """Three judges, one class: the spec-only reader, `arena-inspect verify` and the bindings
+    on arenas the bindings wrote and every damaged variant of them, the values damaged inside
+    (pointers, lengths, hash tables, strings, arrays) with every checksum fixed included."""
     src = tmp_path / "src"
     src.mkdir()
     with shmarena.build(path=str(src / "py-arrays.arena")) as b:
@@ -203,10 +206,232 @@ def test_python_arenas_agree_with_arena_inspect(tmp_path):
     b.arena.close()
     with shmarena.build(path=str(src / "py-values.arena")) as b:
         b.put("v", {"a": [1, "two", b"3"], 4: (None, 0.5), "arr": np.arange(3)})
+        b.put("w", {"k": "a string out of line", "d": {"x": True}, "f": np.ones((1, 2), "<f4")})
     b.arena.close()
     paths = sorted(src.glob("*.arena"))
     if FIXTURES.joinpath("v1-side-table.arena").exists():
         paths.append(FIXTURES / "v1-side-table.arena")
-    n, bad = run.run(paths, os.environ["ARENA_INSPECT"])
+    n, bad = run.run(paths, os.environ["ARENA_INSPECT"], bindings=True)
     assert not bad, "\n".join(bad[:20])
-    assert n > 1000
+    assert n > 5000
+
+
+@pytest.mark.skipif(
+    not os.environ.get("SHMARENA_CONFORMANCE_FIXTURES"),
+    reason="set SHMARENA_CONFORMANCE_FIXTURES to the conformance_fixtures example's output",
+)
+def test_rust_fixtures_agree_with_the_bindings():
+    """The Rust-written fixtures (which CI's conformance step judges with `arena-inspect`) and
+    their damaged variants: the bindings give the reader's class on each, and read what it reads."""
+    paths = sorted(Path(os.environ["SHMARENA_CONFORMANCE_FIXTURES"]).glob("*.arena"))
+    assert paths
+    n, bad = run.run(paths, None, bindings=True)
+    assert not bad, "\n".join(bad[:20])
+    assert n > 5000
+
+
+# Damaged arenas, each refused with the typed error of its class (never numpy's ValueError,
+# TypeError or SyntaxError, never a crash).
+
+
+def _forge(path: Path, name: str, edit) -> None:
+    """Edits entry `name`'s payload with `edit(bytearray, root position)` and fixes every
+    checksum, so that only the value's own rules can catch the damage."""
+    data = bytearray(path.read_bytes())
+    e = reader.parse(bytes(data)).find(name)
+    edit(data, e.offset + e.root_pos)
+    run._reseal_payload(data, e.index, e.offset, e.len)
+    path.write_bytes(bytes(data))
+
+
+def _read(path: Path, name: str):
+    arena = shmarena.open(path=str(path))
+    try:
+        x = arena[name]
+        return x.to_python() if isinstance(x, (shmarena.MapView, shmarena.ListView)) else x
+    finally:
+        arena.close()
+
+
+def _array_entry(tmp_path, array):
+    path = tmp_path / "a.arena"
+    with shmarena.build(path=str(path)) as b:
+        b.put("a", array)
+    b.arena.close()
+    return path
+
+
+def test_array_with_a_damaged_dtype_string_is_corrupted(tmp_path):
+    path = _array_entry(tmp_path, np.arange(3, dtype="<i2"))
+    _forge(path, "a", lambda d, r: d.__setitem__(slice(r + 4, r + 7), b",i2"))  # numpy: SyntaxError
+    with pytest.raises(shmarena.CorruptedError, match="dtype"):
+        _read(path, "a")
+    data = path.read_bytes()
+    with pytest.raises(reader.FormatError, match="grammar"):
+        reader.value(data, reader.parse(data), "a")
+
+
+@pytest.mark.parametrize(
+    "dims, match",
+    [((0, 2**62), "numpy's limit"), ((2**62, 0), "numpy's limit"), ((2, 1), "needs 16 bytes")],
+)
+def test_array_shape_against_its_data(tmp_path, dims, match):
+    path = _array_entry(tmp_path, np.zeros((1, 1), dtype="<f8"))
+
+    def edit(d, r):
+        shape = r + 12 + struct.unpack_from("<i", d, r + 12)[0]
+        struct.pack_into("<QQ", d, shape, *dims)
+
+    _forge(path, "a", edit)
+    with pytest.raises(shmarena.CorruptedError, match=match):
+        _read(path, "a")
+    data = path.read_bytes()
+    with pytest.raises(reader.FormatError):
+        reader.value(data, reader.parse(data), "a")
+
+
+def test_array_data_must_be_16_aligned(tmp_path):
+    path = _array_entry(tmp_path, np.zeros(1, dtype="|u1"))
+    _forge(path, "a", lambda d, r: struct.pack_into("<i", d, r + 20, struct.unpack_from("<i", d, r + 20)[0] + 1))
+    with pytest.raises(shmarena.CorruptedError, match="16-aligned"):
+        _read(path, "a")
+    data = path.read_bytes()
+    with pytest.raises(reader.FormatError, match="16-aligned"):
+        reader.value(data, reader.parse(data), "a")
+
+
+def test_opaque_pod_dtype_comes_from_prim_and_a_checked_numpy_name(tmp_path):
+    """An opaque entry's dtype is the one after `numpy:` only if it parses and fits the
+    element size; a damaged prefix reads as raw `V<n>` elements, not an error or another type."""
+    path = tmp_path / "p.arena"
+    with shmarena.build(path=str(path)) as b:
+        b.put_array("t", ARRAYS["M8_10s"])
+    b.arena.close()
+    data = path.read_bytes()
+    layout = reader.parse(data)
+    e = layout.find("t")
+    names = layout.header.toc_offset + 96 * len(layout.entries)
+    at = names + struct.unpack_from("<I", data, layout.header.toc_offset + 64)[0]
+    assert data[at : at + len(e.type_name)] == b"numpy:<M8[10s]"
+
+    def damaged(new: bytes) -> Path:
+        b = bytearray(data)
+        b[at : at + len(new)] = new
+        run._reseal_toc(b)
+        out = tmp_path / f"d{len(list(tmp_path.iterdir()))}.arena"
+        out.write_bytes(bytes(b))
+        return out
+
+    got = _read(damaged(b"numpx:"), "t")  # no longer a numpy name: opaque bytes
+    assert got.dtype == np.dtype("V8") and got.tobytes() == ARRAYS["M8_10s"].tobytes()
+    for bad in (b"numpy:<M8[10s}", b"numpy:<f16\0\0\0\0", b"numpy:,i2"):
+        p = damaged(bad)
+        with pytest.raises(shmarena.CorruptedError, match="type name"):
+            _read(p, "t")
+        d = p.read_bytes()
+        with pytest.raises(reader.FormatError):
+            reader.dtype(reader.parse(d).find("t"))
+
+
+def test_values_nested_past_the_bound_are_refused_without_a_crash(tmp_path):
+    """A forged list nested 300,000 levels deep (9.6 MB) overflowed the stack of an unbounded
+    validator (SIGSEGV); it is refused after 202 claims. Run in a child: a crash fails the test."""
+    depth = 300_000
+    path = tmp_path / "deep.arena"
+    with shmarena.build(path=str(path)) as b:
+        b.put("v", b"x" * (32 * depth + 64))
+        b.put("ok", [[[[1]]]])
+    b.arena.close()
+
+    def edit(d, r):
+        start = r - 32 * depth
+        d[start : start + 32] = bytes(32)
+        for k in range(1, depth + 1):
+            at = start + 32 * k
+            d[at : at + 32] = struct.pack("<B3xiI", 6, -36, 1) + bytes(20)
+
+    _forge(path, "v", edit)
+    code = (
+        "import shmarena, sys\n"
+        f"a = shmarena.open(path={str(path)!r})\n"
+        "assert a['ok'].to_python() == [[[[1]]]]\n"
+        "try:\n    a['v']\nexcept shmarena.CorruptedError as e:\n"
+        "    assert '202' in str(e), e\n    sys.exit(0)\nsys.exit(3)\n"
+    )
+    import subprocess
+
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, (p.returncode, p.stderr[-2000:])
+    data = path.read_bytes()
+    with pytest.raises(reader.FormatError, match="202"):
+        reader.value(data, reader.parse(data), "v")
+
+
+def test_a_hash_bucket_past_the_entries_is_corrupted(tmp_path):
+    """bytecheck does not check what buckets hold; a lookup through a damaged one is a typed
+    error (rkyv's lookup would panic), while walking the entries still reads."""
+    path = tmp_path / "m.arena"
+    with shmarena.build(path=str(path)) as b:
+        b.put("m", {"k": 1})
+    b.arena.close()
+
+    def edit(d, r):
+        ctrl = r + 4 + struct.unpack_from("<i", d, r + 4)[0]
+        struct.pack_into("<I", d, ctrl - 4, 9)  # bucket 0 (just below the control bytes)
+
+    _forge(path, "m", edit)
+    arena = shmarena.open(path=str(path))
+    try:
+        m = arena["m"]
+        assert m.to_python() == {"k": 1}
+        with pytest.raises(shmarena.CorruptedError, match="hash table"):
+            m["k"]
+    finally:
+        arena.close()
+
+
+def test_error_classes(tmp_path):
+    """Each of FORMAT.md's classes is its own `FormatError` subclass; a type mismatch is a
+    `ShmarenaError` and a `TypeError`."""
+    assert issubclass(shmarena.CorruptedError, shmarena.FormatError)
+    assert issubclass(shmarena.FormatError, shmarena.ShmarenaError)
+    assert issubclass(shmarena.TypeMismatchError, shmarena.ShmarenaError)
+    assert issubclass(shmarena.TypeMismatchError, TypeError)
+    empty = tmp_path / "empty.arena"
+    empty.write_bytes(b"")
+    with pytest.raises(shmarena.NotAnArenaError):
+        shmarena.open(path=str(empty))
+    good = _array_entry(tmp_path, np.arange(3))
+    data = good.read_bytes()
+    (tmp_path / "short.arena").write_bytes(data[:100])
+    with pytest.raises(shmarena.TruncatedError):
+        shmarena.open(path=str(tmp_path / "short.arena"))
+    v3 = bytearray(data)
+    v3[8:12] = struct.pack("<I", 3)
+    run._reseal_header(v3)
+    (tmp_path / "v3.arena").write_bytes(bytes(v3))
+    with pytest.raises(shmarena.IncompatibleError):
+        shmarena.open(path=str(tmp_path / "v3.arena"))
+    flipped = bytearray(data)
+    flipped[200] ^= 1
+    (tmp_path / "flip.arena").write_bytes(bytes(flipped))
+    with pytest.raises(shmarena.CorruptedError):
+        shmarena.open(path=str(tmp_path / "flip.arena"))
+
+
+def test_the_deepest_value_put_writes_reads_everywhere(tmp_path):
+    """A value nested MAX_DEPTH levels with an out-of-line string at the bottom needs all 202
+    claims of VALUES.md's V3: the bindings and the reader both read it, and refuse one level
+    more (put refuses to write it)."""
+    deepest: object = "a string long enough to be out of line"
+    for _ in range(shmarena.MAX_DEPTH):
+        deepest = [deepest]
+    path = tmp_path / "deep.arena"
+    with shmarena.build(path=str(path)) as b:
+        b.put("v", deepest)
+        with pytest.raises(ValueError, match="nested deeper"):
+            b.put("w", [deepest])
+    b.arena.close()
+    assert _read(path, "v") == deepest
+    data = path.read_bytes()
+    assert reader.value(data, reader.parse(data), "v") == deepest

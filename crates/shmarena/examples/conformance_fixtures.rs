@@ -1,7 +1,9 @@
 //! Writes the fixture arenas the spec-only conformance reader (`conformance/`) is checked
 //! against, with what they hold (`expect.json`) and xxh3-64 test vectors (`xxh3.json`).
 //!
-//! Run: `cargo run -p shmarena --example conformance_fixtures -- DIR`
+//! Run: `cargo run -p shmarena --example conformance_fixtures -- DIR` (add
+//! `--features pointer_width_64` for arenas of 8-byte pointers, read with `run.py
+//! --pointer-width 8`).
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -9,6 +11,75 @@ use std::path::Path;
 use serde_json::json;
 use shmarena::format::Prim;
 use shmarena::ArenaOptions;
+
+/// The Python bindings' value model (docs/VALUES.md), laid out by rkyv exactly as
+/// `crates/shmarena-py/src/value.rs` lays it out, so that 8-byte pointers can be written from
+/// here too (the bindings are built with 4). Its entries carry this example's type name, not
+/// the model's fingerprint: the reader decodes them with `value_at`, by layout.
+mod model {
+    use indexmap::IndexMap;
+    use rkyv::rancor::{Fallible, Source};
+    use rkyv::ser::{Allocator, Writer, WriterExt};
+    use rkyv::vec::{ArchivedVec, VecResolver};
+    use rkyv::{Archive, Place, Serialize};
+
+    #[derive(Archive, Serialize)]
+    #[rkyv(serialize_bounds(
+        __S: rkyv::ser::Writer + rkyv::ser::Allocator,
+        __S::Error: rkyv::rancor::Source,
+    ))]
+    #[rkyv(bytecheck(bounds(__C: rkyv::validation::ArchiveContext)))]
+    pub(crate) enum Value {
+        None,
+        Bool(bool),
+        Int(i64),
+        Float(f64),
+        Str(String),
+        Bytes(Vec<u8>),
+        List(#[rkyv(omit_bounds)] Vec<Value>),
+        Tuple(#[rkyv(omit_bounds)] Vec<Value>),
+        Map(#[rkyv(omit_bounds)] IndexMap<Key, Value>),
+        Array(Array),
+    }
+
+    #[derive(Archive, Serialize, PartialEq, Eq, Hash)]
+    pub(crate) enum Key {
+        Str(String),
+        Int(i64),
+        Bytes(Vec<u8>),
+    }
+
+    #[derive(Archive, Serialize)]
+    pub(crate) struct Array {
+        pub(crate) dtype: String,
+        pub(crate) shape: Vec<u64>,
+        pub(crate) data: ArrayData,
+    }
+
+    /// Array bytes whose data starts 16-aligned (VALUES.md, A4).
+    pub(crate) struct ArrayData(pub(crate) Vec<u8>);
+
+    impl Archive for ArrayData {
+        type Archived = ArchivedVec<u8>;
+        type Resolver = VecResolver;
+
+        fn resolve(&self, resolver: VecResolver, out: Place<ArchivedVec<u8>>) {
+            ArchivedVec::resolve_from_len(self.0.len(), resolver, out);
+        }
+    }
+
+    impl<S> Serialize<S> for ArrayData
+    where
+        S: Fallible + Writer + Allocator + ?Sized,
+        S::Error: Source,
+    {
+        fn serialize(&self, serializer: &mut S) -> Result<VecResolver, S::Error> {
+            let pos = serializer.align(16)?;
+            serializer.write(&self.0)?;
+            Ok(VecResolver::from_pos(pos))
+        }
+    }
+}
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let dir = std::env::args()
@@ -99,6 +170,61 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             "flat": {"dtype": "<u8", "shape": [3], "values": [1, 2, 3]},
         }),
     );
+    // The value model's layout, with this build's pointer width.
+    use model::{Array, ArrayData, Key, Value};
+    let mut b = ArenaOptions::new()
+        .file(dir.join("rust-values.arena"))
+        .create()?;
+    let mut map = indexmap::IndexMap::new();
+    map.insert(Key::Str("short".into()), Value::Str("abc".into()));
+    map.insert(Key::Str("long".into()), Value::Str("x".repeat(40)));
+    map.insert(
+        Key::Int(7),
+        Value::List(vec![Value::Int(-2), Value::Float(0.5)]),
+    );
+    map.insert(
+        Key::Bytes(b"raw".to_vec()),
+        Value::Tuple(vec![
+            Value::None,
+            Value::Bool(true),
+            Value::Bytes(vec![0, 255]),
+        ]),
+    );
+    map.insert(
+        Key::Str("arr".into()),
+        Value::Array(Array {
+            dtype: "<i2".into(),
+            shape: vec![2, 3],
+            data: ArrayData((0i16..6).flat_map(|v| v.to_le_bytes()).collect()),
+        }),
+    );
+    map.insert(
+        Key::Str("empty".into()),
+        Value::Map(indexmap::IndexMap::new()),
+    );
+    b.put("tree", &Value::Map(map))?;
+    b.put(
+        "list",
+        &Value::List(vec![Value::Str("é".repeat(30)), Value::List(vec![])]),
+    )?;
+    b.seal()?;
+    let arr: Vec<u8> = (0i16..6).flat_map(|v| v.to_le_bytes()).collect();
+    expect.insert(
+        "rust-values.arena".into(),
+        json!({
+            "version": 1,
+            "tree": {"value": {
+                "short": "abc",
+                "long": "x".repeat(40),
+                "7": [-2, 0.5],
+                "b'raw'": [null, true, [0, 255]],
+                "arr": {"dtype": "<i2", "shape": [2, 3], "data": arr},
+                "empty": {},
+            }},
+            "list": {"value": ["é".repeat(30), []]},
+        }),
+    );
+
     std::fs::write(
         dir.join("expect.json"),
         serde_json::to_string_pretty(&expect)?,

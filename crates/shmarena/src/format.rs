@@ -56,6 +56,26 @@ pub const FLAG_SHAPED: u8 = 2;
 /// Most dimensions a shaped entry may record.
 pub const MAX_NDIM: usize = 64;
 
+/// Largest array a shape may describe, in bytes: numpy's limit (`npy_intp`), `2^63 - 1`.
+pub const MAX_ARRAY_BYTES: u64 = i64::MAX as u64;
+
+/// The number of elements of `shape` (0 if any dimension is 0), if the product of its non-zero
+/// dimensions times `elem_size` (at least 1) is at most [`MAX_ARRAY_BYTES`]: FORMAT.md's E16.
+/// The result does not depend on the order of the dimensions (`[2^40, 2^40, 0]` and
+/// `[0, 2^40, 2^40]` are the same), and every shape it accepts is one numpy can build.
+pub fn shape_elements(shape: &[u64], elem_size: u64) -> Option<u64> {
+    let mut bytes = elem_size.max(1);
+    let mut empty = false;
+    for &d in shape {
+        if d == 0 {
+            empty = true;
+        } else {
+            bytes = bytes.checked_mul(d).filter(|b| *b <= MAX_ARRAY_BYTES)?;
+        }
+    }
+    Some(if empty { 0 } else { bytes / elem_size.max(1) })
+}
+
 /// Endianness of the running process, as recorded in the header.
 pub const NATIVE_ENDIAN: u8 = if cfg!(target_endian = "little") {
     ENDIAN_LITTLE
@@ -1069,14 +1089,17 @@ fn parse_shape(b: &[u8], names: &[u8], e: &Entry) -> Result<Vec<u64>, String> {
         .get(off..off + 8 * ndim)
         .ok_or_else(|| format!("shape at {off}+{} lies outside the names area", 8 * ndim))?;
     let shape: Vec<u64> = bytes.chunks_exact(8).map(|c| get_u64(c, 0)).collect();
-    let product = shape.iter().try_fold(1u64, |acc, &d| acc.checked_mul(d));
-    if product != Some(e.count) {
-        return Err(format!(
+    match shape_elements(&shape, e.elem_size) {
+        None => Err(format!(
+            "shape {shape:?} of {}-byte elements is larger than {MAX_ARRAY_BYTES} bytes",
+            e.elem_size
+        )),
+        Some(n) if n != e.count => Err(format!(
             "shape {shape:?} does not hold {} elements",
             e.count
-        ));
+        )),
+        Some(_) => Ok(shape),
     }
-    Ok(shape)
 }
 
 fn check_disjoint(entries: &[Entry]) -> Result<(), FormatError> {
@@ -1424,6 +1447,20 @@ mod tests {
                 "shape overflow",
                 Box::new(|e| e[0].shape = Some(vec![1 << 32, 1 << 32, 16])),
             ),
+            (
+                "empty shape too large for numpy, zero last",
+                Box::new(|e| {
+                    (e[0].count, e[0].len) = (0, 0);
+                    e[0].shape = Some(vec![1 << 32, 1 << 32, 0]);
+                }),
+            ),
+            (
+                "empty shape too large for numpy, zero first",
+                Box::new(|e| {
+                    (e[0].count, e[0].len) = (0, 0);
+                    e[0].shape = Some(vec![0, 1 << 32, 1 << 32]);
+                }),
+            ),
             ("shape on bytes", Box::new(|e| e[1].shape = Some(vec![5]))),
             (
                 "too many dims",
@@ -1455,6 +1492,15 @@ mod tests {
                 matches!(got, Err(FormatError::Corrupted { .. })),
                 "{what}: expected Corrupted, got {got:?}"
             );
+        }
+        // An empty shape within numpy's limit reads, whichever dimension is the zero.
+        for shape in [vec![0, 1 << 30, 1 << 30], vec![1 << 30, 1 << 30, 0]] {
+            let buf = with_version(2, |e| {
+                (e[0].count, e[0].len) = (0, 0);
+                e[0].shape = Some(shape.clone());
+            });
+            let layout = Layout::parse(&buf).unwrap();
+            assert_eq!(layout.entries[0].dims(), shape);
         }
     }
 

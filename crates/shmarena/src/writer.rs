@@ -297,7 +297,7 @@ impl ArenaWriter {
     /// # Ok(()) }
     /// ```
     pub fn put_array<T: Pod>(&mut self, name: &str, items: &[T], shape: &[u64]) -> Result<()> {
-        check_shape(name, items.len(), shape)?;
+        check_shape(name, items.len(), shape, std::mem::size_of::<T>())?;
         self.put_slice(name, items)?;
         self.last_entry().shape = Some(shape.to_vec());
         Ok(())
@@ -348,7 +348,7 @@ impl ArenaWriter {
             )));
         }
         let count = data.len() / elem_size;
-        check_shape(name, count, shape)?;
+        check_shape(name, count, shape, elem_size)?;
         let probe = Entry {
             name: String::new(),
             kind: Kind::Pod,
@@ -399,7 +399,7 @@ impl ArenaWriter {
                 entry: name.to_owned(),
                 reason: format!("shape {shape:?} holds more elements than fit in memory"),
             })?;
-        check_shape(name, count, shape)?;
+        check_shape(name, count, shape, std::mem::size_of::<T>())?;
         self.put_slice_with(name, count, fill)?;
         self.last_entry().shape = Some(shape.to_vec());
         Ok(())
@@ -738,14 +738,17 @@ impl ArenaWriter {
 /// each chunk right after copying it, while it is still in cache, instead of reading the whole
 /// payload a second time.
 /// Checks that `shape` holds `count` elements and has at most [`format::MAX_NDIM`] dimensions.
-fn check_shape(name: &str, count: usize, shape: &[u64]) -> Result<()> {
-    let product = shape.iter().try_fold(1u64, |acc, &d| acc.checked_mul(d));
+/// The reader's E16 (docs/FORMAT.md) for a shape about to be written.
+fn check_shape(name: &str, count: usize, shape: &[u64], elem_size: usize) -> Result<()> {
+    let product = format::shape_elements(shape, elem_size as u64);
     if shape.len() > format::MAX_NDIM || product != Some(count as u64) {
         return Err(Error::InvalidArray {
             entry: name.to_owned(),
             reason: format!(
-                "shape {shape:?} does not hold {count} elements in at most {} dimensions",
-                format::MAX_NDIM
+                "shape {shape:?} does not hold {count} elements of {elem_size} bytes in at most \
+                 {} dimensions and {} bytes",
+                format::MAX_NDIM,
+                format::MAX_ARRAY_BYTES
             ),
         });
     }

@@ -26,10 +26,16 @@ from ._native import (
     Arena,
     BadHandleError,
     Builder,
+    CorruptedError,
+    FormatError,
+    IncompatibleError,
     ListView,
     MapView,
+    NotAnArenaError,
     ShmarenaError,
     StaleHandleError,
+    StillBuildingError,
+    TruncatedError,
     WrongThreadError,
     WrongProcessError,
     build,
@@ -53,12 +59,19 @@ __all__ = [
     "Arena",
     "BadHandleError",
     "Builder",
+    "CorruptedError",
+    "FormatError",
+    "IncompatibleError",
     "ListView",
     "MAX_DEPTH",
     "MapView",
+    "NotAnArenaError",
     "SharedArray",
     "ShmarenaError",
     "StaleHandleError",
+    "StillBuildingError",
+    "TruncatedError",
+    "TypeMismatchError",
     "WrongThreadError",
     "WrongProcessError",
     "attached_count",
@@ -103,6 +116,13 @@ def __getattr__(name: str) -> Any:
 
 def __dir__() -> list[str]:
     return sorted(set(globals()) | _LAZY)
+
+
+
+class TypeMismatchError(ShmarenaError, TypeError):
+    """An entry holds another type than the read asks for: an archived entry that the Python
+    bindings did not write (another fingerprint, docs/VALUES.md), or elements with no numpy
+    dtype. Not damage: the entry is sound, of another type. Also a ``TypeError``."""
 
 
 _abc.Mapping.register(MapView)

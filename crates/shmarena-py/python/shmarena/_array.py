@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from ._native import ShmarenaError
+from ._native import CorruptedError
 
 __all__ = ["SharedArray"]
 
@@ -187,15 +187,29 @@ _restore_view.__module__ = "shmarena"
 # numpy dtype kinds stored as raw bytes: bool, ints, uints, floats, complex, datetimes,
 # timedeltas, fixed-width bytes and unicode strings. Object and structured dtypes are refused.
 _KINDS = frozenset("biufcmMSU")
+# Read, also: opaque elements (`V<n>`) of a Rust-written pod entry (docs/FORMAT.md, prim 0).
+_READ_KINDS = _KINDS | {"V"}
 
 
 def _make_array(buffer: object, dtype: str, shape: tuple[int, ...], handle: bytes) -> SharedArray:
-    """Called from Rust: a read-only array over ``buffer`` (an ArenaBuffer)."""
-    dt = np.dtype(dtype)
-    if dt.hasobject or dt.kind not in _KINDS:
-        raise ShmarenaError(f"the arena records dtype {dtype!r}, which shmarena never stores")
-    flat = np.frombuffer(buffer, dtype=dt)  # type: ignore[call-overload]
-    arr = flat.reshape(shape).view(SharedArray)
+    """Called from Rust: a read-only array over ``buffer`` (an ArenaBuffer). The caller checked
+    the dtype string, the shape and the data's length (docs/VALUES.md, "Arrays"); numpy's own
+    refusals are turned into ``CorruptedError`` all the same, never a ``ValueError``."""
+    try:
+        dt = np.dtype(dtype)
+        if dt.hasobject or dt.fields is not None or dt.kind not in _READ_KINDS:
+            raise ValueError("a dtype shmarena never stores")
+        if dt.itemsize == 0:  # an opaque element of 0 bytes: numpy's frombuffer refuses those
+            flat = np.ndarray(shape, dtype=dt, buffer=buffer)  # type: ignore[call-overload]
+            arr = flat.view(SharedArray)
+        else:
+            flat = np.frombuffer(buffer, dtype=dt)  # type: ignore[call-overload]
+            arr = flat.reshape(shape).view(SharedArray)
+    except (TypeError, ValueError, SyntaxError) as e:
+        raise CorruptedError(
+            f"the arena records an array of dtype {dtype!r} and shape {shape} that numpy "
+            f"cannot build over its {memoryview(buffer).nbytes} bytes: {e}"  # type: ignore[arg-type]
+        ) from None
     arr._shmarena_handle = handle
     return arr
 
