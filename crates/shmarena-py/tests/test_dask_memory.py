@@ -45,12 +45,20 @@ def cluster(**kw):
     )
 
 
-def memory_messages(client) -> list[str]:
-    """The log lines of workers and nannies that tell of memory trouble."""
-    out = []
-    for nanny in (False, True):
-        for addr, records in client.get_worker_logs(nanny=nanny).items():
-            out += [f"{addr}: {msg}" for _, msg in records if any(s in msg for s in SIGNS)]
+def memory_messages(client, caplog) -> list[str]:
+    """The log lines that tell of memory trouble: the workers' (read from each worker process,
+    again if one is restarting) and the nannies' (which a LocalCluster runs in this process)."""
+    out = [r.getMessage() for r in caplog.records if any(s in r.getMessage() for s in SIGNS)]
+    for attempt in range(20):
+        try:
+            logs = client.get_worker_logs()
+            break
+        except (OSError, distributed.comm.CommClosedError):
+            time.sleep(0.5)
+    else:
+        raise AssertionError("could not read the workers' logs")
+    for addr, records in logs.items():
+        out += [f"{addr}: {msg}" for _, msg in records if any(s in msg for s in SIGNS)]
     return out
 
 
@@ -88,7 +96,7 @@ def test_sizeof_is_the_pickled_handle():
         arena.close()
 
 
-def test_workers_read_an_arena_larger_than_their_limit():
+def test_workers_read_an_arena_larger_than_their_limit(caplog):
     name = unique("dm")
     with cluster() as c, distributed.Client(c, timeout=60) as client:
         client.register_plugin(shmarena.dask.Dataset(name, build=workers.build_big_arena))
@@ -101,12 +109,12 @@ def test_workers_read_an_arena_larger_than_their_limit():
         # What the worker's memory manager sees leaves the arena out.
         assert all(seen < 0.6 * limit for _, _, _, seen, limit in results), [r[3] for r in results]
         assert set(client.run(os.getpid).values()) == pids  # nobody restarted
-        assert memory_messages(client) == []
+        assert memory_messages(client, caplog) == []
         info = client.scheduler_info()["workers"]
         assert all(w["metrics"]["memory"] < 0.6 * LIMIT for w in info.values())  # unmanaged too
 
 
-def test_without_the_accounting_dask_kills_the_reader():
+def test_without_the_accounting_dask_kills_the_reader(caplog):
     # The failure the accounting fixes: a shared array passed as a task argument (no
     # shmarena.dask plugin, so nothing changes Dask's figures) kills the worker reading it.
     with shmarena.build() as b:
@@ -118,12 +126,12 @@ def test_without_the_accounting_dask_kills_the_reader():
         ) as client:
             with pytest.raises(distributed.KilledWorker):
                 client.gather(client.map(workers.sum_view, [arena["big"]] * 4, pure=False))
-            assert memory_messages(client), "expected a pause or restart message"
+            assert memory_messages(client, caplog), "expected a pause or restart message"
     finally:
         arena.close()
 
 
-def test_a_worker_over_its_limit_by_its_own_heap_is_still_paused_and_restarted():
+def test_a_worker_over_its_limit_by_its_own_heap_is_still_paused_and_restarted(caplog):
     name = unique("dh")
     with dask.config.set({"distributed.scheduler.allowed-failures": 0}), cluster() as c, distributed.Client(
         c, timeout=60
@@ -133,9 +141,9 @@ def test_a_worker_over_its_limit_by_its_own_heap_is_still_paused_and_restarted()
         # Heap to about 88% of the limit: above pause (80%), below restart (95%).
         heap = int(0.88 * LIMIT) - base
         pid, *_ = client.submit(workers.read_every_page, name, heap, 2.0, pure=False).result()
-        logs = [m for m in memory_messages(client) if "Pausing worker" in m]
+        logs = [m for m in memory_messages(client, caplog) if "Pausing worker" in m]
         assert logs, "a worker whose heap is above 80% of its limit was not paused"
         # Heap above the limit: the nanny restarts the worker; the task is lost.
         with pytest.raises(distributed.KilledWorker):
             client.submit(workers.read_every_page, name, LIMIT, 5.0, pure=False).result()
-        assert any("memory budget" in m for m in memory_messages(client))
+        assert any("memory budget" in m for m in memory_messages(client, caplog))

@@ -191,3 +191,21 @@ def read_every_page(name, heap_bytes=0, hold=0.0):
 def sum_view(arr):
     """A task given a shared array as argument: reads every page (no shmarena.dask involved)."""
     return os.getpid(), float(arr.sum())
+
+
+def failing_build():
+    """A build function that fails, as a corrupt input would."""
+    raise ValueError("the input file is corrupt (test)")
+
+
+def get_and_report(name, wait=60.0):
+    """A task: the dataset's entry names, or the error `shmarena.dask.get` raised and its time."""
+    import time
+
+    import shmarena.dask
+
+    t0 = time.monotonic()
+    try:
+        return sorted(shmarena.dask.get(name, wait=wait))
+    except shmarena.NotPublishedError as e:
+        return ("NotPublishedError", str(e), time.monotonic() - t0)
