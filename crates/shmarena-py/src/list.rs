@@ -227,13 +227,17 @@ impl ListView {
     /// A short preview of the contents, as `dict`/`list` show theirs (`shmarena._view_repr`).
     fn __repr__(slf: &Bound<'_, Self>) -> PyResult<String> {
         static REPR: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
-        helper(slf.py(), &REPR, "_view_repr")?.call1((slf,))?.extract()
+        helper(slf.py(), &REPR, "_view_repr")?
+            .call1((slf,))?
+            .extract()
     }
 
     /// The preview as an HTML table, for notebooks.
     fn _repr_html_(slf: &Bound<'_, Self>) -> PyResult<String> {
         static HTML: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
-        helper(slf.py(), &HTML, "_view_repr_html")?.call1((slf,))?.extract()
+        helper(slf.py(), &HTML, "_view_repr_html")?
+            .call1((slf,))?
+            .extract()
     }
 
     /// IPython's pretty printer: the preview.

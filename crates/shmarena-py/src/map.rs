@@ -21,6 +21,9 @@ use crate::view::MapView;
 
 type ArchivedMap = ArchivedIndexMap<ArchivedKey, ArchivedValue>;
 
+/// How many keys `get_many` touches ahead of looking them up.
+const BATCH: usize = 16;
+
 /// Runs `f` with `key` as a [`KeyRef`], or returns `None` if no stored key can equal it.
 fn with_key<R>(key: &Bound<'_, PyAny>, f: impl FnOnce(KeyRef<'_>) -> R) -> Option<R> {
     // Exact `str` and `int` first: one type-pointer compare each (under the stable ABI the
@@ -82,9 +85,15 @@ fn touch_buckets(arena: &[u8], m: &ArchivedMap, hash: u64) {
     // Sign-extend the relative pointer from its archived width.
     let shift = 64 - 8 * W as u32;
     let rel = ((rel << shift) as i64) >> shift;
-    let bucket = (at as i64)
-        .checked_add(rel)
-        .and_then(|control| control.checked_sub(((hash % cap) as i64 + 1) * W as i64));
+    let control = (at as i64).checked_add(rel);
+    // The control bytes rkyv reads first (batch lookups touch them ahead of time too).
+    if let Some(c) = control.and_then(|c| c.checked_add((hash % cap) as i64)) {
+        if let Ok(c) = usize::try_from(c) {
+            std::hint::black_box(arena.get(c).copied());
+        }
+    }
+    let bucket =
+        control.and_then(|control| control.checked_sub(((hash % cap) as i64 + 1) * W as i64));
     if let Some(b) = bucket.and_then(|b| usize::try_from(b).ok()) {
         // The group rkyv probes first covers 16 buckets (64 bytes, one or two cache lines,
         // downwards from `b`): touch both ends.
@@ -133,6 +142,19 @@ impl MapView {
         .flatten())
     }
 
+    /// Starts loading the control bytes and buckets of every key of a batch before any of them
+    /// is looked up, so that their cache misses overlap instead of following one another.
+    fn touch_ahead(&self, keys: &[Bound<'_, PyAny>]) -> PyResult<()> {
+        let m = self.map()?;
+        let arena = self.root.arena().as_bytes();
+        for key in keys {
+            with_key(key, |q| {
+                touch_buckets(arena, m, hash_value::<KeyRef<'_>, FxHasher64>(&q))
+            });
+        }
+        Ok(())
+    }
+
     /// `get_many(keys, as_array=True)`: numbers gathered without making Python objects.
     fn get_many_array(
         &self,
@@ -153,15 +175,18 @@ impl MapView {
                 None
             }
         };
-        let fallback = match &default {
-            None => None,
-            Some(d) => Some(number(d.bind(py)).ok_or_else(|| {
-                PyTypeError::new_err(format!(
+        let fallback =
+            match &default {
+                None => None,
+                Some(d) => {
+                    Some(number(d.bind(py)).ok_or_else(|| {
+                        PyTypeError::new_err(format!(
                     "get_many(as_array=True): default must be an int, float or bool, not {}",
                     d.bind(py).get_type().name().map(|n| n.to_string()).unwrap_or_default()
                 ))
-            })?),
-        };
+                    })?)
+                }
+            };
         let mut ints: Vec<i64> = Vec::with_capacity(keys.len().unwrap_or(0));
         let mut floats: Option<Vec<f64>> = None;
         let push = |n: Num, ints: &mut Vec<i64>, floats: &mut Option<Vec<f64>>| match (n, floats) {
@@ -174,26 +199,37 @@ impl MapView {
                 *fl = Some(f);
             }
         };
-        for key in keys.try_iter()? {
-            let key = key?;
-            let n = match self.find(&key)? {
-                Some((_, ArchivedValue::Int(i))) => Num::Int(i.to_native()),
-                Some((_, ArchivedValue::Bool(b))) => Num::Int(i64::from(*b)),
-                Some((_, ArchivedValue::Float(x))) => Num::Float(x.to_native()),
-                Some((_, other)) => {
-                    return Err(PyTypeError::new_err(format!(
-                        "get_many(as_array=True): the value of key {} is a {}, not a number",
-                        key.repr()?,
-                        kind_of(other)
-                    )))
-                }
-                None => match &fallback {
-                    Some(Num::Int(i)) => Num::Int(*i),
-                    Some(Num::Float(x)) => Num::Float(*x),
-                    None => return Err(PyKeyError::new_err(key.unbind())),
-                },
-            };
-            push(n, &mut ints, &mut floats);
+        let mut chunk: Vec<Bound<'_, PyAny>> = Vec::with_capacity(BATCH);
+        let mut it = keys.try_iter()?;
+        loop {
+            chunk.clear();
+            for key in it.by_ref().take(BATCH) {
+                chunk.push(key?);
+            }
+            if chunk.is_empty() {
+                break;
+            }
+            self.touch_ahead(&chunk)?;
+            for key in chunk.drain(..) {
+                let n = match self.find(&key)? {
+                    Some((_, ArchivedValue::Int(i))) => Num::Int(i.to_native()),
+                    Some((_, ArchivedValue::Bool(b))) => Num::Int(i64::from(*b)),
+                    Some((_, ArchivedValue::Float(x))) => Num::Float(x.to_native()),
+                    Some((_, other)) => {
+                        return Err(PyTypeError::new_err(format!(
+                            "get_many(as_array=True): the value of key {} is a {}, not a number",
+                            key.repr()?,
+                            kind_of(other)
+                        )))
+                    }
+                    None => match &fallback {
+                        Some(Num::Int(i)) => Num::Int(*i),
+                        Some(Num::Float(x)) => Num::Float(*x),
+                        None => return Err(PyKeyError::new_err(key.unbind())),
+                    },
+                };
+                push(n, &mut ints, &mut floats);
+            }
         }
         let (bytes, dtype): (Vec<u8>, &str) = match floats {
             Some(f) => (f.iter().flat_map(|x| x.to_ne_bytes()).collect(), "float64"),
@@ -263,12 +299,23 @@ impl MapView {
         }
         let default = default.unwrap_or_else(|| py.None());
         let mut out = Vec::with_capacity(keys.len().unwrap_or(0));
-        for key in keys.try_iter()? {
-            let key = key?;
-            out.push(match self.find(&key)? {
-                Some((i, v)) => node_to_py(py, &self.root, v, &self.path, Some(i))?,
-                None => default.clone_ref(py),
-            });
+        let mut chunk: Vec<Bound<'_, PyAny>> = Vec::with_capacity(BATCH);
+        let mut it = keys.try_iter()?;
+        loop {
+            chunk.clear();
+            for key in it.by_ref().take(BATCH) {
+                chunk.push(key?);
+            }
+            if chunk.is_empty() {
+                break;
+            }
+            self.touch_ahead(&chunk)?;
+            for key in &chunk {
+                out.push(match self.find(key)? {
+                    Some((i, v)) => node_to_py(py, &self.root, v, &self.path, Some(i))?,
+                    None => default.clone_ref(py),
+                });
+            }
         }
         PyList::new(py, out)?.into_py_any(py)
     }
@@ -338,13 +385,17 @@ impl MapView {
     /// A short preview of the contents, as `dict`/`list` show theirs (`shmarena._view_repr`).
     fn __repr__(slf: &Bound<'_, Self>) -> PyResult<String> {
         static REPR: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
-        helper(slf.py(), &REPR, "_view_repr")?.call1((slf,))?.extract()
+        helper(slf.py(), &REPR, "_view_repr")?
+            .call1((slf,))?
+            .extract()
     }
 
     /// The preview as an HTML table, for notebooks.
     fn _repr_html_(slf: &Bound<'_, Self>) -> PyResult<String> {
         static HTML: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
-        helper(slf.py(), &HTML, "_view_repr_html")?.call1((slf,))?.extract()
+        helper(slf.py(), &HTML, "_view_repr_html")?
+            .call1((slf,))?
+            .extract()
     }
 
     /// IPython's pretty printer: the preview.
