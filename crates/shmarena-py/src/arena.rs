@@ -248,7 +248,7 @@ impl PyArena {
 
     /// The entry `name` as a pandas object: `arena[name].to_pandas(**kwargs)` for a map or a
     /// list, a `DataFrame` (2-D) or `Series` (1-D) over the shared pages for an array.
-    #[pyo3(signature = (name, **kwargs))]
+    #[pyo3(signature = (name, /, **kwargs))]
     fn to_pandas<'py>(
         slf: &Bound<'py, Self>,
         name: &str,

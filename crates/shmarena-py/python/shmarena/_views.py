@@ -103,7 +103,7 @@ def _numeric_column(values: Any) -> Any:
     import numpy as np
 
     if type(values).__name__ == "SharedArray":
-        return values
+        return values.view(np.ndarray)  # a plain view: its base keeps the mapping alive
     if isinstance(values, ListView):
         n = len(values)
         items = values.to_python()
@@ -139,6 +139,7 @@ def to_pandas(value: Any, **kwargs: Any) -> Any:
     import pandas as pd
 
     if type(value).__name__ == "SharedArray" or isinstance(value, np.ndarray):
+        value = value.view(np.ndarray)  # a plain view: its base keeps the mapping alive
         if value.ndim == 1:
             return pd.Series(value, copy=False, **kwargs)
         if value.ndim == 2:
