@@ -116,6 +116,13 @@ class FailureNotice:
 _failures: dict[str, FailureNotice] = {}
 
 
+def withdraw_failure(published: str) -> None:
+    """Stops telling readers that making ``published`` failed here (a plugin torn down)."""
+    notice = _failures.pop(published, None)
+    if notice is not None:
+        notice.close()
+
+
 def read_failure(published: str) -> str | None:
     """The error text a process of this host left when publishing ``published`` failed, or
     None if there is none."""
@@ -203,16 +210,12 @@ def ensure_published(
                     arena = make()
                 except BaseException as e:
                     # Tell the host's readers why, so that they fail at once with the cause.
-                    old = _failures.pop(published, None)
-                    if old is not None:
-                        old.close()
+                    withdraw_failure(published)
                     _failures[published] = FailureNotice(
                         published, f"process {os.getpid()} failed to make it: {type(e).__name__}: {e}"
                     )
                     raise
-                old = _failures.pop(published, None)
-                if old is not None:
-                    old.close()
+                withdraw_failure(published)
                 try:
                     return arena, arena.publish(published)
                 except AlreadyPublishedError:

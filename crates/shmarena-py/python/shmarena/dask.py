@@ -190,14 +190,17 @@ class _Spec:
         self.wait = wait
         self.publisher: Publisher | None = None
         self.arena: Arena | None = None
+        self._host: str | None = None
 
     def ensure(self, host: str | None) -> None:
+        self._host = host
         published = _node.published_name(self.dataset, host)
         self.arena, self.publisher = _node.ensure_published(
             published, lambda: _node.load_or_build(self.path, self.build), wait=self.wait
         )
 
     def close(self) -> None:
+        _node.withdraw_failure(_node.published_name(self.dataset, self._host))
         if self.publisher is not None:
             self.publisher.close()
             self.publisher = None
