@@ -80,7 +80,7 @@ pub enum ServiceError {
         name: String,
         /// Other uids whose publishers serve the same name on this host (from
         /// `/proc/net/unix`): connecting to one of them needs
-        /// [`ConnectOptions::server_uid`](client::ConnectOptions::server_uid).
+        /// [`ConnectOptions::server_uid`].
         other_uids: Vec<u32>,
     },
     /// Another live socket already holds the name.
