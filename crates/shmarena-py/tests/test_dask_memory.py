@@ -147,3 +147,23 @@ def test_a_worker_over_its_limit_by_its_own_heap_is_still_paused_and_restarted(c
         with pytest.raises(distributed.KilledWorker):
             client.submit(workers.read_every_page, name, LIMIT, 5.0, pure=False).result()
         assert any("memory budget" in m for m in memory_messages(client, caplog))
+
+
+def test_memory_accounting_alone_covers_arrays_passed_as_arguments(caplog):
+    # The same task as above, with shmarena.dask.MemoryAccounting registered and no Dataset.
+    with shmarena.build() as b:
+        b.put_array("big", np.ones(ARENA // 8))
+    arena = b.arena
+    try:
+        with dask.config.set({"distributed.scheduler.allowed-failures": 0}), cluster() as c, distributed.Client(
+            c, timeout=60
+        ) as client:
+            client.register_plugin(shmarena.dask.MemoryAccounting())
+            pids = set(client.run(os.getpid).values())
+            results = client.gather(client.map(workers.sum_view, [arena["big"]] * 4, pure=False))
+            time.sleep(1.0)
+            assert [s for _, s in results] == [ARENA / 8] * 4
+            assert set(client.run(os.getpid).values()) == pids
+            assert memory_messages(client, caplog) == []
+    finally:
+        arena.close()

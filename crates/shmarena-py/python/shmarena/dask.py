@@ -130,16 +130,29 @@ def _install_nanny_accounting(nanny: Any) -> bool:
     return True
 
 
-class MemoryAccounting(WorkerPlugin):
-    """A worker plugin that installs ``install_memory_accounting`` on every worker, present and
-    future. ``Dataset`` registers it from its nannies; register it yourself only when workers
-    read arenas they get some other way (views passed as task arguments)."""
+class _WorkerAccounting(WorkerPlugin):
+    """Installs ``install_memory_accounting`` on every worker, present and future: what
+    ``Dataset`` and ``MemoryAccounting`` register with the scheduler."""
 
     idempotent = True
-    name = "shmarena-memory-accounting"
+    name = "shmarena-memory-accounting-worker"
 
     def setup(self, worker: Any) -> None:
         install_memory_accounting(worker)
+
+
+class MemoryAccounting(NannyPlugin):
+    """The memory accounting alone, for clusters whose workers read arenas they get some other
+    way than ``Dataset`` (views or arrays passed as task arguments): in every nanny, the restart
+    check, and through the scheduler, every worker's own figure. ``Dataset`` does the same."""
+
+    idempotent = True
+    restart = False
+    name = "shmarena-memory-accounting"
+
+    async def setup(self, nanny: Any) -> None:
+        _install_nanny_accounting(nanny)
+        await _register_worker_accounting(nanny)
 
 
 def _install_in_this_worker() -> None:
@@ -215,7 +228,7 @@ class _Spec:
 
 
 async def _register_worker_accounting(nanny: Any) -> None:
-    """Registers ``MemoryAccounting`` with the scheduler, which installs it on every worker,
+    """Registers ``_WorkerAccounting`` with the scheduler, which installs it on every worker,
     present and future (restarted ones too). Idempotent: the first nanny's call does it."""
     from distributed.protocol.pickle import dumps
 
@@ -223,7 +236,7 @@ async def _register_worker_accounting(nanny: Any) -> None:
     if scheduler is None:
         logger.warning("shmarena: nanny without a scheduler connection; workers keep counting arena pages")
         return
-    plugin = MemoryAccounting()
+    plugin = _WorkerAccounting()
     await scheduler.register_worker_plugin(plugin=dumps(plugin), name=plugin.name, idempotent=True)
 
 
