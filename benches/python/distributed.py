@@ -6,22 +6,33 @@ its keys from its number, so the tasks' arguments stay tiny); each task sums the
 and the matrix rows they name.
 
 Ways (rows)
-- Dask, shmarena:  shmarena.dask.Dataset(path=image): each host's first nanny loads the arena
-                   image into a sealed memfd and publishes it; tasks call shmarena.dask.get().
+- Dask, shmarena:  the driver builds the arena from the objects and saves its image; then
+                   shmarena.dask.Dataset(path=image): each host's first nanny loads the image
+                   into a sealed memfd and publishes it; tasks call shmarena.dask.get().
 - Dask, scatter:   client.scatter([obj], broadcast=True), the future passed to every task.
 - Dask, graph:     the object in the graph once (dask.delayed(obj)), every task depending on it.
-- Ray, shmarena:   shmarena.ray.Dataset(path=image): a holder actor per node; tasks call get().
+- Ray, shmarena:   build and save as above, then shmarena.ray.Dataset(path=image): a holder
+                   actor per node; tasks call get().
 - Ray, ray.put:    ref = ray.put(obj), the ref passed to every task.
 
-Each row runs on a fresh cluster (LocalCluster(processes=True, threads_per_worker=1) or
-ray.init(num_cpus=W)) with W = 2 and 4 workers. Reported: wall time from the start of shipping
-the data (scatter, plugin registration, graph submission, ray.put, holder start) to the last
-result; time to the first result; and per-worker `Anonymous:` from /proc/PID/smaps_rollup (a
-process's own anonymous memory: shared arena pages are not in it), read after the job while the
-workers are alive, with its growth over the same worker before the job.
+Every way starts from the same point: the Python objects in the driver and warm, idle workers.
+The clock starts before anything is done with the data (for shmarena: before the build and the
+save; for the others: before scatter, graph submission or ray.put) and stops at the last result.
 
-    python benches/python/distributed.py --quick     # N = L = 100k
-    python benches/python/distributed.py             # N = L = 1M
+Each row runs on a fresh cluster (LocalCluster(processes=True, threads_per_worker=1) or
+ray.init(num_cpus=W)) with W workers, for T tasks of 2000 lookups each (--tasks, default 8 and
+500). Memory is `Anonymous:` of /proc/PID/smaps_rollup (a process's own memory: shared arena
+pages are not in it), over the same worker before the job:
+- at rest: each worker's growth, read after the job while the workers are alive;
+- in task: each task reads its process's Anonymous at its end, while the data it got is still
+  referenced (for ray.put, the dict it deserialized), the peak a task holds; the median and the
+  largest growth over the tasks are reported;
+- per host: the sum of the workers' growth at rest plus what the host holds once in shared
+  memory (the arena for shmarena rows; for ray.put, the serialized object in Ray's object store,
+  taken as its pickled size).
+
+    python benches/python/distributed.py --quick     # N = 100k
+    python benches/python/distributed.py             # N = 1M, 8 and 500 tasks, 2 and 4 workers
 """
 
 from __future__ import annotations
@@ -77,21 +88,34 @@ def work(d, m, task: int) -> float:
 
 def task_obj(obj, task):
     d, m = obj
-    return os.getpid(), work(d, m, task)
+    r = work(d, m, task)
+    return os.getpid(), r, anon_kib()  # the data still referenced: the task's peak
 
 
 def task_shmarena_dask(name, task):
     import shmarena.dask
 
     a = shmarena.dask.get(name)
-    return os.getpid(), work(a["dict"], a["matrix"], task)
+    r = work(a["dict"], a["matrix"], task)
+    return os.getpid(), r, anon_kib()
 
 
 def task_shmarena_ray(name, task):
     import shmarena.ray
 
     a = shmarena.ray.get(name)
-    return os.getpid(), work(a["dict"], a["matrix"], task)
+    r = work(a["dict"], a["matrix"], task)
+    return os.getpid(), r, anon_kib()
+
+
+def build_image(obj, image: str) -> None:
+    """What the shmarena rows do first, on the clock: build the arena and save its image."""
+    d, m = obj
+    with shmarena.build() as b:
+        b.put("dict", d)
+        b.put_array("matrix", m)
+    b.arena.save(image)
+    b.arena.close()
 
 
 def anon_kib(pid="self") -> int:
@@ -120,10 +144,12 @@ def dask_run(way: str, workers: int, obj, image: str, chunks):
         # Warm each worker (imports) so start-up is not counted, then take its baseline.
         client.run(lambda: __import__("numpy") and __import__("shmarena.dask") and None)
         before = client.run(anon_kib)
+        pid_of = client.run(os.getpid)
         t0 = time.perf_counter()
         if way == "shmarena":
             import shmarena.dask
 
+            build_image(obj, image)
             client.register_plugin(shmarena.dask.Dataset(NAME, path=image))
             futures = client.map(task_shmarena_dask, [NAME] * len(chunks), chunks, pure=False)
         elif way == "scatter":
@@ -144,7 +170,9 @@ def dask_run(way: str, workers: int, obj, image: str, chunks):
         wall = time.perf_counter() - t0
         after = client.run(anon_kib)
         growth = [after[w] - before[w] for w in after]
-        return wall, first, list(after.values()), growth, results
+        base = {pid_of[w]: before[w] for w in before}
+        in_task = [a - base.get(p, a) for p, _, a in results]
+        return wall, first, list(after.values()), growth, in_task, results
 
 
 def ray_run(way: str, workers: int, obj, image: str, chunks):
@@ -169,6 +197,7 @@ def ray_run(way: str, workers: int, obj, image: str, chunks):
         if way == "shmarena":
             import shmarena.ray
 
+            build_image(obj, image)
             ds = shmarena.ray.Dataset(NAME, path=image).start()
             task = ray.remote(task_shmarena_ray)
             refs = [task.remote(NAME, c) for c in chunks]
@@ -187,12 +216,13 @@ def ray_run(way: str, workers: int, obj, image: str, chunks):
                 first = time.perf_counter() - t0
             results.extend(ray.get(done))
         wall = time.perf_counter() - t0
-        used = {pid for pid, _ in results}
+        used = {pid for pid, _, _ in results}
         after = {p: anon_kib(p) for p in used}
         growth = [after[p] - before.get(p, after[p]) for p in used]
+        in_task = [a - before.get(p, a) for p, _, a in results]
         if ds is not None:
             ds.stop()
-        return wall, first, list(after.values()), growth, results
+        return wall, first, list(after.values()), growth, in_task, results
     finally:
         ray.shutdown()
 
@@ -206,33 +236,36 @@ def main() -> int:
     ap.add_argument("--n", type=int, help="dict entries (default 1M, 100k with --quick)")
     ap.add_argument("--workers", default="2,4", help="worker counts (default 2,4)")
     ap.add_argument("--engines", default="dask,ray", help="dask, ray or both (default)")
+    ap.add_argument("--tasks", default="8,500", help="numbers of tasks of 2000 lookups (default 8,500)")
     args = ap.parse_args()
     n = args.n or (100_000 if args.quick else 1_000_000)
     counts = [int(w) for w in args.workers.split(",")]
     engines = args.engines.split(",")
 
+    task_counts = [int(t) for t in args.tasks.split(",")]
+
     t = time.perf_counter()
     d, m = make_data(n)
-    chunks = list(range(n // CHUNK))  # task numbers; each task makes its CHUNK keys
-    want = expected_total(d, m, chunks)
-    with shmarena.build() as b:
+    with shmarena.build() as b:  # its size, for the per-host figure (the rows build their own)
         b.put("dict", d)
         b.put_array("matrix", m)
-    tmp = tempfile.mkdtemp(prefix="shmarena-bench-")
-    image = os.path.join(tmp, "seed.arena")
-    b.arena.save(image)
     size_mib = b.arena.nbytes / 2**20
     b.arena.close()
+    import pickle
+
+    pickled_mib = len(pickle.dumps((d, m), protocol=5)) / 2**20
+    tmp = tempfile.mkdtemp(prefix="shmarena-bench-")
+    image = os.path.join(tmp, "seed.arena")
     print(
-        f"N = {n:,} entries, matrix {m.shape[0]}x{COLS} float32 ({m.nbytes / 2**20:.1f} MiB), "
-        f"L = {len(chunks) * CHUNK:,} lookups in {len(chunks)} tasks; arena image {size_mib:.1f} MiB "
-        f"(data and image made in {time.perf_counter() - t:.1f} s); {os.cpu_count()} cores",
+        f"N = {n:,} entries, matrix {m.shape[0]}x{COLS} float32 ({m.nbytes / 2**20:.1f} MiB); "
+        f"arena {size_mib:.1f} MiB, pickle {pickled_mib:.1f} MiB (data made in "
+        f"{time.perf_counter() - t:.1f} s); {os.cpu_count()} cores",
         flush=True,
     )
     print()
     print(
-        "| engine, way | workers | wall (s) | first result (s) | Anonymous/worker (MiB, median) "
-        "| growth of each worker (MiB) | sum of growth (MiB) | sum of Anonymous (MiB) |"
+        "| engine, way | workers | tasks | wall (s) | first result (s) | at rest: growth of each worker (MiB) "
+        "| in task: growth, median / max (MiB) | per host: workers' growth + shared (MiB) |"
     )
     print("|---|---|---|---|---|---|---|---|")
     plan = []
@@ -242,26 +275,33 @@ def main() -> int:
         plan += [("Ray", w, ray_run) for w in ("shmarena", "ray.put")]
     try:
         for workers in counts:
-            for engine, way, run in plan:
-                try:
-                    wall, first, anon, growth, results = run(way, workers, (d, m), image, chunks)
-                except Exception as e:  # noqa: BLE001 - report and go on
-                    print(f"| {engine}, {way} | {workers} | failed: {type(e).__name__}: {e} | | | | | |", flush=True)
-                    continue
-                got = sum(r for _, r in results)
-                ok = "" if abs(got - want) <= 1e-9 * abs(want) else f" WRONG RESULT {got} != {want}"
-                print(
-                    f"| {engine}, {way} | {workers} | {wall:.2f} | {first:.2f} | "
-                    f"{statistics.median(anon) / 1024:.1f} | "
-                    f"{', '.join(f'{g / 1024:.1f}' for g in sorted(growth))} | {sum(growth) / 1024:.1f} | "
-                    f"{sum(anon) / 1024:.1f} |{ok}",
-                    flush=True,
-                )
+            for ntasks in task_counts:
+                # Task numbers spread over the dict: every task makes its own CHUNK keys.
+                chunks = [i * (n // CHUNK) // ntasks for i in range(ntasks)]
+                want = expected_total(d, m, chunks)
+                for engine, way, run in plan:
+                    try:
+                        wall, first, anon, growth, in_task, results = run(way, workers, (d, m), image, chunks)
+                    except Exception as e:  # noqa: BLE001 - report and go on
+                        print(f"| {engine}, {way} | {workers} | {ntasks} | failed: {type(e).__name__}: {e} | | | | |", flush=True)
+                        continue
+                    finally:
+                        if os.path.exists(image):
+                            os.unlink(image)
+                    got = sum(r for _, r, _ in results)
+                    ok = "" if abs(got - want) <= 1e-9 * abs(want) else f" WRONG RESULT {got} != {want}"
+                    shared = size_mib if way == "shmarena" else pickled_mib if way == "ray.put" else 0.0
+                    print(
+                        f"| {engine}, {way} | {workers} | {ntasks} | {wall:.2f} | {first:.2f} | "
+                        f"{', '.join(f'{g / 1024:.1f}' for g in sorted(growth))} | "
+                        f"{statistics.median(in_task) / 1024:.1f} / {max(in_task) / 1024:.1f} | "
+                        f"{sum(growth) / 1024 + shared:.1f} |{ok}",
+                        flush=True,
+                    )
     finally:
-        os.unlink(image)
+        if os.path.exists(image):
+            os.unlink(image)
         os.rmdir(tmp)
-    print()
-    print(f"shmarena rows also hold one shared copy per host: the {size_mib:.1f} MiB arena (Shmem, not in Anonymous).")
     return 0
 
 

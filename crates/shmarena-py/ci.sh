@@ -18,6 +18,8 @@ pip=("$work/venv/bin/python" -m pip --disable-pip-version-check --quiet)
 "${pip[@]}" install 'maturin>=1.16,<2' 'numpy>=1.23' 'pytest>=7' 'pytest-timeout>=2' 'mypy>=1.10'
 # The engines of tests/test_engines.py and tests/test_dask_plugin.py (shmarena.dask, shmarena.ray).
 "${pip[@]}" install 'dask[distributed]>=2024.1' 'joblib>=1.3'
+# pandas: tests/test_pandas.py and the to_pandas block of docs/PYTHON.md (issue 23).
+"${pip[@]}" install 'pandas>=2.0'
 "${pip[@]}" install 'ray>=2.9' || echo "ray could not be installed for $("$py" --version): its tests will skip"
 # maturin's build backend runs the `maturin` command, so the venv's bin must come first on PATH.
 export PATH="$work/venv/bin:$PATH"

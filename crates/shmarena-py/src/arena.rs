@@ -7,7 +7,7 @@ use std::sync::Arc;
 use pyo3::exceptions::{PyKeyError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
-use pyo3::types::PyList;
+use pyo3::types::{PyDict, PyList};
 use pyo3::IntoPyObjectExt;
 use shmarena::format::Kind;
 
@@ -258,6 +258,19 @@ impl PyArena {
     ) -> PyResult<Bound<'py, PyAny>> {
         static PUBLISH: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
         helper(slf.py(), &PUBLISH, "_publish")?.call1((slf, name, allow_uids, allow_gids, timeout))
+    }
+
+    /// The entry `name` as a pandas object: `arena[name].to_pandas(**kwargs)` for a map or a
+    /// list, a `DataFrame` (2-D) or `Series` (1-D) over the shared pages for an array.
+    #[pyo3(signature = (name, /, **kwargs))]
+    fn to_pandas<'py>(
+        slf: &Bound<'py, Self>,
+        name: &str,
+        kwargs: Option<&Bound<'py, PyDict>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        static PANDAS: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+        let value = slf.get().__getitem__(slf.py(), name)?;
+        helper(slf.py(), &PANDAS, "_to_pandas")?.call((value,), kwargs)
     }
 
     /// Writes the arena as an image file at `path` (atomically: a temporary file renamed over

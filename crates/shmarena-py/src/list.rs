@@ -3,11 +3,13 @@
 
 use pyo3::exceptions::{PyIndexError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::{PyInt, PyList, PySlice, PyTuple};
+use pyo3::sync::PyOnceLock;
+use pyo3::types::{PyDict, PyInt, PyList, PySlice, PyTuple};
 use pyo3::IntoPyObjectExt;
 use rkyv::vec::ArchivedVec;
 
 use crate::handle::Slice;
+use crate::package::helper;
 use crate::pickle::{self, Reduced};
 use crate::to_py::{node_to_py, node_to_python};
 use crate::value::ArchivedValue;
@@ -222,19 +224,38 @@ impl ListView {
         self.to_python(py)?.bind(py).hash()
     }
 
-    fn __repr__(&self) -> PyResult<String> {
-        let (_, is_tuple) = self.items()?;
-        Ok(format!(
-            "<shmarena.ListView of entry {:?} at {:?}{}, {} {}>",
-            self.root.entry,
-            self.path,
-            match self.slice {
-                Some(s) => format!(" [start {} step {}]", s.start, s.step),
-                None => String::new(),
-            },
-            self.sel()?.len,
-            if is_tuple { "tuple items" } else { "items" }
-        ))
+    /// A short preview of the contents, as `dict`/`list` show theirs (`shmarena._view_repr`).
+    fn __repr__(slf: &Bound<'_, Self>) -> PyResult<String> {
+        static REPR: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+        helper(slf.py(), &REPR, "_view_repr")?
+            .call1((slf,))?
+            .extract()
+    }
+
+    /// The preview as an HTML table, for notebooks.
+    fn _repr_html_(slf: &Bound<'_, Self>) -> PyResult<String> {
+        static HTML: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+        helper(slf.py(), &HTML, "_view_repr_html")?
+            .call1((slf,))?
+            .extract()
+    }
+
+    /// IPython's pretty printer: the preview.
+    fn _repr_pretty_(slf: &Bound<'_, Self>, p: &Bound<'_, PyAny>, cycle: bool) -> PyResult<()> {
+        static PRETTY: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+        helper(slf.py(), &PRETTY, "_view_repr_pretty")?.call1((slf, p, cycle))?;
+        Ok(())
+    }
+
+    /// A `pandas.DataFrame` (a map) or `pandas.Series` (a list) of the contents; see
+    /// docs/PYTHON.md, "pandas" (`shmarena._to_pandas`).
+    #[pyo3(signature = (**kwargs))]
+    fn to_pandas<'py>(
+        slf: &Bound<'py, Self>,
+        kwargs: Option<&Bound<'py, PyDict>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        static PANDAS: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+        helper(slf.py(), &PANDAS, "_to_pandas")?.call((slf,), kwargs)
     }
 
     fn __reduce__<'py>(&self, py: Python<'py>) -> PyResult<Reduced<'py>> {

@@ -46,7 +46,22 @@ pub(crate) fn service_err(e: shmarena::Error) -> PyErr {
         shmarena::Error::Service(s) => {
             let msg = chain(&e);
             match s {
+                LibServiceError::NotPublished { other_uids, .. } if !other_uids.is_empty() => {
+                    NotPublishedError::new_err(format!(
+                        "{msg} (shmarena.connect(name, server_uid={}))",
+                        other_uids[0]
+                    ))
+                }
                 LibServiceError::NotPublished { .. } => NotPublishedError::new_err(msg),
+                LibServiceError::AlreadyPublished {
+                    name,
+                    by_this_process: true,
+                } => AlreadyPublishedError::new_err(format!(
+                    "an arena is already published as {name:?} by this process: a Publisher of \
+                     it is still open here (a notebook cell run twice?); call that Publisher's \
+                     publish(arena) to serve a new generation, or its close() before publishing \
+                     the name again"
+                )),
                 LibServiceError::AlreadyPublished { .. } => AlreadyPublishedError::new_err(msg),
                 LibServiceError::Refused { .. } => RefusedError::new_err(msg),
                 _ => ServiceError::new_err(msg),

@@ -123,3 +123,27 @@ def test_dataset_arguments():
         shmarena.dask.Dataset("x")
     with pytest.raises(ValueError, match="exactly one"):
         shmarena.dask.Dataset("x", path="a", build=workers.build_small_arena)
+
+
+def test_get_fails_fast_when_nothing_publishes_the_name():
+    import shmarena._node
+
+    name = unique("nobody")
+    t0 = time.monotonic()
+    with pytest.raises(shmarena.NotPublishedError, match="no process is loading or building it") as e:
+        shmarena.dask.get(name, wait=600)
+    assert time.monotonic() - t0 < 2 + shmarena._node.NO_HOLDER_GRACE
+    assert name in str(e.value)
+
+
+def test_a_failed_setup_reaches_the_tasks_with_its_cause():
+    name = unique("df")
+    with distributed.LocalCluster(
+        n_workers=1, processes=True, threads_per_worker=1, dashboard_address=None
+    ) as cluster, distributed.Client(cluster, timeout=60) as client:
+        with pytest.raises(Exception, match="corrupt"):
+            client.register_plugin(shmarena.dask.Dataset(name, build=workers.failing_build))
+        kind, text, took = client.submit(workers.get_and_report, name, 600.0, pure=False).result()
+        assert kind == "NotPublishedError"
+        assert "failed to make it: ValueError: the input file is corrupt (test)" in text, text
+        assert took < 5, took

@@ -3,7 +3,9 @@ in a fresh interpreter (as a script file, so that forkserver and spawn workers c
 and the Python examples run.
 
 A block that cannot run on its own is marked in its info string with the reason:
-```` ```python no-run: <why> ````. Keep that rare: a reader copies blocks as they are.
+```` ```python no-run: <why> ````. Keep that rare: a reader copies blocks as they are, and give
+it a runnable twin beside it. A block that needs an optional package says so,
+```` ```python needs: ray ````, and is skipped (saying why) where that package is missing.
 """
 
 from __future__ import annotations
@@ -62,6 +64,9 @@ def test_python_block_runs_as_written(where, info, code, tmp_path):
         reason = rest[len("no-run") :].lstrip(": ").strip()
         assert reason, f"{where}: a no-run block must say why (```python no-run: <why>)"
         pytest.skip(f"{where}: {reason}")
+    if rest.startswith("needs:"):
+        for module in rest[len("needs:") :].replace(",", " ").split():
+            pytest.importorskip(module, reason=f"{where} needs {module}, which is not installed")
     script = tmp_path / "block.py"
     script.write_text(code)
     out = subprocess.run(

@@ -156,3 +156,56 @@ def ray_dataset_lookup(name, word):
 
     arena = shmarena.ray.get(name, wait=60)
     return os.getpid(), arena.id, arena["lexicon"].get(word), float(arena["weights"].sum())
+
+
+def build_big_arena(nbytes=500 * 2**20):
+    """A build function for the memory-accounting tests: one float64 array of `nbytes`."""
+    with shmarena.build() as b:
+        b.put_array("big", np.ones(nbytes // 8, dtype=np.float64))
+    return b.arena
+
+
+def read_every_page(name, heap_bytes=0, hold=0.0):
+    """A task that sums the whole arena array `name` (every page), then optionally holds
+    `heap_bytes` of private memory for `hold` seconds; returns (pid, sum, VmRSS, the figure
+    the worker's memory manager sees, the worker's memory limit)."""
+    import time
+
+    import shmarena._memory
+    import shmarena.dask
+    from distributed import get_worker
+
+    arena = shmarena.dask.get(name, wait=60)
+    total = float(arena["big"].sum())
+    heap = None
+    if heap_bytes:
+        heap = np.ones(heap_bytes // 8, dtype=np.float64)  # written: private pages
+        time.sleep(hold)
+    worker = get_worker()
+    seen = worker.monitor.get_process_memory()
+    rss = shmarena._memory.status()["VmRSS"]
+    del heap
+    return os.getpid(), total, rss, seen, worker.memory_manager.memory_limit
+
+
+def sum_view(arr):
+    """A task given a shared array as argument: reads every page (no shmarena.dask involved)."""
+    return os.getpid(), float(arr.sum())
+
+
+def failing_build():
+    """A build function that fails, as a corrupt input would."""
+    raise ValueError("the input file is corrupt (test)")
+
+
+def get_and_report(name, wait=60.0):
+    """A task: the dataset's entry names, or the error `shmarena.dask.get` raised and its time."""
+    import time
+
+    import shmarena.dask
+
+    t0 = time.monotonic()
+    try:
+        return sorted(shmarena.dask.get(name, wait=wait))
+    except shmarena.NotPublishedError as e:
+        return ("NotPublishedError", str(e), time.monotonic() - t0)

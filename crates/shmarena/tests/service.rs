@@ -198,7 +198,17 @@ fn publish_connect_in_process_and_name_goes_away() {
     assert_eq!(arena.id(), publisher.arena().id());
     // A second publisher of the same name is refused while the first lives.
     let e = service_err(build_lexicon_arena(8).publish(&name).unwrap_err());
-    assert!(matches!(e, ServiceError::AlreadyPublished { .. }), "{e}");
+    assert!(
+        matches!(
+            e,
+            ServiceError::AlreadyPublished {
+                by_this_process: true,
+                ..
+            }
+        ),
+        "{e}"
+    );
+    assert!(e.to_string().contains("by this process"), "{e}");
     drop(publisher);
     assert!(!socket_listed(rustix_uid(), &name));
     let e = service_err(Arena::connect(&name).unwrap_err());
@@ -397,7 +407,17 @@ fn a_server_of_another_uid_squatting_a_name_is_refused() {
     assert!(e.to_string().contains("uid 65534"), "{e}");
     // And our own publish of that name fails while the squatter holds it.
     let e = service_err(build_lexicon_arena(1).publish(&name).unwrap_err());
-    assert!(matches!(e, ServiceError::AlreadyPublished { .. }), "{e}");
+    assert!(
+        matches!(
+            e,
+            ServiceError::AlreadyPublished {
+                by_this_process: false,
+                ..
+            }
+        ),
+        "{e}"
+    );
+    assert!(!e.to_string().contains("by this process"), "{e}");
     drop(squatter.stdin.take());
     assert!(squatter.wait().unwrap().success());
     scope.finish();

@@ -100,22 +100,34 @@ if TYPE_CHECKING:
 # What needs numpy lives in `_array` and is imported on first use, so that `import shmarena`
 # does not import numpy: a worker that only reads dicts and lists starts without it (numpy's
 # import is most of a spawned worker's start). `shmarena._restore_view` is what pickles of
-# array views name; the other three are called from the native code.
-_LAZY = frozenset({"SharedArray", "_restore_view", "_make_array", "_prepare_array", "_copy_array"})
+# array views name; the other three are called from the native code, as are the view helpers
+# of `_views` (reprs, `to_pandas`).
+_LAZY = {
+    "SharedArray": ("_array", "SharedArray"),
+    "_restore_view": ("_array", "_restore_view"),
+    "_make_array": ("_array", "_make_array"),
+    "_prepare_array": ("_array", "_prepare_array"),
+    "_copy_array": ("_array", "_copy_array"),
+    "_view_repr": ("_views", "view_repr"),
+    "_view_repr_html": ("_views", "view_repr_html"),
+    "_view_repr_pretty": ("_views", "view_repr_pretty"),
+    "_to_pandas": ("_views", "to_pandas"),
+}
 
 
 def __getattr__(name: str) -> Any:
     if name in _LAZY:
-        from . import _array
+        import importlib
 
-        value = getattr(_array, name)
+        module, attr = _LAZY[name]
+        value = getattr(importlib.import_module(f".{module}", __name__), attr)
         globals()[name] = value
         return value
     raise AttributeError(f"module 'shmarena' has no attribute {name!r}")
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | _LAZY)
+    return sorted(set(globals()) | set(_LAZY))
 
 
 

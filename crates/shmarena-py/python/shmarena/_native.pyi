@@ -1,6 +1,6 @@
 """Type stubs for the Rust extension module ``shmarena._native`` (re-exported by ``shmarena``)."""
 
-from collections.abc import ItemsView, Iterator, KeysView, Mapping, Sequence, ValuesView
+from collections.abc import ItemsView, Iterable, Iterator, KeysView, Mapping, Sequence, ValuesView
 from os import PathLike
 from types import TracebackType
 from typing import Any, Literal, Union, final, overload
@@ -117,6 +117,8 @@ class Arena(Mapping[str, Any]):
         timeout: float | None = None,
     ) -> Publisher: ...
     def save(self, path: str | PathLike[str]) -> None: ...
+    def to_pandas(self, name: str, /, **kwargs: Any) -> Any:
+        """The entry ``name`` as a pandas ``DataFrame`` or ``Series`` (docs/PYTHON.md, "pandas")."""
     def close(self) -> None:
         """Stops sharing: the builder of a named arena removes its name (unless built with
         ``persist=True``); every process forgets the arena. Other processes' names are removed
@@ -145,7 +147,18 @@ class MapView(Mapping[Any, Any]):
     def items(self) -> ItemsView[Any, _Item]: ...
     def iter_items(self) -> Iterator[tuple[Any, _Item]]: ...
     def iter_values(self) -> Iterator[_Item]: ...
+    @overload
+    def get_many(self, keys: Iterable[Any], default: Any = None) -> list[Any]: ...
+    @overload
+    def get_many(self, keys: Iterable[Any], default: Any = None, *, as_array: Literal[False]) -> list[Any]: ...
+    @overload
+    def get_many(self, keys: Iterable[Any], default: int | float | None = None, *, as_array: Literal[True]) -> Any:
+        """A numpy array (int64 or float64) of the values, which must be numbers."""
     def to_python(self) -> dict[Any, Any]: ...
+    def to_pandas(self, **kwargs: Any) -> Any:
+        """A pandas ``DataFrame`` (a map of columns or of records) or ``Series`` (a map of scalars)."""
+    def _repr_html_(self) -> str: ...
+    def _repr_pretty_(self, p: Any, cycle: bool) -> None: ...
 
 @final
 class ListView(Sequence[Any]):
@@ -165,6 +178,10 @@ class ListView(Sequence[Any]):
     @property
     def is_tuple(self) -> bool: ...
     def to_python(self) -> list[Any] | tuple[Any, ...]: ...
+    def to_pandas(self, **kwargs: Any) -> Any:
+        """A pandas ``Series`` (a ``DataFrame`` for a list of records)."""
+    def _repr_html_(self) -> str: ...
+    def _repr_pretty_(self, p: Any, cycle: bool) -> None: ...
 
 @final
 class MapIterator:

@@ -39,7 +39,12 @@ def published_name(name: str) -> str:
 
 
 def get(name: str, *, wait: float = _node.DEFAULT_WAIT) -> Arena:
-    """The dataset ``name`` as published on this node, connected once per process and kept."""
+    """The dataset ``name`` as published on this node, connected once per process and kept.
+
+    Waits up to ``wait`` seconds (default 600) only while a process of the node holds the lock
+    for the name (a holder loading or building it); raises ``NotPublishedError`` after about 2
+    seconds if nothing publishes the name and nothing is loading it, and at once, with the
+    cause, while a holder that failed to make it is alive."""
     return _node.cached_connect(_node.published_name(name), wait)
 
 

@@ -201,7 +201,10 @@ fn handshake(
     let conn = sock::connect_abstract(socket.as_bytes(), ASK_TIMEOUT).map_err(|e| {
         match rustix::io::Errno::from_io_error(&e) {
             Some(rustix::io::Errno::CONNREFUSED | rustix::io::Errno::NOENT) => {
-                ServiceError::NotPublished { name: name.clone() }
+                ServiceError::NotPublished {
+                    name: name.clone(),
+                    other_uids: Vec::new(),
+                }
             }
             Some(rustix::io::Errno::AGAIN | rustix::io::Errno::TIMEDOUT) => timeout(name.clone()),
             _ => ServiceError::Io {

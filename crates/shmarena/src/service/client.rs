@@ -104,7 +104,10 @@ impl ConnectOptions {
         let conn = sock::connect_abstract(sock_name.as_bytes(), self.timeout).map_err(|e| {
             match rustix::io::Errno::from_io_error(&e) {
                 Some(rustix::io::Errno::CONNREFUSED | rustix::io::Errno::NOENT) => {
-                    svc(ServiceError::NotPublished { name: name.clone() })
+                    svc(ServiceError::NotPublished {
+                        other_uids: other_publishers(&name, server_uid),
+                        name: name.clone(),
+                    })
                 }
                 Some(rustix::io::Errno::AGAIN | rustix::io::Errno::TIMEDOUT) => {
                     svc(ServiceError::Timeout {
@@ -282,6 +285,22 @@ impl ConnectOptions {
             page,
         })
     }
+}
+
+/// The uids other than `asked` whose publishers serve `name` on this host (listening on
+/// `shmarena/<uid>/<name>` in `/proc/net/unix`), for the hint of a `NotPublished` error.
+fn other_publishers(name: &str, asked: u32) -> Vec<u32> {
+    let mut uids: Vec<u32> = os::procfs::abstract_listeners("shmarena/")
+        .iter()
+        .filter_map(|l| {
+            let (uid, rest) = l.name.strip_prefix("shmarena/")?.split_once('/')?;
+            (rest == name).then(|| uid.parse::<u32>().ok())?
+        })
+        .filter(|&uid| uid != asked)
+        .collect();
+    uids.sort_unstable();
+    uids.dedup();
+    uids
 }
 
 fn me_gid() -> u32 {

@@ -78,11 +78,17 @@ pub enum ServiceError {
     NotPublished {
         /// The published name.
         name: String,
+        /// Other uids whose publishers serve the same name on this host (from
+        /// `/proc/net/unix`): connecting to one of them needs
+        /// [`ConnectOptions::server_uid`].
+        other_uids: Vec<u32>,
     },
     /// Another live socket already holds the name.
     AlreadyPublished {
         /// The published name.
         name: String,
+        /// Whether the holder is a publisher of this very process (one not yet closed).
+        by_this_process: bool,
     },
     /// One side refused the other's credentials.
     Refused {
@@ -145,14 +151,38 @@ pub enum ServiceError {
 impl fmt::Display for ServiceError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            ServiceError::NotPublished { name } => {
+            ServiceError::NotPublished { name, other_uids } => {
                 write!(
                     f,
                     "no arena is published as {name:?} (nobody listens on the name)"
-                )
+                )?;
+                match other_uids.as_slice() {
+                    [] => Ok(()),
+                    [uid] => write!(
+                        f,
+                        "; uid {uid} publishes it: to connect to another user's publisher, \
+                         name its uid (server_uid)"
+                    ),
+                    uids => write!(
+                        f,
+                        "; uids {uids:?} publish it: to connect to another user's publisher, \
+                         name its uid (server_uid)"
+                    ),
+                }
             }
-            ServiceError::AlreadyPublished { name } => {
-                write!(f, "an arena is already published as {name:?}")
+            ServiceError::AlreadyPublished {
+                name,
+                by_this_process,
+            } => {
+                write!(f, "an arena is already published as {name:?}")?;
+                if *by_this_process {
+                    write!(
+                        f,
+                        " by this process: a publisher of it is still open here (publish \
+                         through it to serve a new generation, or close it first)"
+                    )?;
+                }
+                Ok(())
             }
             ServiceError::Refused { name, by, uid, gid } => match by {
                 RefusedBy::Server => write!(

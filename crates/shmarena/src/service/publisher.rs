@@ -90,7 +90,11 @@ impl PublishOptions {
             .map_err(|e| io_err(&name, "reopening the generation page read-only", e))?;
         let listener = sock::listen_abstract(sock_name.as_bytes()).map_err(|e| {
             if e.kind() == std::io::ErrorKind::AddrInUse {
-                Error::Service(ServiceError::AlreadyPublished { name: name.clone() })
+                let by_this_process = LOCAL_NAMES.lock().contains(&sock_name);
+                Error::Service(ServiceError::AlreadyPublished {
+                    name: name.clone(),
+                    by_this_process,
+                })
             } else {
                 io_err(&name, "listening", e)
             }
