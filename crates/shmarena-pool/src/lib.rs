@@ -664,6 +664,11 @@ impl Pool {
                 )
             })?;
         }
+        // The worker takes the trust rows of the arenas shared with it (`serve_worker_if_child`):
+        // only rows this process holds for the very descriptors listed go with them, so a hook
+        // that edited `share_with`'s entry (another descriptor, another arena) loses its rows.
+        #[cfg(feature = "shmarena")]
+        shmarena::keep_vouched_rows(&mut cmd);
         if let Some(init) = &self.cfg.init {
             cmd.env(os::INIT_ENV, worker::encode_init(init));
         }

@@ -148,6 +148,32 @@ pub(crate) fn fork_worker(
     finish_start(pid, p)
 }
 
+/// Takes the trust rows of the arenas this spawned worker's pool shared with it (see
+/// `shmarena::trust_inherited_rows`). Called once, by a worker whose [`WORKER_ENV`] names its
+/// parent, before its initializer or any task runs.
+#[cfg(feature = "shmarena")]
+pub(crate) fn trust_pool_rows() {
+    // SAFETY: `trust_inherited_rows` asks that every `SHMARENA_INHERITED_FDS` entry this
+    // process started with be what `share_with` wrote, in the process that exec'd this one,
+    // for the descriptor inherited under that number.
+    // - The launcher is the pool: this process carries the pool's worker marker naming its
+    //   parent as the pool's process (checked by the caller); the pool sets the marker only in
+    //   the `Command` of its own binary (`current_exe`) that its spawner thread spawns, after
+    //   every `on_spawn` hook ran.
+    // - The entry is `share_with`'s: after the hooks, the pool ran `shmarena::keep_vouched_rows`
+    //   on that `Command`, which keeps only rows its process holds in memory for the arena open
+    //   there under the very descriptor number and inode the entry names; an entry a hook
+    //   edited lost its rows. The descriptor cannot be retargeted between that check and the
+    //   exec: it is owned by the arena the `share_with` call moved into the `Command`, and
+    //   safe code cannot close or `dup2` over a descriptor it does not own.
+    // - The child side checks the rest: the descriptor's inode is the one named and it is a
+    //   sealed memfd (`SHMARENA_INHERITED_FDS` is read from the environment at exec).
+    // What remains is a program that execs its own binary by hand with the pool's private
+    // marker (`SHMARENA_POOL_WORKER`) and a forged entry: it is then the launcher, outside the
+    // pool, and the pool's documentation says the marker is the pool's alone.
+    unsafe { shmarena::trust_inherited_rows() };
+}
+
 /// Spawns `cmd` as a worker: the task reader and result writer are inherited (close-on-exec
 /// cleared in the child only) and named in [`WORKER_ENV`]; the child arms its parent-death
 /// signal before `exec`.
