@@ -505,6 +505,12 @@ impl PoolBuilder {
     /// `memfd:PID:FD` alone reaches the arena through `/proc` and validates each entry on its
     /// first read). The closure keeps what it captures alive as long as the pool.
     ///
+    /// With the `shmarena` feature, the pool is the workers' trusted launcher: a worker takes
+    /// the trust rows that came with the arenas (it calls `shmarena::trust_inherited_rows` in
+    /// [`serve_worker_if_child`]), and after the hooks the pool keeps only the rows its process
+    /// holds for the very descriptors listed (`shmarena::keep_vouched_rows`): an entry a hook
+    /// edited reaches the workers without rows, and they validate.
+    ///
     /// ```no_run
     /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
     /// # let arena = shmarena::ArenaOptions::new().create()?.seal()?;

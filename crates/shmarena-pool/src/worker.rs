@@ -40,6 +40,12 @@ use crate::{Init, WorkerJob};
 ///
 /// Call it before this process starts threads: it removes its marker variable from the
 /// environment (so the job's own child processes are not mistaken for workers).
+///
+/// With the `shmarena` feature, a worker takes the trust rows of the arenas its pool shared
+/// with it through [`PoolBuilder::on_spawn`](crate::PoolBuilder::on_spawn) and `share_with`
+/// (see there), before the initializer runs: it reads them without bytecheck, as the pool's
+/// process does. The pool's marker variable is the pool's alone: a program that execs its own
+/// binary with it by hand becomes the launcher the workers trust.
 pub fn serve_worker_if_child(jobs: &[&dyn WorkerJob]) {
     let Some(marker) = std::env::var_os(WORKER_ENV) else {
         return;

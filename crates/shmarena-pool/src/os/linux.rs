@@ -1,7 +1,9 @@
 //! Linux system calls of the pool, behind safe functions: pipes, fork, spawn, death signals,
 //! pidfds, kill and reap, non-blocking pipe I/O and `poll`. This is the only file of the crate
-//! with `unsafe` (fork, `_exit`, `close`, the pre-exec hook, and taking ownership of the fds a
-//! spawned worker inherits); the rest of the crate sees only the safe API below.
+//! with `unsafe` (fork, `_exit`, `close`, the pre-exec hook, taking ownership of the fds a
+//! spawned worker inherits, and, with the `shmarena` feature, a spawned worker's opt-in to the
+//! trust rows of the arenas its pool shared with it); the rest of the crate sees only the safe
+//! API below.
 
 use std::fs::File;
 use std::io::{self, Write};
