@@ -216,10 +216,20 @@ fn shapes(c: &mut Criterion) {
         })
         .collect()
     };
-    let map = |r: std::ops::Range<usize>| -> Map { r.map(|i| (shmarena_bench::key(i), i as u32)).collect() };
+    let map = |r: std::ops::Range<usize>| -> Map {
+        r.map(|i| (shmarena_bench::key(i), i as u32)).collect()
+    };
     let arenas = [
-        ("HashMap<String,u32>", split_arena(n, 1, map), split_arena(n, threads, map)),
-        ("Vec<Small>", split_arena(n, 1, small), split_arena(n, threads, small)),
+        (
+            "HashMap<String,u32>",
+            split_arena(n, 1, map),
+            split_arena(n, threads, map),
+        ),
+        (
+            "Vec<Small>",
+            split_arena(n, 1, small),
+            split_arena(n, threads, small),
+        ),
     ];
     for (shape, whole, split) in &arenas {
         let len = whole.layout().entries[0].len;

@@ -320,7 +320,10 @@ fn spawn_workers_do_not_trust_an_entry_a_hook_edited() {
     let mut bytes = arena.as_bytes().to_vec();
     let e = &arena.layout().entries[0];
     let root = (e.offset + e.root_pos) as usize;
-    assert_eq!(u32::from_le_bytes(bytes[root + 4..root + 8].try_into().unwrap()), 100);
+    assert_eq!(
+        u32::from_le_bytes(bytes[root + 4..root + 8].try_into().unwrap()),
+        100
+    );
     bytes[root + 4..root + 8].copy_from_slice(&(1u32 << 28).to_le_bytes());
     let fd = rustix::fs::memfd_create(
         "forged",

@@ -199,9 +199,7 @@ mod os;
 pub use archive::SegmentWriter;
 pub use archive::{ArenaSerializer, ArenaValidator};
 pub use arena::{Arena, ArenaId, OpenOptions};
-pub use attach::{
-    attach, detach, detach_all, expect_id, keep_vouched_rows, trust_inherited_rows,
-};
+pub use attach::{attach, detach, detach_all, expect_id, keep_vouched_rows, trust_inherited_rows};
 pub use entries::EntryInfo;
 pub use error::{Error, Result};
 pub use handle::{Handle, SliceHandle};

@@ -160,7 +160,10 @@ fn forged_service_answer_child() {
                 !got.trusts::<Vec<u32>>("v"),
                 "rows taken from an answer nobody vouched for"
             );
-            assert_corrupted(got.get::<Vec<u32>>("v").map(|v| v.iter().map(|x| u64::from(x.to_native())).sum::<u64>()));
+            assert_corrupted(
+                got.get::<Vec<u32>>("v")
+                    .map(|v| v.iter().map(|x| u64::from(x.to_native())).sum::<u64>()),
+            );
         }
         Err(e) => panic!("expected the forged arena, validated on read; got {e}"),
     }
@@ -222,7 +225,10 @@ fn forged_environment_child() {
     let h = Handle::<Vec<u32>>::from_env("TRUST_CHANNELS_HANDLE").unwrap();
     let arena = h.arena().unwrap();
     assert!(!arena.trusts::<Vec<u32>>("v"), "rows taken without opt-in");
-    assert_corrupted(h.get().map(|v| v.iter().map(|x| u64::from(x.to_native())).sum::<u64>()));
+    assert_corrupted(
+        h.get()
+            .map(|v| v.iter().map(|x| u64::from(x.to_native())).sum::<u64>()),
+    );
     println!("OK:forged_environment_child");
 }
 
@@ -319,13 +325,19 @@ fn opted_in_child() {
     let arena = h.arena().unwrap();
     match std::env::var("TRUST_CHANNELS_EXPECT").unwrap().as_str() {
         "trusted" => {
-            assert!(arena.trusts::<Vec<u32>>("v"), "opted in: the rows are taken");
+            assert!(
+                arena.trusts::<Vec<u32>>("v"),
+                "opted in: the rows are taken"
+            );
             assert!(!arena.trusts::<Vec<u64>>("v"));
             assert_eq!(&*h.get().unwrap(), &[1, 2, 3][..]);
         }
         _ => {
             assert!(!arena.trusts::<Vec<u32>>("v"));
-            assert_corrupted(h.get().map(|v| v.iter().map(|x| u64::from(x.to_native())).sum::<u64>()));
+            assert_corrupted(
+                h.get()
+                    .map(|v| v.iter().map(|x| u64::from(x.to_native())).sum::<u64>()),
+            );
         }
     }
     println!("OK:opted_in_child");

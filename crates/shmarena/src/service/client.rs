@@ -218,7 +218,10 @@ impl Handshake<'_> {
     fn check_peer(&self, conn: BorrowedFd<'_>) -> Result<sock::PeerCred> {
         let peer = sock::peer_cred(conn).map_err(|e| {
             self.io(
-                format!("reading the credentials of the publisher of {:?}", self.name),
+                format!(
+                    "reading the credentials of the publisher of {:?}",
+                    self.name
+                ),
                 e,
             )
         })?;
@@ -246,16 +249,17 @@ impl Handshake<'_> {
                         detail: format!("the connection was reset ({e})"),
                     })
                 }
-                _ => self.io(format!("receiving from the publisher of {:?}", self.name), e),
+                _ => self.io(
+                    format!("receiving from the publisher of {:?}", self.name),
+                    e,
+                ),
             },
         )?;
         let name = self.name.clone();
         let msg = match Message::decode(&buf[..got.len]) {
             Ok(m) => m,
             Err(WireError::BadMagic) => {
-                return Err(
-                    self.protocol("the answer does not start with the service magic".into())
-                )
+                return Err(self.protocol("the answer does not start with the service magic".into()))
             }
             Err(WireError::Version(found)) => {
                 return Err(self.err(ServiceError::VersionMismatch {
