@@ -509,7 +509,8 @@ impl PoolBuilder {
     /// the trust rows that came with the arenas (it calls `shmarena::trust_inherited_rows` in
     /// [`serve_worker_if_child`]), and after the hooks the pool keeps only the rows its process
     /// holds for the very descriptors listed (`shmarena::keep_vouched_rows`): an entry a hook
-    /// edited reaches the workers without rows, and they validate.
+    /// edited reaches the workers without rows, and they validate. Without the feature the
+    /// workers still attach the inherited descriptors, and validate each entry on first read.
     ///
     /// ```no_run
     /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
