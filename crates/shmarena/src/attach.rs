@@ -52,13 +52,13 @@ static INHERITED_ROWS_TRUSTED: AtomicBool = AtomicBool::new(false);
 ///
 /// A spawn-mode `shmarena_pool` worker calls this for you (the pool is the launcher there).
 ///
+/// At the top of a worker's `main`:
+///
 /// ```no_run
-/// fn main() {
-///     // SAFETY: this binary is started only by its own parent process, which passes arenas
-///     // through `share_with` and never edits or copies the entry that call writes.
-///     unsafe { shmarena::trust_inherited_rows() };
-///     // ... attach handles from the environment, read them in O(1).
-/// }
+/// // SAFETY: this binary is started only by its own parent process, which passes arenas
+/// // through `share_with` and never edits or copies the entry that call writes.
+/// unsafe { shmarena::trust_inherited_rows() };
+/// // ... attach handles from the environment, read them in O(1).
 /// ```
 ///
 /// # Safety

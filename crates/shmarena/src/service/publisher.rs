@@ -389,7 +389,7 @@ mod tests {
     use parking_lot::Mutex;
 
     use super::{answer, sock, Inner, PublishOptions, State};
-    use crate::{connect, ArenaOptions};
+    use crate::ArenaOptions;
 
     /// A thread of this process binds a name that no publisher of this process serves and
     /// answers as a publisher would, trust rows included (here the genuine rows of the arena
