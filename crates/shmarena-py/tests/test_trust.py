@@ -125,3 +125,41 @@ def test_a_genuine_pickle_is_trusted_only_after_opt_in(closing):
 def test_trust_pickled_rows_is_exported():
     assert "trust_pickled_rows" in shmarena.__all__
     assert callable(shmarena.trust_pickled_rows)
+
+
+def test_connect_takes_the_publishers_rows_only_when_trusted(closing):
+    """The service's opt-in, in another process: `connect(name)` validates each entry on first
+    read; `connect(name, trusted=True)` and `subscribe(name, trusted=True)` take the
+    publisher's trust rows."""
+    import os
+
+    with shmarena.build() as b:
+        b.put("v", [7] * LENGTH)
+    arena = b.arena
+    closing(arena)
+    with arena.publish(f"trust-py-{os.getpid()}") as pub:
+
+        def child(body: str) -> list[str]:
+            code = f"import shmarena\nname = {pub.name!r}\n" + textwrap.dedent(body)
+            out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+            assert out.returncode == 0, out.stderr
+            return out.stdout.split()
+
+        # Each in a fresh interpreter: a process keeps one arena object per arena id.
+        assert child(
+            f"""
+            plain = shmarena.connect(name)
+            before = plain.trusts("v")
+            print(before, plain["v"][{LENGTH - 1}], plain.trusts("v"))
+            """
+        ) == ["False", "7", "True"]
+        assert child(
+            """
+            print(shmarena.connect(name, trusted=True).trusts("v"))
+            """
+        ) == ["True"]
+        assert child(
+            """
+            print(shmarena.subscribe(name, trusted=True).current().trusts("v"))
+            """
+        ) == ["True"]
