@@ -161,4 +161,129 @@ fn per_gb(c: &mut Criterion) {
     }
 }
 
-shmarena_bench::bench_main!(3; validate, per_gb);
+/// A small record: the "`Vec` of 1M small structs" seed shape.
+#[derive(rkyv::Archive, rkyv::Serialize)]
+struct Small {
+    id: u32,
+    weight: f32,
+    label: u16,
+    flag: bool,
+}
+
+/// A sequential read of `bytes`: the sum of its little-endian `u64`s (what any pass over the
+/// entry costs at least).
+fn read_bytes(bytes: &[u8]) -> u64 {
+    bytes.chunks_exact(8).fold(0u64, |s, c| {
+        s.wrapping_add(u64::from_le_bytes(c.try_into().expect("8 bytes")))
+    })
+}
+
+/// The bytes of entry `index` of `arena`.
+fn entry_bytes(arena: &Arena, index: usize) -> &[u8] {
+    let e = &arena.layout().entries[index];
+    &arena.as_bytes()[e.offset as usize..(e.offset + e.len) as usize]
+}
+
+/// An arena of `parts` entries `p0`, `p1`, … each holding `make(i)` for its share of `n`.
+fn split_arena<T, F>(n: usize, parts: usize, make: F) -> Arena
+where
+    T: rkyv::Archive + for<'a, 'w> rkyv::Serialize<shmarena::ArenaSerializer<'a, 'w>>,
+    T::Archived: rkyv::Portable + for<'a> rkyv::bytecheck::CheckBytes<shmarena::ArenaValidator<'a>>,
+    F: Fn(std::ops::Range<usize>) -> T,
+{
+    let mut b = ArenaOptions::new().create().expect("create");
+    for p in 0..parts {
+        b.put(&format!("p{p}"), &make(p * n / parts..(p + 1) * n / parts))
+            .expect("put");
+    }
+    b.seal().expect("seal")
+}
+
+/// Bytecheck per GB of the seed shapes against a sequential read of the same bytes: what a
+/// process that did not opt into another process's trust rows pays on its first access to an
+/// entry (issue 20). One thread validates one entry; the last row splits the data into one
+/// entry per CPU and validates them from `std::thread::scope` threads (parallel over entries:
+/// what `get` from several threads already gives).
+fn shapes(c: &mut Criterion) {
+    let n = map_entries();
+    let threads = shmarena_bench::cpus().max(1);
+    let small = |r: std::ops::Range<usize>| -> Vec<Small> {
+        r.map(|i| Small {
+            id: i as u32,
+            weight: i as f32 * 0.5,
+            label: (i % 1000) as u16,
+            flag: i % 3 == 0,
+        })
+        .collect()
+    };
+    let map = |r: std::ops::Range<usize>| -> Map {
+        r.map(|i| (shmarena_bench::key(i), i as u32)).collect()
+    };
+    let arenas = [
+        (
+            "HashMap<String,u32>",
+            split_arena(n, 1, map),
+            split_arena(n, threads, map),
+        ),
+        (
+            "Vec<Small>",
+            split_arena(n, 1, small),
+            split_arena(n, threads, small),
+        ),
+    ];
+    for (shape, whole, split) in &arenas {
+        let len = whole.layout().entries[0].len;
+        let label = format!("{shape}, {n} entries");
+        let mut g = c.benchmark_group("validate/per-GB/shapes");
+        g.throughput(Throughput::Bytes(len));
+        g.sample_size(10);
+        g.bench_with_input(
+            BenchmarkId::new("baseline: sequential read of the entry's bytes", &label),
+            whole,
+            |b, a| b.iter(|| read_bytes(entry_bytes(a, 0))),
+        );
+        let fresh = |a: &Arena| {
+            let fd = a.as_fd().try_clone_to_owned().expect("dup");
+            Arena::open_fd(fd).expect("open_fd")
+        };
+        let check = |a: &Arena, name: &str| -> usize {
+            if *shape == "Vec<Small>" {
+                a.get::<Vec<Small>>(name).expect("get").len()
+            } else {
+                a.get::<Map>(name).expect("get").len()
+            }
+        };
+        g.bench_with_input(
+            BenchmarkId::new("open_fd + get, 1 thread (bytecheck once)", &label),
+            whole,
+            |b, a| b.iter(|| check(&fresh(a), "p0")),
+        );
+        g.bench_with_input(
+            BenchmarkId::new(
+                format!("open_fd + get of {threads} entries, {threads} threads"),
+                &label,
+            ),
+            split,
+            |b, a| {
+                b.iter(|| {
+                    let arena = fresh(a);
+                    std::thread::scope(|s| {
+                        let handles: Vec<_> = (0..threads)
+                            .map(|p| {
+                                let arena = &arena;
+                                s.spawn(move || check(arena, &format!("p{p}")))
+                            })
+                            .collect();
+                        handles
+                            .into_iter()
+                            .map(|h| h.join().expect("thread"))
+                            .sum::<usize>()
+                    })
+                })
+            },
+        );
+        g.finish();
+    }
+}
+
+shmarena_bench::bench_main!(3; validate, per_gb, shapes);

@@ -126,10 +126,18 @@ enum Variant {
     C,
     D,
     E,
+    F,
 }
 
 impl Variant {
-    const ALL: [Variant; 5] = [Variant::A, Variant::B, Variant::C, Variant::D, Variant::E];
+    const ALL: [Variant; 6] = [
+        Variant::A,
+        Variant::B,
+        Variant::C,
+        Variant::D,
+        Variant::E,
+        Variant::F,
+    ];
 
     fn letter(self) -> &'static str {
         match self {
@@ -138,6 +146,7 @@ impl Variant {
             Variant::C => "c",
             Variant::D => "d",
             Variant::E => "e",
+            Variant::F => "f",
         }
     }
 
@@ -148,6 +157,7 @@ impl Variant {
             Variant::C => "(c) classifier serialized with every chunk",
             Variant::D => "(d) classifier copied once into each worker",
             Variant::E => "(e) private heap inherited by fork (globals)",
+            Variant::F => "(f) shmarena, spawn, no trust rows (each worker validates once)",
         }
     }
 
@@ -159,6 +169,7 @@ impl Variant {
             Variant::C => "(c) serialized per chunk",
             Variant::D => "(d) copy per worker",
             Variant::E => "(e) globals, fork",
+            Variant::F => "(f) spawn, validates",
         }
     }
 
@@ -166,7 +177,7 @@ impl Variant {
         Variant::ALL
             .into_iter()
             .find(|v| v.letter() == s)
-            .with_context(|| format!("unknown variant {s:?} (a to e)"))
+            .with_context(|| format!("unknown variant {s:?} (a to f)"))
     }
 }
 
@@ -317,7 +328,7 @@ fn run_variant(v: Variant, p: Params) -> Result<Run> {
         }};
     }
     match v {
-        Variant::A | Variant::B | Variant::D => {
+        Variant::A | Variant::B | Variant::D | Variant::F => {
             let mut b = ArenaOptions::new().capacity(64 << 20).create()?;
             b.put("classifier", &classifier)?;
             b.put_slice("centroids", &cents)?;
@@ -331,13 +342,16 @@ fn run_variant(v: Variant, p: Params) -> Result<Run> {
             let centroids: SliceHandle<f32> = arena.slice_handle("centroids")?;
             let (mode, job) = match v {
                 Variant::A => (Mode::Fork, &SHARED),
-                Variant::B => (Mode::Spawn, &SHARED),
+                Variant::B | Variant::F => (Mode::Spawn, &SHARED),
                 _ => (Mode::Spawn, &COPY_ONCE),
             };
             let t = Instant::now();
             // Spawned workers get the arena through the trusted channel (inherited memfd and
-            // trust rows): O(1) attach, no bytecheck, as in fork mode.
-            let shared = arena.clone();
+            // trust rows, which the pool's workers take): O(1) attach, no bytecheck, as in fork
+            // mode. (f) shares nothing: its workers reach the memfd by its handle alone
+            // (`/proc`) with no rows, as a worker that did not opt into its launcher's rows,
+            // and validate the classifier once each.
+            let shared = (v != Variant::F).then(|| arena.clone());
             // Each task is already a batch of `chunk` rows: one task per frame, as in the
             // classify example (the automatic chunksize would group up to 64 batches a frame
             // and make the parent hold them).
@@ -346,7 +360,9 @@ fn run_variant(v: Variant, p: Params) -> Result<Run> {
                 .mode(mode)
                 .workers(p.workers)
                 .on_spawn(move |cmd| {
-                    shared.share_with(cmd)?;
+                    if let Some(shared) = &shared {
+                        shared.share_with(cmd)?;
+                    }
                     Ok(())
                 })
                 .build()?;
@@ -513,7 +529,7 @@ fn main_table(p: Params, rounds: usize) -> Result<String> {
             }
         );
     }
-    let sums: Vec<f64> = [Variant::A, Variant::B, Variant::D, Variant::E]
+    let sums: Vec<f64> = [Variant::A, Variant::B, Variant::D, Variant::E, Variant::F]
         .iter()
         .map(|v| runs[v][0].label_sum as f64)
         .collect();
@@ -529,11 +545,12 @@ fn main_table(p: Params, rounds: usize) -> Result<String> {
     };
     let _ = writeln!(
         out,
-        "\nThroughput ratios (rows/s, median over rounds): (a)/(c) = {:.0}×, (a)/(e) = {:.2}×, (b)/(e) = {:.2}×. \
+        "\nThroughput ratios (rows/s, median over rounds): (a)/(c) = {:.0}×, (a)/(e) = {:.2}×, (b)/(e) = {:.2}×, (b)/(f) = {:.2}×. \
          Every full-size variant labelled the rows identically: {}.",
         ratio(Variant::A, Variant::C),
         ratio(Variant::A, Variant::E),
         ratio(Variant::B, Variant::E),
+        ratio(Variant::B, Variant::F),
         if same { "yes" } else { "NO" }
     );
     Ok(out)

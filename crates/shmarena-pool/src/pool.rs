@@ -164,6 +164,14 @@ impl PoolBuilder {
     /// `memfd:PID:FD` alone reaches the arena through `/proc` and validates each entry on its
     /// first read). The closure keeps what it captures alive as long as the pool.
     ///
+    /// With the `shmarena` feature, the pool is the workers' trusted launcher: a worker takes
+    /// the trust rows that came with the arenas (it calls `shmarena::trust_inherited_rows` in
+    /// [`serve_worker_if_child`](crate::serve_worker_if_child)), and after the hooks the pool
+    /// keeps only the rows its process holds for the very descriptors listed
+    /// (`shmarena::keep_vouched_rows`): an entry a hook edited reaches the workers without rows,
+    /// and they validate. Without the feature the workers still attach the inherited
+    /// descriptors, and validate each entry on first read.
+    ///
     /// ```no_run
     /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
     /// # let arena = shmarena::ArenaOptions::new().create()?.seal()?;
@@ -323,6 +331,11 @@ impl Pool {
                 )
             })?;
         }
+        // The worker takes the trust rows of the arenas shared with it (`serve_worker_if_child`):
+        // only rows this process holds for the very descriptors listed go with them, so a hook
+        // that edited `share_with`'s entry (another descriptor, another arena) loses its rows.
+        #[cfg(feature = "shmarena")]
+        shmarena::keep_vouched_rows(&mut cmd);
         if let Some(init) = &self.cfg.init {
             cmd.env(os::INIT_ENV, worker::encode_init(init));
         }

@@ -40,6 +40,12 @@ use crate::os::{self, adopt_worker_fds, INIT_ENV, WORKER_ENV};
 ///
 /// Call it before this process starts threads: it removes its marker variable from the
 /// environment (so the job's own child processes are not mistaken for workers).
+///
+/// With the `shmarena` feature, a worker takes the trust rows of the arenas its pool shared
+/// with it through [`PoolBuilder::on_spawn`](crate::PoolBuilder::on_spawn) and `share_with`
+/// (see there), before the initializer runs: it reads them without bytecheck, as the pool's
+/// process does. The pool's marker variable is the pool's alone: a program that execs its own
+/// binary with it by hand becomes the launcher the workers trust.
 pub fn serve_worker_if_child(jobs: &[&dyn WorkerJob]) {
     let Some(marker) = std::env::var_os(WORKER_ENV) else {
         return;
@@ -47,13 +53,7 @@ pub fn serve_worker_if_child(jobs: &[&dyn WorkerJob]) {
     std::env::remove_var(WORKER_ENV);
     let init = std::env::var(INIT_ENV).ok();
     std::env::remove_var(INIT_ENV);
-    if let Some(init) = init {
-        if let Err(e) = run_init(jobs, &init) {
-            eprintln!("shmarena pool worker: {e}");
-            std::process::exit(2);
-        }
-    }
-    let code = match parse_marker(&marker.to_string_lossy()).and_then(|(t, r, parent)| {
+    let marker = parse_marker(&marker.to_string_lossy()).and_then(|(t, r, parent)| {
         if os::parent_pid() != Some(parent) {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
@@ -62,8 +62,21 @@ pub fn serve_worker_if_child(jobs: &[&dyn WorkerJob]) {
                 ),
             ));
         }
-        adopt_worker_fds(t, r)
-    }) {
+        Ok((t, r))
+    });
+    // A worker of a spawn-mode pool reads the arenas its pool shared with it (`on_spawn` +
+    // `share_with`) as the pool does, with no bytecheck of the entries the pool knows valid.
+    #[cfg(feature = "shmarena")]
+    if marker.is_ok() {
+        os::trust_pool_rows();
+    }
+    if let Some(init) = init {
+        if let Err(e) = run_init(jobs, &init) {
+            eprintln!("shmarena pool worker: {e}");
+            std::process::exit(2);
+        }
+    }
+    let code = match marker.and_then(|(t, r)| adopt_worker_fds(t, r)) {
         Ok((mut task_r, mut result_w)) => {
             let code = serve(jobs, &mut task_r, &mut result_w);
             let _ = io::stdout().flush();

@@ -66,7 +66,24 @@ fn sum_trusted(handle: String) -> u64 {
     sum * 2 + u64::from(trusted)
 }
 
+/// Resolves a handle to an archived `Vec<u64>` "numbers" and says whether the worker trusted it
+/// and what reading it gave: `trusted:<bool> read:<sum or error kind>`.
+fn trust_and_read(handle: String) -> String {
+    let h: shmarena::Handle<Vec<u64>> = handle.parse().expect("a handle");
+    let trusted = h.arena().expect("attach").trusts::<Vec<u64>>("numbers");
+    let read = match h.get() {
+        Ok(v) => v.iter().map(|x| x.to_native()).sum::<u64>().to_string(),
+        Err(shmarena::Error::Format {
+            source: shmarena::format::FormatError::Corrupted { .. },
+            ..
+        }) => "corrupted".to_owned(),
+        Err(e) => format!("other error: {e}"),
+    };
+    format!("trusted:{trusted} read:{read}")
+}
+
 static SQUARE: Job<u64, u64> = Job::new("square", square);
+static TRUST_AND_READ: Job<String, String> = Job::new("trust_and_read", trust_and_read);
 static SUM_TRUSTED: Job<String, u64> = Job::new("sum_trusted", sum_trusted);
 static FRAGILE: Job<u64, u64> = Job::new("fragile", fragile);
 static SUM_NAMED: Job<String, u64> = Job::new("sum_named", sum_named);
@@ -83,6 +100,7 @@ fn pool_worker_entry() {
         &SUM_NAMED,
         &TWO_THEN_HANG,
         &SUM_TRUSTED,
+        &TRUST_AND_READ,
     ]);
 }
 
@@ -280,6 +298,72 @@ fn spawn_workers_trust_only_arenas_shared_with_them() {
         vec![5050 * 2, 5050 * 2 + 1, 5050 * 2 + 1],
         "by text only: validated on first read"
     );
+}
+
+/// An `on_spawn` hook that edits `share_with`'s entry (pointing it at a crafted sealed memfd
+/// whose close-on-exec flag it cleared, keeping the genuine rows) does not make the workers
+/// trust the crafted bytes: the pool keeps only the rows it holds for the descriptor named, so
+/// the workers validate and get a typed error (issue 20, path 5 through the pool).
+#[test]
+fn spawn_workers_do_not_trust_an_entry_a_hook_edited() {
+    use std::io::Write;
+    use std::os::fd::AsRawFd;
+    use std::os::unix::fs::MetadataExt;
+    let arena = {
+        let _building = FORKS.write().unwrap_or_else(|e| e.into_inner());
+        let mut b = ArenaOptions::new().create().unwrap();
+        b.put("numbers", &(1..=100u64).collect::<Vec<_>>()).unwrap();
+        b.seal().unwrap()
+    };
+    let _forks = forks_allowed();
+    // The same bytes with the Vec's length patched to 2^28: same id, same table of contents.
+    let mut bytes = arena.as_bytes().to_vec();
+    let e = &arena.layout().entries[0];
+    let root = (e.offset + e.root_pos) as usize;
+    assert_eq!(
+        u32::from_le_bytes(bytes[root + 4..root + 8].try_into().unwrap()),
+        100
+    );
+    bytes[root + 4..root + 8].copy_from_slice(&(1u32 << 28).to_le_bytes());
+    let fd = rustix::fs::memfd_create(
+        "forged",
+        rustix::fs::MemfdFlags::CLOEXEC | rustix::fs::MemfdFlags::ALLOW_SEALING,
+    )
+    .unwrap();
+    let mut f = std::fs::File::from(fd);
+    f.write_all(&bytes).unwrap();
+    use rustix::fs::SealFlags;
+    rustix::fs::fcntl_add_seals(&f, SealFlags::WRITE | SealFlags::GROW | SealFlags::SHRINK)
+        .unwrap();
+    rustix::io::fcntl_setfd(&f, rustix::io::FdFlags::empty()).unwrap();
+    let forged = (f.as_raw_fd(), f.metadata().unwrap().ino());
+    let handle = arena.handle::<Vec<u64>>("numbers").unwrap().to_string();
+    let shared = arena.clone();
+    let mut pool = spawn_pool(1)
+        .on_spawn(move |cmd| {
+            shared.share_with(cmd)?;
+            let entry = cmd
+                .get_envs()
+                .find(|(k, _)| *k == shmarena::handle::INHERITED_FDS_ENV)
+                .and_then(|(_, v)| v)
+                .and_then(|v| v.to_str())
+                .expect("share_with's entry")
+                .to_owned();
+            let (id, rest) = entry.split_once('=').expect("ID=FD:INODE:TRUST");
+            let trust = rest.splitn(3, ':').nth(2).expect("rows");
+            let (fd, ino) = forged;
+            cmd.env(
+                shmarena::handle::INHERITED_FDS_ENV,
+                format!("{id}={fd}:{ino}:{trust}"),
+            );
+            Ok(())
+        })
+        .build()
+        .unwrap();
+    let got = pool.map(&TRUST_AND_READ, vec![handle]).unwrap();
+    assert_eq!(got, vec!["trusted:false read:corrupted".to_owned()]);
+    drop(pool);
+    drop(f);
 }
 
 /// Runs FRAGILE (or the same logic as a closure in fork mode) over inputs with three killers

@@ -29,6 +29,7 @@
 use std::collections::HashMap;
 use std::os::unix::ffi::OsStringExt;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 
 use pyo3::prelude::*;
@@ -271,6 +272,41 @@ pub(crate) fn cached() -> Vec<Arc<ArenaState>> {
     with_cache(|c| c.values().filter_map(Held::get).collect())
 }
 
+/// Whether `_restore` takes the trust token of pickles (set by `shmarena.trust_pickled_rows()`;
+/// a fork child inherits it with the rest of memory).
+static PICKLED_ROWS_TRUSTED: AtomicBool = AtomicBool::new(false);
+
+/// Take, from now on in this process, the trust rows that pickles of arenas and views carry:
+/// the entries the pickling process built or validated are then read here without
+/// validation, in O(1). Without it each entry is validated on its first read in this process
+/// (then cached; arrays need no validation).
+///
+/// Call it only if every pickle this process loads from now on that names a shmarena arena
+/// was made by a shmarena process of this same build and reached here unchanged (a
+/// `multiprocessing` or `concurrent.futures` worker of your own program: pass it as the pool's
+/// `initializer`). Python code can call `shmarena._restore` with bytes of its own making (a
+/// crafted sealed memfd and rows copied from a genuine pickle); in a process that called this,
+/// such bytes make a read go out of bounds (a crash), as any code that reaches `ctypes` can.
+#[pyfunction]
+pub(crate) fn trust_pickled_rows() {
+    PICKLED_ROWS_TRUSTED.store(true, Ordering::Release);
+}
+
+/// Whether `trust_pickled_rows` was called in this process.
+#[pyfunction]
+pub(crate) fn _pickled_rows_trusted() -> bool {
+    PICKLED_ROWS_TRUSTED.load(Ordering::Acquire)
+}
+
+/// Connect options that take the publisher's trust rows (`connect(..., trusted=True)`).
+pub(crate) fn trusting(opts: shmarena::ConnectOptions) -> shmarena::ConnectOptions {
+    // SAFETY: `trust_publisher_rows` asks that every process of this user that can listen on
+    // the name answer only through a genuine shmarena publisher of this build. Python has no
+    // `unsafe`: the program made that promise by passing `trusted=True` to `connect` or
+    // `subscribe`, whose documentation says it is exactly this promise; the default is False.
+    unsafe { opts.trust_publisher_rows() }
+}
+
 /// The arena a handle names: from this cache, or attached through the library's attach path
 /// ([`shmarena::attach`]: its cache, an inherited descriptor, or the locator; a place that now
 /// holds another arena is a `StaleHandleError`) and cached here.
@@ -284,13 +320,20 @@ pub(crate) fn attach(h: &Handle) -> PyResult<Arc<ArenaState>> {
         // this process already holds under the same id (ids are bytes of the arena, so a copy
         // loaded from a file has its original's id): rows are taken only for the arena opened
         // from that very locator.
-        if !h.trust.is_empty() && arena.locator() == &h.locator {
-            // SAFETY: the token comes from a pickle (`_restore` is what `__reduce__` names),
-            // the trusted channel of the Python bindings: loading a pickle already runs
-            // arbitrary code. It was made for the memfd at `h.locator`, and `arena` is the one
-            // opened from that locator (checked above), so it is the same arena. The library
-            // also checks the build identity, the seals and that the descriptor is a memfd
-            // before taking any row.
+        if !h.trust.is_empty()
+            && arena.locator() == &h.locator
+            && PICKLED_ROWS_TRUSTED.load(Ordering::Acquire)
+        {
+            // SAFETY: `accept_trust_token` asks that the token come unchanged from
+            // `trust_token` of this same arena in a process of this build, through a channel the
+            // caller's own code cannot forge. Python has no `unsafe`: the program made that
+            // promise by calling `shmarena.trust_pickled_rows()` (checked just above), whose
+            // documentation says it is exactly this promise, for every pickle this process
+            // loads from then on; without that call the token is ignored, since a Python
+            // program can call `_restore` with bytes of its own making. The token was made for
+            // the memfd at `h.locator`, and `arena` is the one opened from that locator
+            // (checked above). The library also checks the build identity, the memfd's inode,
+            // the seals and that the descriptor is a memfd before taking any row.
             unsafe { arena.accept_trust_token(&h.trust) };
         }
         let state = Arc::new(ArenaState::new(arena, false));

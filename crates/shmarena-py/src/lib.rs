@@ -9,8 +9,9 @@
 //! - `registry.rs`: per-process state of each arena (`ArenaState`): the mapping, the entry
 //!   roots read so far, the arrays' dtype and shape.
 //! - `handle.rs`: the pickled form (`Handle`, with the trust token a pickle carries) and the
-//!   per-process attach cache of `ArenaState`s; its one `unsafe` call hands a pickle's trust
-//!   token to the library (`Arena::accept_trust_token`: a pickle is a trusted channel).
+//!   per-process attach cache of `ArenaState`s; the program's opt-ins to rows from another
+//!   process (`shmarena.trust_pickled_rows()`, `connect(..., trusted=True)`) and their two
+//!   `unsafe` calls (`Arena::accept_trust_token`, `ConnectOptions::trust_publisher_rows`).
 //! - `package.rs`: the pure-Python package's helpers the native code calls.
 //! - `pickle.rs`: the handle naming an arena or view, and `__reduce__`'s tuple.
 //! - `buffer.rs`: the read-only buffer-protocol object numpy arrays read from, with the
@@ -105,6 +106,8 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(builder::build, m)?)?;
     m.add_function(wrap_pyfunction!(arena::open, m)?)?;
     m.add_function(wrap_pyfunction!(_restore, m)?)?;
+    m.add_function(wrap_pyfunction!(handle::trust_pickled_rows, m)?)?;
+    m.add_function(wrap_pyfunction!(handle::_pickled_rows_trusted, m)?)?;
     m.add_function(wrap_pyfunction!(_attached_count, m)?)?;
     m.add_function(wrap_pyfunction!(_close_owned, m)?)?;
     m.add_function(wrap_pyfunction!(_attached_ids, m)?)?;

@@ -86,8 +86,12 @@ fn timeout_of(seconds: Option<f64>) -> PyResult<Option<Duration>> {
 fn connect_options(
     timeout: Option<f64>,
     server_uid: Option<u32>,
+    trusted: bool,
 ) -> PyResult<shmarena::ConnectOptions> {
     let mut opts = shmarena::ConnectOptions::new();
+    if trusted {
+        opts = crate::handle::trusting(opts);
+    }
     if let Some(t) = timeout_of(timeout)? {
         opts = opts.timeout(t);
     }
@@ -256,14 +260,15 @@ impl PyPublisher {
 
 /// Connects to the arena published as `name` by a process of this user.
 #[pyfunction]
-#[pyo3(signature = (name, *, timeout = None, server_uid = None))]
+#[pyo3(signature = (name, *, timeout = None, server_uid = None, trusted = false))]
 pub(crate) fn connect(
     py: Python<'_>,
     name: &str,
     timeout: Option<f64>,
     server_uid: Option<u32>,
+    trusted: bool,
 ) -> PyResult<PyArena> {
-    let opts = connect_options(timeout, server_uid)?;
+    let opts = connect_options(timeout, server_uid, trusted)?;
     let arena = py.detach(|| opts.connect(name)).map_err(service_err)?;
     Ok(PyArena::local(arena, false))
 }
@@ -283,14 +288,15 @@ pub(crate) struct PySubscription {
 
 /// Subscribes to the generations of `name`.
 #[pyfunction]
-#[pyo3(signature = (name, *, timeout = None, server_uid = None))]
+#[pyo3(signature = (name, *, timeout = None, server_uid = None, trusted = false))]
 pub(crate) fn subscribe(
     py: Python<'_>,
     name: &str,
     timeout: Option<f64>,
     server_uid: Option<u32>,
+    trusted: bool,
 ) -> PyResult<PySubscription> {
-    let opts = connect_options(timeout, server_uid)?;
+    let opts = connect_options(timeout, server_uid, trusted)?;
     let sub = py.detach(|| opts.subscribe(name)).map_err(service_err)?;
     let arena = Py::new(py, PyArena::local(sub.last().clone(), false))?;
     Ok(PySubscription {

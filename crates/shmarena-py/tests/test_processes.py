@@ -329,12 +329,15 @@ def _token_span(handle: bytes) -> tuple[int, int]:
     return p + 1, p + 1 + n
 
 
-def _restore_elsewhere(handle: bytes) -> str:
-    """Unpickles `handle` in a fresh interpreter (spawned, not forked: nothing inherited) and
-    returns whether it trusts entry "lexicon", and a value read from it."""
+def _restore_elsewhere(handle: bytes, opt_in: bool = True) -> str:
+    """Unpickles `handle` in a fresh interpreter (spawned, not forked: nothing inherited), which
+    takes pickles' trust rows if `opt_in`, and returns whether it trusts entry "lexicon", and a
+    value read from it."""
     code = textwrap.dedent(
         f"""
         import shmarena
+        if {opt_in!r}:
+            shmarena.trust_pickled_rows()
         a = shmarena._restore({handle!r})
         print(a.trusts("lexicon"), tuple(a["lexicon"]["w7"]))
         """
@@ -357,6 +360,9 @@ def test_pickles_carry_trust_that_a_forgery_cannot(closing):
     assert (end - start - 24) % 20 == 0 and end - start > 24
     genuine = _restore_elsewhere(handle)
     assert genuine.startswith("True"), genuine
+    # Without `shmarena.trust_pickled_rows()` the token is ignored: validated on first read.
+    plain = _restore_elsewhere(handle, opt_in=False)
+    assert plain.startswith("False"), plain
     other_build = bytearray(handle)
     other_build[start] ^= 0xFF
     got = _restore_elsewhere(bytes(other_build))

@@ -115,7 +115,7 @@ enum Mapping {
 
 impl OpenOptions {
     /// Default options: refuse segments of other users; take the trust rows a trusted channel
-    /// brings with a sealed memfd (see [`Arena::trusts`]).
+    /// the program opted into brings with a sealed memfd (see [`Arena::trusts`]).
     pub fn new() -> OpenOptions {
         OpenOptions::default()
     }
@@ -669,9 +669,13 @@ impl Arena {
     /// this process knows, from its own memory, that the entry is a valid archived `T`. That is
     /// so when this process (or a fork ancestor) built the arena, validated the entry as `T`
     /// already, or received the arena through a trusted channel from a process of the same
-    /// build ([`Arena::share_with`]'s environment at exec, [`connect`](crate::connect), a
-    /// Python pickle). An arena opened by descriptor, `/proc` path, name, file or a handle
-    /// parsed from text starts with nothing trusted and validates each entry on its first read.
+    /// build and opted into that channel's rows ([`Arena::share_with`]'s environment at exec
+    /// after [`trust_inherited_rows`](crate::trust_inherited_rows),
+    /// [`connect`](crate::connect) with
+    /// [`trust_publisher_rows`](crate::ConnectOptions::trust_publisher_rows), a Python pickle
+    /// after `shmarena.trust_pickled_rows()`). An arena opened by descriptor, `/proc` path,
+    /// name, file or a handle parsed from text, or reached through a channel without the
+    /// opt-in, starts with nothing trusted and validates each entry on its first read.
     ///
     /// ```
     /// # fn main() -> shmarena::Result<()> {

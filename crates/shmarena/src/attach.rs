@@ -7,7 +7,8 @@
 
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
-use std::os::fd::{AsFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, RawFd};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{LazyLock, OnceLock, Weak};
 
 use parking_lot::RwLock;
@@ -25,9 +26,52 @@ use crate::trust::{self, Row};
 ///
 /// The child reads it from `/proc/self/environ`, the environment as it was at `exec`, never from
 /// the process's mutable environment: a value set later with `std::env::set_var` is ignored. The
-/// rows are accepted only if the build identity is the child's own and the descriptor is a
-/// kernel-sealed memfd with the inode named.
+/// descriptors are always used (no `/proc` lookup). The rows are taken only in a process that
+/// called [`trust_inherited_rows`](crate::trust_inherited_rows), and then only if the build
+/// identity is the child's own and the descriptor is a kernel-sealed memfd with the inode named.
 pub const INHERITED_FDS_ENV: &str = "SHMARENA_INHERITED_FDS";
+
+/// Whether this process takes the trust rows of [`INHERITED_FDS_ENV`] (set once by
+/// [`trust_inherited_rows`]; a fork child inherits it with the rest of memory).
+static INHERITED_ROWS_TRUSTED: AtomicBool = AtomicBool::new(false);
+
+/// Takes, from now on in this process, the trust rows that the launcher passed with the arenas
+/// it shared through [`Arena::share_with`] (or [`Handle::share_with`](crate::Handle::share_with)):
+/// entries the launcher built or validated are then read here with no bytecheck, O(1), as in
+/// the launcher. Call it once, at the top of `main`, before anything attaches an arena.
+///
+/// Without it, an arena that arrives through [`INHERITED_FDS_ENV`] is still attached from the
+/// inherited descriptor (no `/proc` lookup), but each of its archived entries is validated on
+/// its first read in this process (then cached; POD slices need no validation).
+///
+/// The rows are the launcher's word: the kernel proves that the descriptor is a sealed memfd
+/// with the inode named, not that the launcher's rows speak of its bytes. A program can forge
+/// them in safe code: call `share_with`, then rewrite the entry in `cmd.get_envs()` to name
+/// another sealed memfd whose close-on-exec flag it cleared (test
+/// `a_forged_share_with_environment_is_validated`).
+///
+/// A spawn-mode `shmarena_pool` worker calls this for you (the pool is the launcher there).
+///
+/// At the top of a worker's `main`:
+///
+/// ```no_run
+/// // SAFETY: this binary is started only by its own parent process, which passes arenas
+/// // through `share_with` and never edits or copies the entry that call writes.
+/// unsafe { shmarena::trust_inherited_rows() };
+/// // ... attach handles from the environment, read them in O(1).
+/// ```
+///
+/// # Safety
+///
+/// Every [`INHERITED_FDS_ENV`] entry this process was started with (and every one a fork child
+/// of it inherits) is exactly what [`Arena::share_with`] wrote, in the process that exec'd this
+/// one, for the descriptor the child inherits under that number: no code edited, copied or
+/// composed the entry, retargeted the descriptor number, or exec'd this program with such an
+/// entry by other means (a wrapper script, a supervisor, a hand-written `Command`). Whoever
+/// picks the environment at exec can otherwise make a read of safe code go out of bounds.
+pub unsafe fn trust_inherited_rows() {
+    INHERITED_ROWS_TRUSTED.store(true, Ordering::Release);
+}
 
 /// The arena `id`, attached at `locator` on first use in this process and cached after that.
 ///
@@ -214,8 +258,85 @@ pub(crate) fn long_path(id: ArenaId, hash: u64) -> Option<std::path::PathBuf> {
     LONG_PATHS.read().get(&(id, hash)).cloned()
 }
 
+/// Keeps, in `cmd`'s [`INHERITED_FDS_ENV`] entry, only the trust rows this process can vouch
+/// for, and drops the others (the descriptors stay listed): for each arena listed, the rows must
+/// be rows this process holds for the arena it has open under that very descriptor number and
+/// inode. That is what [`Arena::share_with`] writes; an entry edited after it (another
+/// descriptor, another inode, rows of another arena) loses its rows. Returns whether every
+/// row was kept.
+///
+/// For a launcher that spawns children which call [`trust_inherited_rows`] (the spawn-mode
+/// `shmarena_pool` does it after its `on_spawn` hooks): call it last, just before spawning.
+///
+/// ```
+/// # fn main() -> shmarena::Result<()> {
+/// let mut b = shmarena::ArenaOptions::new().create()?;
+/// b.put("v", &vec![1u32, 2, 3])?;
+/// let arena = b.seal()?;
+/// let mut cmd = std::process::Command::new("true");
+/// arena.share_with(&mut cmd)?;
+/// assert!(shmarena::keep_vouched_rows(&mut cmd));
+/// # Ok(()) }
+/// ```
+pub fn keep_vouched_rows(cmd: &mut std::process::Command) -> bool {
+    let Some(value) = cmd
+        .get_envs()
+        .find(|(k, _)| *k == INHERITED_FDS_ENV)
+        .and_then(|(_, v)| v.map(|v| v.to_string_lossy().into_owned()))
+    else {
+        return true;
+    };
+    let mut all = true;
+    let kept: Vec<&str> = value
+        .split(',')
+        .map(|item| {
+            if vouched(item) {
+                return item;
+            }
+            all = false;
+            // `ID=FD:INODE`, without the rows.
+            match item.match_indices(':').nth(1) {
+                Some((at, _)) => &item[..at],
+                None => item,
+            }
+        })
+        .collect();
+    if !all {
+        cmd.env(INHERITED_FDS_ENV, kept.join(","));
+    }
+    all
+}
+
+/// Whether the rows of entry `item` (if any) are rows this process holds for the arena open here
+/// under the descriptor number and inode the entry names.
+fn vouched(item: &str) -> bool {
+    let has_rows = item.match_indices(':').nth(1).is_some();
+    if !has_rows {
+        return true;
+    }
+    let Some(Inherited {
+        id,
+        fd,
+        inode,
+        rows: Some(rows),
+    }) = parse_inherited(item)
+    else {
+        // Rows of another build, or an entry the child cannot parse: the child takes no rows
+        // from it either, but there is nothing to keep.
+        return false;
+    };
+    let Some(arena) = cache_get(id) else {
+        return false;
+    };
+    if arena.as_fd().as_raw_fd() != fd || os::inode(arena.as_fd()).ok() != Some(inode) {
+        return false;
+    }
+    let own = arena.trust_rows();
+    rows.iter().all(|r| own.contains(r))
+}
+
 /// Arena `id` from the descriptor a parent passed with [`Arena::share_with`], with the trust
-/// rows that came with it; `None` if the environment at exec names no such descriptor, or the
+/// rows that came with it if this process opted in ([`trust_inherited_rows`]); `None` if the environment at exec names no such descriptor, or the
 /// descriptor there is not the memfd it named (closed, or another file now: its inode differs).
 fn open_inherited(id: ArenaId) -> Option<Result<Arena>> {
     let inherited = inherited_fds().iter().find(|i| i.id == id)?;
@@ -229,9 +350,13 @@ fn open_inherited(id: ArenaId) -> Option<Result<Arena>> {
     }
     let arena = Arena::open_fd(file.into());
     if let (Ok(arena), Some(rows)) = (&arena, &inherited.rows) {
-        // Taken only if the descriptor carries the write, grow and shrink seals (checked on
-        // open, from the descriptor we map), which only a memfd can carry.
-        arena.accept_rows(rows);
+        // Taken only where the program opted in, promising that the entry is the launcher's
+        // own `share_with` output (`trust_inherited_rows`' safety contract), and only if the
+        // descriptor carries the write, grow and shrink seals (checked on open, from the
+        // descriptor we map), which only a memfd can carry.
+        if INHERITED_ROWS_TRUSTED.load(Ordering::Acquire) {
+            arena.accept_rows(rows);
+        }
     }
     Some(arena)
 }

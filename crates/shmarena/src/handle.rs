@@ -511,9 +511,11 @@ impl Arena {
     /// open (and names this arena) even if the caller drops its own arena before spawning.
     ///
     /// This is a trusted channel: with the descriptor go this process's build identity and the
-    /// arena's trust rows, so a child running the same binary reads the entries this process
+    /// arena's trust rows, so a child running the same binary that opted in with
+    /// [`trust_inherited_rows`](crate::trust_inherited_rows) reads the entries this process
     /// knows valid without bytecheck (see [`Arena::trusts`]); the child reads them from its
-    /// environment as it was at exec, which its own safe code cannot change.
+    /// environment as it was at exec, which its own safe code cannot change. A child that did
+    /// not opt in still attaches the descriptor, and validates each entry on its first read.
     ///
     /// Returns `cmd` for chaining, as [`Handle::share_with`] does.
     pub fn share_with<'c>(&self, cmd: &'c mut Command) -> Result<&'c mut Command> {

@@ -54,14 +54,29 @@
 //!   out-of-bounds read.
 //! - Archived entries are validated with bytecheck on first access as each type in each process,
 //!   and the result is cached per (entry, real type identity: a `TypeId`, not the type's name).
-//!   Validation is skipped only on evidence that safe code cannot forge, held in this process's
-//!   memory: the kernel seals the memfd (write, grow, shrink) *and* this process, or a fork
-//!   ancestor, built the arena and validated the entry as that very type at `put`, or received
-//!   the arena through a trusted channel from a process of the same build
-//!   ([`Arena::share_with`]'s environment at exec, [`connect`], a Python pickle). Nothing read
-//!   from the arena's bytes counts (the `validated` flag and the type names are information).
-//!   Arenas opened by descriptor, `/proc` path, name, file or a handle string start with nothing
+//!   Validation is skipped only on evidence held in this process's memory, on a memfd the kernel
+//!   seals (write, grow, shrink): this process, or a fork ancestor, built the arena and
+//!   validated the entry as that very type at `put`, or validated it since. Nothing read from the
+//!   arena's bytes counts (the `validated` flag and the type names are information). Arenas
+//!   opened by descriptor, `/proc` path, name, file or a handle string start with nothing
 //!   trusted. [`Arena::trusts`] tells which reads skip bytecheck; docs/DESIGN.md has the table.
+//! - **Trust from another process is opted into, with `unsafe`.** A process that shares an arena
+//!   also sends the entries it knows valid (its trust rows), so that the receiver can skip
+//!   bytecheck too. No kernel fact proves that those rows speak of the bytes received, and a
+//!   program can forge them in safe code, so they are taken only where the program says so:
+//!   - [`Arena::share_with`]'s environment: a child takes its launcher's rows after
+//!     `unsafe { shmarena::trust_inherited_rows() }` ([`trust_inherited_rows`]), once at the top
+//!     of `main`. A spawn-mode `shmarena_pool` worker does this itself (the pool is its
+//!     launcher, and checks its side with [`keep_vouched_rows`]).
+//!   - [`connect`] / [`subscribe`]: the publisher's rows with
+//!     `unsafe { ConnectOptions::new().trust_publisher_rows() }`
+//!     ([`ConnectOptions::trust_publisher_rows`]).
+//!   - Python pickles: `shmarena.trust_pickled_rows()`, and `connect(..., trusted=True)`.
+//!
+//!   Without the opt-in the arena arrives the same way and each archived entry is validated
+//!   once per process on its first read: about the time of a few sequential reads of its bytes
+//!   (`cargo bench -p shmarena-bench --bench validate -- validate/per-GB/shapes`); POD slices
+//!   need no validation.
 //! - Named segments and files can be rewritten or truncated by any process of their owner, so
 //!   the safe API never maps one: it copies it into a sealed memfd with `pread`
 //!   ([`Arena::load_named`], [`Arena::load_file`]), and the builder's own arena is a sealed
@@ -138,8 +153,11 @@
 //!
 //! The public `unsafe fn`s, each with its `# Safety` section, are those where the caller vouches
 //! for what the library cannot check: [`ArenaWriter::put_trusted`] (the value's rkyv impls write
-//! a valid archive), and [`Arena::open_named`] and [`Arena::open_file`] with their
-//! [`OpenOptions`] twins (no other process writes the segment or file while it is mapped).
+//! a valid archive), [`Arena::open_named`] and [`Arena::open_file`] with their
+//! [`OpenOptions`] twins (no other process writes the segment or file while it is mapped),
+//! [`trust_inherited_rows`] (the launcher passed `share_with`'s entries unedited) and
+//! [`ConnectOptions::trust_publisher_rows`] (whoever answers on the name is a genuine
+//! publisher of this build).
 //!
 //! The process pool is the separate `shmarena-pool` crate, whose `unsafe` stays in its own
 //! private `os` module.
@@ -181,7 +199,7 @@ mod os;
 pub use archive::SegmentWriter;
 pub use archive::{ArenaSerializer, ArenaValidator};
 pub use arena::{Arena, ArenaId, OpenOptions};
-pub use attach::{attach, detach, detach_all, expect_id};
+pub use attach::{attach, detach, detach_all, expect_id, keep_vouched_rows, trust_inherited_rows};
 pub use entries::EntryInfo;
 pub use error::{error_chain, Error, Result};
 pub use handle::{Handle, SliceHandle};

@@ -26,8 +26,8 @@ use crate::writer::ArenaWriter;
 /// The name only decides which entries match; it is never evidence for skipping validation:
 /// an entry read through a stable name is checked with bytecheck on first access as `T` in each
 /// process, unless this process holds a trust row for that entry and `T`'s real type identity
-/// (it wrote or validated it as `T`, or received it through a trusted channel from a process of
-/// the same build: see [`Arena::trusts`]). Its archived size and alignment must match as well. Bump
+/// (it wrote or validated it as `T`, or received it through a trusted channel it opted into
+/// from a process of the same build: see [`Arena::trusts`]). Its archived size and alignment must match as well. Bump
 /// `VERSION` whenever the type's archived layout changes (a field added, removed, retyped or
 /// reordered), so that old arenas are refused by name instead of failing validation (or,
 /// worse, validating as a different shape).

@@ -6,8 +6,9 @@
 //! inherited by fork with the rest of the process's memory), (b) a successful bytecheck in this
 //! process, and (c) a trusted channel ([`Arena::share_with`](crate::Arena::share_with)'s
 //! environment at exec, the service handshake, a Python pickle) from a process of the same build
-//! ([`build_id`](crate::os::build_id)) on a kernel-sealed memfd. docs/DESIGN.md, "Trust model",
-//! has the table.
+//! ([`build_id`](crate::os::build_id)) on a kernel-sealed memfd, taken only where the program
+//! opted in (`trust_inherited_rows`, `ConnectOptions::trust_publisher_rows`,
+//! `shmarena.trust_pickled_rows()`). docs/DESIGN.md, "Trust model", has the table.
 
 use std::any::TypeId;
 use std::hash::{Hash, Hasher};

@@ -219,6 +219,10 @@ fn share_with_is_a_channel_safe_code_cannot_forge() {
 #[test]
 #[ignore = "run by share_with_is_a_channel_safe_code_cannot_forge"]
 fn shared_child() {
+    // SAFETY: this test binary is started with SHMARENA_INHERITED_FDS only by
+    // `share_with_is_a_channel_safe_code_cannot_forge` (from `share_with`, unedited) and by
+    // tests/trust_channels.rs's forgeries, which run other child tests that do not opt in.
+    unsafe { shmarena::trust_inherited_rows() };
     let genuine = std::env::var(INHERITED_FDS_ENV).expect("share_with set it");
     // Forge first, before anything is attached: a sealed memfd of forged bytes, listed in the
     // environment with the genuine entry's trust part copied (same build, same type).
@@ -363,13 +367,19 @@ fn connect_carries_the_publishers_trust_rows() {
     w.put("v", &vec![1u32, 2, 3]).unwrap();
     let built = w.seal().unwrap();
     let publisher = built.publish(&name).unwrap();
-    let got = shmarena::connect(&name).unwrap();
+    let plain = shmarena::connect(&name).unwrap();
+    assert!(!plain.trusts::<Vec<u32>>("v"), "rows taken without opt-in");
+    // SAFETY: the name is unique to this test, and only `publisher` (this build, serving
+    // arenas built here or forged ones without rows) listens on it.
+    let trusting = unsafe { shmarena::ConnectOptions::new().trust_publisher_rows() };
+    let got = trusting.connect(&name).unwrap();
     assert!(
         got.trusts::<Vec<u32>>("v"),
         "built and validated by the publisher"
     );
     assert!(!got.trusts::<Vec<u64>>("v"));
-    let strict = shmarena::ConnectOptions::new()
+    let strict = trusting
+        .clone()
         .always_validate(true)
         .connect(&name)
         .unwrap();
@@ -380,7 +390,7 @@ fn connect_carries_the_publishers_trust_rows() {
     let (bytes, _) = forged_bytes();
     let forged = Arena::open_fd(sealed_memfd_with(&bytes, rustix::fs::SealFlags::SEAL)).unwrap();
     publisher.publish(forged).unwrap();
-    let got = shmarena::connect(&name).unwrap();
+    let got = trusting.connect(&name).unwrap();
     assert!(!got.trusts::<Vec<u32>>("v"));
     assert_corrupted(got.get::<Vec<u32>>("v").map(|v| v.iter().count()));
     drop(publisher);

@@ -1,7 +1,9 @@
 //! Linux system calls of the pool, behind safe functions: pipes, fork, spawn, death signals,
 //! pidfds, kill and reap, non-blocking pipe I/O and `poll`. This is the only file of the crate
-//! with `unsafe` (fork, `_exit`, `close`, the pre-exec hook, and taking ownership of the fds a
-//! spawned worker inherits); the rest of the crate sees only the safe API below.
+//! with `unsafe` (fork, `_exit`, `close`, the pre-exec hook, taking ownership of the fds a
+//! spawned worker inherits, and, with the `shmarena` feature, a spawned worker's opt-in to the
+//! trust rows of the arenas its pool shared with it); the rest of the crate sees only the safe
+//! API below.
 
 use std::fs::File;
 use std::io::{self, Write};
@@ -146,6 +148,32 @@ pub(crate) fn fork_worker(
     }
     let pid = Pid::from_raw(pid).expect("fork returned a positive pid");
     finish_start(pid, p)
+}
+
+/// Takes the trust rows of the arenas this spawned worker's pool shared with it (see
+/// `shmarena::trust_inherited_rows`). Called once, by a worker whose [`WORKER_ENV`] names its
+/// parent, before its initializer or any task runs.
+#[cfg(feature = "shmarena")]
+pub(crate) fn trust_pool_rows() {
+    // SAFETY: `trust_inherited_rows` asks that every `SHMARENA_INHERITED_FDS` entry this
+    // process started with be what `share_with` wrote, in the process that exec'd this one,
+    // for the descriptor inherited under that number.
+    // - The launcher is the pool: this process carries the pool's worker marker naming its
+    //   parent as the pool's process (checked by the caller); the pool sets the marker only in
+    //   the `Command` of its own binary (`current_exe`) that its spawner thread spawns, after
+    //   every `on_spawn` hook ran.
+    // - The entry is `share_with`'s: after the hooks, the pool ran `shmarena::keep_vouched_rows`
+    //   on that `Command`, which keeps only rows its process holds in memory for the arena open
+    //   there under the very descriptor number and inode the entry names; an entry a hook
+    //   edited lost its rows. The descriptor cannot be retargeted between that check and the
+    //   exec: it is owned by the arena the `share_with` call moved into the `Command`, and
+    //   safe code cannot close or `dup2` over a descriptor it does not own.
+    // - The child side checks the rest: the descriptor's inode is the one named and it is a
+    //   sealed memfd (`SHMARENA_INHERITED_FDS` is read from the environment at exec).
+    // What remains is a program that execs its own binary by hand with the pool's private
+    // marker (`SHMARENA_POOL_WORKER`) and a forged entry: it is then the launcher, outside the
+    // pool, and the pool's documentation says the marker is the pool's alone.
+    unsafe { shmarena::trust_inherited_rows() };
 }
 
 /// Spawns `cmd` as a worker: the task reader and result writer are inherited (close-on-exec

@@ -41,6 +41,7 @@ from ._native import (
     build,
     open,
     remove,
+    trust_pickled_rows,
 )
 from ._native import (  # the arena service and image files (service.rs)
     AlreadyPublishedError,
@@ -79,6 +80,7 @@ __all__ = [
     "build",
     "remove",
     "to_json_default",
+    "trust_pickled_rows",
     # the arena service and image files
     "AlreadyPublishedError",
     "NotPublishedError",

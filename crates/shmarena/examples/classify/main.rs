@@ -260,8 +260,9 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         None => None,
     };
     // Spawned workers get the arena through the trusted channel (its memfd inherited, with this
-    // process's trust rows): they attach it with no `/proc` lookup and read it without
-    // bytecheck, as forked workers do.
+    // process's trust rows): they attach it with no `/proc` lookup and, since the pool is their
+    // launcher and takes the rows for them (`serve_worker_if_child`), read it without bytecheck,
+    // as forked workers do.
     let shared = arena.clone();
     let mut pool = Pool::builder()
         .mode(mode)

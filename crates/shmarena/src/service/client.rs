@@ -2,7 +2,7 @@
 
 use std::fmt;
 use std::io;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::time::Duration;
 
 use super::wire::{
@@ -38,6 +38,8 @@ pub struct ConnectOptions {
     server_uid: Option<u32>,
     timeout: Duration,
     always_validate: bool,
+    /// Take the publisher's trust rows ([`ConnectOptions::trust_publisher_rows`]).
+    trust_rows: bool,
 }
 
 impl Default for ConnectOptions {
@@ -46,12 +48,15 @@ impl Default for ConnectOptions {
             server_uid: None,
             timeout: Duration::from_secs(5),
             always_validate: false,
+            trust_rows: false,
         }
     }
 }
 
 impl ConnectOptions {
-    /// Defaults: the publisher must run as this process's effective uid; 5 s timeout.
+    /// Defaults: the publisher must run as this process's effective uid; 5 s timeout; the
+    /// arena's archived entries are validated on first access in this process (the publisher's
+    /// trust rows are not taken: see [`trust_publisher_rows`](Self::trust_publisher_rows)).
     pub fn new() -> ConnectOptions {
         ConnectOptions::default()
     }
@@ -71,10 +76,46 @@ impl ConnectOptions {
         self
     }
 
-    /// Validate archived entries on first access even when the publisher sent trust rows for
-    /// them (see [`Arena::trusts`]). Off by default.
+    /// Validate archived entries on first access even when the publisher's trust rows were
+    /// taken ([`trust_publisher_rows`](Self::trust_publisher_rows)). Off by default.
     pub fn always_validate(mut self, yes: bool) -> ConnectOptions {
         self.always_validate = yes;
+        self
+    }
+
+    /// Take the publisher's trust rows: the entries the publisher built or validated are then
+    /// read here with no bytecheck, O(1), as in the publisher. Without it (the default), each
+    /// archived entry of a connected arena is validated on its first read in this process (then
+    /// cached; POD slices need no validation).
+    ///
+    /// Rows are taken only from a publisher of this uid (`SO_PEERCRED`) that says it runs this
+    /// very build, on a memfd with the write, grow and shrink seals, and never with
+    /// [`always_validate`](Self::always_validate) or [`server_uid`](Self::server_uid) of
+    /// another user. Those are kernel facts about the socket and the descriptor; that the rows
+    /// speak of the memfd's bytes is the answering process's word. Any process of this user can
+    /// bind a free name (before `publish`, or after the publisher died) and answer with a
+    /// crafted sealed memfd and rows copied from a genuine answer, and `SO_PEERCRED` names
+    /// whoever called `listen()`, which this process's own safe code can delegate to a helper
+    /// (test `a_forged_service_answer_is_validated`).
+    ///
+    /// ```no_run
+    /// # fn main() -> shmarena::Result<()> {
+    /// // SAFETY: on this machine only our own `arena-serve` (this build) runs as this user and
+    /// // publishes "lexicon"; no other program of ours binds shmarena names.
+    /// let opts = unsafe { shmarena::ConnectOptions::new().trust_publisher_rows() };
+    /// let arena = opts.connect("lexicon")?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Safety
+    ///
+    /// Every process of this user that can listen on the name while these options connect (or
+    /// a [`Subscription`] made with them refreshes) answers only through a shmarena
+    /// [`Publisher`](crate::Publisher) of this build that serves an arena it built, validated
+    /// or received with genuine rows: nothing binds the name to answer by other means, and no
+    /// program of the user forwards, edits or composes answers.
+    pub unsafe fn trust_publisher_rows(mut self) -> ConnectOptions {
+        self.trust_rows = true;
         self
     }
 
@@ -95,92 +136,149 @@ impl ConnectOptions {
         })
     }
 
+    /// The handshake, step by step: connect, check the peer's uid, receive the answer and its
+    /// descriptors, check them, receive the trust rows if they would be taken, open the arena.
     fn fetch(&self, name: &str) -> Result<Fetched> {
-        let me = os::euid();
-        let server_uid = self.server_uid.unwrap_or(me);
+        let server_uid = self.server_uid.unwrap_or_else(os::euid);
         let sock_name = socket_name(server_uid, name)?;
-        let name = name.strip_prefix('/').unwrap_or(name).to_owned();
-        let svc = |e: ServiceError| Error::Service(e);
-        let conn = sock::connect_abstract(sock_name.as_bytes(), self.timeout).map_err(|e| {
+        let h = Handshake {
+            opts: self,
+            name: name.strip_prefix('/').unwrap_or(name).to_owned(),
+            server_uid,
+        };
+        let conn = h.connect(&sock_name)?;
+        let peer = h.check_peer(conn.as_fd())?;
+        let (msg, fds) = h.receive_answer(conn.as_fd())?;
+        let received = h.check_descriptors(&msg, fds)?;
+        let rows = if h.rows_wanted(&sock_name, peer) {
+            h.receive_rows(conn.as_fd(), &msg)?
+        } else {
+            None
+        };
+        drop(conn);
+        h.open(msg, received, rows)
+    }
+}
+
+/// One connection's handshake: the options, the name asked for and the uid that must answer.
+struct Handshake<'a> {
+    opts: &'a ConnectOptions,
+    name: String,
+    server_uid: u32,
+}
+
+/// The descriptors of an answer, checked: the arena's sealed memfd and the generation page.
+struct Descriptors {
+    arena_fd: OwnedFd,
+    info: os::FileInfo,
+    seals: os::Seals,
+    page: sock::CounterView,
+}
+
+impl Handshake<'_> {
+    fn err(&self, e: ServiceError) -> Error {
+        Error::Service(e)
+    }
+
+    fn timeout(&self) -> Error {
+        self.err(ServiceError::Timeout {
+            name: self.name.clone(),
+            after: self.opts.timeout,
+        })
+    }
+
+    fn protocol(&self, detail: String) -> Error {
+        self.err(ServiceError::Protocol {
+            name: self.name.clone(),
+            detail,
+        })
+    }
+
+    fn io(&self, context: String, source: io::Error) -> Error {
+        self.err(ServiceError::Io { context, source })
+    }
+
+    /// Step 1: connect to the abstract socket the name is published under.
+    fn connect(&self, sock_name: &str) -> Result<OwnedFd> {
+        sock::connect_abstract(sock_name.as_bytes(), self.opts.timeout).map_err(|e| {
             match rustix::io::Errno::from_io_error(&e) {
                 Some(rustix::io::Errno::CONNREFUSED | rustix::io::Errno::NOENT) => {
-                    svc(ServiceError::NotPublished {
-                        other_uids: other_publishers(&name, server_uid),
-                        name: name.clone(),
+                    self.err(ServiceError::NotPublished {
+                        other_uids: other_publishers(&self.name, self.server_uid),
+                        name: self.name.clone(),
                     })
                 }
-                Some(rustix::io::Errno::AGAIN | rustix::io::Errno::TIMEDOUT) => {
-                    svc(ServiceError::Timeout {
-                        name: name.clone(),
-                        after: self.timeout,
-                    })
-                }
-                _ => svc(ServiceError::Io {
-                    context: format!("connecting to published name {name:?}"),
-                    source: e,
-                }),
+                Some(rustix::io::Errno::AGAIN | rustix::io::Errno::TIMEDOUT) => self.timeout(),
+                _ => self.io(format!("connecting to published name {:?}", self.name), e),
             }
+        })
+    }
+
+    /// Step 2: the listener's credentials (`SO_PEERCRED`, the kernel's record of whoever called
+    /// `listen()`) must name the expected uid.
+    fn check_peer(&self, conn: BorrowedFd<'_>) -> Result<sock::PeerCred> {
+        let peer = sock::peer_cred(conn).map_err(|e| {
+            self.io(
+                format!(
+                    "reading the credentials of the publisher of {:?}",
+                    self.name
+                ),
+                e,
+            )
         })?;
-        let peer = sock::peer_cred(conn.as_fd()).map_err(|e| {
-            svc(ServiceError::Io {
-                context: format!("reading the credentials of the publisher of {name:?}"),
-                source: e,
-            })
-        })?;
-        if peer.uid != server_uid {
-            return Err(svc(ServiceError::Refused {
-                name,
+        if peer.uid != self.server_uid {
+            return Err(self.err(ServiceError::Refused {
+                name: self.name.clone(),
                 by: RefusedBy::Client,
                 uid: peer.uid,
                 gid: peer.gid,
             }));
         }
+        Ok(peer)
+    }
+
+    /// Step 3: the 64-byte answer and the descriptors that come with it; an answer that is not
+    /// "OK" is an error here.
+    fn receive_answer(&self, conn: BorrowedFd<'_>) -> Result<(Message, Vec<OwnedFd>)> {
         let mut buf = [0u8; MESSAGE_LEN];
-        let got = sock::recv_with_fds(conn.as_fd(), &mut buf, self.timeout, ANSWER_SPIN).map_err(
+        let got = sock::recv_with_fds(conn, &mut buf, self.opts.timeout, ANSWER_SPIN).map_err(
             |e| match e.kind() {
-                io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => svc(ServiceError::Timeout {
-                    name: name.clone(),
-                    after: self.timeout,
-                }),
+                io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => self.timeout(),
                 io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe => {
-                    svc(ServiceError::ServerDied {
-                        name: name.clone(),
+                    self.err(ServiceError::ServerDied {
+                        name: self.name.clone(),
                         detail: format!("the connection was reset ({e})"),
                     })
                 }
-                _ => svc(ServiceError::Io {
-                    context: format!("receiving from the publisher of {name:?}"),
-                    source: e,
-                }),
+                _ => self.io(
+                    format!("receiving from the publisher of {:?}", self.name),
+                    e,
+                ),
             },
         )?;
+        let name = self.name.clone();
         let msg = match Message::decode(&buf[..got.len]) {
             Ok(m) => m,
             Err(WireError::BadMagic) => {
-                return Err(svc(ServiceError::Protocol {
-                    name,
-                    detail: "the answer does not start with the service magic".into(),
-                }))
+                return Err(self.protocol("the answer does not start with the service magic".into()))
             }
             Err(WireError::Version(found)) => {
-                return Err(svc(ServiceError::VersionMismatch {
+                return Err(self.err(ServiceError::VersionMismatch {
                     name,
                     found,
                     expected: PROTOCOL_VERSION,
                 }))
             }
             Err(WireError::Short(n) | WireError::Truncated(n)) => {
-                return Err(svc(ServiceError::ServerDied {
+                return Err(self.err(ServiceError::ServerDied {
                     name,
                     detail: format!("it closed the connection after {n} of {MESSAGE_LEN} bytes"),
                 }))
             }
-            Err(WireError::Malformed(detail)) => {
-                return Err(svc(ServiceError::Protocol { name, detail }))
-            }
+            Err(WireError::Malformed(detail)) => return Err(self.protocol(detail)),
         };
         if msg.status != STATUS_OK {
-            return Err(svc(ServiceError::Refused {
+            return Err(self.err(ServiceError::Refused {
                 name,
                 by: RefusedBy::Server,
                 uid: msg.client_uid,
@@ -188,17 +286,24 @@ impl ConnectOptions {
             }));
         }
         if got.fds_truncated || got.fds.len() != 2 {
-            return Err(svc(ServiceError::Protocol {
-                name,
-                detail: format!("expected 2 descriptors, received {}", got.fds.len()),
-            }));
+            return Err(self.protocol(format!(
+                "expected 2 descriptors, received {}",
+                got.fds.len()
+            )));
         }
-        let mut fds = got.fds.into_iter();
-        let arena_fd: OwnedFd = fds.next().expect("two descriptors");
-        let page_fd: OwnedFd = fds.next().expect("two descriptors");
+        Ok((msg, got.fds))
+    }
+
+    /// Step 4: the arena's descriptor must be a memfd with the write, grow, shrink and seal
+    /// seals, as long as the answer says; the generation page must map.
+    fn check_descriptors(&self, msg: &Message, fds: Vec<OwnedFd>) -> Result<Descriptors> {
+        let mut fds = fds.into_iter();
+        let (Some(arena_fd), Some(page_fd)) = (fds.next(), fds.next()) else {
+            return Err(self.protocol("expected 2 descriptors".into()));
+        };
         let not_sealed = |detail: String| {
-            svc(ServiceError::NotSealedMemfd {
-                name: name.clone(),
+            self.err(ServiceError::NotSealedMemfd {
+                name: self.name.clone(),
                 detail,
             })
         };
@@ -212,10 +317,10 @@ impl ConnectOptions {
             return Err(not_sealed("the arena descriptor is not a memfd".into()));
         }
         let info = sock::fd_info(arena_fd.as_fd()).map_err(|e| {
-            svc(ServiceError::Io {
-                context: format!("inspecting the arena published as {name:?}"),
-                source: e,
-            })
+            self.io(
+                format!("inspecting the arena published as {:?}", self.name),
+                e,
+            )
         })?;
         if !info.is_regular || info.size < msg.arena_len {
             return Err(not_sealed(format!(
@@ -224,65 +329,72 @@ impl ConnectOptions {
             )));
         }
         let page = sock::CounterView::new(page_fd).map_err(not_sealed)?;
-        // Rows count only from a publisher of this user running this very build: skip reading
-        // them otherwise. A listener in this process counts only if one of this process's own
-        // publishers serves the name (any thread could bind a name nobody here publishes).
-        let rows_wanted = server_uid == me
+        Ok(Descriptors {
+            arena_fd,
+            info,
+            seals,
+            page,
+        })
+    }
+
+    /// Whether the rows would be taken, so whether to read them at all: only where the program
+    /// opted in ([`ConnectOptions::trust_publisher_rows`]), from a publisher of this user and of
+    /// this build. A listener in this process counts only if one of this process's own
+    /// publishers serves the name (any thread could bind a name nobody here publishes).
+    fn rows_wanted(&self, sock_name: &str, peer: sock::PeerCred) -> bool {
+        self.opts.trust_rows
+            && !self.opts.always_validate
+            && self.server_uid == os::euid()
             && os::build_id_known()
-            && (peer.pid != os::pid() || super::publisher::served_here(&sock_name));
-        let rows = if rows_wanted && msg.flags & FLAG_TRUST_ROWS != 0 {
-            let mut b = vec![0u8; BUILD_ID_LEN + msg.row_count as usize * ROW_LEN];
-            let got = sock::recv_with_fds(conn.as_fd(), &mut b, self.timeout, ANSWER_SPIN)
-                .map_err(|e| {
-                    svc(ServiceError::Io {
-                        context: format!("receiving the trust rows of {name:?}"),
-                        source: e,
-                    })
-                })?;
-            if got.len != b.len() || !got.fds.is_empty() {
-                return Err(svc(ServiceError::Protocol {
-                    name,
-                    detail: format!(
-                        "the trust rows have {} of {} bytes (and {} descriptors)",
-                        got.len,
-                        b.len(),
-                        got.fds.len()
-                    ),
-                }));
-            }
-            decode_rows(&b)
-        } else {
-            None
-        };
-        drop(conn);
-        let arena = OpenOptions::new()
-            .always_validate(self.always_validate)
-            .allow_foreign_owner(server_uid != me)
-            .open_fd_with(arena_fd, info, seals)?;
-        if arena.id().to_bytes() != msg.arena_id {
-            return Err(svc(ServiceError::Protocol {
-                name,
-                detail: format!(
-                    "the arena received has id {}, the answer names {}",
-                    arena.id(),
-                    crate::ArenaId::from_bytes(msg.arena_id)
-                ),
-            }));
+            && (peer.pid != os::pid() || super::publisher::served_here(sock_name))
+    }
+
+    /// Step 5: the publisher's build identity and trust rows, if its answer says they follow.
+    fn receive_rows(&self, conn: BorrowedFd<'_>, msg: &Message) -> Result<Option<Rows>> {
+        if msg.flags & FLAG_TRUST_ROWS == 0 {
+            return Ok(None);
         }
-        // The rows count only from a publisher of this user (its uid was checked above) that
-        // says it runs this very build, on the sealed memfd checked above. The build identity
-        // is the publisher's word: trusting it is trusting the processes of this user (see
-        // docs/DESIGN.md, "Trust model").
+        let mut b = vec![0u8; BUILD_ID_LEN + msg.row_count as usize * ROW_LEN];
+        let got = sock::recv_with_fds(conn, &mut b, self.opts.timeout, ANSWER_SPIN)
+            .map_err(|e| self.io(format!("receiving the trust rows of {:?}", self.name), e))?;
+        if got.len != b.len() || !got.fds.is_empty() {
+            return Err(self.protocol(format!(
+                "the trust rows have {} of {} bytes (and {} descriptors)",
+                got.len,
+                b.len(),
+                got.fds.len()
+            )));
+        }
+        Ok(decode_rows(&b))
+    }
+
+    /// Step 6: open the arena from its memfd, check it is the one the answer names, and take
+    /// the rows of a publisher of this very build.
+    fn open(self, msg: Message, d: Descriptors, rows: Option<Rows>) -> Result<Fetched> {
+        let arena = OpenOptions::new()
+            .always_validate(self.opts.always_validate)
+            .allow_foreign_owner(self.server_uid != os::euid())
+            .open_fd_with(d.arena_fd, d.info, d.seals)?;
+        if arena.id().to_bytes() != msg.arena_id {
+            return Err(self.protocol(format!(
+                "the arena received has id {}, the answer names {}",
+                arena.id(),
+                crate::ArenaId::from_bytes(msg.arena_id)
+            )));
+        }
+        // Rows were read only where the program opted in (`rows_wanted`), from a publisher of
+        // this user, on the sealed memfd checked in step 4; the build identity is the
+        // publisher's word, part of what the opt-in's promise covers.
         if let Some((build_id, rows)) = rows {
             if build_id == os::build_id() {
                 arena.accept_rows(&rows);
             }
         }
         Ok(Fetched {
-            name,
+            name: self.name,
             arena,
             generation: msg.generation,
-            page,
+            page: d.page,
         })
     }
 }
@@ -302,6 +414,9 @@ fn other_publishers(name: &str, asked: u32) -> Vec<u32> {
     uids.dedup();
     uids
 }
+
+/// The build identity and rows that follow an answer.
+type Rows = ([u8; 16], Vec<crate::trust::Row>);
 
 fn me_gid() -> u32 {
     rustix::process::getegid().as_raw()

@@ -393,7 +393,7 @@ mod tests {
     use parking_lot::Mutex;
 
     use super::{answer, sock, Inner, PublishOptions, State};
-    use crate::{connect, ArenaOptions};
+    use crate::ArenaOptions;
 
     /// A thread of this process binds a name that no publisher of this process serves and
     /// answers as a publisher would, trust rows included (here the genuine rows of the arena
@@ -434,7 +434,11 @@ mod tests {
             }
             panic!("no client came");
         });
-        let got = connect(&name).unwrap();
+        // SAFETY: the rows this listener sends are genuine (`answer` on an arena built here);
+        // the opt-in is what makes the client consider them, and the check under test must
+        // still refuse a listener that no publisher of this process serves.
+        let opts = unsafe { crate::ConnectOptions::new().trust_publisher_rows() };
+        let got = opts.connect(&name).unwrap();
         server.join().unwrap();
         assert!(
             !got.trusts::<Vec<u32>>("v"),
