@@ -828,6 +828,27 @@ pub struct Layout {
     pub header: Header,
     /// The entries, in the order they were added.
     pub entries: Vec<Entry>,
+    /// The entries' indices sorted by name, for [`Layout::find`] by binary search.
+    by_name: NameIndex,
+}
+
+/// Entry indices sorted by name (built by [`Layout::parse_with`], which also checks that the
+/// names are unique). Compared and printed by length only: it follows from the entries.
+#[derive(Clone, Default)]
+struct NameIndex(Vec<u32>);
+
+impl PartialEq for NameIndex {
+    fn eq(&self, other: &NameIndex) -> bool {
+        self.0.len() == other.0.len()
+    }
+}
+
+impl Eq for NameIndex {}
+
+impl std::fmt::Debug for NameIndex {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "NameIndex({} names)", self.0.len())
+    }
 }
 
 impl Layout {
@@ -886,12 +907,23 @@ impl Layout {
             entries.push(parse_entry(i, b, names, toc_off, header.version)?);
         }
         check_disjoint(&entries)?;
-        let mut seen: Vec<&str> = entries.iter().map(|e| e.name.as_str()).collect();
-        seen.sort_unstable();
-        if let Some(w) = seen.windows(2).find(|w| w[0] == w[1]) {
-            return Err(corrupted(format!("entry name {:?} appears twice", w[0])));
+        // `count` fits a u32 (it is the header's), so every index does.
+        let mut by_name: Vec<u32> = (0..entries.len() as u32).collect();
+        by_name.sort_unstable_by(|&a, &b| entries[a as usize].name.cmp(&entries[b as usize].name));
+        if let Some(w) = by_name
+            .windows(2)
+            .find(|w| entries[w[0] as usize].name == entries[w[1] as usize].name)
+        {
+            return Err(corrupted(format!(
+                "entry name {:?} appears twice",
+                entries[w[0] as usize].name
+            )));
         }
-        Ok(Layout { header, entries })
+        Ok(Layout {
+            header,
+            entries,
+            by_name: NameIndex(by_name),
+        })
     }
 
     /// The entries' names, in table order.
@@ -899,12 +931,25 @@ impl Layout {
         self.entries.iter().map(|e| e.name.as_str())
     }
 
-    /// The entry with this name.
+    /// The entry with this name: a binary search of an index of the names built by
+    /// [`Layout::parse`], O(log entries).
+    ///
+    /// The index describes `entries` as parsed. A program that changes that public field
+    /// afterwards gets a scan when the number of entries changed, and otherwise answers that
+    /// may miss renamed entries (never an entry of another name): parse the bytes again instead.
     pub fn find(&self, name: &str) -> Option<(usize, &Entry)> {
-        self.entries
-            .iter()
-            .enumerate()
-            .find(|(_, e)| e.name == name)
+        let index = &self.by_name.0;
+        if index.len() != self.entries.len() {
+            return self
+                .entries
+                .iter()
+                .enumerate()
+                .find(|(_, e)| e.name == name);
+        }
+        let name_at = |i: u32| self.entries.get(i as usize).map_or("", |e| e.name.as_str());
+        let k = index.binary_search_by(|&i| name_at(i).cmp(name)).ok()?;
+        let i = index[k] as usize;
+        self.entries.get(i).filter(|e| e.name == name).map(|e| (i, e))
     }
 }
 
