@@ -98,10 +98,7 @@ fn main() {
     );
     let mut rows = Vec::new();
     for ((n, payload), rs) in cases.iter().zip(runs) {
-        let per_lookup: Vec<Duration> = rs
-            .iter()
-            .map(|r| r.lookup / r.lookups as u32)
-            .collect();
+        let per_lookup: Vec<Duration> = rs.iter().map(|r| r.lookup / r.lookups as u32).collect();
         let build = median(rs.iter().map(|r| r.build).collect());
         let seal = median(rs.iter().map(|r| r.seal).collect());
         let open = median(rs.iter().map(|r| r.open).collect());

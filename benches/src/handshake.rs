@@ -105,5 +105,8 @@ fn fetch_fd(name: &[u8]) -> io::Result<OwnedFd> {
             }
         }
     }
-    Err(io::Error::new(io::ErrorKind::InvalidData, "no descriptor came"))
+    Err(io::Error::new(
+        io::ErrorKind::InvalidData,
+        "no descriptor came",
+    ))
 }

@@ -828,14 +828,20 @@ pub struct Layout {
     pub header: Header,
     /// The entries, in the order they were added.
     pub entries: Vec<Entry>,
-    /// The entries' indices sorted by name, for [`Layout::find`] by binary search.
+    /// (xxh3-64 of the name, entry index), sorted: [`Layout::find`] by binary search.
     by_name: NameIndex,
 }
 
-/// Entry indices sorted by name (built by [`Layout::parse_with`], which also checks that the
-/// names are unique). Compared and printed by length only: it follows from the entries.
+/// (xxh3-64 of the name, entry index) pairs sorted (built by [`Layout::parse_with`], which also
+/// checks that the names are unique). Sorting fixed-size keys costs far less than sorting the
+/// names themselves. Compared and printed by length only: it follows from the entries.
 #[derive(Clone, Default)]
-struct NameIndex(Vec<u32>);
+struct NameIndex(Vec<(u64, u32)>);
+
+/// The key of a name in [`NameIndex`].
+fn name_key(name: &str) -> u64 {
+    xxhash_rust::xxh3::xxh3_64(name.as_bytes())
+}
 
 impl PartialEq for NameIndex {
     fn eq(&self, other: &NameIndex) -> bool {
@@ -908,16 +914,24 @@ impl Layout {
         }
         check_disjoint(&entries)?;
         // `count` fits a u32 (it is the header's), so every index does.
-        let mut by_name: Vec<u32> = (0..entries.len() as u32).collect();
-        by_name.sort_unstable_by(|&a, &b| entries[a as usize].name.cmp(&entries[b as usize].name));
-        if let Some(w) = by_name
-            .windows(2)
-            .find(|w| entries[w[0] as usize].name == entries[w[1] as usize].name)
-        {
-            return Err(corrupted(format!(
-                "entry name {:?} appears twice",
-                entries[w[0] as usize].name
-            )));
+        let mut by_name: Vec<(u64, u32)> = entries
+            .iter()
+            .enumerate()
+            .map(|(i, e)| (name_key(&e.name), i as u32))
+            .collect();
+        by_name.sort_unstable();
+        // Equal names have equal keys: compare the names within each run of equal keys (a
+        // run is one pair long unless two names collide or repeat).
+        for run in by_name.chunk_by(|a, b| a.0 == b.0).filter(|r| r.len() > 1) {
+            for (k, a) in run.iter().enumerate() {
+                let a = &entries[a.1 as usize].name;
+                if run[k + 1..]
+                    .iter()
+                    .any(|b| entries[b.1 as usize].name == *a)
+                {
+                    return Err(corrupted(format!("entry name {a:?} appears twice")));
+                }
+            }
         }
         Ok(Layout {
             header,
@@ -931,7 +945,7 @@ impl Layout {
         self.entries.iter().map(|e| e.name.as_str())
     }
 
-    /// The entry with this name: a binary search of an index of the names built by
+    /// The entry with this name: a binary search of an index of the names' hashes built by
     /// [`Layout::parse`], O(log entries).
     ///
     /// The index describes `entries` as parsed. A program that changes that public field
@@ -946,10 +960,18 @@ impl Layout {
                 .enumerate()
                 .find(|(_, e)| e.name == name);
         }
-        let name_at = |i: u32| self.entries.get(i as usize).map_or("", |e| e.name.as_str());
-        let k = index.binary_search_by(|&i| name_at(i).cmp(name)).ok()?;
-        let i = index[k] as usize;
-        self.entries.get(i).filter(|e| e.name == name).map(|e| (i, e))
+        let key = name_key(name);
+        let start = index.partition_point(|&(k, _)| k < key);
+        index[start..]
+            .iter()
+            .take_while(|&&(k, _)| k == key)
+            .find_map(|&(_, i)| {
+                let i = i as usize;
+                self.entries
+                    .get(i)
+                    .filter(|e| e.name == name)
+                    .map(|e| (i, e))
+            })
     }
 }
 

@@ -473,11 +473,7 @@ fn encoded_rows(inner: &Inner, arena: &Arena) -> (u32, Arc<[u8]>) {
 /// (it fits any empty socket buffer), then as much of the trust rows, if any, as the socket
 /// takes now; the rest is returned as a [`Pending`] for the serving loop. With `rows_room`
 /// false the rows are not offered (the message says so). The server never reads from a client.
-fn answer(
-    inner: &Inner,
-    conn: OwnedFd,
-    rows_room: bool,
-) -> std::io::Result<Option<Pending>> {
+fn answer(inner: &Inner, conn: OwnedFd, rows_room: bool) -> std::io::Result<Option<Pending>> {
     let peer = sock::peer_cred(conn.as_fd())?;
     let allowed = allowed(inner, &peer);
     let mut msg = Message {
