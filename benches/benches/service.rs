@@ -112,6 +112,12 @@ fn service(c: &mut Criterion) {
     g.bench_function("Subscription::current (no change)", |b| {
         b.iter(|| black_box(sub.current().expect("current").byte_len()))
     });
+    // Not a variant: the part of `current` that is the `Arena` it returns (an `Arc` clone and
+    // its drop), for the breakdown.
+    let held = sub.last().clone();
+    g.bench_function("part: Arena clone + drop", |b| {
+        b.iter(|| black_box(black_box(&held).clone().byte_len()))
+    });
     g.finish();
 
     let next = [

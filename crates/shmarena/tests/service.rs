@@ -213,6 +213,21 @@ fn rustix_uid() -> u32 {
     std::fs::metadata("/proc/self").map_or(0, |m| std::os::unix::fs::MetadataExt::uid(&m))
 }
 
+/// A second publisher of a served name: the error chain (what `{:#}` prints, as arena-serve
+/// does) says "already published" once, not once per link (`Error::Service` is transparent).
+#[test]
+fn a_name_already_published_is_said_once() {
+    let name = unique_name("twice");
+    let _first = build_lexicon_arena(1).publish(&name).unwrap();
+    let e = build_lexicon_arena(2).publish(&name).unwrap_err();
+    let chain = common::report(&e);
+    assert_eq!(chain.matches("already published").count(), 1, "{chain}");
+    assert!(matches!(
+        service_err(e),
+        ServiceError::AlreadyPublished { .. }
+    ));
+}
+
 #[test]
 fn publishing_a_file_arena_is_refused() {
     let scope = Scope::new();
