@@ -5,7 +5,8 @@
 //! the others, and the medians printed, with the time per entry, so the curve shows whether a
 //! build stays linear. Writes `target/entries/results.json`.
 //!
-//! Run: `cargo bench -p shmarena-bench --bench entries` (`-- --test` for a quick pass).
+//! Run: `cargo bench -p shmarena-bench --bench entries` (`-- --test` for a quick pass;
+//! `SHMARENA_BENCH_ENTRIES=1000,20000` for other counts).
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
@@ -81,10 +82,16 @@ fn median(mut v: Vec<Duration>) -> Duration {
 fn main() {
     let quick = test_mode();
     let rounds = if quick { 1 } else { 3 };
-    let mut cases: Vec<(usize, usize)> = vec![(1_000, 16), (10_000, 16), (100_000, 16)];
-    if !quick {
-        cases.push((1_000_000, 16));
-    }
+    // SHMARENA_BENCH_ENTRIES=1000,20000 replaces the small-entry counts (the large ones stay).
+    let counts: Vec<usize> = match std::env::var("SHMARENA_BENCH_ENTRIES") {
+        Ok(list) => list
+            .split(',')
+            .map(|n| n.trim().parse().expect("SHMARENA_BENCH_ENTRIES: counts"))
+            .collect(),
+        Err(_) if quick => vec![1_000, 10_000, 100_000],
+        Err(_) => vec![1_000, 10_000, 100_000, 1_000_000],
+    };
+    let mut cases: Vec<(usize, usize)> = counts.into_iter().map(|n| (n, 16)).collect();
     cases.push((1_000, 64 << 10));
     let mut runs: Vec<Vec<Run>> = cases.iter().map(|_| Vec::new()).collect();
     for _ in 0..rounds {

@@ -217,7 +217,8 @@ impl fmt::Display for ServiceError {
                 ..
             } => write!(
                 f,
-                "the publisher of {name:?} {} and no publisher answers on the name now                  (generation {generation} held, stale for {stale_for:?})",
+                "the publisher of {name:?} {} and no publisher answers on the name now \
+                 (generation {generation} held, stale for {stale_for:?})",
                 if *closed { "closed" } else { "died" }
             ),
             ServiceError::Io { context, source } => write!(f, "{context}: {source}"),
