@@ -1,6 +1,7 @@
 //! Many entries: the cost per entry of building, sealing, opening, finding a name and reading
 //! an entry's first value, from
-//! 1,000 to 1,000,000 small entries (16-byte POD slices), beside 1,000 large ones (64 KiB each).
+//! 1,000 to 1,000,000 small entries (16-byte POD slices; up to 100,000 archived `u64`s through
+//! `put`, shown with payload 0), beside 1,000 large ones (64 KiB each).
 //! Not a criterion benchmark: each size is built 3 times (once in test mode), interleaved with
 //! the others, and the medians printed, with the time per entry, so the curve shows whether a
 //! build stays linear. Writes `target/entries/results.json`.
@@ -30,14 +31,19 @@ fn entry_name(i: usize) -> String {
     format!("entry-{i:07}")
 }
 
-/// Builds `n` entries of `payload` bytes each, seals, opens the sealed memfd again through
-/// `/proc/self/fd` (header and table parsed and checked), and looks up `lookups` names.
+/// Builds `n` entries of `payload` bytes each (POD slices, or with `payload` 0 one archived
+/// `u64` each, written with `put`: serialized, validated, checksummed), seals, opens the sealed
+/// memfd again (header and table parsed and checked), and looks up names.
 fn run(n: usize, payload: usize) -> Run {
     let data: Vec<u64> = (0..(payload / 8) as u64).collect();
     let t = Instant::now();
     let mut b = ArenaOptions::new().create().expect("create");
     for i in 0..n {
-        b.put_slice(&entry_name(i), &data).expect("put");
+        if payload == 0 {
+            b.put(&entry_name(i), &(i as u64)).expect("put");
+        } else {
+            b.put_slice(&entry_name(i), &data).expect("put");
+        }
     }
     let build = t.elapsed();
     let t = Instant::now();
@@ -61,7 +67,11 @@ fn run(n: usize, payload: usize) -> Run {
     let lookup = t.elapsed();
     let t = Instant::now();
     for name in &names {
-        black_box(opened.slice::<u64>(black_box(name)).expect("lookup")[0]);
+        if payload == 0 {
+            black_box(opened.get::<u64>(black_box(name)).expect("lookup").to_native());
+        } else {
+            black_box(opened.slice::<u64>(black_box(name)).expect("lookup")[0]);
+        }
     }
     let read = t.elapsed();
     Run {
@@ -91,7 +101,9 @@ fn main() {
         Err(_) if quick => vec![1_000, 10_000, 100_000],
         Err(_) => vec![1_000, 10_000, 100_000, 1_000_000],
     };
-    let mut cases: Vec<(usize, usize)> = counts.into_iter().map(|n| (n, 16)).collect();
+    let mut cases: Vec<(usize, usize)> = counts.iter().map(|&n| (n, 16)).collect();
+    // Archived entries (payload 0 in the table: one `u64` each through `put`).
+    cases.extend(counts.iter().filter(|&&n| n <= 100_000).map(|&n| (n, 0)));
     cases.push((1_000, 64 << 10));
     let mut runs: Vec<Vec<Run>> = cases.iter().map(|_| Vec::new()).collect();
     for _ in 0..rounds {
