@@ -68,7 +68,12 @@ fn run(n: usize, payload: usize) -> Run {
     let t = Instant::now();
     for name in &names {
         if payload == 0 {
-            black_box(opened.get::<u64>(black_box(name)).expect("lookup").to_native());
+            black_box(
+                opened
+                    .get::<u64>(black_box(name))
+                    .expect("lookup")
+                    .to_native(),
+            );
         } else {
             black_box(opened.slice::<u64>(black_box(name)).expect("lookup")[0]);
         }

@@ -112,12 +112,7 @@ fn service(c: &mut Criterion) {
     g.bench_function("Subscription::current (no change)", |b| {
         b.iter(|| black_box(sub.current().expect("current").byte_len()))
     });
-    // Not a variant: the part of `current` that is the `Arena` it returns (an `Arc` clone and
-    // its drop), for the breakdown.
-    let held = sub.last().clone();
-    g.bench_function("part: Arena clone + drop", |b| {
-        b.iter(|| black_box(black_box(&held).clone().byte_len()))
-    });
+
     g.finish();
 
     let next = [
@@ -230,7 +225,7 @@ fn memory() {
     publisher
         .publish(map_arena(ArenaOptions::new(), &map))
         .expect("publish");
-    let current = sub.current().expect("current").clone();
+    let current = sub.current().expect("current").arena().clone();
     let shmarena_arena = current.byte_len();
     let shmarena_resident = allocated(&current) + 4096;
     drop((current, sub, publisher));

@@ -318,6 +318,33 @@ pub fn subscribe(name: &str) -> Result<Subscription> {
     ConnectOptions::new().subscribe(name)
 }
 
+/// What [`Subscription::current`] returns: the arena of the latest generation, borrowed from
+/// the subscription, and its generation number. Derefs to the [`Arena`].
+#[derive(Clone, Copy, Debug)]
+pub struct Current<'s> {
+    arena: &'s Arena,
+    generation: u64,
+}
+
+impl<'s> Current<'s> {
+    /// The arena (clone it to keep it beyond the subscription's borrow).
+    pub fn arena(&self) -> &'s Arena {
+        self.arena
+    }
+
+    /// Its generation (from 1, per publisher).
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+}
+
+impl std::ops::Deref for Current<'_> {
+    type Target = Arena;
+    fn deref(&self) -> &Arena {
+        self.arena
+    }
+}
+
 /// The latest generation of a published arena, checked cheaply at each task boundary.
 ///
 /// [`current`](Subscription::current) reads two words of the publisher's generation page (a
@@ -348,8 +375,8 @@ pub fn subscribe(name: &str) -> Result<Subscription> {
 /// b.put_slice("v", &[1u32])?;
 /// let publisher = b.seal()?.publish(&name)?;
 /// let mut sub = shmarena::subscribe(&name)?;
-/// let arena = sub.current()?;              // an `Arena` (a clone: the subscription stays free)
-/// assert_eq!(sub.generation(), 1);
+/// let arena = sub.current()?;              // the arena and its generation
+/// assert_eq!(arena.generation(), 1);
 /// assert_eq!(arena.slice::<u32>("v")?[0], 1);
 ///
 /// drop(publisher);                         // the name is no longer served
@@ -395,10 +422,27 @@ impl fmt::Debug for Subscription {
 }
 
 impl Subscription {
-    /// The arena of the latest generation: the one held if the publisher's counter and
-    /// liveness word have not moved (two loads), a freshly fetched one otherwise. It returns a
-    /// clone of the [`Arena`] (an `Arc` of the mapping), so the subscription is free again at
-    /// once: `let a = sub.current()?;` then `sub.generation()` is the generation of `a`.
+    /// The arena of the latest generation, with its number: the one held if the publisher's
+    /// counter and liveness word have not moved (two loads, nothing else), a freshly fetched
+    /// one otherwise. The [`Current`] returned borrows the subscription and derefs to the
+    /// [`Arena`]; it carries the generation, so there is no need to ask the subscription again
+    /// while it is borrowed (`cur.generation()`, not `sub.generation()`); take
+    /// `cur.arena().clone()` to keep the arena beyond the borrow.
+    ///
+    /// ```
+    /// # fn main() -> shmarena::Result<()> {
+    /// # let name = format!("doc-current-{}", std::process::id());
+    /// # let mut b = shmarena::ArenaOptions::new().create()?;
+    /// # b.put_slice("v", &[7u32])?;
+    /// # let _publisher = b.seal()?.publish(&name)?;
+    /// let mut sub = shmarena::subscribe(&name)?;
+    /// let cur = sub.current()?;
+    /// let v = cur.slice::<u32>("v")?;            // an Arena method, through Deref
+    /// assert_eq!((v[0], cur.generation()), (7, 1));
+    /// let kept: shmarena::Arena = cur.arena().clone();
+    /// # drop(kept);
+    /// # Ok(()) }
+    /// ```
     ///
     /// On error the subscription keeps what it had ([`last`](Subscription::last)), and the
     /// next call tries again. The errors are those of [`connect`] (the publisher died between
@@ -406,11 +450,14 @@ impl Subscription {
     /// publisher closed or died and nobody serves the name (see "When the publisher goes
     /// away" above).
     #[inline]
-    pub fn current(&mut self) -> Result<Arena> {
+    pub fn current(&mut self) -> Result<Current<'_>> {
         if self.page.load() != self.generation as u32 || self.page.alive() != self.alive {
             self.follow()?;
         }
-        Ok(self.arena.clone())
+        Ok(Current {
+            arena: &self.arena,
+            generation: self.generation,
+        })
     }
 
     /// The slow path of [`current`](Subscription::current): connect again.

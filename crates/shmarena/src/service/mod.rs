@@ -41,7 +41,7 @@ use std::fmt;
 use std::io;
 use std::time::Duration;
 
-pub use client::{connect, subscribe, ConnectOptions, Subscription};
+pub use client::{connect, subscribe, ConnectOptions, Current, Subscription};
 pub use publisher::{PublishOptions, Publisher};
 pub use wire::{MAGIC, MESSAGE_LEN, PROTOCOL_VERSION};
 
