@@ -112,6 +112,7 @@ fn service(c: &mut Criterion) {
     g.bench_function("Subscription::current (no change)", |b| {
         b.iter(|| black_box(sub.current().expect("current").byte_len()))
     });
+
     g.finish();
 
     let next = [
@@ -132,7 +133,7 @@ fn service(c: &mut Criterion) {
         b.iter(|| {
             i += 1;
             publisher.publish(next[i % 2].clone()).expect("publish");
-            first_value(sub.current().expect("current"))
+            first_value(&sub.current().expect("current"))
         })
     });
     g.finish();
@@ -224,7 +225,7 @@ fn memory() {
     publisher
         .publish(map_arena(ArenaOptions::new(), &map))
         .expect("publish");
-    let current = sub.current().expect("current").clone();
+    let current = sub.current().expect("current").arena().clone();
     let shmarena_arena = current.byte_len();
     let shmarena_resident = allocated(&current) + 4096;
     drop((current, sub, publisher));
@@ -302,7 +303,78 @@ fn memory() {
     println!("wrote {}", path.display());
 }
 
+/// Connect + first value against the raw floor (a bare `SCM_RIGHTS` handshake on an abstract
+/// socket + `mmap` + a touch of the first page, `shmarena_bench::handshake`), interleaved A B
+/// in rounds under the same load (`shmarena_bench::ab`); and `current()` with no change against
+/// a relaxed load + compare. Printed, and written to `target/service/ab.json`. Issue 24 target:
+/// connect ≤ 2× the floor.
+fn connect_against_floor() {
+    use shmarena_bench::ab::{self, each};
+    let name = unique_name("svcab");
+    let arena = pod_arena(ArenaOptions::new(), ARENA_BYTES);
+    let _publisher = arena.publish(&name).expect("publish");
+    let floor_name = format!("shmarena-bench-floor/{}", unique_name("floor"));
+    let file = std::fs::File::from(arena.as_fd().try_clone_to_owned().expect("dup"));
+    let floor = shmarena_bench::handshake::FdServer::start(&floor_name, file).expect("floor");
+    let (rounds, round) = if test_mode() {
+        (2, Duration::from_millis(20))
+    } else {
+        (20, Duration::from_millis(200))
+    };
+    let connect = ab::compare(
+        "service connect + first value, 1 MiB arena",
+        (
+            "raw: SCM_RIGHTS handshake + mmap + touch",
+            each(|| {
+                black_box(floor.fetch_and_touch().expect("floor"));
+            }),
+        ),
+        (
+            "shmarena::connect + first value",
+            each(|| {
+                black_box(first_value(&shmarena::connect(&name).expect("connect")));
+            }),
+        ),
+        rounds,
+        round,
+    );
+    let mut sub = shmarena::subscribe(&name).expect("subscribe");
+    let local = AtomicU32::new(1);
+    let current = ab::compare(
+        "service Subscription::current, no change",
+        (
+            "relaxed load + compare",
+            each(|| {
+                black_box(black_box(&local).load(Ordering::Relaxed) == 1);
+            }),
+        ),
+        (
+            "Subscription::current + byte_len",
+            each(|| {
+                black_box(sub.current().expect("current").byte_len());
+            }),
+        ),
+        rounds,
+        round,
+    );
+    for r in [&connect, &current] {
+        println!(
+            "{}: {} {:.0} ns, {} {:.0} ns, ratio {:.2} (range {:.2}..{:.2}, {} rounds)",
+            r.name, r.a, r.a_ns, r.b, r.b_ns, r.ratio, r.ratio_range.0, r.ratio_range.1, r.rounds
+        );
+    }
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/service");
+    if std::fs::create_dir_all(&dir).is_ok() {
+        let _ = std::fs::write(
+            dir.join("ab.json"),
+            serde_json::to_string_pretty(&json!([connect.to_json(), current.to_json()]))
+                .expect("json"),
+        );
+    }
+}
+
 fn main() {
+    connect_against_floor();
     // Modest sample counts: 30 samples of about a second each.
     let mut c = Criterion::default()
         .warm_up_time(Duration::from_millis(300))

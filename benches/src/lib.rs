@@ -28,6 +28,7 @@ use shmarena::{Arena, ArenaOptions, ArenaWriter};
 pub mod ab;
 pub mod baseline;
 pub mod echo;
+pub mod handshake;
 pub mod report;
 
 /// The Criterion setup of every benchmark: half a second of warm-up, `measurement` of

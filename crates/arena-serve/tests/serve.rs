@@ -108,10 +108,15 @@ fn serves_replaces_and_stops_cleanly() {
     out.read_to_string(&mut rest).unwrap();
     assert!(status.success(), "{status}");
     assert!(rest.contains("stopped"), "{rest}");
-    assert_eq!(
-        &*sub.current().unwrap().slice::<u64>("version").unwrap(),
-        &[2, 2]
-    );
+    // The subscription's last arena still reads; its next check says the publisher closed.
+    assert_eq!(&*sub.last().slice::<u64>("version").unwrap(), &[2, 2]);
+    match sub.current() {
+        Err(Error::Service(ServiceError::PublisherGone { closed: true, .. })) => {}
+        other => panic!(
+            "expected the publisher gone (closed), got {:?}",
+            other.map(|c| c.generation())
+        ),
+    }
     assert_eq!(arena.get::<Vec<String>>("words").unwrap()[99], "v1");
     match Arena::connect(&name) {
         Err(Error::Service(ServiceError::NotPublished { .. })) => {}

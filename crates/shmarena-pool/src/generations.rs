@@ -69,8 +69,8 @@ pub fn current_with(options: &ConnectOptions, name: &str) -> shmarena::Result<(A
             std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
             std::collections::hash_map::Entry::Vacant(e) => e.insert(options.subscribe(name)?),
         };
-        let arena = sub.current()?.clone();
-        Ok((arena, sub.generation()))
+        let cur = sub.current()?;
+        Ok((cur.arena().clone(), cur.generation()))
     })
 }
 

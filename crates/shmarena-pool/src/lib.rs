@@ -160,7 +160,13 @@
 //!
 //! With the `shmarena` feature, the module `generations` hands each task the current generation of an
 //! arena published by name (`shmarena::Publisher`, `arena-serve`): each worker holds a
-//! subscription, and a task sees exactly one generation from start to end.
+//! subscription, and a task sees exactly one generation from start to end. A subscription
+//! also follows a restarted publisher, and a task run while nobody serves the name gets
+//! `shmarena::service::ServiceError::PublisherGone` rather than the gone publisher's data.
+//!
+//! The module is compiled, and documented, only with the feature: `cargo doc -p shmarena-pool
+//! --features shmarena` locally; docs.rs builds with every feature
+//! (`[package.metadata.docs.rs] all-features = true` in its Cargo.toml).
 //!
 //! # Where `unsafe` lives
 //!

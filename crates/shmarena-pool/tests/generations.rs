@@ -161,3 +161,20 @@ fn forked_workers_with_a_closure() {
     assert!(e.contains("no arena is published"), "{e}");
     scope.finish();
 }
+
+/// `generations` exists only with the `shmarena` feature, so the crate asks docs.rs to build
+/// its documentation with every feature (issue 24): keep that setting.
+#[test]
+fn docs_rs_documents_every_feature() {
+    let manifest = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml"))
+        .expect("read Cargo.toml");
+    let section = manifest
+        .split("[package.metadata.docs.rs]")
+        .nth(1)
+        .expect("a [package.metadata.docs.rs] section");
+    let section = section.split("\n[").next().unwrap_or(section);
+    assert!(
+        section.lines().any(|l| l.trim() == "all-features = true"),
+        "{section}"
+    );
+}

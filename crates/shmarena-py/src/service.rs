@@ -322,15 +322,18 @@ impl PySubscription {
 
 #[pymethods]
 impl PySubscription {
-    /// The arena of the latest generation: the one held if the publisher's counter has not
-    /// moved (one atomic load), a freshly fetched one otherwise. Views and arrays taken from an
-    /// earlier generation keep working and keep their values until dropped. If fetching fails
-    /// (the publisher died), the error is raised and the subscription keeps what it had.
+    /// The arena of the latest generation: the one held if the publisher's counter and
+    /// liveness word have not moved (two atomic loads), a freshly fetched one otherwise. Views
+    /// and arrays taken from an earlier generation keep working and keep their values until
+    /// dropped. A publisher that closed or died is noticed: the next call connects again and
+    /// follows a new publisher of the name, or raises `ServiceError` ("the publisher of ...
+    /// closed/died") while nobody serves it; the subscription keeps what it had (`last()`).
     fn current(&self, py: Python<'_>) -> PyResult<Py<PyArena>> {
         let mut st = self.lock();
-        let before = st.sub.generation();
+        // A new publisher counts its generations from 1 again: its identity tells.
+        let before = (st.sub.generation(), st.sub.publisher());
         st.sub.current().map_err(service_err)?;
-        if st.sub.generation() != before {
+        if (st.sub.generation(), st.sub.publisher()) != before {
             Self::sync(py, &mut st)?;
         }
         Ok(st.arena.clone_ref(py))

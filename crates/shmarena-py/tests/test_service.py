@@ -153,7 +153,11 @@ def test_killed_publisher_readers_keep_reading(svc_name):
     # The readers keep their mappings: every value still reads right.
     assert len(lex) == 50_000 and lex["w49999"] == ("fruit", 49999)
     assert float(weights[-1]) == 99_999.0 and float(weights.sum()) == float(np.arange(100_000, dtype=np.float32).sum())
-    assert sub.current()["lexicon"]["w1"] == ("fruit", 1)  # the counter page outlives the publisher
+    # The subscription knows its publisher died (the kernel marked the generation page): current()
+    # raises instead of returning the dead publisher's arena; last() still reads it.
+    with pytest.raises(shmarena.ServiceError, match="died"):
+        sub.current()
+    assert sub.last()["lexicon"]["w1"] == ("fruit", 1)
     with pytest.raises(shmarena.NotPublishedError):
         shmarena.connect(svc_name)
     with pytest.raises(shmarena.NotPublishedError):

@@ -584,6 +584,12 @@ impl Arena {
             .get_or_init(|| os::inode(self.shared.file.as_fd()).ok())
     }
 
+    /// A number that changes whenever this arena gains a trust row: equal values mean that
+    /// [`trust_rows`](Arena::trust_rows) returns the same rows.
+    pub(crate) fn trust_rows_version(&self) -> u64 {
+        self.shared.trust.changes()
+    }
+
     /// Every trust row of this arena, for a trusted channel (empty unless sealed).
     pub(crate) fn trust_rows(&self) -> Vec<Row> {
         if !self.shared.sealed {
@@ -817,6 +823,22 @@ impl Arena {
     /// [`inspect::gc`](crate::inspect::gc) leaves it alone once its builder has exited; remove
     /// it with [`Arena::remove_named`]. The mark is best effort and only informs gc: it grants
     /// nothing to readers.
+    ///
+    /// It cannot fail (keeping the segment only changes what the drop does), so it returns
+    /// nothing, and `arena.persist()?` does not compile: call it as a statement.
+    ///
+    /// ```
+    /// # fn main() -> shmarena::Result<()> {
+    /// # let name = format!("doc-persist-{}", std::process::id());
+    /// let arena = shmarena::ArenaOptions::new().named(name.as_str()).create()?.seal()?;
+    /// arena.persist();
+    /// drop(arena);
+    /// // SAFETY: this process built the segment and nothing writes it.
+    /// let again = unsafe { shmarena::Arena::open_named(&name)? };
+    /// assert_eq!(again.entry_count(), 0);
+    /// shmarena::Arena::remove_named(&name)?;
+    /// # Ok(()) }
+    /// ```
     pub fn persist(&self) {
         self.shared.persist.store(true, Ordering::Relaxed);
         if let Backing::Shm { name, owner_pid } = &self.shared.backing {

@@ -248,7 +248,10 @@ impl std::error::Error for Error {
             | Error::PermissionDenied { source, .. } => source
                 .as_ref()
                 .map(|e| e as &(dyn std::error::Error + 'static)),
-            Error::Service(e) => Some(e),
+            // Transparent: the Display above is the service error's own, so its source is
+            // the service error's cause (not the service error again, which a printer of the
+            // chain, `{:#}` with anyhow, would show twice).
+            Error::Service(e) => std::error::Error::source(e),
             _ => None,
         }
     }

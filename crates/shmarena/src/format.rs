@@ -848,6 +848,33 @@ pub struct Layout {
     pub header: Header,
     /// The entries, in the order they were added.
     pub entries: Vec<Entry>,
+    /// (xxh3-64 of the name, entry index), sorted: [`Layout::find`] by binary search.
+    by_name: NameIndex,
+}
+
+/// (xxh3-64 of the name, entry index) pairs sorted (built by [`Layout::parse_with`], which also
+/// checks that the names are unique). Sorting fixed-size keys costs far less than sorting the
+/// names themselves. Compared and printed by length only: it follows from the entries.
+#[derive(Clone, Default)]
+struct NameIndex(Vec<(u64, u32)>);
+
+/// The key of a name in [`NameIndex`].
+fn name_key(name: &str) -> u64 {
+    xxhash_rust::xxh3::xxh3_64(name.as_bytes())
+}
+
+impl PartialEq for NameIndex {
+    fn eq(&self, other: &NameIndex) -> bool {
+        self.0.len() == other.0.len()
+    }
+}
+
+impl Eq for NameIndex {}
+
+impl std::fmt::Debug for NameIndex {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "NameIndex({} names)", self.0.len())
+    }
 }
 
 impl Layout {
@@ -906,12 +933,31 @@ impl Layout {
             entries.push(parse_entry(i, b, names, toc_off, header.version)?);
         }
         check_disjoint(&entries)?;
-        let mut seen: Vec<&str> = entries.iter().map(|e| e.name.as_str()).collect();
-        seen.sort_unstable();
-        if let Some(w) = seen.windows(2).find(|w| w[0] == w[1]) {
-            return Err(corrupted(format!("entry name {:?} appears twice", w[0])));
+        // `count` fits a u32 (it is the header's), so every index does.
+        let mut by_name: Vec<(u64, u32)> = entries
+            .iter()
+            .enumerate()
+            .map(|(i, e)| (name_key(&e.name), i as u32))
+            .collect();
+        by_name.sort_unstable();
+        // Equal names have equal keys: compare the names within each run of equal keys (a
+        // run is one pair long unless two names collide or repeat).
+        for run in by_name.chunk_by(|a, b| a.0 == b.0).filter(|r| r.len() > 1) {
+            for (k, a) in run.iter().enumerate() {
+                let a = &entries[a.1 as usize].name;
+                if run[k + 1..]
+                    .iter()
+                    .any(|b| entries[b.1 as usize].name == *a)
+                {
+                    return Err(corrupted(format!("entry name {a:?} appears twice")));
+                }
+            }
         }
-        Ok(Layout { header, entries })
+        Ok(Layout {
+            header,
+            entries,
+            by_name: NameIndex(by_name),
+        })
     }
 
     /// The entries' names, in table order.
@@ -919,12 +965,33 @@ impl Layout {
         self.entries.iter().map(|e| e.name.as_str())
     }
 
-    /// The entry with this name.
+    /// The entry with this name: a binary search of an index of the names' hashes built by
+    /// [`Layout::parse`], O(log entries).
+    ///
+    /// The index describes `entries` as parsed. A program that changes that public field
+    /// afterwards gets a scan when the number of entries changed, and otherwise answers that
+    /// may miss renamed entries (never an entry of another name): parse the bytes again instead.
     pub fn find(&self, name: &str) -> Option<(usize, &Entry)> {
-        self.entries
+        let index = &self.by_name.0;
+        if index.len() != self.entries.len() {
+            return self
+                .entries
+                .iter()
+                .enumerate()
+                .find(|(_, e)| e.name == name);
+        }
+        let key = name_key(name);
+        let start = index.partition_point(|&(k, _)| k < key);
+        index[start..]
             .iter()
-            .enumerate()
-            .find(|(_, e)| e.name == name)
+            .take_while(|&&(k, _)| k == key)
+            .find_map(|&(_, i)| {
+                let i = i as usize;
+                self.entries
+                    .get(i)
+                    .filter(|e| e.name == name)
+                    .map(|e| (i, e))
+            })
     }
 }
 

@@ -63,6 +63,9 @@ enum Known {
 /// The rows of one mapped arena (part of its per-process state).
 pub(crate) struct TrustTable {
     entries: Box<[EntryTrust]>,
+    /// How many times a row was added: a publisher reuses the rows it encoded while this
+    /// has not moved.
+    changes: std::sync::atomic::AtomicU64,
 }
 
 impl TrustTable {
@@ -70,7 +73,18 @@ impl TrustTable {
     pub(crate) fn new(entries: usize) -> TrustTable {
         TrustTable {
             entries: (0..entries).map(|_| EntryTrust::default()).collect(),
+            changes: std::sync::atomic::AtomicU64::new(0),
         }
+    }
+
+    /// The number of rows added so far (see [`TrustTable::rows`]): equal values mean equal rows.
+    pub(crate) fn changes(&self) -> u64 {
+        self.changes.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    fn changed(&self) {
+        self.changes
+            .fetch_add(1, std::sync::atomic::Ordering::Release);
     }
 
     /// Whether entry `index` is known valid as the type `key`.
@@ -111,10 +125,14 @@ impl TrustTable {
         if e.first.get() == Some(&key) {
             return;
         }
-        if let Err(key) = e.first.set(key) {
-            let mut more = e.more.lock();
-            if !more.contains(&Known::Key(key)) {
-                more.push(Known::Key(key));
+        match e.first.set(key) {
+            Ok(()) => self.changed(),
+            Err(key) => {
+                let mut more = e.more.lock();
+                if !more.contains(&Known::Key(key)) {
+                    more.push(Known::Key(key));
+                    self.changed();
+                }
             }
         }
     }
@@ -125,6 +143,7 @@ impl TrustTable {
             let mut more = e.more.lock();
             if !more.contains(&Known::Digest(d)) {
                 more.push(Known::Digest(d));
+                self.changed();
             }
         }
     }

@@ -1,5 +1,7 @@
 //! The writer: building an arena in place in its segment, and sealing it.
 
+use std::collections::HashSet;
+
 use bytemuck::Pod;
 use rkyv::bytecheck::CheckBytes;
 use rkyv::rancor;
@@ -37,6 +39,10 @@ pub struct ArenaWriter {
     locator: Locator,
     header: Header,
     entries: Vec<Entry>,
+    /// The xxh3-64 of each entry's name: a new name is checked against this set, and only a
+    /// hash already present (a duplicate, or a collision) costs a scan of `entries`, so
+    /// building N entries stays O(N).
+    name_hashes: HashSet<u64>,
     /// (entry index, archived type) pairs `put` validated, in this process's memory: the
     /// sealed arena's first trust rows.
     validated: Vec<(usize, TypeKey)>,
@@ -83,6 +89,7 @@ impl ArenaWriter {
             locator,
             header,
             entries: Vec::new(),
+            name_hashes: HashSet::new(),
             validated: Vec::new(),
             pos: format::HEADER_LEN,
         };
@@ -533,7 +540,9 @@ impl ArenaWriter {
 
     fn check_new_name(&self, name: &str) -> Result<()> {
         validate_entry_name(name)?;
-        if self.entries.iter().any(|e| e.name == name) {
+        let taken = self.name_hashes.contains(&name_hash(name))
+            && self.entries.iter().any(|e| e.name == name);
+        if taken {
             return Err(Error::AlreadyExists {
                 what: format!("entry {name:?} in {}", self.seg.what()),
                 source: None,
@@ -559,6 +568,7 @@ impl ArenaWriter {
 
     fn push(&mut self, entry: Entry) {
         self.pos = entry.range().end;
+        self.name_hashes.insert(name_hash(&entry.name));
         self.entries.push(entry);
     }
 
@@ -599,6 +609,29 @@ impl ArenaWriter {
     /// The builder is consumed. If sealing fails before anything changed (no room for the
     /// table of contents), [`SealError::into_builder`] gives it back; after that point, a
     /// failure removes everything it made.
+    ///
+    /// That hand-back is why the error type is [`SealError`], not [`Error`]. It converts into
+    /// [`Error`] with `?` (the builder, if any, is dropped then), so in a function returning
+    /// [`shmarena::Result`](crate::Result) write `Ok(b.seal()?)`, or
+    /// `b.seal().map_err(Into::into)`:
+    ///
+    /// ```
+    /// fn build() -> shmarena::Result<shmarena::Arena> {
+    ///     let mut b = shmarena::ArenaOptions::new().create()?;
+    ///     b.put_slice("v", &[1u8, 2])?;
+    ///     Ok(b.seal()?)
+    /// }
+    /// assert_eq!(build().unwrap().slice::<u8>("v").unwrap()[1], 2);
+    /// ```
+    ///
+    /// `return b.seal()` alone does not compile there (the error types differ):
+    ///
+    /// ```compile_fail
+    /// fn build() -> shmarena::Result<shmarena::Arena> {
+    ///     let b = shmarena::ArenaOptions::new().create()?;
+    ///     return b.seal();
+    /// }
+    /// ```
     ///
     /// In another process than the writer's (a fork child), it fails with
     /// [`Error::WrongProcess`] and hands the builder back; drop it there, which removes nothing.
@@ -732,6 +765,11 @@ impl ArenaWriter {
         let sealed = copy.unwrap_or(file);
         Arena::from_sealed_segment(sealed, backing, locator, &validated)
     }
+}
+
+/// The key of an entry name in [`ArenaWriter::name_hashes`].
+fn name_hash(name: &str) -> u64 {
+    xxhash_rust::xxh3::xxh3_64(name.as_bytes())
 }
 
 /// Copies `src` into `dst` (of equal length) and returns the xxh3 checksum of the bytes, hashing

@@ -129,18 +129,66 @@ pub(crate) fn send_with_fds(
     Ok(())
 }
 
-/// Sends all of `bytes` (blocking; the socket's `SO_SNDTIMEO`, see [`set_send_timeout`],
-/// bounds each wait), without `SIGPIPE`.
-pub(crate) fn send_all(sock: BorrowedFd<'_>, mut bytes: &[u8]) -> io::Result<()> {
-    while !bytes.is_empty() {
-        match rustix::net::send(sock, bytes, SendFlags::NOSIGNAL) {
-            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-            Ok(n) => bytes = &bytes[n..],
+/// Sends as much of `bytes` as the socket's buffer takes now, without blocking and without
+/// `SIGPIPE`: the number of bytes sent, 0 if the buffer is full.
+pub(crate) fn send_some(sock: BorrowedFd<'_>, bytes: &[u8]) -> io::Result<usize> {
+    loop {
+        match rustix::net::send(sock, bytes, SendFlags::DONTWAIT | SendFlags::NOSIGNAL) {
+            Ok(n) => return Ok(n),
             Err(rustix::io::Errno::INTR) => continue,
+            Err(rustix::io::Errno::AGAIN) => return Ok(0),
             Err(e) => return Err(errno(e)),
         }
     }
-    Ok(())
+}
+
+/// What [`wait_serving`] found.
+pub(crate) struct Ready {
+    /// The listener has a pending connection (or an error).
+    pub(crate) listener: bool,
+    /// The stop pipe is readable.
+    pub(crate) stop: bool,
+    /// For each connection given, whether it can take more bytes (or failed, or hung up).
+    pub(crate) writable: Vec<bool>,
+}
+
+/// Waits until the listener (if given) is readable, `stop` is readable, one of `conns` is
+/// writable, or `timeout` (if any) has passed.
+pub(crate) fn wait_serving(
+    listener: Option<BorrowedFd<'_>>,
+    stop: BorrowedFd<'_>,
+    conns: &[BorrowedFd<'_>],
+    timeout: Option<Duration>,
+) -> io::Result<Ready> {
+    let mut fds = Vec::with_capacity(2 + conns.len());
+    fds.push(PollFd::new(&stop, PollFlags::IN));
+    if let Some(l) = &listener {
+        fds.push(PollFd::new(l, PollFlags::IN));
+    }
+    for c in conns {
+        fds.push(PollFd::new(c, PollFlags::OUT));
+    }
+    let ts = timeout.map(|t| rustix::event::Timespec {
+        tv_sec: t.as_secs() as _,
+        tv_nsec: t.subsec_nanos() as _,
+    });
+    let none = Ready {
+        listener: false,
+        stop: false,
+        writable: vec![false; conns.len()],
+    };
+    match rustix::event::poll(&mut fds, ts.as_ref()) {
+        Ok(_) => {}
+        Err(rustix::io::Errno::INTR) => return Ok(none),
+        Err(e) => return Err(errno(e)),
+    }
+    let ready = |f: &PollFd<'_>| !f.revents().is_empty();
+    let skip = if listener.is_some() { 2 } else { 1 };
+    Ok(Ready {
+        stop: ready(&fds[0]),
+        listener: listener.is_some() && ready(&fds[1]),
+        writable: fds[skip..].iter().map(ready).collect(),
+    })
 }
 
 /// What [`recv_with_fds`] got.
@@ -228,7 +276,7 @@ fn wait_readable_for(sock: BorrowedFd<'_>, timeout: Duration) -> io::Result<()> 
     }
 }
 
-/// A close-on-exec pipe: the read end wakes a [`wait_readable`], the write end is the trigger.
+/// A close-on-exec pipe: the read end wakes a [`wait_serving`], the write end is the trigger.
 pub(crate) fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
     rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).map_err(errno)
 }
@@ -236,21 +284,6 @@ pub(crate) fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
 /// Writes one byte to a pipe (to wake a waiter).
 pub(crate) fn poke(w: BorrowedFd<'_>) -> io::Result<()> {
     rustix::io::write(w, &[1]).map(|_| ()).map_err(errno)
-}
-
-/// Blocks until `a` or `b` is readable (or hung up); returns `(a_ready, b_ready)`.
-pub(crate) fn wait_readable(a: BorrowedFd<'_>, b: BorrowedFd<'_>) -> io::Result<(bool, bool)> {
-    let mut fds = [
-        PollFd::new(&a, PollFlags::IN),
-        PollFd::new(&b, PollFlags::IN),
-    ];
-    match rustix::event::poll(&mut fds, None) {
-        Ok(_) => {}
-        Err(rustix::io::Errno::INTR) => return Ok((false, false)),
-        Err(e) => return Err(errno(e)),
-    }
-    let ready = |f: &PollFd<'_>| !f.revents().is_empty();
-    Ok((ready(&fds[0]), ready(&fds[1])))
 }
 
 /// Waits up to `timeout` for `stop` to become readable (or hang up); returns whether it did.
@@ -361,6 +394,20 @@ pub(crate) const PAGE_LEN: usize = 4096;
 pub(crate) const PAGE_MAGIC: [u8; 8] = *b"SHMAGEN1";
 /// Offset of the `u32` generation counter (low 32 bits of the generation).
 const PAGE_COUNTER: usize = 8;
+/// Offset of the `u32` liveness word: the serving thread's id while it serves, a robust futex
+/// word (the kernel sets [`OWNER_DIED`] in it when that thread ends without closing), zero after
+/// a clean close. Zero forever on a page of a publisher that predates it.
+const PAGE_ALIVE: usize = 12;
+/// Offset of the `u32` closed mark: 1 once the publisher closed cleanly.
+const PAGE_CLOSED: usize = 16;
+/// Offset of the 16-byte publisher identity (random, drawn when the publisher starts; zero on a
+/// page of a publisher that predates it).
+const PAGE_IDENTITY: usize = 24;
+/// The bit the kernel sets in a robust futex word whose owner thread ended (`FUTEX_OWNER_DIED`
+/// of `linux/futex.h`).
+pub(crate) const OWNER_DIED: u32 = 0x4000_0000;
+/// The thread-id bits of a robust futex word (`FUTEX_TID_MASK`).
+const TID_MASK: u32 = 0x3fff_ffff;
 
 /// The publisher's side of the generation page: a one-page memfd it maps writable, then seals
 /// against growing, shrinking, any future writable mapping or `write`, and further seals.
@@ -373,8 +420,8 @@ pub(crate) struct CounterPage {
 }
 
 impl CounterPage {
-    /// A new page holding the magic and `counter`.
-    pub(crate) fn new(counter: u32) -> io::Result<CounterPage> {
+    /// A new page holding the magic, `counter` and the publisher identity `identity`.
+    pub(crate) fn new(counter: u32, identity: u128) -> io::Result<CounterPage> {
         let file = super::memfd_create(super::MemfdKind::GenerationPage)?;
         file.set_len(PAGE_LEN as u64)?;
         // SAFETY: the memfd was just created by this process and is exactly PAGE_LEN bytes
@@ -384,32 +431,161 @@ impl CounterPage {
         map.advise(memmap2::Advice::DontFork)?;
         map[..8].copy_from_slice(&PAGE_MAGIC);
         map[PAGE_COUNTER..PAGE_COUNTER + 4].copy_from_slice(&counter.to_le_bytes());
+        map[PAGE_IDENTITY..PAGE_IDENTITY + 16].copy_from_slice(&identity.to_le_bytes());
         let seals = SealFlags::FUTURE_WRITE | SealFlags::GROW | SealFlags::SHRINK | SealFlags::SEAL;
         rustix::fs::fcntl_add_seals(&file, seals).map_err(errno)?;
         Ok(CounterPage { map, file })
     }
 
-    fn counter(&self) -> &AtomicU32 {
-        let ptr = self
-            .map
-            .as_ptr()
-            .wrapping_add(PAGE_COUNTER)
-            .cast::<AtomicU32>();
-        // SAFETY: by the struct invariant `ptr` is 4-aligned and inside the mapping, which lives
-        // as long as `self`; the mapping is readable and writable; every access to these bytes,
-        // here and in other processes, is atomic (`CounterView::load`), so there is no data race.
+    /// The atomic `u32` at `offset` (one of the `PAGE_*` word offsets).
+    fn word(&self, offset: usize) -> &AtomicU32 {
+        debug_assert!(offset % 4 == 0 && offset + 4 <= PAGE_LEN);
+        let ptr = self.map.as_ptr().wrapping_add(offset).cast::<AtomicU32>();
+        // SAFETY: by the struct invariant the mapping is page-aligned and PAGE_LEN bytes long;
+        // `offset` is one of the 4-aligned word offsets below PAGE_LEN - 4, so `ptr` is
+        // 4-aligned and inside the mapping, which lives as long as `self`; the mapping is
+        // readable and writable; every access to these bytes, here, in other processes and by
+        // the kernel (the robust futex word), is atomic, so there is no data race.
         unsafe { &*ptr }
     }
 
     /// Publishes a new counter value (release: a reader that sees it and then asks the server
     /// gets the state stored before).
     pub(crate) fn store(&self, counter: u32) {
-        self.counter().store(counter, Ordering::Release);
+        self.word(PAGE_COUNTER).store(counter, Ordering::Release);
+    }
+
+    /// Called on the serving thread: stores this thread's id in the liveness word and asks the
+    /// kernel to mark the word [`OWNER_DIED`] if the thread ends (the process killed, even by
+    /// SIGKILL) before the returned mark is dropped. Dropping the mark writes the closed mark
+    /// (see [`CounterView::gone`]). If the kernel refuses the registration (no robust futex
+    /// support), only a clean close is ever marked.
+    pub(crate) fn hold_alive(&self) -> AliveMark<'_> {
+        let tid = (rustix::thread::gettid().as_raw_nonzero().get() as u32) & TID_MASK;
+        self.word(PAGE_ALIVE).store(tid, Ordering::Release);
+        let robust = Box::new(RobustList::default());
+        let alive_addr = self.word(PAGE_ALIVE) as *const AtomicU32 as usize;
+        let registered = robust::register(&robust, alive_addr);
+        AliveMark {
+            page: self,
+            _robust: robust,
+            registered,
+            _thread_bound: std::marker::PhantomData,
+        }
     }
 
     /// The descriptor to hand out (readers should get [`reopen_ro`] of it).
     pub(crate) fn fd(&self) -> BorrowedFd<'_> {
         self.file.as_fd()
+    }
+}
+
+/// The liveness of a [`CounterPage`], held by its serving thread (see
+/// [`CounterPage::hold_alive`]).
+///
+/// INVARIANTS: while `registered` holds, the kernel's robust list of the thread that made this
+/// mark is `robust` (whose one node names the page's liveness word), which this struct owns
+/// and does not move (it is boxed); it borrows the page, so the page's mapping outlives it.
+/// The mark is not `Send`: it is dropped on the thread it registered.
+pub(crate) struct AliveMark<'p> {
+    page: &'p CounterPage,
+    /// The registered list; freed (after `drop` restored the thread's own list) with the mark.
+    _robust: Box<RobustList>,
+    registered: Option<robust::Previous>,
+    /// Not `Send`: the mark must be dropped on the thread whose robust list it replaced.
+    _thread_bound: std::marker::PhantomData<*const ()>,
+}
+
+impl Drop for AliveMark<'_> {
+    fn drop(&mut self) {
+        // Closed first, then the liveness word: a reader that sees the word change reads the
+        // closed mark (after an acquire fence) and finds it set. Once the word no longer holds
+        // this thread's id, the kernel would leave it alone even if it walked the list.
+        self.page.word(PAGE_CLOSED).store(1, Ordering::Release);
+        self.page.word(PAGE_ALIVE).store(0, Ordering::Release);
+        if let Some(prev) = self.registered.take() {
+            robust::restore(prev);
+        }
+    }
+}
+
+/// The robust list this crate registers for a serving thread: the kernel's
+/// `struct robust_list_head` followed by the one `struct robust_list` node it links.
+#[repr(C)]
+#[derive(Default)]
+pub(crate) struct RobustList {
+    /// `robust_list_head.list.next`: the first node (our `node`).
+    head_next: std::cell::Cell<usize>,
+    /// `robust_list_head.futex_offset`: from a node to its futex word.
+    futex_offset: std::cell::Cell<isize>,
+    /// `robust_list_head.list_op_pending`: none.
+    pending: std::cell::Cell<usize>,
+    /// The node: `robust_list.next`, back to the head (the list is circular).
+    node_next: std::cell::Cell<usize>,
+}
+
+/// `set_robust_list` and `get_robust_list` (not wrapped by rustix).
+mod robust {
+    use super::RobustList;
+
+    /// The robust list a thread had before this crate registered its own.
+    pub(crate) struct Previous {
+        head: usize,
+        len: usize,
+    }
+
+    /// Makes `list` (its one node naming the `u32` at `word_addr`) this thread's robust list;
+    /// returns the list it had, or `None` if the kernel refuses (then nothing changed).
+    pub(super) fn register(list: &RobustList, word_addr: usize) -> Option<Previous> {
+        let mut head: usize = 0;
+        let mut len: usize = 0;
+        // SAFETY: get_robust_list(0, ...) reads the calling thread's registration into the two
+        // writable usize-sized locals given (the kernel writes a pointer and a size_t, both
+        // usize-sized on Linux).
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_get_robust_list,
+                0 as libc::c_long,
+                &mut head as *mut usize,
+                &mut len as *mut usize,
+            )
+        };
+        if r != 0 {
+            return None;
+        }
+        let head_addr = list as *const RobustList as usize;
+        let node_addr = std::ptr::addr_of!(list.node_next) as usize;
+        list.head_next.set(node_addr);
+        list.futex_offset
+            .set((word_addr as isize).wrapping_sub(node_addr as isize));
+        list.pending.set(0);
+        list.node_next.set(head_addr);
+        // SAFETY: `list` is laid out as the kernel's `struct robust_list_head` (three
+        // pointer-sized fields, repr(C)) followed by one `struct robust_list` node, linked into
+        // a circular list of one entry whose futex word is the u32 at `word_addr`. The caller
+        // (`CounterPage::hold_alive`) keeps `list` boxed, unmoved and alive, and the page mapped,
+        // until `restore` runs on this same thread (`AliveMark::drop`); if the thread ends
+        // first (the process is killed), both are still mapped while the kernel walks the list
+        // at the thread's exit. The kernel only writes the word if it holds this thread's id,
+        // which `hold_alive` stored there. No other code on the serving thread takes robust
+        // pthread mutexes, whose list (the C library's) this replaces until `restore`.
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_set_robust_list,
+                head_addr,
+                std::mem::size_of::<[usize; 3]>(),
+            )
+        };
+        (r == 0).then_some(Previous { head, len })
+    }
+
+    /// Gives the thread back the robust list it had before [`register`].
+    pub(super) fn restore(prev: Previous) {
+        // SAFETY: `prev` is what get_robust_list returned for this thread (the C library's
+        // list, which lives as long as the thread), so the kernel walks valid memory again.
+        unsafe {
+            libc::syscall(libc::SYS_set_robust_list, prev.head, prev.len);
+        }
     }
 }
 
@@ -449,21 +625,55 @@ impl CounterView {
         Ok(CounterView { map })
     }
 
+    /// The `u32` at `offset` (one of the `PAGE_*` word offsets), a relaxed load.
+    #[inline]
+    fn load_word(&self, offset: usize) -> u32 {
+        debug_assert!(offset % 4 == 0 && offset + 4 <= PAGE_LEN);
+        let ptr = self.map.as_ptr().wrapping_add(offset).cast::<AtomicU32>();
+        // SAFETY: by the struct invariant the mapping is page-aligned, PAGE_LEN bytes long,
+        // lives as long as `self` and cannot fault; `offset` is one of the 4-aligned word
+        // offsets below PAGE_LEN - 4, so `ptr` is 4-aligned and inside it. The memory is
+        // read-only here: the standard library documents (std::sync::atomic, "Atomic accesses
+        // to read-only memory") that a Relaxed atomic load of at most 4 bytes is implemented
+        // so that it works on read-only memory, which is the only access made through this
+        // reference. The publisher (and the kernel, for the liveness word) writes these bytes
+        // only atomically, so there is no data race.
+        let word = unsafe { &*ptr };
+        word.load(Ordering::Relaxed)
+    }
+
     /// The counter now. A relaxed load: it only says whether to ask the server again.
+    #[inline]
     pub(crate) fn load(&self) -> u32 {
-        let ptr = self
-            .map
-            .as_ptr()
-            .wrapping_add(PAGE_COUNTER)
-            .cast::<AtomicU32>();
-        // SAFETY: by the struct invariant `ptr` is 4-aligned and inside a mapping that lives as
-        // long as `self` and cannot fault. The memory is read-only here: the standard library
-        // documents (std::sync::atomic, "Atomic accesses to read-only memory") that a Relaxed
-        // atomic load of at most 4 bytes is implemented so that it works on read-only memory,
-        // which is the only access made through this reference. The publisher writes these
-        // bytes only with atomic stores, so there is no data race.
-        let counter = unsafe { &*ptr };
-        counter.load(Ordering::Relaxed)
+        self.load_word(PAGE_COUNTER)
+    }
+
+    /// The liveness word now (a relaxed load): it changes exactly when the publisher closes or
+    /// its serving thread ends, so a reader compares it with the value it saw at connect.
+    #[inline]
+    pub(crate) fn alive(&self) -> u32 {
+        self.load_word(PAGE_ALIVE)
+    }
+
+    /// Whether the publisher is gone: `Some(true)` closed cleanly, `Some(false)` ended without
+    /// closing (the kernel marked the liveness word), `None` while it serves (or if the page
+    /// carries no liveness, from a publisher that predates it).
+    pub(crate) fn gone(&self) -> Option<bool> {
+        let alive = self.alive();
+        std::sync::atomic::fence(Ordering::Acquire);
+        if self.load_word(PAGE_CLOSED) != 0 {
+            return Some(true);
+        }
+        (alive & OWNER_DIED != 0).then_some(false)
+    }
+
+    /// The publisher identity: random, drawn when the publisher started (zero from a publisher
+    /// that predates it). Written before any reader got the page, never changed.
+    pub(crate) fn identity(&self) -> u128 {
+        let b: [u8; 16] = self.map[PAGE_IDENTITY..PAGE_IDENTITY + 16]
+            .try_into()
+            .expect("16 bytes");
+        u128::from_le_bytes(b)
     }
 }
 

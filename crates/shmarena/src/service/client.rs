@@ -3,7 +3,7 @@
 use std::fmt;
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::wire::{
     decode_rows, Message, WireError, BUILD_ID_LEN, FLAG_TRUST_ROWS, MESSAGE_LEN, PROTOCOL_VERSION,
@@ -130,9 +130,12 @@ impl ConnectOptions {
         Ok(Subscription {
             name: f.name.clone(),
             opts: self.clone(),
+            alive: expected_alive(&f.page),
+            publisher: f.page.identity(),
             arena: f.arena,
             generation: f.generation,
             page: f.page,
+            stale_since: None,
         })
     }
 
@@ -355,15 +358,21 @@ impl Handshake<'_> {
             return Ok(None);
         }
         let mut b = vec![0u8; BUILD_ID_LEN + msg.row_count as usize * ROW_LEN];
-        let got = sock::recv_with_fds(conn, &mut b, self.opts.timeout, ANSWER_SPIN)
-            .map_err(|e| self.io(format!("receiving the trust rows of {:?}", self.name), e))?;
-        if got.len != b.len() || !got.fds.is_empty() {
+        let got = match sock::recv_with_fds(conn, &mut b, self.opts.timeout, ANSWER_SPIN) {
+            Ok(got) => got,
+            // The rows came late or not at all: the publisher gave up on this connection (it
+            // drops a client not served within its timeout). Validate instead.
+            Err(_) => return Ok(None),
+        };
+        if !got.fds.is_empty() {
             return Err(self.protocol(format!(
-                "the trust rows have {} of {} bytes (and {} descriptors)",
-                got.len,
-                b.len(),
+                "{} descriptors came with the trust rows",
                 got.fds.len()
             )));
+        }
+        if got.len != b.len() {
+            // The rows ended short: as above, validate instead.
+            return Ok(None);
         }
         Ok(decode_rows(&b))
     }
@@ -418,6 +427,17 @@ fn other_publishers(name: &str, asked: u32) -> Vec<u32> {
 /// The build identity and rows that follow an answer.
 type Rows = ([u8; 16], Vec<crate::trust::Row>);
 
+/// The liveness word a subscription expects on `page`: its value now, or, if the page already
+/// says its publisher is gone, a value the word never takes (so the next check looks again).
+fn expected_alive(page: &sock::CounterView) -> u32 {
+    let alive = page.alive();
+    if page.gone().is_some() {
+        u32::MAX
+    } else {
+        alive
+    }
+}
+
 fn me_gid() -> u32 {
     rustix::process::getegid().as_raw()
 }
@@ -445,18 +465,95 @@ pub fn subscribe(name: &str) -> Result<Subscription> {
     ConnectOptions::new().subscribe(name)
 }
 
+/// What [`Subscription::current`] returns: the arena of the latest generation, borrowed from
+/// the subscription, and its generation number. Derefs to the [`Arena`].
+#[derive(Clone, Copy, Debug)]
+pub struct Current<'s> {
+    arena: &'s Arena,
+    generation: u64,
+}
+
+impl<'s> Current<'s> {
+    /// The arena (clone it to keep it beyond the subscription's borrow).
+    pub fn arena(&self) -> &'s Arena {
+        self.arena
+    }
+
+    /// Its generation (from 1, per publisher).
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+}
+
+impl std::ops::Deref for Current<'_> {
+    type Target = Arena;
+    fn deref(&self) -> &Arena {
+        self.arena
+    }
+}
+
 /// The latest generation of a published arena, checked cheaply at each task boundary.
 ///
-/// [`current`](Subscription::current) reads the publisher's generation counter from a shared
-/// read-only page (one relaxed atomic load) and returns the arena it already holds when nothing
-/// changed; after a change it connects again and fetches the new arena. Views taken from the
-/// old arena stay valid: each holds its own mapping.
+/// [`current`](Subscription::current) reads two words of the publisher's generation page (a
+/// shared read-only page; two relaxed atomic loads, no system call): the generation counter
+/// and the publisher's liveness word. When neither moved it returns the arena it already holds;
+/// after a new generation it connects again and fetches it. Views taken from an old arena stay
+/// valid: each holds its own mapping.
+///
+/// # When the publisher goes away
+///
+/// The liveness word holds the publisher's serving thread id while it serves. A publisher that
+/// closes (is dropped) marks the page closed; one that dies without closing (killed, even by
+/// SIGKILL) is marked by the kernel (the word is a robust futex: the kernel sets its
+/// owner-died bit when the thread ends). Either way the word changes, and the next
+/// [`current`](Subscription::current) connects again: if the name is served by someone new
+/// (a restarted daemon, say), the subscription follows it (its generations count from 1
+/// again, and [`publisher`](Subscription::publisher) changes); if nobody serves it, `current`
+/// returns [`ServiceError::PublisherGone`], and keeps trying on each call, and
+/// [`stale_since`](Subscription::stale_since) says since when the subscription knows its arena
+/// is no longer served. [`last`](Subscription::last) still gives that arena, for a reader that
+/// prefers stale data to none. A subscription never returns a gone publisher's arena from
+/// `current` without saying so.
+///
+/// ```
+/// # fn main() -> shmarena::Result<()> {
+/// # let name = format!("doc-sub-gone-{}", std::process::id());
+/// let mut b = shmarena::ArenaOptions::new().create()?;
+/// b.put_slice("v", &[1u32])?;
+/// let publisher = b.seal()?.publish(&name)?;
+/// let mut sub = shmarena::subscribe(&name)?;
+/// let arena = sub.current()?;              // the arena and its generation
+/// assert_eq!(arena.generation(), 1);
+/// assert_eq!(arena.slice::<u32>("v")?[0], 1);
+///
+/// drop(publisher);                         // the name is no longer served
+/// let err = sub.current().unwrap_err();
+/// assert!(matches!(
+///     err,
+///     shmarena::Error::Service(shmarena::service::ServiceError::PublisherGone { closed: true, .. })
+/// ));
+/// assert!(sub.stale_since().is_some());
+/// assert_eq!(sub.last().slice::<u32>("v")?[0], 1); // the old data, asked for explicitly
+///
+/// let mut b = shmarena::ArenaOptions::new().create()?;
+/// b.put_slice("v", &[2u32])?;
+/// let _again = b.seal()?.publish(&name)?;  // a new publisher of the name
+/// assert_eq!(sub.current()?.slice::<u32>("v")?[0], 2);
+/// assert!(sub.stale_since().is_none());
+/// # Ok(()) }
+/// ```
 pub struct Subscription {
     name: String,
     opts: ConnectOptions,
     arena: Arena,
     generation: u64,
     page: sock::CounterView,
+    /// The liveness word `current` expects (see [`expected_alive`]).
+    alive: u32,
+    /// The identity of the publisher `arena` came from.
+    publisher: u128,
+    /// When this subscription learned its publisher was gone, until it reconnects.
+    stale_since: Option<Instant>,
 }
 
 impl fmt::Debug for Subscription {
@@ -464,42 +561,124 @@ impl fmt::Debug for Subscription {
         f.debug_struct("Subscription")
             .field("name", &self.name)
             .field("generation", &self.generation)
+            .field("publisher", &format_args!("{:032x}", self.publisher))
+            .field("stale_since", &self.stale_since)
             .field("arena", &self.arena)
             .finish()
     }
 }
 
 impl Subscription {
-    /// The arena of the latest generation: the one held if the publisher's counter has not
-    /// moved, a freshly fetched one otherwise. On error (the publisher died between changing
-    /// the counter and answering, say) the subscription keeps what it had:
-    /// [`last`](Subscription::last) still returns it, and the next call tries again.
-    pub fn current(&mut self) -> Result<&Arena> {
-        if self.page.load() != self.generation as u32 {
-            self.refresh()?;
+    /// The arena of the latest generation, with its number: the one held if the publisher's
+    /// counter and liveness word have not moved (two loads, nothing else), a freshly fetched
+    /// one otherwise. The [`Current`] returned borrows the subscription and derefs to the
+    /// [`Arena`]; it carries the generation, so there is no need to ask the subscription again
+    /// while it is borrowed (`cur.generation()`, not `sub.generation()`); take
+    /// `cur.arena().clone()` to keep the arena beyond the borrow.
+    ///
+    /// ```
+    /// # fn main() -> shmarena::Result<()> {
+    /// # let name = format!("doc-current-{}", std::process::id());
+    /// # let mut b = shmarena::ArenaOptions::new().create()?;
+    /// # b.put_slice("v", &[7u32])?;
+    /// # let _publisher = b.seal()?.publish(&name)?;
+    /// let mut sub = shmarena::subscribe(&name)?;
+    /// let cur = sub.current()?;
+    /// let v = cur.slice::<u32>("v")?;            // an Arena method, through Deref
+    /// assert_eq!((v[0], cur.generation()), (7, 1));
+    /// let kept: shmarena::Arena = cur.arena().clone();
+    /// # drop(kept);
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// On error the subscription keeps what it had ([`last`](Subscription::last)), and the
+    /// next call tries again. The errors are those of [`connect`] (the publisher died between
+    /// changing the counter and answering, say), and [`ServiceError::PublisherGone`] once the
+    /// publisher closed or died and nobody serves the name (see "When the publisher goes
+    /// away" above).
+    #[inline]
+    pub fn current(&mut self) -> Result<Current<'_>> {
+        if self.page.load() != self.generation as u32 || self.page.alive() != self.alive {
+            self.follow()?;
         }
-        Ok(&self.arena)
+        Ok(Current {
+            arena: &self.arena,
+            generation: self.generation,
+        })
     }
 
-    /// Fetches the arena served now, whether or not the counter moved (for a publisher that
-    /// restarted under the same name). Returns whether the generation or arena changed.
-    pub fn refresh(&mut self) -> Result<bool> {
-        let f = self.opts.fetch(&self.name)?;
-        let changed = f.generation != self.generation || f.arena.id() != self.arena.id();
+    /// The slow path of [`current`](Subscription::current): connect again.
+    #[cold]
+    fn follow(&mut self) -> Result<()> {
+        let gone = self.page.gone();
+        match self.opts.fetch(&self.name) {
+            Ok(f) => {
+                self.take(f);
+                Ok(())
+            }
+            Err(e) => match gone {
+                Some(closed) => {
+                    let since = *self.stale_since.get_or_insert_with(Instant::now);
+                    Err(Error::Service(ServiceError::PublisherGone {
+                        name: self.name.clone(),
+                        closed,
+                        generation: self.generation,
+                        stale_for: since.elapsed(),
+                        cause: Box::new(e),
+                    }))
+                }
+                None => Err(e),
+            },
+        }
+    }
+
+    fn take(&mut self, f: Fetched) {
+        self.alive = expected_alive(&f.page);
+        self.publisher = f.page.identity();
         self.arena = f.arena;
         self.generation = f.generation;
         self.page = f.page;
+        self.stale_since = None;
+    }
+
+    /// Fetches the arena served now, whether or not the counter moved. Returns whether the
+    /// generation, the arena or the publisher changed. (`current` already follows a restarted
+    /// publisher; this is for a reader that wants to ask the server now.)
+    pub fn refresh(&mut self) -> Result<bool> {
+        let f = self.opts.fetch(&self.name)?;
+        let changed = f.generation != self.generation
+            || f.arena.id() != self.arena.id()
+            || f.page.identity() != self.publisher;
+        self.take(f);
         Ok(changed)
     }
 
-    /// The arena last fetched, without checking for a newer one.
+    /// The arena last fetched, without checking for a newer one (or whether its publisher is
+    /// still there).
     pub fn last(&self) -> &Arena {
         &self.arena
     }
 
-    /// The generation of [`last`](Subscription::last).
+    /// The generation of [`last`](Subscription::last) (generations count from 1 for each
+    /// publisher: after following a new publisher it starts again).
     pub fn generation(&self) -> u64 {
         self.generation
+    }
+
+    /// The identity of the publisher [`last`](Subscription::last) came from: a random number
+    /// it drew when it started ([`Publisher::identity`](super::Publisher::identity); zero from a
+    /// publisher of an older version, which has none). It changes when the subscription follows
+    /// a new publisher of the name.
+    pub fn publisher(&self) -> u128 {
+        self.publisher
+    }
+
+    /// Since when this subscription knows that the publisher of [`last`](Subscription::last)
+    /// is gone (it closed or died, and `current` has not reached a new one yet); `None` while
+    /// it is served. Set by the first [`current`](Subscription::current) that finds the
+    /// publisher gone.
+    pub fn stale_since(&self) -> Option<Instant> {
+        self.stale_since
     }
 
     /// The published name.

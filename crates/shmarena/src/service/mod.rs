@@ -41,7 +41,7 @@ use std::fmt;
 use std::io;
 use std::time::Duration;
 
-pub use client::{connect, subscribe, ConnectOptions, Subscription};
+pub use client::{connect, subscribe, ConnectOptions, Current, Subscription};
 pub use publisher::{PublishOptions, Publisher};
 pub use wire::{MAGIC, MESSAGE_LEN, PROTOCOL_VERSION};
 
@@ -139,6 +139,23 @@ pub enum ServiceError {
         /// What is wrong.
         detail: String,
     },
+    /// The publisher a [`Subscription`] followed closed or died, and connecting again to the
+    /// name failed (nobody serves it now, or a new publisher did not answer): the subscription
+    /// still holds the gone publisher's last generation ([`Subscription::last`]) and tries again
+    /// on the next [`Subscription::current`].
+    PublisherGone {
+        /// The published name.
+        name: String,
+        /// Whether it closed cleanly (`true`) or ended without closing (`false`: killed, or its
+        /// serving thread ended).
+        closed: bool,
+        /// The generation the subscription still holds.
+        generation: u64,
+        /// How long since the subscription first found it gone.
+        stale_for: Duration,
+        /// Why connecting again failed.
+        cause: Box<crate::Error>,
+    },
     /// An OS error, with what was being done.
     Io {
         /// What was being done, naming the published name.
@@ -222,6 +239,18 @@ impl fmt::Display for ServiceError {
             ServiceError::Protocol { name, detail } => {
                 write!(f, "bad answer from the publisher of {name:?}: {detail}")
             }
+            ServiceError::PublisherGone {
+                name,
+                closed,
+                generation,
+                stale_for,
+                ..
+            } => write!(
+                f,
+                "the publisher of {name:?} {} and no publisher answers on the name now \
+                 (generation {generation} held, stale for {stale_for:?})",
+                if *closed { "closed" } else { "died" }
+            ),
             ServiceError::Io { context, source } => write!(f, "{context}: {source}"),
         }
     }
@@ -231,6 +260,7 @@ impl std::error::Error for ServiceError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             ServiceError::Io { source, .. } => Some(source),
+            ServiceError::PublisherGone { cause, .. } => Some(&**cause),
             _ => None,
         }
     }

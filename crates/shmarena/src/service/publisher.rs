@@ -4,7 +4,7 @@ use std::fmt;
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
@@ -70,8 +70,10 @@ impl PublishOptions {
         self
     }
 
-    /// The longest one connection may take to be served (the send timeout). The server never
-    /// reads from a client, so a stuck client cannot hold it longer.
+    /// The longest one connection may take to be served (default 1 s). The serving thread
+    /// never waits for one client: what does not fit a client's socket buffer at once (the
+    /// trust rows of a large arena) is sent as the client reads, between other clients; a
+    /// client still not served after this long is dropped (it then validates what it reads).
     pub fn timeout(mut self, timeout: Duration) -> PublishOptions {
         self.timeout = timeout;
         self
@@ -84,7 +86,8 @@ impl PublishOptions {
         let sock_name = socket_name(me, name)?;
         let name = name.strip_prefix('/').unwrap_or(name).to_owned();
         check_publishable(&name, &arena)?;
-        let page = sock::CounterPage::new(1)
+        let identity = new_identity();
+        let page = sock::CounterPage::new(1, identity)
             .map_err(|e| io_err(&name, "creating the generation page", e))?;
         let page_ro = sock::reopen_ro(page.fd())
             .map_err(|e| io_err(&name, "reopening the generation page read-only", e))?;
@@ -108,8 +111,10 @@ impl PublishOptions {
             page,
             page_ro,
             uid: me,
+            identity,
             opts: self,
             serve_error: Mutex::new(None),
+            rows_cache: Mutex::new(None),
         });
         let served = Arc::clone(&inner);
         let thread = std::thread::Builder::new()
@@ -135,6 +140,23 @@ static LOCAL_NAMES: Mutex<Vec<String>> = Mutex::new(Vec::new());
 /// Whether a publisher of this process serves socket name `sock_name`.
 pub(crate) fn served_here(sock_name: &str) -> bool {
     LOCAL_NAMES.lock().iter().any(|n| n == sock_name)
+}
+
+/// A random publisher identity (never zero, which marks a page without one). Falls back to
+/// the time and pid if the kernel's random source fails.
+fn new_identity() -> u128 {
+    let mut b = [0u8; 16];
+    let random = rustix::rand::getrandom(&mut b, rustix::rand::GetRandomFlags::empty())
+        .is_ok_and(|n| n == b.len());
+    let id = if random {
+        u128::from_le_bytes(b)
+    } else {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        now ^ (u128::from(os::pid()) << 96)
+    };
+    id.max(1)
 }
 
 fn io_err(name: &str, what: &str, source: std::io::Error) -> Error {
@@ -171,9 +193,15 @@ struct Inner {
     /// A read-only open of the page, the descriptor readers receive.
     page_ro: OwnedFd,
     uid: u32,
+    /// The random identity written in the generation page.
+    identity: u128,
     opts: PublishOptions,
     /// The last error of the serving loop itself (not of one client), cleared on success.
     serve_error: Mutex<Option<String>>,
+    /// The trust rows last sent, encoded, shared by every connection still being sent them:
+    /// (arena, its rows version, row count, encoded bytes). Computing the rows costs a pass
+    /// over every entry; this keeps that off the path of each connection.
+    rows_cache: Mutex<Option<RowsCache>>,
 }
 
 /// Serves a sealed memfd arena under a name until dropped; [`Publisher::publish`] replaces it
@@ -242,6 +270,13 @@ impl Publisher {
         &self.name
     }
 
+    /// This publisher's identity: a random number drawn when it started, written in the
+    /// generation page, so a subscriber tells a restarted publisher (whose generations count
+    /// from 1 again) from this one (see [`Subscription::publisher`](super::Subscription::publisher)).
+    pub fn identity(&self) -> u128 {
+        self.inner.identity
+    }
+
     /// The last error of the serving thread itself, if the latest attempt to accept a client
     /// failed (say, "too many open files"): clients are not being served while it lasts. The
     /// thread backs off (1 ms doubling to 1 s between attempts) and keeps trying; the error is
@@ -265,21 +300,85 @@ impl Drop for Publisher {
     }
 }
 
-/// The serving loop: accept every pending client, answer it, close; until `stop` is readable.
+/// The most connections whose trust rows are being sent at once. A client that connects while
+/// this many are pending gets its answer without rows (and validates what it reads).
+const MAX_PENDING: usize = 64;
+
+/// A connection whose answer went out but whose trust rows did not fit its socket buffer yet.
+struct Pending {
+    conn: OwnedFd,
+    rows: Arc<[u8]>,
+    sent: usize,
+    deadline: Instant,
+}
+
+impl Pending {
+    /// Sends what the socket takes now; `true` when the connection is done with (all sent, or
+    /// the client failed or left), `false` if more remains.
+    fn advance(&mut self) -> bool {
+        while self.sent < self.rows.len() {
+            match sock::send_some(self.conn.as_fd(), &self.rows[self.sent..]) {
+                Ok(0) => return false,
+                Ok(n) => self.sent += n,
+                Err(_) => return true,
+            }
+        }
+        true
+    }
+
+    /// Sends everything, waiting for the client as long as it takes up to the deadline (for
+    /// the unit test below, which plays the serving thread).
+    #[cfg(test)]
+    fn finish(mut self) {
+        while !self.advance() && Instant::now() < self.deadline {
+            let _ = sock::wait_serving(
+                None,
+                self.conn.as_fd(),
+                &[self.conn.as_fd()],
+                Some(Duration::from_millis(10)),
+            );
+        }
+    }
+}
+
+/// The serving loop, until `stop` is readable: accept every pending client and answer it at
+/// once (one non-blocking `sendmsg`); a client whose trust rows do not fit its socket buffer
+/// joins `pending`, and gets more of them each time its socket is writable, until they are all
+/// sent or its deadline ([`PublishOptions::timeout`]) passes. One `poll` waits on the listener,
+/// the stop pipe and every pending connection: no client is ever waited for alone.
 ///
 /// A failing `accept` (out of descriptors, out of memory) leaves the connection pending, so the
 /// listener stays readable: retrying at once would spin. The loop records the error (see
-/// [`Publisher::serve_error`]) and waits on `stop` alone, 1 ms doubling to 1 s, before the next
-/// try.
+/// [`Publisher::serve_error`]) and leaves the listener out of its `poll` for 1 ms, doubling to
+/// 1 s, while it goes on serving the pending connections.
 fn serve(inner: &Inner, listener: OwnedFd, stop: OwnedFd) {
     const MIN_BACKOFF: Duration = Duration::from_millis(1);
     const MAX_BACKOFF: Duration = Duration::from_secs(1);
+    // The page says "serving" while this thread runs, and the kernel marks it if the thread
+    // ends without dropping this (the process killed); dropping it marks the page closed.
+    let _alive = inner.page.hold_alive();
     let mut backoff = MIN_BACKOFF;
+    let mut paused_until: Option<Instant> = None;
+    let mut pending: Vec<Pending> = Vec::new();
     loop {
-        let (ready, stopped) = match sock::wait_readable(listener.as_fd(), stop.as_fd()) {
+        let now = Instant::now();
+        // Clients not served in time are dropped: they see the rows end short and validate.
+        pending.retain(|p| p.deadline > now);
+        if paused_until.is_some_and(|t| t <= now) {
+            paused_until = None;
+        }
+        let mut wake = pending.iter().map(|p| p.deadline).min();
+        if let Some(t) = paused_until {
+            wake = Some(wake.map_or(t, |w| w.min(t)));
+        }
+        let timeout = wake.map(|t| t.saturating_duration_since(now));
+        let conns: Vec<_> = pending.iter().map(|p| p.conn.as_fd()).collect();
+        let listening = paused_until.is_none().then(|| listener.as_fd());
+        let ready = match sock::wait_serving(listening, stop.as_fd(), &conns, timeout) {
             Ok(r) => r,
             Err(e) => {
                 *inner.serve_error.lock() = Some(format!("waiting for clients: {e}"));
+                drop(conns);
                 match sock::wait_stop(stop.as_fd(), backoff) {
                     Ok(false) => {
                         backoff = (backoff * 2).min(MAX_BACKOFF);
@@ -289,10 +388,17 @@ fn serve(inner: &Inner, listener: OwnedFd, stop: OwnedFd) {
                 }
             }
         };
-        if stopped {
+        drop(conns);
+        if ready.stop {
             return;
         }
-        if !ready {
+        let mut k = 0;
+        pending.retain_mut(|p| {
+            let keep = !(ready.writable.get(k).copied().unwrap_or(false) && p.advance());
+            k += 1;
+            keep
+        });
+        if !ready.listener {
             continue;
         }
         loop {
@@ -303,15 +409,14 @@ fn serve(inner: &Inner, listener: OwnedFd, stop: OwnedFd) {
                         *inner.serve_error.lock() = None;
                     }
                     // One client's failure (it left, it is stuck) is its own problem.
-                    let _ = answer(inner, &conn);
+                    if let Ok(Some(p)) = answer(inner, conn, pending.len() < MAX_PENDING) {
+                        pending.push(p);
+                    }
                 }
                 Ok(None) => break,
                 Err(e) => {
                     *inner.serve_error.lock() = Some(format!("accepting a client: {e}"));
-                    match sock::wait_stop(stop.as_fd(), backoff) {
-                        Ok(false) => {}
-                        _ => return,
-                    }
+                    paused_until = Some(Instant::now() + backoff);
                     backoff = (backoff * 2).min(MAX_BACKOFF);
                     break;
                 }
@@ -335,10 +440,44 @@ fn allowed(inner: &Inner, peer: &sock::PeerCred) -> bool {
         .is_some_and(|groups| groups.iter().any(|g| inner.opts.allow_gids.contains(g)))
 }
 
-fn answer(inner: &Inner, conn: &OwnedFd) -> std::io::Result<()> {
-    // The answer goes out with one non-blocking `sendmsg` (it fits any socket buffer); only the
-    // trust rows, if any, are sent blocking, bounded by the send timeout set just before. The
-    // server never reads from a client.
+/// See [`Inner::rows_cache`].
+struct RowsCache {
+    arena: crate::ArenaId,
+    version: u64,
+    count: u32,
+    bytes: Arc<[u8]>,
+}
+
+/// The trust rows of `arena` (at most [`MAX_ROWS`](super::wire::MAX_ROWS)), encoded, and their
+/// count: from the cache while the arena has gained no row since, computed and encoded again
+/// otherwise.
+fn encoded_rows(inner: &Inner, arena: &Arena) -> (u32, Arc<[u8]>) {
+    // Read before the rows: a row added meanwhile makes the next connection compute again.
+    let version = arena.trust_rows_version();
+    let mut cache = inner.rows_cache.lock();
+    if let Some(c) = &*cache {
+        if c.arena == arena.id() && c.version == version {
+            return (c.count, Arc::clone(&c.bytes));
+        }
+    }
+    let mut rows = arena.trust_rows();
+    rows.truncate(super::wire::MAX_ROWS as usize);
+    let count = rows.len() as u32;
+    let bytes: Arc<[u8]> = encode_rows(&os::build_id(), &rows).into();
+    *cache = Some(RowsCache {
+        arena: arena.id(),
+        version,
+        count,
+        bytes: Arc::clone(&bytes),
+    });
+    (count, bytes)
+}
+
+/// Answers one client: the 64-byte message and the descriptors in one non-blocking `sendmsg`
+/// (it fits any empty socket buffer), then as much of the trust rows, if any, as the socket
+/// takes now; the rest is returned as a [`Pending`] for the serving loop. With `rows_room`
+/// false the rows are not offered (the message says so). The server never reads from a client.
+fn answer(inner: &Inner, conn: OwnedFd, rows_room: bool) -> std::io::Result<Option<Pending>> {
     let peer = sock::peer_cred(conn.as_fd())?;
     let allowed = allowed(inner, &peer);
     let mut msg = Message {
@@ -353,7 +492,8 @@ fn answer(inner: &Inner, conn: &OwnedFd) -> std::io::Result<()> {
         row_count: 0,
     };
     if !allowed {
-        return sock::send_with_fds(conn.as_fd(), &msg.encode(), &[]);
+        sock::send_with_fds(conn.as_fd(), &msg.encode(), &[])?;
+        return Ok(None);
     }
     // Hold the state (and so the arena) only while sending: the kernel keeps its own reference
     // to each descriptor in flight.
@@ -364,24 +504,31 @@ fn answer(inner: &Inner, conn: &OwnedFd) -> std::io::Result<()> {
     msg.arena_len = st.arena.byte_len();
     // The trust rows: what this process knows valid, for a client of this user (and, the client
     // checks, of the same build). Other users' clients would drop them unread.
-    let rows = if peer.uid == inner.uid && os::build_id_known() {
-        st.arena.trust_rows()
+    let rows = if rows_room && peer.uid == inner.uid && os::build_id_known() {
+        match encoded_rows(inner, &st.arena) {
+            (0, _) => None,
+            (count, bytes) => {
+                msg.flags = FLAG_TRUST_ROWS;
+                msg.row_count = count;
+                Some(bytes)
+            }
+        }
     } else {
-        Vec::new()
+        None
     };
-    let rows = &rows[..rows.len().min(super::wire::MAX_ROWS as usize)];
-    if !rows.is_empty() {
-        msg.flags = FLAG_TRUST_ROWS;
-        msg.row_count = rows.len() as u32;
-    }
     let fds = [st.arena.as_fd(), inner.page_ro.as_fd()];
     sock::send_with_fds(conn.as_fd(), &msg.encode(), &fds)?;
     drop(st);
-    if !rows.is_empty() {
-        sock::set_send_timeout(conn.as_fd(), inner.opts.timeout)?;
-        sock::send_all(conn.as_fd(), &encode_rows(&os::build_id(), rows))?;
-    }
-    Ok(())
+    let Some(rows) = rows else {
+        return Ok(None);
+    };
+    let mut p = Pending {
+        conn,
+        rows,
+        sent: 0,
+        deadline: Instant::now() + inner.opts.timeout,
+    };
+    Ok((!p.advance()).then_some(p))
 }
 
 #[cfg(test)]
@@ -409,7 +556,7 @@ mod tests {
         let name = format!("forged-listener-{}", std::process::id());
         let sock_name = super::socket_name(me, &name).unwrap();
         let listener = sock::listen_abstract(sock_name.as_bytes()).unwrap();
-        let page = sock::CounterPage::new(1).unwrap();
+        let page = sock::CounterPage::new(1, 7).unwrap();
         let page_ro = sock::reopen_ro(page.fd()).unwrap();
         let inner = Arc::new(Inner {
             state: Mutex::new(State {
@@ -419,15 +566,19 @@ mod tests {
             page,
             page_ro,
             uid: me,
+            identity: 7,
             opts: PublishOptions::new(),
             serve_error: Mutex::new(None),
+            rows_cache: Mutex::new(None),
         });
         let served = Arc::clone(&inner);
         let server = std::thread::spawn(move || {
             let until = Instant::now() + Duration::from_secs(20);
             while Instant::now() < until {
                 if let Some(conn) = sock::accept(listener.as_fd()).unwrap() {
-                    answer(&served, &conn).unwrap();
+                    if let Some(rest) = answer(&served, conn, true).unwrap() {
+                        rest.finish();
+                    }
                     return;
                 }
                 std::thread::sleep(Duration::from_millis(1));
