@@ -71,6 +71,23 @@ fn env_on(var: &str) -> bool {
     std::env::var(var).is_ok_and(|v| !v.is_empty() && v != "0")
 }
 
+/// Writes a benchmark binary's results, as pretty JSON, to `target/<bench>/results.json`
+/// (`bench` is its name, e.g. `ab`; the binary runs from `target/<profile>/deps`), where
+/// `bench-report` reads them, and prints the path.
+pub fn write_results(bench: &str, json: &serde_json::Value) {
+    let exe = std::env::current_exe().expect("current_exe");
+    let target = exe
+        .ancestors()
+        .nth(3)
+        .expect("the bench runs from target/<profile>/deps");
+    let dir = target.join(bench);
+    std::fs::create_dir_all(&dir).expect("create target/<bench>");
+    let path = dir.join("results.json");
+    std::fs::write(&path, serde_json::to_string_pretty(json).expect("json"))
+        .expect("write results.json");
+    println!("wrote {}", path.display());
+}
+
 /// Whether the large sizes were asked for (`SHMARENA_BENCH_BIG=1`), and not in test mode.
 pub fn big() -> bool {
     env_on("SHMARENA_BENCH_BIG") && !test_mode()

@@ -22,8 +22,8 @@ use shmarena::format::{
     TOC_ENTRY_LEN,
 };
 use shmarena::{Arena, ArenaOptions};
+use shmarena_testkit::reads;
 
-mod reads;
 
 /// Runs every check on `data` (the fuzz target's body).
 ///
