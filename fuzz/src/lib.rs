@@ -24,7 +24,6 @@ use shmarena::format::{
 use shmarena::{Arena, ArenaOptions};
 use shmarena_testkit::reads;
 
-
 /// Runs every check on `data` (the fuzz target's body).
 ///
 /// The file step costs system calls, so it runs for every input whose (checksum-fixed) bytes
