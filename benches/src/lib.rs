@@ -249,25 +249,9 @@ impl Drop for TempDir {
     }
 }
 
-/// A small deterministic generator (SplitMix64), so every run measures the same data.
-#[derive(Clone, Debug)]
-pub struct Rng(u64);
-
-impl Rng {
-    /// A generator with the given seed.
-    pub fn new(seed: u64) -> Rng {
-        Rng(seed)
-    }
-
-    /// The next 64 random bits.
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-}
+/// A small deterministic generator (SplitMix64), so every run measures the same data: the
+/// seed scenario's, shared rather than copied.
+pub use shmarena_classify::data::Rng;
 
 /// The key of entry `i` of the benchmark maps: 8 to 23 bytes of lowercase letters and digits.
 pub fn key(i: usize) -> String {

@@ -22,6 +22,7 @@ pub struct Classifier {
 }
 
 /// A small, fast, deterministic generator (SplitMix64).
+#[derive(Clone, Debug)]
 pub struct Rng(u64);
 
 impl Rng {
