@@ -296,9 +296,25 @@ fn reads(plan: &Plan, out: &mut Vec<AbResult>) {
 }
 
 fn build(plan: &Plan, out: &mut Vec<AbResult>) {
-    let sizes = build_sizes();
+    build_pod(plan, out);
+    build_rkyv(plan, out);
+}
+
+/// The raw floor of a POD build: a fresh memfd, `fallocate`, `mmap`, and a copy of `bytes`.
+fn copy_baseline(bytes: &[u8]) -> (&'static str, Routine<'_>) {
+    (
+        "memfd+fallocate+mmap+memcpy",
+        batched(
+            || (),
+            |()| shmarena_bench::baseline::copy_into_fresh_segment(bytes).expect("baseline"),
+        ),
+    )
+}
+
+/// A POD entry built, with and without `seal`, and the checksum's share, at each build size.
+fn build_pod(plan: &Plan, out: &mut Vec<AbResult>) {
     let slow = plan.slow();
-    for size in sizes {
+    for size in build_sizes() {
         let label = size_label(size);
         let names = [
             format!("build a POD entry, {label}"),
@@ -314,15 +330,7 @@ fn build(plan: &Plan, out: &mut Vec<AbResult>) {
         let rounds = if size >= GIB { 7 } else { slow.rounds };
         let mut r = compare(
             &format!("build a POD entry, {}", size_label(size)),
-            (
-                "memfd+fallocate+mmap+memcpy",
-                batched(
-                    || (),
-                    |()| {
-                        shmarena_bench::baseline::copy_into_fresh_segment(bytes).expect("baseline")
-                    },
-                ),
-            ),
+            copy_baseline(bytes),
             (
                 "create+put_slice+seal",
                 batched(|| (), |()| pod_builder(&data).seal().expect("seal")),
@@ -336,15 +344,7 @@ fn build(plan: &Plan, out: &mut Vec<AbResult>) {
         // checksum that the builder computes explains on its own.
         let mut r = compare(
             &format!("checksum share: baseline + xxh3, {}", size_label(size)),
-            (
-                "memfd+fallocate+mmap+memcpy",
-                batched(
-                    || (),
-                    |()| {
-                        shmarena_bench::baseline::copy_into_fresh_segment(bytes).expect("baseline")
-                    },
-                ),
-            ),
+            copy_baseline(bytes),
             (
                 "the same + xxh3 of the bytes",
                 batched(
@@ -366,15 +366,7 @@ fn build(plan: &Plan, out: &mut Vec<AbResult>) {
         // sealing, mapping read-only and parsing) from that of `create` + `put_slice`.
         let mut r = compare(
             &format!("build a POD entry, {}, without seal", size_label(size)),
-            (
-                "memfd+fallocate+mmap+memcpy",
-                batched(
-                    || (),
-                    |()| {
-                        shmarena_bench::baseline::copy_into_fresh_segment(bytes).expect("baseline")
-                    },
-                ),
-            ),
+            copy_baseline(bytes),
             ("create+put_slice", batched(|| (), |()| pod_builder(&data))),
             rounds,
             slow.round,
@@ -382,7 +374,11 @@ fn build(plan: &Plan, out: &mut Vec<AbResult>) {
         r.per_iter = Some((size as u64, "bytes"));
         out.push(r);
     }
+}
 
+/// An rkyv entry built in place (validated, unvalidated, trusted) against a two-step writer.
+fn build_rkyv(plan: &Plan, out: &mut Vec<AbResult>) {
+    let slow = plan.slow();
     // The rkyv entry against what a two-step writer does (mmap-sync, or any writer that
     // serializes into its own heap first): `rkyv::to_bytes`, then copy the bytes into a fresh
     // memfd, paying the same first-touch page faults as the in-place `put` pays.
@@ -641,16 +637,6 @@ fn main() {
         return;
     }
     // target/release/deps/ab-HASH -> target/ab/results.json
-    let exe = std::env::current_exe().expect("current_exe");
-    let target = exe
-        .ancestors()
-        .nth(3)
-        .expect("the bench runs from target/<profile>/deps");
-    let dir = target.join("ab");
-    std::fs::create_dir_all(&dir).expect("create target/ab");
     let json = serde_json::Value::Array(results.iter().map(AbResult::to_json).collect());
-    let path = dir.join("results.json");
-    std::fs::write(&path, serde_json::to_string_pretty(&json).expect("json"))
-        .expect("write results.json");
-    println!("wrote {}", path.display());
+    shmarena_bench::write_results("ab", &json);
 }

@@ -139,38 +139,28 @@ fn rkyv_entry(c: &mut Criterion) {
             )
         },
     );
-    g.bench_with_input(
-        BenchmarkId::new("ArenaWriter::put (serialize+bytecheck+checksum)", &label),
-        &map,
-        |b, map| {
+    for (id, validated) in [
+        ("ArenaWriter::put (serialize+bytecheck+checksum)", true),
+        ("ArenaWriter::put_unvalidated (serialize+checksum)", false),
+    ] {
+        g.bench_with_input(BenchmarkId::new(id, &label), &map, |b, map| {
             b.iter_batched(
                 || (),
                 |()| {
                     // The segment's creation is timed, as in the baseline.
                     let mut builder = ArenaOptions::new().create().expect("create");
-                    builder.put("map", map).expect("put");
+                    if validated {
+                        builder.put("map", map)
+                    } else {
+                        builder.put_unvalidated("map", map)
+                    }
+                    .expect("put");
                     builder
                 },
                 BatchSize::PerIteration,
             )
-        },
-    );
-    g.bench_with_input(
-        BenchmarkId::new("ArenaWriter::put_unvalidated (serialize+checksum)", &label),
-        &map,
-        |b, map| {
-            b.iter_batched(
-                || (),
-                |()| {
-                    // The segment's creation is timed, as in the baseline.
-                    let mut builder = ArenaOptions::new().create().expect("create");
-                    builder.put_unvalidated("map", map).expect("put");
-                    builder
-                },
-                BatchSize::PerIteration,
-            )
-        },
-    );
+        });
+    }
     g.finish();
 }
 

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use criterion::{BenchmarkId, Criterion, Throughput};
 use shmarena_bench::echo::{self, frame, Echo};
 use shmarena_bench::test_mode;
-use shmarena_pool::{Job, Mode, Pool};
+use shmarena_pool::{Job, Mode, Pool, PoolError};
 
 const MSG: usize = 64;
 
@@ -98,15 +98,7 @@ fn tiny_tasks(c: &mut Criterion) {
                 format!("pool, spawn, {workers} worker(s), chunksize {chunk}"),
                 n,
             ),
-            |b| {
-                b.iter(|| {
-                    let mut sum = 0u64;
-                    for r in pool.imap_unordered(&ADD_ONE, 0..n).expect("imap") {
-                        sum = sum.wrapping_add(r.expect("task"));
-                    }
-                    black_box(sum)
-                })
-            },
+            |b| b.iter(|| black_box(sum_of(pool.imap_unordered(&ADD_ONE, 0..n).expect("imap")))),
         );
     }
     let mut pool = Pool::builder()
@@ -120,15 +112,7 @@ fn tiny_tasks(c: &mut Criterion) {
             format!("pool, fork (workers forked per call), 2 workers, chunksize {chunk}"),
             n,
         ),
-        |b| {
-            b.iter(|| {
-                let mut sum = 0u64;
-                for r in pool.imap_unordered(add_one, 0..n).expect("imap") {
-                    sum = sum.wrapping_add(r.expect("task"));
-                }
-                black_box(sum)
-            })
-        },
+        |b| b.iter(|| black_box(sum_of(pool.imap_unordered(add_one, 0..n).expect("imap")))),
     );
     // Why chunk: the same with one task per pipe write (fewer tasks, or it takes seconds).
     let small = n / 20;
@@ -143,11 +127,9 @@ fn tiny_tasks(c: &mut Criterion) {
         BenchmarkId::new("pool, spawn, 2 workers, chunksize 1", small),
         |b| {
             b.iter(|| {
-                let mut sum = 0u64;
-                for r in pool.imap_unordered(&ADD_ONE, 0..small).expect("imap") {
-                    sum = sum.wrapping_add(r.expect("task"));
-                }
-                black_box(sum)
+                black_box(sum_of(
+                    pool.imap_unordered(&ADD_ONE, 0..small).expect("imap"),
+                ))
             })
         },
     );
@@ -161,4 +143,9 @@ fn main() {
     round_trip(&mut c);
     tiny_tasks(&mut c);
     c.final_summary();
+}
+
+/// The sum of a call's results (each task's success checked).
+fn sum_of(results: impl Iterator<Item = Result<u64, PoolError>>) -> u64 {
+    results.fold(0u64, |sum, r| sum.wrapping_add(r.expect("task")))
 }

@@ -290,17 +290,7 @@ fn memory() {
         return;
     }
     // target/release/deps/service-HASH -> target/service/results.json
-    let exe = std::env::current_exe().expect("current_exe");
-    let target = exe
-        .ancestors()
-        .nth(3)
-        .expect("the bench runs from target/<profile>/deps");
-    let dir = target.join("service");
-    std::fs::create_dir_all(&dir).expect("create target/service");
-    let path = dir.join("results.json");
-    std::fs::write(&path, serde_json::to_string_pretty(&results).expect("json"))
-        .expect("write results.json");
-    println!("wrote {}", path.display());
+    shmarena_bench::write_results("service", &results);
 }
 
 /// Connect + first value against the raw floor (a bare `SCM_RIGHTS` handshake on an abstract

@@ -72,6 +72,23 @@ fn env_on(var: &str) -> bool {
     std::env::var(var).is_ok_and(|v| !v.is_empty() && v != "0")
 }
 
+/// Writes a benchmark binary's results, as pretty JSON, to `target/<bench>/results.json`
+/// (`bench` is its name, e.g. `ab`; the binary runs from `target/<profile>/deps`), where
+/// `bench-report` reads them, and prints the path.
+pub fn write_results(bench: &str, json: &serde_json::Value) {
+    let exe = std::env::current_exe().expect("current_exe");
+    let target = exe
+        .ancestors()
+        .nth(3)
+        .expect("the bench runs from target/<profile>/deps");
+    let dir = target.join(bench);
+    std::fs::create_dir_all(&dir).expect("create target/<bench>");
+    let path = dir.join("results.json");
+    std::fs::write(&path, serde_json::to_string_pretty(json).expect("json"))
+        .expect("write results.json");
+    println!("wrote {}", path.display());
+}
+
 /// Whether the large sizes were asked for (`SHMARENA_BENCH_BIG=1`), and not in test mode.
 pub fn big() -> bool {
     env_on("SHMARENA_BENCH_BIG") && !test_mode()
@@ -233,25 +250,9 @@ impl Drop for TempDir {
     }
 }
 
-/// A small deterministic generator (SplitMix64), so every run measures the same data.
-#[derive(Clone, Debug)]
-pub struct Rng(u64);
-
-impl Rng {
-    /// A generator with the given seed.
-    pub fn new(seed: u64) -> Rng {
-        Rng(seed)
-    }
-
-    /// The next 64 random bits.
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-}
+/// A small deterministic generator (SplitMix64), so every run measures the same data: the
+/// seed scenario's, shared rather than copied.
+pub use shmarena_classify::data::Rng;
 
 /// The key of entry `i` of the benchmark maps: 8 to 23 bytes of lowercase letters and digits.
 pub fn key(i: usize) -> String {

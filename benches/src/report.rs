@@ -481,127 +481,167 @@ pub fn svg_line_chart(title: &str, y_label: &str, series: &[Series]) -> String {
 
 /// [`svg_line_chart`] with any [`XAxis`]: one tick per x value present, y linear from 0.
 pub fn svg_chart(title: &str, x_axis: XAxis<'_>, y_label: &str, series: &[Series]) -> String {
+    let plot = Plot::new(x_axis, series);
+    let (w, h) = (Plot::W, Plot::H);
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" viewBox="0 0 {w} {h}" font-family="sans-serif" font-size="12">"#
+    );
+    let _ = writeln!(out, r#"<rect width="{w}" height="{h}" fill="white"/>"#);
+    let _ = writeln!(
+        out,
+        r#"<text x="{}" y="22" text-anchor="middle" font-size="15">{}</text>"#,
+        (Plot::L + Plot::W - Plot::R) / 2.0,
+        xml(title)
+    );
+    plot.axes(&mut out, y_label, series);
+    plot.lines(&mut out, series);
+    out.push_str("</svg>\n");
+    out
+}
+
+/// A chart's geometry: the plot area inside the margins, and the ranges it shows.
+struct Plot<'a> {
+    x_axis: XAxis<'a>,
+    /// The scaled x range.
+    x0: f64,
+    x1: f64,
+    /// The top of the y axis (y starts at 0).
+    y1: f64,
+}
+
+impl<'a> Plot<'a> {
     const W: f64 = 720.0;
     const H: f64 = 420.0;
     const L: f64 = 70.0;
     const R: f64 = 230.0;
     const T: f64 = 40.0;
     const B: f64 = 50.0;
-    const COLORS: [&str; 8] = [
+    const COLORS: [&'static str; 8] = [
         "#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#7f7f7f",
     ];
-    let points = series.iter().flat_map(|(_, p)| p.iter());
-    let (mut x0, mut x1, mut y1) = (f64::INFINITY, f64::NEG_INFINITY, 0.0f64);
-    for &(x, y) in points {
-        x0 = x0.min(x_axis.scale(x));
-        x1 = x1.max(x_axis.scale(x));
-        y1 = y1.max(y);
+
+    fn new(x_axis: XAxis<'a>, series: &[Series]) -> Plot<'a> {
+        let points = series.iter().flat_map(|(_, p)| p.iter());
+        let (mut x0, mut x1, mut y1) = (f64::INFINITY, f64::NEG_INFINITY, 0.0f64);
+        for &(x, y) in points {
+            x0 = x0.min(x_axis.scale(x));
+            x1 = x1.max(x_axis.scale(x));
+            y1 = y1.max(y);
+        }
+        if !x0.is_finite() || x1 <= x0 {
+            x0 = 0.0;
+            x1 = 1.0;
+        }
+        Plot {
+            x_axis,
+            x0,
+            x1,
+            y1: nice_ceiling(y1.max(1e-9)),
+        }
     }
-    if !x0.is_finite() || x1 <= x0 {
-        x0 = 0.0;
-        x1 = 1.0;
+
+    fn px(&self, x: f64) -> f64 {
+        Self::L
+            + (self.x_axis.scale(x) - self.x0) / (self.x1 - self.x0) * (Self::W - Self::L - Self::R)
     }
-    let y1 = nice_ceiling(y1.max(1e-9));
-    let px = |x: f64| L + (x_axis.scale(x) - x0) / (x1 - x0) * (W - L - R);
-    let py = |y: f64| H - B - y / y1 * (H - T - B);
-    let mut out = String::new();
-    let _ = writeln!(
-        out,
-        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" viewBox="0 0 {W} {H}" font-family="sans-serif" font-size="12">"#
-    );
-    let _ = writeln!(out, r#"<rect width="{W}" height="{H}" fill="white"/>"#);
-    let _ = writeln!(
-        out,
-        r#"<text x="{}" y="22" text-anchor="middle" font-size="15">{}</text>"#,
-        (L + W - R) / 2.0,
-        xml(title)
-    );
-    // Axes, grid and ticks.
-    for i in 0..=5 {
-        let y = y1 * f64::from(i) / 5.0;
-        let _ = writeln!(
-            out,
-            r##"<line x1="{L}" x2="{}" y1="{:.1}" y2="{:.1}" stroke="#ddd"/><text x="{}" y="{:.1}" text-anchor="end">{}</text>"##,
-            W - R,
-            py(y),
-            py(y),
-            L - 6.0,
-            py(y) + 4.0,
-            trim_float(y)
-        );
+
+    fn py(&self, y: f64) -> f64 {
+        Self::H - Self::B - y / self.y1 * (Self::H - Self::T - Self::B)
     }
-    let mut xs: Vec<f64> = series
-        .iter()
-        .flat_map(|(_, p)| p.iter().map(|&(x, _)| x))
-        .collect();
-    xs.sort_by(f64::total_cmp);
-    xs.dedup();
-    for x in xs {
-        let _ = writeln!(
-            out,
-            r##"<line x1="{:.1}" x2="{:.1}" y1="{T}" y2="{}" stroke="#eee"/><text x="{:.1}" y="{}" text-anchor="middle">{}</text>"##,
-            px(x),
-            px(x),
-            H - B,
-            px(x),
-            H - B + 16.0,
-            x_axis.tick(x)
-        );
-    }
-    let _ = writeln!(
-        out,
-        r##"<line x1="{L}" x2="{L}" y1="{T}" y2="{}" stroke="#333"/><line x1="{L}" x2="{}" y1="{}" y2="{}" stroke="#333"/>"##,
-        H - B,
-        W - R,
-        H - B,
-        H - B
-    );
-    let _ = writeln!(
-        out,
-        r#"<text transform="translate(18 {:.1}) rotate(-90)" text-anchor="middle">{}</text>"#,
-        (T + H - B) / 2.0,
-        xml(y_label)
-    );
-    let _ = writeln!(
-        out,
-        r#"<text x="{:.1}" y="{}" text-anchor="middle">{}</text>"#,
-        (L + W - R) / 2.0,
-        H - 10.0,
-        x_axis.label()
-    );
-    // Lines, points and legend.
-    for (i, (label, pts)) in series.iter().enumerate() {
-        let color = COLORS[i % COLORS.len()];
-        let path: Vec<String> = pts
-            .iter()
-            .map(|&(x, y)| format!("{:.1},{:.1}", px(x), py(y)))
-            .collect();
-        let _ = writeln!(
-            out,
-            r#"<polyline points="{}" fill="none" stroke="{color}" stroke-width="2"/>"#,
-            path.join(" ")
-        );
-        for &(x, y) in pts {
+
+    /// Axes, grid, ticks and axis labels.
+    fn axes(&self, out: &mut String, y_label: &str, series: &[Series]) {
+        let (w, h, l, r, t, b) = (Self::W, Self::H, Self::L, Self::R, Self::T, Self::B);
+        for i in 0..=5 {
+            let y = self.y1 * f64::from(i) / 5.0;
             let _ = writeln!(
                 out,
-                r#"<circle cx="{:.1}" cy="{:.1}" r="3" fill="{color}"/>"#,
-                px(x),
-                py(y)
+                r##"<line x1="{l}" x2="{}" y1="{:.1}" y2="{:.1}" stroke="#ddd"/><text x="{}" y="{:.1}" text-anchor="end">{}</text>"##,
+                w - r,
+                self.py(y),
+                self.py(y),
+                l - 6.0,
+                self.py(y) + 4.0,
+                trim_float(y)
             );
         }
-        let ly = T + 10.0 + 20.0 * i as f64;
+        let mut xs: Vec<f64> = series
+            .iter()
+            .flat_map(|(_, p)| p.iter().map(|&(x, _)| x))
+            .collect();
+        xs.sort_by(f64::total_cmp);
+        xs.dedup();
+        for x in xs {
+            let _ = writeln!(
+                out,
+                r##"<line x1="{:.1}" x2="{:.1}" y1="{t}" y2="{}" stroke="#eee"/><text x="{:.1}" y="{}" text-anchor="middle">{}</text>"##,
+                self.px(x),
+                self.px(x),
+                h - b,
+                self.px(x),
+                h - b + 16.0,
+                self.x_axis.tick(x)
+            );
+        }
         let _ = writeln!(
             out,
-            r#"<line x1="{}" x2="{}" y1="{ly}" y2="{ly}" stroke="{color}" stroke-width="2"/><text x="{}" y="{}">{}</text>"#,
-            W - R + 12.0,
-            W - R + 32.0,
-            W - R + 38.0,
-            ly + 4.0,
-            xml(label)
+            r##"<line x1="{l}" x2="{l}" y1="{t}" y2="{}" stroke="#333"/><line x1="{l}" x2="{}" y1="{}" y2="{}" stroke="#333"/>"##,
+            h - b,
+            w - r,
+            h - b,
+            h - b
+        );
+        let _ = writeln!(
+            out,
+            r#"<text transform="translate(18 {:.1}) rotate(-90)" text-anchor="middle">{}</text>"#,
+            (t + h - b) / 2.0,
+            xml(y_label)
+        );
+        let _ = writeln!(
+            out,
+            r#"<text x="{:.1}" y="{}" text-anchor="middle">{}</text>"#,
+            (l + w - r) / 2.0,
+            h - 10.0,
+            self.x_axis.label()
         );
     }
-    out.push_str("</svg>\n");
-    out
+
+    /// One line with points per series, and the legend.
+    fn lines(&self, out: &mut String, series: &[Series]) {
+        let (w, r, t) = (Self::W, Self::R, Self::T);
+        for (i, (label, pts)) in series.iter().enumerate() {
+            let color = Self::COLORS[i % Self::COLORS.len()];
+            let path: Vec<String> = pts
+                .iter()
+                .map(|&(x, y)| format!("{:.1},{:.1}", self.px(x), self.py(y)))
+                .collect();
+            let _ = writeln!(
+                out,
+                r#"<polyline points="{}" fill="none" stroke="{color}" stroke-width="2"/>"#,
+                path.join(" ")
+            );
+            for &(x, y) in pts {
+                let _ = writeln!(
+                    out,
+                    r#"<circle cx="{:.1}" cy="{:.1}" r="3" fill="{color}"/>"#,
+                    self.px(x),
+                    self.py(y)
+                );
+            }
+            let ly = t + 10.0 + 20.0 * i as f64;
+            let _ = writeln!(
+                out,
+                r#"<line x1="{}" x2="{}" y1="{ly}" y2="{ly}" stroke="{color}" stroke-width="2"/><text x="{}" y="{}">{}</text>"#,
+                w - r + 12.0,
+                w - r + 32.0,
+                w - r + 38.0,
+                ly + 4.0,
+                xml(label)
+            );
+        }
+    }
 }
 
 fn xml(s: &str) -> String {

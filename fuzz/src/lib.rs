@@ -22,8 +22,7 @@ use shmarena::format::{
     TOC_ENTRY_LEN,
 };
 use shmarena::{Arena, ArenaOptions};
-
-mod reads;
+use shmarena_testkit::reads;
 
 /// Runs every check on `data` (the fuzz target's body).
 ///

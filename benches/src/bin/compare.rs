@@ -23,21 +23,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use shmarena::{ArenaOptions, Handle, SliceHandle};
-use shmarena_pool::{Job, Mode, Pool};
+use shmarena_pool::{Job, Mode, Pool, PoolBuilder};
 
-// The classify example's dataset, memory figures and worker messages, shared rather than copied.
-#[allow(dead_code)]
-#[path = "../../../crates/shmarena/examples/classify/data.rs"]
-mod data;
-#[path = "../../../crates/shmarena/examples/classify/metrics.rs"]
-mod metrics;
-#[allow(dead_code)]
-#[path = "../../../crates/shmarena/examples/classify/tasks.rs"]
-mod tasks;
-
-use data::{Classifier, DIMS, LABELS};
-use metrics::ProcessMemory;
-use tasks::{Counts, FatTask, Task};
+// The classify example's dataset, memory figures and worker messages.
+use shmarena_classify::data::{self, Classifier, DIMS, LABELS};
+use shmarena_classify::metrics::ProcessMemory;
+use shmarena_classify::tasks::{Counts, FatTask, Task};
 
 static SHARED: Job<Task, Counts> = Job::new("compare_shared", shared_task);
 static FAT: Job<FatTask, Counts> = Job::new("compare_fat", fat_task);
@@ -275,43 +266,74 @@ fn batches(rows: u64, words: u64, chunk: usize) -> impl Iterator<Item = Vec<Stri
     })
 }
 
+/// What a variant's run records as its results come in.
+struct Meter {
+    me: u32,
+    run: Run,
+    setups: HashMap<u32, Duration>,
+}
+
+impl Meter {
+    fn new() -> Meter {
+        Meter {
+            me: std::process::id(),
+            run: Run::default(),
+            setups: HashMap::new(),
+        }
+    }
+
+    /// On every fourth result, the memory of this process and the workers `pids`, kept at its
+    /// peak.
+    fn sample(&mut self, pids: Vec<u32>, n: u64) {
+        if n % 4 != 1 {
+            return;
+        }
+        let m = ProcessMemory::sum(std::iter::once(self.me).chain(pids.iter().copied()));
+        if m.total_kib() > self.run.peak.total_kib() {
+            self.run.peak = m;
+            self.run.parent_kib = ProcessMemory::of(self.me).map_or(0, |p| p.total_kib());
+            let w = ProcessMemory::sum(pids);
+            self.run.workers_own_kib = w.pss_kib.saturating_sub(w.pss_shmem_kib) + w.pte_kib;
+        }
+    }
+
+    fn add(&mut self, c: Counts) {
+        self.run.rows += u64::from(c.rows);
+        // The sum of the labels, to check that every variant computes the same thing.
+        self.run.label_sum += (0u64..)
+            .zip(c.labels)
+            .map(|(label, n)| label * u64::from(n))
+            .sum::<u64>();
+        if c.setup_ns > 0 {
+            self.setups
+                .entry(c.pid)
+                .or_insert(Duration::from_nanos(c.setup_ns));
+        }
+    }
+
+    fn finish(mut self) -> Run {
+        let mut setup: Vec<_> = self.setups.into_values().collect();
+        setup.sort();
+        self.run.setup = setup;
+        self.run
+    }
+}
+
+/// A pool for one variant. Each task is already a batch of `chunk` rows: one task per frame, as
+/// in the classify example (the automatic chunksize would group up to 64 batches a frame and
+/// make the parent hold them).
+fn pool_builder(mode: Mode, p: Params) -> PoolBuilder {
+    Pool::builder().chunksize(1).mode(mode).workers(p.workers)
+}
+
 /// Runs one variant in this process (called in a fresh child of the orchestrator).
 fn run_variant(v: Variant, p: Params) -> Result<Run> {
-    let me = std::process::id();
     let classifier = Classifier {
         lexicon: data::lexicon(p.words),
     };
     let mut cents = vec![0f32; LABELS * DIMS];
     data::fill_centroids(&mut cents);
-    let mut run = Run::default();
-    let mut setups: HashMap<u32, Duration> = HashMap::new();
-    let mut peak = ProcessMemory::default();
-    let mut parent_kib = 0;
-    let mut workers_own_kib = 0;
-    let mut sample = |pids: Vec<u32>, n: u64| {
-        if n % 4 == 1 {
-            let m = ProcessMemory::sum(std::iter::once(me).chain(pids.iter().copied()));
-            if m.total_kib() > peak.total_kib() {
-                peak = m;
-                parent_kib = ProcessMemory::of(me).map_or(0, |p| p.total_kib());
-                let w = ProcessMemory::sum(pids);
-                workers_own_kib = w.pss_kib.saturating_sub(w.pss_shmem_kib) + w.pte_kib;
-            }
-        }
-    };
-    let mut add = |c: Counts, run: &mut Run| {
-        run.rows += u64::from(c.rows);
-        // The sum of the labels, to check that every variant computes the same thing.
-        run.label_sum += (0u64..)
-            .zip(c.labels)
-            .map(|(label, n)| label * u64::from(n))
-            .sum::<u64>();
-        if c.setup_ns > 0 {
-            setups
-                .entry(c.pid)
-                .or_insert(Duration::from_nanos(c.setup_ns));
-        }
-    };
+    let mut meter = Meter::new();
     // Takes a call's results as they come in, sampling memory, and times the call from `t`
     // (a macro: the calls' iterator types differ by job).
     macro_rules! drain {
@@ -319,12 +341,12 @@ fn run_variant(v: Variant, p: Params) -> Result<Run> {
             let mut results = $results;
             let mut n = 0;
             while let Some(r) = results.next() {
-                add(r?, &mut run);
+                meter.add(r?);
                 n += 1;
-                sample(results.worker_pids(), n);
+                meter.sample(results.worker_pids(), n);
             }
             drop(results);
-            run.wall = $t.elapsed();
+            meter.run.wall = $t.elapsed();
         }};
     }
     match v {
@@ -337,7 +359,7 @@ fn run_variant(v: Variant, p: Params) -> Result<Run> {
             // The lexicon's strings are ~50 MiB of small blocks that glibc keeps after the drop
             // (and that fork would copy the page tables of): give their pages back.
             shmarena::release_free_memory();
-            run.dataset = arena.byte_len();
+            meter.run.dataset = arena.byte_len();
             let lexicon: Handle<Classifier> = arena.handle("classifier")?;
             let centroids: SliceHandle<f32> = arena.slice_handle("centroids")?;
             let (mode, job) = match v {
@@ -352,13 +374,7 @@ fn run_variant(v: Variant, p: Params) -> Result<Run> {
             // (`/proc`) with no rows, as a worker that did not opt into its launcher's rows,
             // and validate the classifier once each.
             let shared = (v != Variant::F).then(|| arena.clone());
-            // Each task is already a batch of `chunk` rows: one task per frame, as in the
-            // classify example (the automatic chunksize would group up to 64 batches a frame
-            // and make the parent hold them).
-            let mut pool = Pool::builder()
-                .chunksize(1)
-                .mode(mode)
-                .workers(p.workers)
+            let mut pool = pool_builder(mode, p)
                 .on_spawn(move |cmd| {
                     if let Some(shared) = &shared {
                         shared.share_with(cmd)?;
@@ -375,18 +391,11 @@ fn run_variant(v: Variant, p: Params) -> Result<Run> {
         }
         Variant::C => {
             let bytes = rkyv::to_bytes::<rkyv::rancor::Error>(&classifier)?.to_vec();
-            run.dataset = bytes.len() as u64;
+            meter.run.dataset = bytes.len() as u64;
             drop(classifier);
             shmarena::release_free_memory();
             let t = Instant::now();
-            // Each task is already a batch of `chunk` rows: one task per frame, as in the
-            // classify example (the automatic chunksize would group up to 64 batches a frame
-            // and make the parent hold them).
-            let mut pool = Pool::builder()
-                .chunksize(1)
-                .mode(Mode::Spawn)
-                .workers(p.workers)
-                .build()?;
+            let mut pool = pool_builder(Mode::Spawn, p).build()?;
             let tasks =
                 batches((p.rows / 100).max(p.chunk as u64), p.words, p.chunk).map(|rows| FatTask {
                     classifier: bytes.clone(),
@@ -396,16 +405,9 @@ fn run_variant(v: Variant, p: Params) -> Result<Run> {
             drain!(pool.imap_unordered(&FAT, tasks)?, t);
         }
         Variant::E => {
-            run.dataset = 0;
+            meter.run.dataset = 0;
             let t = Instant::now();
-            // Each task is already a batch of `chunk` rows: one task per frame, as in the
-            // classify example (the automatic chunksize would group up to 64 batches a frame
-            // and make the parent hold them).
-            let mut pool = Pool::builder()
-                .chunksize(1)
-                .mode(Mode::Fork)
-                .workers(p.workers)
-                .build()?;
+            let mut pool = pool_builder(Mode::Fork, p).build()?;
             let lex = &classifier.lexicon;
             let cents = &cents;
             let job = move |rows: Vec<String>| count(&rows, |w: &str| lex.get(w).copied(), cents);
@@ -415,13 +417,7 @@ fn run_variant(v: Variant, p: Params) -> Result<Run> {
             );
         }
     }
-    let mut setup: Vec<_> = setups.into_values().collect();
-    setup.sort();
-    run.setup = setup;
-    run.peak = peak;
-    run.parent_kib = parent_kib;
-    run.workers_own_kib = workers_own_kib;
-    Ok(run)
+    Ok(meter.finish())
 }
 
 /// Runs one variant in a fresh child process and reads its result line.

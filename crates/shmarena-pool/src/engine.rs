@@ -825,6 +825,15 @@ where
         }
         let status = w.reap();
         let pid = w.pid();
+        let died = |index, panic| {
+            let err = PoolError::WorkerDied {
+                index,
+                pid,
+                status,
+                panic,
+            };
+            (index, Err(err))
+        };
         let mut batches = std::mem::take(&mut w.in_flight);
         // A worker that died before saying hello (its initializer failed, say) never started
         // any of its batches: they all go to another worker.
@@ -839,15 +848,7 @@ where
                 // The panic names the culprit: the first unfinished item. The others of the
                 // batch never ran; they go to another worker.
                 let (index, _) = rest.remove(0);
-                self.ready.push_back((
-                    index,
-                    Err(PoolError::WorkerDied {
-                        index,
-                        pid,
-                        status,
-                        panic: Some(msg),
-                    }),
-                ));
+                self.ready.push_back(died(index, Some(msg)));
                 if !rest.is_empty() {
                     let buf = Vec::with_capacity(front.frame.len());
                     let mut b = BatchWriter::new(front.id, &self.name, self.fingerprint, buf);
@@ -859,15 +860,7 @@ where
             } else {
                 // A hard death (signal, exit): any unfinished item of the batch may be the cause.
                 for (index, _) in rest {
-                    self.ready.push_back((
-                        index,
-                        Err(PoolError::WorkerDied {
-                            index,
-                            pid,
-                            status,
-                            panic: None,
-                        }),
-                    ));
+                    self.ready.push_back(died(index, None));
                 }
             }
         }

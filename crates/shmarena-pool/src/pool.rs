@@ -407,22 +407,29 @@ impl Drop for Pool {
     }
 }
 
+/// What both iterators of results offer besides `next`, from the call's engine.
+macro_rules! results_of_a_call {
+    ($($iter:ident),*) => {$(
+        impl<I, O, J, It> $iter<'_, I, O, J, It>
+        where
+            I: Message,
+            O: Message,
+            J: PoolJob<I, O>,
+            It: Iterator<Item = I>,
+        {
+            /// Pids of this call's live workers.
+            pub fn worker_pids(&self) -> Vec<u32> {
+                self.engine.worker_pids()
+            }
+        }
+    )*};
+}
+
+results_of_a_call!(ImapUnordered, Imap);
+
 /// The iterator of [`Pool::imap_unordered`]: results in completion order.
 pub struct ImapUnordered<'p, I, O, J, It> {
     engine: Engine<'p, I, O, J, It>,
-}
-
-impl<I, O, J, It> ImapUnordered<'_, I, O, J, It>
-where
-    I: Message,
-    O: Message,
-    J: PoolJob<I, O>,
-    It: Iterator<Item = I>,
-{
-    /// Pids of this call's live workers.
-    pub fn worker_pids(&self) -> Vec<u32> {
-        self.engine.worker_pids()
-    }
 }
 
 impl<I, O, J, It> Iterator for ImapUnordered<'_, I, O, J, It>
@@ -450,19 +457,6 @@ pub struct Imap<'p, I, O, J, It> {
     engine: Engine<'p, I, O, J, It>,
     pending: BTreeMap<u64, Result<O, PoolError>>,
     next: u64,
-}
-
-impl<I, O, J, It> Imap<'_, I, O, J, It>
-where
-    I: Message,
-    O: Message,
-    J: PoolJob<I, O>,
-    It: Iterator<Item = I>,
-{
-    /// Pids of this call's live workers.
-    pub fn worker_pids(&self) -> Vec<u32> {
-        self.engine.worker_pids()
-    }
 }
 
 impl<I, O, J, It> Iterator for Imap<'_, I, O, J, It>

@@ -6,16 +6,14 @@
 //! Each arena holds a 512 KiB `u64` slice filled with its generation number, so a task that
 //! read a mix of generations, or a generation other than the one it was told, would see it.
 
-#[path = "../../shmarena/tests/common/mod.rs"]
-mod common;
 mod workers;
 
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use common::Scope;
 use shmarena::{Arena, ArenaOptions};
 use shmarena_pool::{generations, Job, Mode, Pool};
+use shmarena_testkit::Scope;
 use workers::{is_our_child, lock_free_panic_hook};
 
 const LEN: usize = 64 * 1024;

@@ -13,8 +13,6 @@
 //! locked, and hangs when its own job panics. Every pool test therefore first installs (once,
 //! before any fork) a panic hook that takes no lock; forked workers inherit it.
 
-#[path = "../../shmarena/tests/common/mod.rs"]
-mod common;
 mod workers;
 
 use std::collections::BTreeSet;
@@ -22,9 +20,9 @@ use std::os::unix::process::ExitStatusExt;
 
 use rustix::process::Signal;
 
-use common::Scope;
 use shmarena::{Arena, ArenaOptions};
 use shmarena_pool::{Job, Mode, Pool, PoolBuilder, PoolError};
+use shmarena_testkit::Scope;
 use workers::{is_our_child, kill_self, lock_free_panic_hook};
 
 fn square(x: u64) -> u64 {

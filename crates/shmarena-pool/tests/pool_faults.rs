@@ -5,8 +5,6 @@
 //!
 //! CI runs about 150 worker deaths; `SHMARENA_LONG=1` runs at least 1000.
 
-#[path = "../../shmarena/tests/common/mod.rs"]
-mod common;
 mod workers;
 
 use std::collections::BTreeSet;
@@ -40,7 +38,7 @@ impl Rng {
 #[test]
 fn workers_dying_in_the_pool() {
     let long = if long() { "1" } else { "0" };
-    let out = common::run_isolated(
+    let out = shmarena_testkit::run_isolated(
         "workers_dying_in_the_pool_isolated",
         &[
             ("SHMARENA_TEST_ISOLATED", "1".into()),

@@ -164,11 +164,14 @@
 //!
 //! # Layout
 //!
-//! `format` (bytes, no I/O) → `os` (system calls) → `segment` (the growable segment) and
-//! `archive` (rkyv glue) → `options`/`writer` (building and sealing), `arena` (opening, checked
-//! access), `view` (typed views) and `entries` → `attach` → `handle` → `stable` → `service`,
-//! `image` → `inspect` → `lifecycle` (named segments by name). No module imports one to its left;
-//! docs/DESIGN.md has the table.
+//! `format` (bytes, no I/O) → `os` (system calls) → `trust` (the rows that let a read skip
+//! bytecheck) → `error` → `locator` → `segment` (the growable segment) → `archive` (rkyv glue) →
+//! `arena` (opening, checked access) → `image` (image files, sealed copies) → `writer` and
+//! `options` (building and sealing) → `view` (typed views) → `entries` → `attach` → `handle` →
+//! `stable` → `service` → `inspect` → `lifecycle` (named segments by name). Each module imports
+//! only modules to its left, but for two imports that close the one circle left: `error` names
+//! the service's `ServiceError`, and `arena`'s opens by locator call into `image`.
+//! docs/DESIGN.md has the table, which `tests/layout.rs` checks against the code.
 
 #[cfg(not(target_os = "linux"))]
 compile_error!("shmarena supports Linux only for now (memfd, /dev/shm and /proc)");

@@ -18,7 +18,10 @@ use crate::error::Result;
 /// depend on view.rs (the dependency runs one way: view → arena).
 impl Arena {
     /// Reads an archived entry as `T`, checking its type fingerprint, and validating it with
-    /// bytecheck on first access in this process unless the arena is kernel-sealed.
+    /// bytecheck unless the arena's trust table holds a row for this entry as `T`'s archived
+    /// type ([`Arena::trusts`]): a row the writer recorded when it validated the value at
+    /// `put`, one a trusted channel brought, or one an earlier validation in this process added.
+    /// Kernel seals alone are no such row. A failed validation is an error and adds no row.
     ///
     /// A view cannot outlive what it borrows from:
     ///

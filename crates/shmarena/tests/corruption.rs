@@ -11,9 +11,6 @@
 //!   bad names, unknown kinds, lying headers, and entries relabelled as other types.
 
 mod common;
-// The typed reads the fuzz target makes, shared rather than copied.
-#[path = "../../../fuzz/src/reads.rs"]
-mod reads;
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::OpenOptions;
@@ -22,7 +19,7 @@ use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
 
-use common::{report, Scope};
+use common::{reads, report, Scope};
 use shmarena::format::FormatError;
 use shmarena::format::{
     self, entry_offsets as eo, header_offsets as ho, Entry, Header, Kind, Layout, Prim, HEADER_LEN,

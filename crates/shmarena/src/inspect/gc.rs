@@ -7,11 +7,11 @@ use std::io;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
-use super::probe::probe_path;
+use super::probe::{probe_path, Probe};
 use super::scan::{FileKey, Scan};
 use super::{shm_names, Owner};
 use crate::error::Result;
-use crate::format::FormatError;
+use crate::format::{FormatError, Header};
 use crate::os;
 
 /// What [`gc`] should do.
@@ -203,113 +203,99 @@ pub fn gc(opts: &GcOptions) -> Result<GcReport> {
                 continue;
             }
         }
-        let mut skip = |reason| {
-            report.skipped.push(Skipped {
-                name: name.clone(),
-                reason,
-            })
-        };
-        let path = Path::new(os::SHM_DIR).join(&name);
-        let meta = match fs::symlink_metadata(&path) {
-            Ok(m) => m,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-            Err(e) => {
-                skip(SkipReason::Unreadable {
-                    detail: e.to_string(),
-                });
-                continue;
-            }
-        };
-        // Checked before opening: gc never even opens another user's segment.
-        if meta.uid() != me {
-            skip(SkipReason::OtherUser { uid: meta.uid() });
-            continue;
+        match candidate(&name, me, opts) {
+            Ok(None) => {}
+            Ok(Some(c)) => candidates.push((name, c)),
+            Err(reason) => report.skipped.push(Skipped { name, reason }),
         }
-        if !meta.file_type().is_file() {
-            skip(SkipReason::NotRegular);
-            continue;
-        }
-        let probe = match probe_path(&path, false) {
-            Ok(p) => p,
-            Err(e) => {
-                skip(SkipReason::Unreadable {
-                    detail: e.to_string(),
-                });
-                continue;
-            }
-        };
-        let header = match &probe.header {
-            Ok(h) => h.clone(),
-            Err(FormatError::BadMagic) => {
-                skip(SkipReason::NotAnArena);
-                continue;
-            }
-            Err(e) => {
-                skip(SkipReason::Unreadable {
-                    detail: e.to_string(),
-                });
-                continue;
-            }
-        };
-        // The file may have been replaced since the lstat above.
-        if FileKey::of(&probe.meta) != FileKey::of(&meta) || probe.meta.uid() != me {
-            skip(SkipReason::Changed);
-            continue;
-        }
-        let owner = Owner::of(&header);
-        if owner.alive {
-            skip(SkipReason::OwnerAlive { pid: owner.pid });
-            continue;
-        }
-        if meta.mode() & os::PERSISTED_BIT != 0 && !opts.include_persisted {
-            skip(SkipReason::Persisted);
-            continue;
-        }
-        candidates.push((name, probe, header, owner));
     }
     if candidates.is_empty() {
         return Ok(report);
     }
     let scan = Scan::run(&HashSet::new());
-    for (name, probe, header, owner) in candidates {
-        let key = FileKey::of(&probe.meta);
-        let holders = scan.holders(&key);
-        if !holders.is_empty() {
-            report.skipped.push(Skipped {
+    for (name, c) in candidates {
+        match remove(&name, &c, &scan, opts.dry_run) {
+            Ok(()) => report.removed.push(Removed {
                 name,
-                reason: SkipReason::InUse {
-                    pids: holders.iter().map(|h| h.pid).collect(),
-                },
-            });
-            continue;
+                size: c.probe.meta.len(),
+                allocated: c.probe.meta.blocks() * 512,
+                state: c.header.state_name(),
+                owner: c.owner,
+            }),
+            Err(reason) => report.skipped.push(Skipped { name, reason }),
         }
-        if !opts.dry_run {
-            let path = Path::new(os::SHM_DIR).join(&name);
-            let same = fs::symlink_metadata(&path).is_ok_and(|m| FileKey::of(&m) == key);
-            if !same {
-                report.skipped.push(Skipped {
-                    name,
-                    reason: SkipReason::Changed,
-                });
-                continue;
-            }
-            if let Err(e) = os::shm_unlink(&name) {
-                report.skipped.push(Skipped {
-                    name,
-                    reason: SkipReason::RemoveFailed {
-                        detail: e.to_string(),
-                    },
-                });
-                continue;
-            }
-        }
-        report.removed.push(Removed {
-            name,
-            size: probe.meta.len(),
-            allocated: probe.meta.blocks() * 512,
-            state: header.state_name(),
-            owner,
-        });
     }
     Ok(report)
+}
+
+/// A segment that passed every check but the scan for users.
+struct Candidate {
+    probe: Probe,
+    header: Header,
+    owner: Owner,
+}
+
+/// Segment `name` as a gc candidate (`None` if it is gone), or the reason it is kept.
+fn candidate(name: &str, me: u32, opts: &GcOptions) -> Result<Option<Candidate>, SkipReason> {
+    let unreadable = |e: &dyn fmt::Display| SkipReason::Unreadable {
+        detail: e.to_string(),
+    };
+    let path = Path::new(os::SHM_DIR).join(name);
+    let meta = match fs::symlink_metadata(&path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(unreadable(&e)),
+    };
+    // Checked before opening: gc never even opens another user's segment.
+    if meta.uid() != me {
+        return Err(SkipReason::OtherUser { uid: meta.uid() });
+    }
+    if !meta.file_type().is_file() {
+        return Err(SkipReason::NotRegular);
+    }
+    let probe = probe_path(&path, false).map_err(|e| unreadable(&e))?;
+    let header = match &probe.header {
+        Ok(h) => h.clone(),
+        Err(FormatError::BadMagic) => return Err(SkipReason::NotAnArena),
+        Err(e) => return Err(unreadable(e)),
+    };
+    // The file may have been replaced since the lstat above.
+    if FileKey::of(&probe.meta) != FileKey::of(&meta) || probe.meta.uid() != me {
+        return Err(SkipReason::Changed);
+    }
+    let owner = Owner::of(&header);
+    if owner.alive {
+        return Err(SkipReason::OwnerAlive { pid: owner.pid });
+    }
+    if meta.mode() & os::PERSISTED_BIT != 0 && !opts.include_persisted {
+        return Err(SkipReason::Persisted);
+    }
+    Ok(Some(Candidate {
+        probe,
+        header,
+        owner,
+    }))
+}
+
+/// Removes candidate `name` (unless `dry_run`) if no process uses it and the name still
+/// refers to the same inode; otherwise the reason it is kept.
+fn remove(name: &str, c: &Candidate, scan: &Scan, dry_run: bool) -> Result<(), SkipReason> {
+    let key = FileKey::of(&c.probe.meta);
+    let holders = scan.holders(&key);
+    if !holders.is_empty() {
+        return Err(SkipReason::InUse {
+            pids: holders.iter().map(|h| h.pid).collect(),
+        });
+    }
+    if !dry_run {
+        let path = Path::new(os::SHM_DIR).join(name);
+        let same = fs::symlink_metadata(&path).is_ok_and(|m| FileKey::of(&m) == key);
+        if !same {
+            return Err(SkipReason::Changed);
+        }
+        os::shm_unlink(name).map_err(|e| SkipReason::RemoveFailed {
+            detail: e.to_string(),
+        })?;
+    }
+    Ok(())
 }

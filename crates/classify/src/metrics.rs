@@ -1,26 +1,26 @@
 //! Measuring what processes really use, the way docs/BENCHMARKS.md reports it: proportional set
 //! size (`Pss`, shared pages split between the processes that map them) plus page tables
-//! (`VmPTE`). Summing `Rss` would count a shared arena once per process. `benches/src/bin/compare.rs`
-//! uses this module too (its unit test runs there, under `cargo test -p shmarena-bench`).
+//! (`VmPTE`). Summing `Rss` would count a shared arena once per process. The example and
+//! `benches/src/bin/compare.rs` both report these figures.
 
 use std::io;
 
 /// Memory of one process, in KiB, from `/proc/PID/smaps_rollup` and `/proc/PID/status`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub(crate) struct ProcessMemory {
+pub struct ProcessMemory {
     /// Proportional set size: private pages plus this process's share of shared pages.
-    pub(crate) pss_kib: u64,
+    pub pss_kib: u64,
     /// The part of `pss_kib` that is shared memory (tmpfs, memfd, shm).
-    pub(crate) pss_shmem_kib: u64,
+    pub pss_shmem_kib: u64,
     /// Page tables.
-    pub(crate) pte_kib: u64,
+    pub pte_kib: u64,
     /// Resident set size, for comparison only: never sum it over processes.
-    pub(crate) rss_kib: u64,
+    pub rss_kib: u64,
 }
 
 impl ProcessMemory {
     /// Reads the figures of process `pid`.
-    pub(crate) fn of(pid: u32) -> io::Result<ProcessMemory> {
+    pub fn of(pid: u32) -> io::Result<ProcessMemory> {
         let rollup = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup"))?;
         let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
         Ok(ProcessMemory {
@@ -32,12 +32,12 @@ impl ProcessMemory {
     }
 
     /// `pss_kib + pte_kib`: what the process costs the machine.
-    pub(crate) fn total_kib(&self) -> u64 {
+    pub fn total_kib(&self) -> u64 {
         self.pss_kib + self.pte_kib
     }
 
     /// The sum over processes (those that no longer exist are skipped).
-    pub(crate) fn sum(pids: impl IntoIterator<Item = u32>) -> ProcessMemory {
+    pub fn sum(pids: impl IntoIterator<Item = u32>) -> ProcessMemory {
         pids.into_iter()
             .filter_map(|pid| ProcessMemory::of(pid).ok())
             .fold(ProcessMemory::default(), |a, b| ProcessMemory {

@@ -1,6 +1,6 @@
 //! Every typed read of one arena entry, each value a read returns touched in full: the one list
-//! of reads that the fuzz target ([`crate::read_everything`]) and the deterministic corruption
-//! suite (`crates/shmarena/tests/corruption.rs`, which includes this file with `#[path]`) run
+//! of reads that the fuzz target (`read_everything` in `fuzz/src/lib.rs`) and the deterministic
+//! corruption suite (`crates/shmarena/tests/corruption.rs`) run
 //! on damaged arenas. Each read's outcome goes to a callback, which decides what an error means.
 
 use std::collections::{BTreeMap, HashMap};
@@ -16,12 +16,7 @@ use shmarena::{bytemuck, Arena, Result};
 /// `validated_hash_map_lookups_terminate` in the corruption suite). The corruption suite's
 /// deterministic damage builds no such table, so it keeps the lookups. Iteration is bounded by
 /// the validated length and is always done.
-pub(crate) fn read_entry(
-    arena: &Arena,
-    name: &str,
-    hash_lookups: bool,
-    note: &mut dyn FnMut(Result<()>),
-) {
+pub fn read_entry(arena: &Arena, name: &str, hash_lookups: bool, note: &mut dyn FnMut(Result<()>)) {
     note(touched(arena.bytes(name), |b| {
         black_box(b.iter().fold(0u8, |a, b| a ^ b));
     }));
@@ -80,7 +75,7 @@ pub(crate) fn read_entry(
 }
 
 /// A `[T]` read: folds every element's bytes so the whole slice is touched.
-pub(crate) fn pod<T: bytemuck::Pod>(arena: &Arena, name: &str) -> Result<()> {
+pub fn pod<T: bytemuck::Pod>(arena: &Arena, name: &str) -> Result<()> {
     touched(arena.slice::<T>(name), |s| {
         let bytes: &[u8] = bytemuck::cast_slice(s);
         black_box(bytes.iter().fold(0u8, |a, b| a ^ b));
@@ -88,6 +83,6 @@ pub(crate) fn pod<T: bytemuck::Pod>(arena: &Arena, name: &str) -> Result<()> {
 }
 
 /// `read` with its value, if any, passed to `touch` and dropped.
-pub(crate) fn touched<T>(read: Result<T>, touch: impl FnOnce(&T)) -> Result<()> {
+pub fn touched<T>(read: Result<T>, touch: impl FnOnce(&T)) -> Result<()> {
     read.map(|v| touch(&v))
 }

@@ -5,30 +5,34 @@ use std::collections::HashMap;
 use std::fmt::Write as _;
 
 /// Number of labels.
-pub(crate) const LABELS: usize = 16;
+pub const LABELS: usize = 16;
 /// Dimensions of the feature vectors and centroids.
-pub(crate) const DIMS: usize = 64;
+pub const DIMS: usize = 64;
 /// Label names, for the summary.
-pub(crate) const LABEL_NAMES: [&str; LABELS] = [
+pub const LABEL_NAMES: [&str; LABELS] = [
     "sports", "politics", "science", "music", "film", "food", "travel", "health", "finance",
     "tech", "art", "history", "nature", "fashion", "games", "law",
 ];
 
 /// The archived part of the classifier: word -> (label, weight).
 #[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
-pub(crate) struct Classifier {
-    pub(crate) lexicon: HashMap<String, (u16, f32)>,
+pub struct Classifier {
+    /// Each known word's label and weight.
+    pub lexicon: HashMap<String, (u16, f32)>,
 }
 
 /// A small, fast, deterministic generator (SplitMix64).
-pub(crate) struct Rng(u64);
+#[derive(Clone, Debug)]
+pub struct Rng(u64);
 
 impl Rng {
-    pub(crate) fn new(seed: u64) -> Rng {
+    /// A generator started from `seed`: the same seed gives the same sequence.
+    pub fn new(seed: u64) -> Rng {
         Rng(seed)
     }
 
-    pub(crate) fn next_u64(&mut self) -> u64 {
+    /// The next 64 random bits.
+    pub fn next_u64(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
@@ -36,11 +40,13 @@ impl Rng {
         z ^ (z >> 31)
     }
 
-    pub(crate) fn below(&mut self, n: u64) -> u64 {
+    /// A number in `0..n` (`n` must not be 0).
+    pub fn below(&mut self, n: u64) -> u64 {
         self.next_u64() % n
     }
 
-    pub(crate) fn unit(&mut self) -> f32 {
+    /// A number in `[0, 1)`.
+    pub fn unit(&mut self) -> f32 {
         (self.next_u64() >> 40) as f32 / (1u64 << 24) as f32
     }
 }
@@ -52,7 +58,7 @@ const SYLLABLES: [&str; 32] = [
 ];
 
 /// The `i`-th word of the lexicon: distinct for every `i` (a base-32 spelling in syllables).
-pub(crate) fn word(i: u64) -> String {
+pub fn word(i: u64) -> String {
     let mut w = String::new();
     let mut n = i + 32; // at least two syllables
     while n > 0 {
@@ -63,7 +69,7 @@ pub(crate) fn word(i: u64) -> String {
 }
 
 /// The lexicon: `words` distinct words, each with a label and a weight in (0, 1].
-pub(crate) fn lexicon(words: u64) -> HashMap<String, (u16, f32)> {
+pub fn lexicon(words: u64) -> HashMap<String, (u16, f32)> {
     let mut rng = Rng::new(0x1e81c0);
     (0..words)
         .map(|i| {
@@ -76,7 +82,7 @@ pub(crate) fn lexicon(words: u64) -> HashMap<String, (u16, f32)> {
 
 /// The lexicon of generation `generation` of a run with `--reload-every`: generation 1 is
 /// [`lexicon`]; each later one relabels a different eighth of the words (a refreshed lexicon).
-pub(crate) fn lexicon_generation(words: u64, generation: u64) -> HashMap<String, (u16, f32)> {
+pub fn lexicon_generation(words: u64, generation: u64) -> HashMap<String, (u16, f32)> {
     let mut lex = lexicon(words);
     if generation > 1 {
         for i in 0..words {
@@ -92,7 +98,7 @@ pub(crate) fn lexicon_generation(words: u64, generation: u64) -> HashMap<String,
 }
 
 /// The centroid matrix, `LABELS x DIMS`, row-major.
-pub(crate) fn fill_centroids(dst: &mut [f32]) {
+pub fn fill_centroids(dst: &mut [f32]) {
     let mut rng = Rng::new(0xce7701d);
     for x in dst.iter_mut() {
         *x = rng.unit() * 2.0 - 1.0;
@@ -100,7 +106,7 @@ pub(crate) fn fill_centroids(dst: &mut [f32]) {
 }
 
 /// CSV lines `id,text`, generated lazily: each text 6 to 14 words, about 1 in 10 unknown.
-pub(crate) struct RowGen {
+pub struct RowGen {
     rng: Rng,
     next: u64,
     rows: u64,
@@ -108,7 +114,8 @@ pub(crate) struct RowGen {
 }
 
 impl RowGen {
-    pub(crate) fn new(rows: u64, words: u64) -> RowGen {
+    /// `rows` lines whose known words are drawn from the first `words` words of the lexicon.
+    pub fn new(rows: u64, words: u64) -> RowGen {
         RowGen {
             rng: Rng::new(0xda7a),
             next: 0,
@@ -155,7 +162,7 @@ fn feature_bucket(word: &str) -> usize {
 
 /// Classifies the text of one CSV row: lexicon votes per label, plus the similarity of the row's
 /// hashed bag of words to each label centroid. Returns the label index.
-pub(crate) fn classify_text<F>(text: &str, lookup: F, centroids: &[f32]) -> u16
+pub fn classify_text<F>(text: &str, lookup: F, centroids: &[f32]) -> u16
 where
     F: Fn(&str) -> Option<(u16, f32)>,
 {
@@ -179,6 +186,6 @@ where
 }
 
 /// The text part of a CSV row `id,text`.
-pub(crate) fn text_of(row: &str) -> &str {
+pub fn text_of(row: &str) -> &str {
     row.split_once(',').map_or(row, |(_, t)| t)
 }

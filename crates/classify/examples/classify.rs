@@ -10,9 +10,7 @@
 //! new generation; workers follow it with `shmarena_pool::generations`, each batch is
 //! classified with exactly one generation, and the summary counts rows per generation.
 
-mod data;
-mod metrics;
-mod tasks;
+use shmarena_classify::{data, metrics, tasks};
 
 use std::collections::HashMap;
 use std::io::{BufRead, IsTerminal, Write};
