@@ -76,7 +76,9 @@ fn attack_entry(target: &str, how: Attack) {
     let mut b = options.create().unwrap();
     b.put("v", &vec![1u8, 2, 3]).unwrap();
     let mut victims = building_memfds();
-    assert!(!victims.is_empty(), "no building memfd found");
+    if target == "memfd" {
+        assert!(!victims.is_empty(), "no building memfd found");
+    }
     match target {
         "named" => victims.push(Path::new("/dev/shm").join(&name)),
         "file" => {
