@@ -198,6 +198,12 @@ pub(crate) fn file_info(file: &File) -> io::Result<FileInfo> {
     })
 }
 
+/// The device and inode numbers of a descriptor's file: what the file is, while it exists.
+pub(crate) fn file_identity(fd: impl std::os::fd::AsFd) -> io::Result<(u64, u64)> {
+    let st = rustix::fs::fstat(fd).map_err(errno)?;
+    Ok((st.st_dev as u64, st.st_ino as u64))
+}
+
 /// The inode number of a descriptor's file (a memfd's is unique while it exists).
 pub(crate) fn inode(fd: impl std::os::fd::AsFd) -> io::Result<u64> {
     Ok(rustix::fs::fstat(fd).map_err(errno)?.st_ino as u64)
