@@ -7,7 +7,7 @@
 
 mod common;
 
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use common::{run_isolated, Scope};
@@ -249,5 +249,56 @@ fn a_load_returns_the_file_it_was_given() {
     shmarena::detach(a.id());
     std::fs::remove_file(&first).unwrap();
     std::fs::remove_file(&second).unwrap();
+    scope.finish();
+}
+
+/// Opens never open a FIFO (or a device) before the regular-file check: a writer blocked in
+/// `open` of a FIFO stays blocked through a load of that FIFO, which an open for reading (even
+/// a non-blocking one) would have let through.
+#[test]
+fn a_fifo_is_refused_without_being_opened() {
+    let scope = Scope::new();
+    let name = scope.name("fifo");
+    let in_shm = Path::new("/dev/shm").join(&name);
+    let in_dir = scope.path("fifo.arena");
+    type Load = fn(&Path, &str) -> shmarena::Result<Arena>;
+    let loads: [(&Path, Load); 2] = [
+        (&in_shm, |_, name| Arena::load_named(name)),
+        (&in_dir, |path, _| Arena::load_file(path)),
+    ];
+    for (fifo, load) in loads {
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            fifo,
+            rustix::fs::FileType::Fifo,
+            rustix::fs::Mode::from_raw_mode(0o600),
+            0,
+        )
+        .unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let path = fifo.to_owned();
+        let writer = std::thread::spawn(move || {
+            // Blocks until someone opens the FIFO for reading.
+            let f = std::fs::OpenOptions::new().write(true).open(&path);
+            tx.send(()).unwrap();
+            f
+        });
+        let e = load(fifo, &name).unwrap_err();
+        assert!(e.format_error().is_some(), "{e}");
+        assert!(
+            rx.recv_timeout(std::time::Duration::from_millis(300)).is_err(),
+            "the load opened the FIFO: its writer got through"
+        );
+        // Let the writer through, and clean up.
+        let reader = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(fifo)
+            .unwrap();
+        rx.recv().unwrap();
+        writer.join().unwrap().unwrap();
+        drop(reader);
+        std::fs::remove_file(fifo).unwrap();
+    }
     scope.finish();
 }

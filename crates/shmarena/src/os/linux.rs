@@ -73,26 +73,53 @@ pub(crate) fn shm_unlink(name: &str) -> io::Result<()> {
 
 /// Creates a file exclusively (never through a symlink), mode 0600, read-write.
 pub(crate) fn create_excl(path: &Path) -> io::Result<File> {
-    let flags = OFlags::CREATE | OFlags::EXCL | OFlags::RDWR | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    let flags = OFlags::CREATE
+        | OFlags::EXCL
+        | OFlags::RDWR
+        | OFlags::NOFOLLOW
+        | OFlags::CLOEXEC
+        | OFlags::NOCTTY;
     let fd = rustix::fs::open(path, flags, Mode::from_raw_mode(0o600)).map_err(errno)?;
     Ok(File::from(fd))
 }
 
-/// Opens a file read-only without following a symlink in the last component. `O_NONBLOCK`: a
-/// FIFO opens at once instead of waiting for a writer (the caller then refuses anything but a
-/// regular file before reading); on a regular file the flag changes nothing.
-pub(crate) fn open_ro(path: &Path) -> io::Result<File> {
-    let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NONBLOCK;
-    let fd = rustix::fs::open(path, flags, Mode::empty()).map_err(errno)?;
+/// Opens `path` read-only without opening anything but a regular file: first with `O_PATH`,
+/// which opens nothing (no device driver runs, no FIFO or terminal is touched), then `fstat`;
+/// only a regular file is then opened for reading, through `/proc/self/fd/N` of that very
+/// `O_PATH` descriptor (so the file checked is the file opened), with `O_NOCTTY | O_NONBLOCK`.
+/// Anything else comes back as the `O_PATH` descriptor itself, which `fstat` describes and no
+/// read gets through, for the caller's regular-file check to refuse. A symlink in the last
+/// component is followed only if `follow` (else `ELOOP`, as `O_NOFOLLOW` gives).
+pub(crate) fn open_regular_or_path(path: &Path, follow: bool) -> io::Result<File> {
+    let mut flags = OFlags::PATH | OFlags::CLOEXEC;
+    if !follow {
+        flags |= OFlags::NOFOLLOW;
+    }
+    let at = rustix::fs::open(path, flags, Mode::empty()).map_err(errno)?;
+    let st = rustix::fs::fstat(&at).map_err(errno)?;
+    match rustix::fs::FileType::from_raw_mode(st.st_mode as _) {
+        rustix::fs::FileType::RegularFile => {}
+        rustix::fs::FileType::Symlink => return Err(errno(rustix::io::Errno::LOOP)),
+        _ => return Ok(File::from(at)),
+    }
+    use std::os::fd::AsRawFd;
+    let again = format!("/proc/self/fd/{}", at.as_raw_fd());
+    let flags = OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOCTTY | OFlags::NONBLOCK;
+    let fd = rustix::fs::open(again.as_str(), flags, Mode::empty()).map_err(errno)?;
     Ok(File::from(fd))
 }
 
+/// Opens a file read-only without following a symlink in the last component, and without
+/// opening anything but a regular file ([`open_regular_or_path`]): a FIFO or device comes back
+/// unopened, for the caller's regular-file check to refuse before reading.
+pub(crate) fn open_ro(path: &Path) -> io::Result<File> {
+    open_regular_or_path(path, false)
+}
+
 /// Opens a path read-only, following symlinks (for `/proc/PID/fd/N`, which is one), without
-/// blocking on a FIFO.
+/// opening anything but a regular file ([`open_regular_or_path`]).
 pub(crate) fn open_ro_follow(path: &Path) -> io::Result<File> {
-    let flags = OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NONBLOCK;
-    let fd = rustix::fs::open(path, flags, Mode::empty()).map_err(errno)?;
-    Ok(File::from(fd))
+    open_regular_or_path(path, true)
 }
 
 /// Renames `from` to `to`, failing with `AlreadyExists` if `to` exists.
@@ -332,15 +359,11 @@ pub(crate) fn parse_maps_dev(field: &str) -> Option<u64> {
     Some(makedev(major, minor))
 }
 
-/// Opens a path read-only for a header read: never blocks (a FIFO in /dev/shm, say) and, unless
-/// `follow`, never follows a symlink in the last component.
+/// Opens a path read-only for a header read: never opens anything but a regular file
+/// ([`open_regular_or_path`]) and, unless `follow`, never follows a symlink in the last
+/// component.
 pub(crate) fn open_ro_nonblock(path: &Path, follow: bool) -> io::Result<File> {
-    let mut flags = OFlags::RDONLY | OFlags::NONBLOCK | OFlags::CLOEXEC;
-    if !follow {
-        flags |= OFlags::NOFOLLOW;
-    }
-    let fd = rustix::fs::open(path, flags, Mode::empty()).map_err(errno)?;
-    Ok(File::from(fd))
+    open_regular_or_path(path, follow)
 }
 
 /// Nanoseconds since the Unix epoch.
