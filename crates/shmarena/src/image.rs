@@ -169,7 +169,8 @@ pub(crate) fn sealed_copy(
             context: format!("mapping a memfd for {what}"),
             source: e,
         })?;
-        // Nothing but this mapping writes the copy from here on (`fill` then checks it).
+        // Nothing but this mapping can write the copy from here on (the memfd was sealed
+        // against shrinking when created, so `fill` cannot be cut short by a truncation).
         os::seal_future_writes(&memfd).map_err(|e| Error::Io {
             context: format!("sealing the copy of {what}"),
             source: e,
