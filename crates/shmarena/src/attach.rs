@@ -263,14 +263,17 @@ pub(crate) fn remember_long_path(id: ArenaId, hash: u64, path: std::path::PathBu
 /// that is open, or from a handle string parsed here.
 pub(crate) fn long_path(id: ArenaId, hash: u64) -> Option<std::path::PathBuf> {
     let known = CACHE.read().get(&id).and_then(|slots| {
-        slots.iter().flat_map(|s| &s.keys).find_map(|key| match key {
-            Locator::File { path }
-                if crate::format::checksum(path.as_os_str().as_encoded_bytes()) == hash =>
-            {
-                Some(path.clone())
-            }
-            _ => None,
-        })
+        slots
+            .iter()
+            .flat_map(|s| &s.keys)
+            .find_map(|key| match key {
+                Locator::File { path }
+                    if crate::format::checksum(path.as_os_str().as_encoded_bytes()) == hash =>
+                {
+                    Some(path.clone())
+                }
+                _ => None,
+            })
     });
     if known.is_some() {
         return known;

@@ -190,7 +190,8 @@ impl Segment {
         capacity: usize,
     ) -> Result<Segment> {
         let first = PAGE as usize;
-        os::reserve(&file, 0, PAGE).map_err(|e| Error::os(format!("reserving {what}"), &what, e))?;
+        os::reserve(&file, 0, PAGE)
+            .map_err(|e| Error::os(format!("reserving {what}"), &what, e))?;
         let space = capacity.max(first).max(MIN_ADDRESS_SPACE);
         let map = os::MapMut::new(&file, space, first).map_err(|e| Error::Io {
             context: format!("mapping {space} bytes of address space for {what}"),
@@ -253,7 +254,11 @@ impl Segment {
     }
 
     fn no_space(&self, e: std::io::Error, what: &str, requested: u64) -> Error {
-        match Error::os(format!("reserving {requested} more bytes for {what}"), what, e) {
+        match Error::os(
+            format!("reserving {requested} more bytes for {what}"),
+            what,
+            e,
+        ) {
             Error::NoSpace { what, source, .. } => Error::NoSpace {
                 what,
                 requested,

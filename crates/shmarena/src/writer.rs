@@ -686,10 +686,14 @@ impl ArenaWriter {
         // process's memory, and the arena returned here reads the memfd.
         if let Some(mirror) = &mirror {
             let bytes = &map.bytes()[..total];
-            write_out(mirror, &bytes[format::HEADER_LEN..], format::HEADER_LEN as u64)
-                .and_then(|()| write_out(mirror, &bytes[..format::HEADER_LEN], 0))
-                .and_then(|()| mirror.set_len(total as u64))
-                .map_err(io("writing out"))?;
+            write_out(
+                mirror,
+                &bytes[format::HEADER_LEN..],
+                format::HEADER_LEN as u64,
+            )
+            .and_then(|()| write_out(mirror, &bytes[..format::HEADER_LEN], 0))
+            .and_then(|()| mirror.set_len(total as u64))
+            .map_err(io("writing out"))?;
         }
         // Unmap the writable mapping: a memfd refuses F_SEAL_WRITE while one exists.
         drop(map);
