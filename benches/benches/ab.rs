@@ -320,6 +320,7 @@ fn build_pod(plan: &Plan, out: &mut Vec<AbResult>) {
             format!("build a POD entry, {label}"),
             format!("checksum share: baseline + xxh3, {label}"),
             format!("build a POD entry, {label}, without seal"),
+            format!("build a POD entry, {label}, named segment"),
         ];
         if !names.iter().any(|n| wanted(n)) {
             // Not even the source vector: at 8 GiB it alone takes seconds and 8 GiB.
@@ -368,6 +369,36 @@ fn build_pod(plan: &Plan, out: &mut Vec<AbResult>) {
             &format!("build a POD entry, {}, without seal", size_label(size)),
             copy_baseline(bytes),
             ("create+put_slice", batched(|| (), |()| pod_builder(&data))),
+            rounds,
+            slow.round,
+        );
+        r.per_iter = Some((size as u64, "bytes"));
+        out.push(r);
+        // A named segment against the default memfd, both create + put_slice + seal: what the
+        // named target adds (its space reserved alongside, and the bytes written out to it at
+        // `seal`). Dropping the arena (which unlinks the segment) is outside the timing.
+        let name = shmarena_bench::unique_name("ab-named-build");
+        let mut r = compare(
+            &format!("build a POD entry, {}, named segment", size_label(size)),
+            (
+                "memfd: create+put_slice+seal",
+                batched(|| (), |()| pod_builder(&data).seal().expect("seal")),
+            ),
+            (
+                "named: create+put_slice+seal",
+                batched(
+                    || (),
+                    |()| {
+                        let mut b = ArenaOptions::new()
+                            .named(&name)
+                            .capacity(std::mem::size_of_val(&data[..]) as u64 + 64 * 1024)
+                            .create()
+                            .expect("create");
+                        b.put_slice("data", &data).expect("put_slice");
+                        b.seal().expect("seal")
+                    },
+                ),
+            ),
             rounds,
             slow.round,
         );

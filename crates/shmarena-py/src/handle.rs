@@ -234,11 +234,15 @@ impl Held {
     }
 }
 
-/// Arenas attached (or built) in this process, by id. A fork child inherits the map together
-/// with the mappings it points to, so it attaches nothing again.
-static CACHE: Mutex<Option<HashMap<ArenaId, Held>>> = Mutex::new(None);
+/// Arenas attached (or built) in this process, by id and locator: an arena loaded from a file
+/// whose id another arena here already has is its own entry, never answered with the other's
+/// bytes. A fork child inherits the map together with the mappings it points to, so it
+/// attaches nothing again.
+type Cache = HashMap<(ArenaId, Locator), Held>;
 
-fn with_cache<R>(f: impl FnOnce(&mut HashMap<ArenaId, Held>) -> R) -> R {
+static CACHE: Mutex<Option<Cache>> = Mutex::new(None);
+
+fn with_cache<R>(f: impl FnOnce(&mut Cache) -> R) -> R {
     // Every caller holds the GIL and never releases it inside `f`, so no thread can hold the
     // lock while another thread forks; a poisoned lock still holds a consistent map.
     let mut guard = CACHE.lock().unwrap_or_else(|e| e.into_inner());
@@ -248,13 +252,14 @@ fn with_cache<R>(f: impl FnOnce(&mut HashMap<ArenaId, Held>) -> R) -> R {
 }
 
 /// Registers an arena this process built or opened by name or path (held weakly), and
-/// returns the one to use: an arena already cached under the same id wins.
+/// returns the one to use: an arena already cached under the same id and locator wins.
 pub(crate) fn remember(state: Arc<ArenaState>) -> Arc<ArenaState> {
     with_cache(|c| {
-        if let Some(s) = c.get(&state.arena.id()).and_then(Held::get) {
+        let key = (state.arena.id(), state.arena.locator().clone());
+        if let Some(s) = c.get(&key).and_then(Held::get) {
             return s;
         }
-        c.insert(state.arena.id(), Held::Local(Arc::downgrade(&state)));
+        c.insert(key, Held::Local(Arc::downgrade(&state)));
         state
     })
 }
@@ -262,7 +267,7 @@ pub(crate) fn remember(state: Arc<ArenaState>) -> Arc<ArenaState> {
 /// Forgets an arena (after `close`), here and in the library's attach cache.
 pub(crate) fn forget(id: ArenaId) {
     with_cache(|c| {
-        c.remove(&id);
+        c.retain(|(cached, _), _| *cached != id);
     });
     shmarena::detach(id);
 }
@@ -312,7 +317,8 @@ pub(crate) fn trusting(opts: shmarena::ConnectOptions) -> shmarena::ConnectOptio
 /// holds another arena is a `StaleHandleError`) and cached here.
 pub(crate) fn attach(h: &Handle) -> PyResult<Arc<ArenaState>> {
     with_cache(|c| {
-        if let Some(s) = c.get(&h.id).and_then(Held::get) {
+        let key = (h.id, h.locator.clone());
+        if let Some(s) = c.get(&key).and_then(Held::get) {
             return Ok(s);
         }
         let arena = shmarena::attach(h.id, &h.locator).map_err(lib_err)?;
@@ -337,7 +343,7 @@ pub(crate) fn attach(h: &Handle) -> PyResult<Arc<ArenaState>> {
             unsafe { arena.accept_trust_token(&h.trust) };
         }
         let state = Arc::new(ArenaState::new(arena, false));
-        c.insert(h.id, Held::Attached(state.clone()));
+        c.insert(key, Held::Attached(state.clone()));
         Ok(state)
     })
 }

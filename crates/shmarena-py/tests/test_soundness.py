@@ -128,3 +128,88 @@ def test_open_refuses_a_fifo_promptly(tmp_path):
     for in_place in (False, True):
         with pytest.raises(shmarena.ShmarenaError, match="not a regular file|cannot read"):
             shmarena.open(path=str(fifo), no_concurrent_writers=in_place)
+
+
+_ATTACK = r"""
+import glob, os, sys, shmarena
+target, how, where = sys.argv[1], sys.argv[2], sys.argv[3]
+kwargs = {"name": where} if target == "named" else {"path": where} if target == "file" else {}
+b = shmarena.build(**kwargs)
+b.put("v", [7] * 1000)
+victims = []
+for fd in os.listdir("/proc/self/fd"):
+    try:
+        if os.readlink(f"/proc/self/fd/{fd}").startswith("/memfd:shmarena"):
+            victims.append(f"/proc/self/fd/{fd}")
+    except OSError:
+        pass
+if target == "named":
+    victims.append(f"/dev/shm/{where}")
+elif target == "file":
+    victims += glob.glob(os.path.join(os.path.dirname(where), ".*.building-*"))
+    assert len(victims) >= 1, victims
+for path in victims:
+    try:
+        with open(path, "r+b") as f:
+            if how == "rewrite":
+                f.seek(128)
+                f.write(b"\xff" * 65536)
+            else:
+                f.truncate(0)
+        print(path, "changed")
+    except OSError as e:
+        print(path, "refused:", e)
+b.put("after", list(range(100)))
+a = b.seal()
+v = a["v"]
+try:
+    v[10**7]
+    raise SystemExit("an index past the end did not raise")
+except IndexError:
+    pass
+assert len(v) == 1000 and v.to_python() == [7] * 1000, len(v)
+assert a["after"].to_python() == list(range(100))
+if target == "named":
+    again = shmarena.open(name=where)
+elif target == "file":
+    again = shmarena.open(path=where)
+else:
+    again = a
+assert again["v"].to_python() == [7] * 1000
+print("OK")
+"""
+
+
+@pytest.mark.parametrize("how", ["rewrite", "truncate"])
+@pytest.mark.parametrize("target", ["memfd", "named", "file"])
+def test_bytes_cannot_change_while_building(shm_name, tmp_path, target, how):
+    """Issue 20, paths 1 to 3: another writer rewrites or truncates the building memfd, the
+    named segment or the file's temporary file between `put` and `seal`; the arena still reads
+    what was put (before: SIGSEGV or SIGBUS). Runs in a child, where a signal cannot kill
+    pytest."""
+    where = shm_name if target == "named" else str(tmp_path / "x.arena")
+    out = subprocess.run(
+        [sys.executable, "-c", _ATTACK, target, how, where],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 0 and "OK" in out.stdout, (out.returncode, out.stdout, out.stderr)
+    if target == "file":
+        os.unlink(where)
+    assert os.listdir(tmp_path) == []
+
+
+def test_load_returns_the_file_it_was_given(tmp_path):
+    """`shmarena.load` of an image whose arena id is that of an arena open here returns a copy
+    of that file, not the arena already open."""
+    path = tmp_path / "a.arena"
+    with shmarena.build() as b:
+        b.put("xs", [1, 2, 3])
+    built = b.arena
+    built.save(str(path))
+    loaded = shmarena.load(str(path))
+    assert repr(loaded) != repr(built), repr(loaded)
+    built.close()
+    assert loaded["xs"].to_python() == [1, 2, 3]
+    loaded.close()

@@ -531,17 +531,20 @@ impl Arena {
     }
 
     /// Maps the sealed memfd its builder has just made; `locator` is where the builder made the
-    /// arena, and `validated` the (entry, archived type) pairs the builder validated at `put`:
-    /// they become the arena's trust rows.
+    /// arena (the memfd, or the named segment or file it wrote out to), and `validated` the
+    /// (entry, archived type) pairs the builder validated at `put`: they become the arena's
+    /// trust rows.
     pub(crate) fn from_sealed_segment(
         file: File,
         backing: Backing,
         locator: Locator,
         validated: &[(usize, TypeKey)],
     ) -> Result<Arena> {
-        // The builder of this process wrote every byte and sealed `file`: its own memfd, or
-        // the sealed memfd copy of a named segment or file (`backing` still says which, for
-        // the unlink on drop; `locator` names the segment or file).
+        // The builder of this process wrote every byte and sealed `file`, the memfd it built in
+        // (for any target: a named segment or file got a copy written out); `backing` says
+        // which target, for the unlink on drop, and `locator` names it. The rows in `validated`
+        // were recorded only if the memfd carried `F_SEAL_FUTURE_WRITE` from before the first
+        // `put`, so no process but the writer could change the bytes they speak of.
         let arena = Arena::open_mapped(
             file,
             locator,

@@ -1,6 +1,7 @@
 //! The one way a process reaches an arena it did not build: [`attach`] opens it by its locator
 //! (or by a descriptor inherited through [`Arena::share_with`]) once per process, caches it by
-//! arena id, and refuses a place that now holds another arena ([`Error::StaleHandle`]).
+//! arena id and locator (and shares one mapping between locators that reach the same memfd),
+//! and refuses a place that now holds another arena ([`Error::StaleHandle`]).
 //!
 //! Handles ([`Handle::get`](crate::handle::Handle::get)), `arena-inspect` and the Python
 //! bindings all go through here.
@@ -95,7 +96,7 @@ pub fn attach(id: ArenaId, locator: &Locator) -> Result<Arena> {
 /// [`attach`], where a handle whose file path was too long to carry has no locator: it
 /// resolves only if the arena is already open in this process.
 pub(crate) fn attach_at(id: ArenaId, locator: Option<&Locator>) -> Result<Arena> {
-    if let Some(arena) = cache_get(id) {
+    if let Some(arena) = cache_get(id, locator) {
         return Ok(arena);
     }
     // No lock is held while opening: an open can take a while (a copy of a named segment or
@@ -108,7 +109,7 @@ pub(crate) fn attach_at(id: ArenaId, locator: Option<&Locator>) -> Result<Arena>
         handle: what.clone(),
         reason,
     };
-    let opened = match locator {
+    let (opened, locator) = match locator {
         None => {
             return Err(stale(format!(
                 "arena {id} is a file whose path is longer than the 33 bytes a handle value \
@@ -117,11 +118,14 @@ pub(crate) fn attach_at(id: ArenaId, locator: Option<&Locator>) -> Result<Arena>
                  or copy the file in with Arena::load_file first"
             )))
         }
-        Some(Locator::Memfd { pid, fd }) => match open_inherited(id) {
-            Some(arena) => arena,
-            None => Arena::open_memfd(*pid, *fd),
-        },
-        Some(locator) => Arena::open(locator),
+        Some(locator @ Locator::Memfd { pid, fd }) => (
+            match open_inherited(id) {
+                Some(arena) => arena,
+                None => Arena::open_memfd(*pid, *fd),
+            },
+            locator,
+        ),
+        Some(locator) => (Arena::open(locator), locator),
     };
     let arena = opened.map_err(|e| match e {
         Error::PermissionDenied { .. } | Error::Io { .. } => e,
@@ -131,21 +135,42 @@ pub(crate) fn attach_at(id: ArenaId, locator: Option<&Locator>) -> Result<Arena>
         Error::StaleHandle { reason, .. } => stale(reason),
         other => other,
     })?;
+    let bytes = identity(&arena);
     let mut cache = CACHE.write();
-    // Another thread may have attached the same arena meanwhile: keep the first one, so every
-    // handle of this process reads one mapping.
-    if let Some(first) = cache.get(&id).and_then(|s| s.weak.upgrade()) {
-        return Ok(Arena::from_shared(first));
+    cache.retain(|_, slots| {
+        slots.retain(|slot| slot.weak.strong_count() > 0);
+        !slots.is_empty()
+    });
+    let slots = cache.entry(id).or_default();
+    // Another thread may have attached the same locator meanwhile, or this locator may reach
+    // the very memfd another one did (an inherited descriptor, a second /proc path): keep the
+    // first, so every handle of this process reads one mapping of those bytes. A locator that
+    // reaches other bytes with the same id (a copy of an image file whose bytes differ, say)
+    // gets its own slot: it is never answered with another arena's bytes.
+    if let Some(slot) = slots
+        .iter_mut()
+        .find(|s| s.keys.contains(locator) || (bytes.is_some() && s.bytes == bytes))
+    {
+        if let Some(first) = slot.weak.upgrade() {
+            if !slot.keys.contains(locator) {
+                slot.keys.push(locator.clone());
+            }
+            return Ok(Arena::from_shared(first));
+        }
     }
-    cache.retain(|_, slot| slot.weak.strong_count() > 0);
-    cache.insert(
-        id,
-        Slot {
-            weak: arena.downgrade(),
-            strong: Some(arena.clone()),
-        },
-    );
+    slots.push(Slot {
+        keys: vec![locator.clone()],
+        bytes,
+        weak: arena.downgrade(),
+        strong: Some(arena.clone()),
+    });
     Ok(arena)
+}
+
+/// What an arena's bytes are: the device and inode of the memfd it maps (`None` if `fstat`
+/// fails, which matches nothing).
+fn identity(arena: &Arena) -> Option<(u64, u64)> {
+    os::file_identity(arena.as_fd()).ok()
 }
 
 /// The stale-handle rule: `arena` if its id is `id`, else [`Error::StaleHandle`] (the place a
@@ -184,6 +209,10 @@ impl Hasher for IdHasher {
 }
 
 struct Slot {
+    /// The locators this arena was registered or attached under in this process.
+    keys: Vec<Locator>,
+    /// What its bytes are ([`identity`]).
+    bytes: Option<(u64, u64)>,
     weak: Weak<Shared>,
     /// Arenas this process attached through a handle stay attached (that is the point of the
     /// cache); arenas the process opened or built itself are held weakly, so their owner's drop
@@ -191,41 +220,85 @@ struct Slot {
     strong: Option<Arena>,
 }
 
-type Cache = RwLock<HashMap<ArenaId, Slot, BuildHasherDefault<IdHasher>>>;
+/// Slots by arena id: usually one; more only where different bytes carry one id (an image file
+/// and a changed copy of it, say), each reached by its own locators.
+type Cache = RwLock<HashMap<ArenaId, Vec<Slot>, BuildHasherDefault<IdHasher>>>;
 
 static CACHE: LazyLock<Cache> = LazyLock::new(|| RwLock::new(HashMap::default()));
 
-fn cache_get(id: ArenaId) -> Option<Arena> {
-    CACHE
-        .read()
-        .get(&id)
-        .and_then(|slot| slot.weak.upgrade())
+/// The cached arena `id` that `locator` reached before (or was registered under); with no
+/// locator, any cached arena of that id.
+fn cache_get(id: ArenaId, locator: Option<&Locator>) -> Option<Arena> {
+    let cache = CACHE.read();
+    let slots = cache.get(&id)?;
+    slots
+        .iter()
+        .filter(|slot| locator.is_none_or(|l| slot.keys.contains(l)))
+        .find_map(|slot| slot.weak.upgrade())
         .map(Arena::from_shared)
 }
 
-/// Makes `arena` findable by [`attach`] in this process, without keeping it alive.
+/// Every live cached arena of id `id`, whatever locators reached it.
+fn cache_all(id: ArenaId) -> Vec<Arena> {
+    let cache = CACHE.read();
+    cache
+        .get(&id)
+        .map(|slots| {
+            slots
+                .iter()
+                .filter_map(|slot| slot.weak.upgrade())
+                .map(Arena::from_shared)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Makes `arena` findable by [`attach`] in this process under its own locator, without keeping
+/// it alive.
 pub(crate) fn register(arena: &Arena) {
     let id = arena.id();
-    if cache_get(id).is_some() {
+    let locator = arena.locator();
+    if cache_get(id, Some(locator)).is_some() {
         return;
     }
+    let bytes = identity(arena);
     let mut cache = CACHE.write();
-    cache.retain(|_, slot| slot.weak.strong_count() > 0);
-    cache.insert(
-        id,
-        Slot {
-            weak: arena.downgrade(),
-            strong: None,
-        },
-    );
+    cache.retain(|_, slots| {
+        slots.retain(|slot| slot.weak.strong_count() > 0);
+        !slots.is_empty()
+    });
+    let slots = cache.entry(id).or_default();
+    if let Some(slot) = slots
+        .iter_mut()
+        .find(|s| bytes.is_some() && s.bytes == bytes)
+    {
+        // The same memfd, registered under another locator before.
+        if !slot.keys.contains(locator) {
+            slot.keys.push(locator.clone());
+        }
+        return;
+    }
+    if slots.iter().any(|s| s.keys.contains(locator)) {
+        // A live arena of this id already answers for this locator: the first one stays.
+        return;
+    }
+    slots.push(Slot {
+        keys: vec![locator.clone()],
+        bytes,
+        weak: arena.downgrade(),
+        strong: None,
+    });
 }
 
 /// Detaches every arena this process attached through handles (arenas are unmapped once no view
 /// holds them). Mostly for long-lived processes that move on to newer arenas.
 pub fn detach_all() {
-    CACHE.write().retain(|_, slot| {
-        slot.strong = None;
-        slot.weak.strong_count() > 0
+    CACHE.write().retain(|_, slots| {
+        slots.retain_mut(|slot| {
+            slot.strong = None;
+            slot.weak.strong_count() > 0
+        });
+        !slots.is_empty()
     });
 }
 
@@ -248,12 +321,21 @@ pub(crate) fn remember_long_path(id: ArenaId, hash: u64, path: std::path::PathBu
 /// The full path of file arena `id` whose checksum is `hash`: from an arena of this process
 /// that is open, or from a handle string parsed here.
 pub(crate) fn long_path(id: ArenaId, hash: u64) -> Option<std::path::PathBuf> {
-    if let Some(arena) = cache_get(id) {
-        if let Locator::File { path } = arena.locator() {
-            if crate::format::checksum(path.as_os_str().as_encoded_bytes()) == hash {
-                return Some(path.clone());
-            }
-        }
+    let known = CACHE.read().get(&id).and_then(|slots| {
+        slots
+            .iter()
+            .flat_map(|s| &s.keys)
+            .find_map(|key| match key {
+                Locator::File { path }
+                    if crate::format::checksum(path.as_os_str().as_encoded_bytes()) == hash =>
+                {
+                    Some(path.clone())
+                }
+                _ => None,
+            })
+    });
+    if known.is_some() {
+        return known;
     }
     LONG_PATHS.read().get(&(id, hash)).cloned()
 }
@@ -325,12 +407,13 @@ fn vouched(item: &str) -> bool {
         // from it either, but there is nothing to keep.
         return false;
     };
-    let Some(arena) = cache_get(id) else {
+    // The arena of that id this process holds under that very descriptor (several arenas can
+    // share an id: an image file and a changed copy of it).
+    let Some(arena) = cache_all(id).into_iter().find(|arena| {
+        arena.as_fd().as_raw_fd() == fd && os::inode(arena.as_fd()).ok() == Some(inode)
+    }) else {
         return false;
     };
-    if arena.as_fd().as_raw_fd() != fd || os::inode(arena.as_fd()).ok() != Some(inode) {
-        return false;
-    }
     let own = arena.trust_rows();
     rows.iter().all(|r| own.contains(r))
 }

@@ -165,8 +165,14 @@ pub(crate) fn sealed_copy(
         other => other,
     })?;
     {
-        let mut map = os::MapMut::new(&memfd, len).map_err(|e| Error::Io {
+        let mut map = os::MapMut::new(&memfd, len, len).map_err(|e| Error::Io {
             context: format!("mapping a memfd for {what}"),
+            source: e,
+        })?;
+        // Nothing but this mapping can write the copy from here on (the memfd was sealed
+        // against shrinking when created, so `fill` cannot be cut short by a truncation).
+        os::seal_future_writes(&memfd).map_err(|e| Error::Io {
+            context: format!("sealing the copy of {what}"),
             source: e,
         })?;
         fill(map.bytes_mut())?;

@@ -38,10 +38,13 @@
 //! | named segment | [`ArenaOptions::named`] | any process of the user: copied into a sealed memfd ([`Arena::load_named`], [`Arena::open`], handles), or mapped in place by the `unsafe` [`Arena::open_named`] | unlinked when the builder's arena drops, unless [`Arena::persist`]ed |
 //! | file | [`ArenaOptions::file`] | any process that can read it: copied ([`Arena::load_file`], [`Arena::open`], handles), or mapped in place by the `unsafe` [`Arena::open_file`] | never (it is an image) |
 //!
-//! All three hold the same bytes, laid out as docs/FORMAT.md describes. The [`Arena`] that
-//! [`ArenaWriter::seal`] returns always maps a sealed memfd: for a named segment or a file, a
-//! copy of the finished bytes, so the builder's process holds the arena's size twice (the
-//! segment and the copy) while that arena lives.
+//! All three hold the same bytes, laid out as docs/FORMAT.md describes. Every arena is built in
+//! a private memfd, sealed from its creation against shrinking and, once the writer has mapped
+//! it, against writes from anywhere but that mapping (`F_SEAL_SHRINK`, `F_SEAL_FUTURE_WRITE`):
+//! no process can change or truncate what the writer validated before it seals. A named
+//! segment or a file receives a copy of the finished bytes at [`ArenaWriter::seal`], and the
+//! [`Arena`] `seal` returns maps the memfd, so the builder's process holds the arena's size
+//! twice (the segment and the memfd) while that arena lives.
 //!
 //! A sealed memfd can also be [published](Arena::publish) by name: any process of the user then
 //! reaches it with [`connect`] or follows its generations with [`subscribe`] (see
@@ -54,11 +57,13 @@
 //!   out-of-bounds read.
 //! - Archived entries are validated with bytecheck on first access as each type in each process,
 //!   and the result is cached per (entry, real type identity: a `TypeId`, not the type's name).
-//!   Validation is skipped only on evidence held in this process's memory, on a memfd the kernel
-//!   seals (write, grow, shrink): this process, or a fork ancestor, built the arena and
-//!   validated the entry as that very type at `put`, or validated it since. Nothing read from the
-//!   arena's bytes counts (the `validated` flag and the type names are information). Arenas
-//!   opened by descriptor, `/proc` path, name, file or a handle string start with nothing
+//!   Validation is skipped only on evidence that safe code cannot forge, held in this process's
+//!   memory, on a memfd the kernel seals (write, grow, shrink): this process, or a fork
+//!   ancestor, built the arena and validated the entry as that very type at `put` (in its own
+//!   memfd, which the kernel kept anyone else from changing from then on), or validated it
+//!   since, or took rows it opted into (below). Nothing read from the arena's bytes counts (the
+//!   `validated` flag and the type names are information). Arenas opened by descriptor, `/proc`
+//!   path, name, file or a handle string start with nothing
 //!   trusted. [`Arena::trusts`] tells which reads skip bytecheck; docs/DESIGN.md has the table.
 //! - **Trust from another process is opted into, with `unsafe`.** A process that shares an arena
 //!   also sends the entries it knows valid (its trust rows), so that the receiver can skip
@@ -79,8 +84,9 @@
 //!   need no validation.
 //! - Named segments and files can be rewritten or truncated by any process of their owner, so
 //!   the safe API never maps one: it copies it into a sealed memfd with `pread`
-//!   ([`Arena::load_named`], [`Arena::load_file`]), and the builder's own arena is a sealed
-//!   memfd copy made at [`ArenaWriter::seal`]. Mapping one in place is the
+//!   ([`Arena::load_named`], [`Arena::load_file`]), and the builder never maps one at all: it
+//!   writes the sealed bytes out to it, and its own arena is its sealed memfd. Mapping one in
+//!   place is the
 //!   `unsafe` [`Arena::open_named`] / [`Arena::open_file`], whose caller promises that nothing
 //!   writes to it meanwhile. docs/DESIGN.md says what each backing can and cannot promise.
 //!

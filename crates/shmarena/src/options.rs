@@ -8,7 +8,7 @@ use crate::os;
 use crate::segment::{self, round_up, Segment, Target, PAGE};
 use crate::writer::ArenaWriter;
 
-const DEFAULT_CAPACITY: u64 = 1 << 20;
+const DEFAULT_CAPACITY: u64 = 64 << 20;
 
 /// Options for a new arena; [`ArenaOptions::create`] makes the segment.
 ///
@@ -61,8 +61,10 @@ impl ArenaOptions {
         self
     }
 
-    /// Bytes to reserve up front (default 1 MiB). The segment grows as needed either way; a good
-    /// guess saves the remaps.
+    /// Bytes of address space to map up front (default and least 64 MiB). It costs no memory: the builder reserves memory as entries are written, and the
+    /// sealed arena is about the size its entries need whatever the capacity. Past it the
+    /// mapping grows (and may move) as needed; a good guess for a very large arena saves those
+    /// remaps.
     pub fn capacity(mut self, bytes: u64) -> ArenaOptions {
         self.capacity = bytes;
         self
@@ -75,14 +77,15 @@ impl ArenaOptions {
         self
     }
 
-    /// Creates the segment, writes a header that says "building", and reserves the capacity.
+    /// Creates the memfd the arena is built in (and, for a named segment or file target, that
+    /// segment or a temporary file beside the path), and writes a header that says "building".
     pub fn create(self) -> Result<ArenaWriter> {
         let id = os::random_id().map_err(|e| Error::Io {
             context: "reading random bytes for the arena id".into(),
             source: e,
         })?;
         let pid = os::pid();
-        let (file, site) = segment::create(&self.target, self.overwrite, &id)?;
+        let (file, mirror, site) = segment::create(&self.target, self.overwrite, &id)?;
         let locator = site.locator(pid, &file);
         let what = locator.describe();
         let header = Header::new_building(
@@ -100,6 +103,7 @@ impl ArenaOptions {
             size: capacity,
         })?;
         // From here on `site` cleans up after itself on drop (unlinks the name or temp file).
-        ArenaWriter::start(Segment::new(file, what), site, locator, header, capacity)
+        let seg = Segment::new(file, mirror, what, capacity)?;
+        ArenaWriter::start(seg, site, locator, header)
     }
 }

@@ -1,6 +1,8 @@
-//! The growable segment a writer builds in: where it lives (memfd, named segment or temporary
-//! file), what must happen to its name on drop, and a writable mapping that grows with
-//! `fallocate` as entries are added.
+//! The growable segment a writer builds in: always a private memfd, sealed against shrinking
+//! and against writes from anywhere but the writer's own mapping; where the sealed arena goes
+//! (stays in that memfd, or is written out to a named segment or a temporary file renamed into
+//! place), what must happen to its name on drop, and a writable mapping whose backing grows
+//! with `fallocate` as entries are added.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -12,8 +14,7 @@ use crate::os;
 
 /// The page size segments are reserved in.
 pub(crate) const PAGE: u64 = 4096;
-/// Growth step cap: the segment grows by its size up to this, so a nearly full small /dev/shm
-/// is not asked for twice what the data needs.
+/// Growth step cap of the address space: it grows by its size up to this.
 const MAX_GROWTH_STEP: u64 = 256 << 20;
 
 /// Which segment to build in.
@@ -24,24 +25,35 @@ pub(crate) enum Target {
     File(PathBuf),
 }
 
-/// Creates the file for `target` (a memfd, a new named segment, or a temporary file beside the
-/// target path) and the [`Site`] that removes it again unless the writer seals.
-pub(crate) fn create(target: &Target, overwrite: bool, id: &[u8; 16]) -> Result<(File, Site)> {
+/// Creates the memfd the writer builds in, the file the sealed arena is written out to (for a
+/// named segment or a file target: a new segment, or a temporary file beside the target path,
+/// which holds only the "building" header until `seal`), and the [`Site`] that removes that
+/// file again unless the writer seals.
+pub(crate) fn create(
+    target: &Target,
+    overwrite: bool,
+    id: &[u8; 16],
+) -> Result<(File, Option<File>, Site)> {
+    // A named segment's or a file's memfd holds what becomes a copy of that segment or file
+    // (`inspect` lists the segment, and the memfd as a copy).
+    let kind = match target {
+        Target::Memfd => os::MemfdKind::Arena,
+        _ => os::MemfdKind::ArenaCopy,
+    };
+    let memfd = os::memfd_create(kind).map_err(|e| Error::Io {
+        context: "creating a memfd".into(),
+        source: e,
+    })?;
     Ok(match target {
-        Target::Memfd => {
-            let file = os::memfd_create(os::MemfdKind::Arena).map_err(|e| Error::Io {
-                context: "creating a memfd".into(),
-                source: e,
-            })?;
-            (file, Site::Memfd)
-        }
+        Target::Memfd => (memfd, None, Site::Memfd),
         Target::Shm(name) => {
             let name = validate_segment_name(name)?.to_owned();
             let what = Locator::Shm { name: name.clone() }.describe();
             let file = os::shm_create(&name)
                 .map_err(|e| Error::os(format!("creating {what}"), &what, e))?;
             (
-                file,
+                memfd,
+                Some(file),
                 Site::Shm {
                     name,
                     unlink: true,
@@ -63,7 +75,8 @@ pub(crate) fn create(target: &Target, overwrite: bool, id: &[u8; 16]) -> Result<
                 )
             })?;
             (
-                file,
+                memfd,
+                Some(file),
                 Site::File {
                     tmp,
                     path: path.clone(),
@@ -140,26 +153,64 @@ impl Drop for Site {
     }
 }
 
-/// The segment being written: a file and a writable mapping of all of it.
+/// The segment being written: a memfd, sealed against shrinking and (where the kernel can) against
+/// writes from anywhere but its writable mapping here, and the file the arena will be written
+/// out to, whose space is reserved alongside so a full file system fails the `put` that
+/// overflows it, as it would in place.
 ///
-/// INVARIANTS: when `map` is `Some`, it maps exactly the file's current length; bytes at and
-/// above `high_water` have never been written since they were reserved, so they read as zero.
+/// INVARIANTS: `map.valid()` bytes of `file` are reserved (`fallocate`), and as many of
+/// `mirror`'s (once it has been reserved at all); bytes at and above `high_water` have never
+/// been written since they were reserved, so they read as zero; `protected` is true only if
+/// `file` carries `F_SEAL_FUTURE_WRITE`, added after `map` was made and before any byte was
+/// written through it.
 pub(crate) struct Segment {
-    map: Option<os::MapMut>,
+    map: os::MapMut,
     file: File,
+    mirror: Option<File>,
+    mirror_len: u64,
     what: String,
     high_water: usize,
+    protected: bool,
 }
 
+/// Bytes of address space the writer maps at first when asked for less: growth within it needs
+/// no `mremap`, and costs no memory until written.
+const MIN_ADDRESS_SPACE: usize = 64 << 20;
+/// The most the reserved bytes grow by ahead of what is written: what a sealed arena may
+/// carry past its end, since a memfd sealed against shrinking cannot give it back.
+const MAX_HEADROOM: u64 = 1 << 20;
+
 impl Segment {
-    /// A segment over `file`, not mapped yet; `what` names it in errors.
-    pub(crate) fn new(file: File, what: String) -> Segment {
-        Segment {
-            map: None,
+    /// Maps `file` (a memfd from [`os::memfd_create`]) writable with `capacity` bytes of address
+    /// space, reserves its first page, then seals it against writes from anywhere else;
+    /// `mirror` is the file the arena will be written out to; `what` names the arena in errors.
+    pub(crate) fn new(
+        file: File,
+        mirror: Option<File>,
+        what: String,
+        capacity: usize,
+    ) -> Result<Segment> {
+        let first = PAGE as usize;
+        os::reserve(&file, 0, PAGE)
+            .map_err(|e| Error::os(format!("reserving {what}"), &what, e))?;
+        let space = capacity.max(first).max(MIN_ADDRESS_SPACE);
+        let map = os::MapMut::new(&file, space, first).map_err(|e| Error::Io {
+            context: format!("mapping {space} bytes of address space for {what}"),
+            source: e,
+        })?;
+        let protected = os::seal_future_writes(&file).map_err(|e| Error::Io {
+            context: format!("sealing {what} against writes while it is built"),
+            source: e,
+        })?;
+        Ok(Segment {
+            map,
             file,
+            mirror,
+            mirror_len: 0,
             what,
             high_water: 0,
-        }
+            protected,
+        })
     }
 
     /// The segment's name for messages.
@@ -167,9 +218,15 @@ impl Segment {
         &self.what
     }
 
-    /// The segment's file.
-    pub(crate) fn file(&self) -> &File {
-        &self.file
+    /// Whether no process but this one, through the writer's mapping, can change the bytes:
+    /// only then may the writer keep trust rows for what it validated.
+    pub(crate) fn protected(&self) -> bool {
+        self.protected
+    }
+
+    /// The file the arena is written out to at `seal`, if it is not the memfd itself.
+    pub(crate) fn mirror(&self) -> Option<&File> {
+        self.mirror.as_ref()
     }
 
     /// Records that bytes up to `end` have been written.
@@ -178,61 +235,79 @@ impl Segment {
         self.high_water = self.high_water.max(end);
     }
 
-    /// The writable mapping (if any), the file and the name, for sealing.
-    pub(crate) fn into_parts(self) -> (Option<os::MapMut>, File, String) {
-        (self.map, self.file, self.what)
+    /// The writable mapping, the memfd, the file to write out to and the name, for sealing.
+    pub(crate) fn into_parts(self) -> (os::MapMut, File, Option<File>, String) {
+        (self.map, self.file, self.mirror, self.what)
     }
 
     #[inline]
     pub(crate) fn cap(&self) -> usize {
-        self.map.as_ref().map_or(0, os::MapMut::len)
+        self.map.valid()
     }
 
     #[inline]
     pub(crate) fn bytes_mut(&mut self) -> &mut [u8] {
-        self.map.as_mut().map_or(&mut [], os::MapMut::bytes_mut)
+        self.map.bytes_mut()
     }
 
     pub(crate) fn bytes(&self) -> &[u8] {
-        self.map.as_ref().map_or(&[], os::MapMut::bytes)
+        self.map.bytes()
     }
 
-    /// Grows the file and the mapping to exactly `new_cap` bytes.
+    fn no_space(&self, e: std::io::Error, what: &str, requested: u64) -> Error {
+        match Error::os(
+            format!("reserving {requested} more bytes for {what}"),
+            what,
+            e,
+        ) {
+            Error::NoSpace { what, source, .. } => Error::NoSpace {
+                what,
+                requested,
+                source,
+            },
+            other => other,
+        }
+    }
+
+    /// Reserves the first `len` bytes of the file the arena will be written out to.
+    fn reserve_mirror(&mut self, len: u64) -> Result<()> {
+        let Some(mirror) = &self.mirror else {
+            return Ok(());
+        };
+        if len <= self.mirror_len {
+            return Ok(());
+        }
+        os::reserve(mirror, self.mirror_len, len)
+            .map_err(|e| self.no_space(e, &self.what, len - self.mirror_len))?;
+        self.mirror_len = len;
+        Ok(())
+    }
+
+    /// Reserves the first `new_cap` bytes of the memfd (and of the file the arena goes to), and
+    /// grows the address space over them if needed.
     pub(crate) fn reserve_exact(&mut self, new_cap: usize) -> Result<()> {
         let old = self.cap();
         if new_cap <= old {
             return Ok(());
         }
-        os::reserve(&self.file, old as u64, new_cap as u64).map_err(|e| {
-            match Error::os(
-                format!("reserving {new_cap} bytes for {}", self.what),
-                &self.what,
-                e,
-            ) {
-                Error::NoSpace { what, source, .. } => Error::NoSpace {
-                    what,
-                    requested: (new_cap - old) as u64,
-                    source,
-                },
-                other => other,
-            }
-        })?;
-        let grown = match &mut self.map {
-            Some(map) => map.grow(new_cap),
-            None => os::MapMut::new(&self.file, new_cap).map(|m| self.map = Some(m)),
-        };
-        grown.map_err(|e| {
-            // Give the reservation back so the builder stays as it was.
-            let _ = self.file.set_len(old as u64);
-            Error::Io {
-                context: format!("mapping {new_cap} bytes of {}", self.what),
+        self.reserve_mirror(new_cap as u64)?;
+        os::reserve(&self.file, old as u64, new_cap as u64)
+            .map_err(|e| self.no_space(e, &self.what, (new_cap - old) as u64))?;
+        if new_cap > self.map.len() {
+            let step = self.map.len().min(MAX_GROWTH_STEP as usize);
+            let space = self.map.len().saturating_add(step).max(new_cap);
+            self.map.grow(space).map_err(|e| Error::Io {
+                context: format!("mapping {space} bytes of address space for {}", self.what),
                 source: e,
-            }
-        })
+            })?;
+        }
+        self.map.set_valid(new_cap);
+        Ok(())
     }
 
-    /// Makes room for bytes up to `end`, growing geometrically, and falling back to exactly
-    /// what is needed when the file system cannot give more.
+    /// Makes room for bytes up to `end`, reserving a little ahead (a quarter of what is
+    /// reserved, at most 1 MiB: a sealed arena keeps whatever was reserved past its end), and
+    /// falling back to exactly what is needed when the file system cannot give more.
     pub(crate) fn ensure(&mut self, end: usize) -> Result<()> {
         let cap = self.cap();
         if end <= cap {
@@ -243,8 +318,8 @@ impl Segment {
             size,
         };
         let needed = round_up(end as u64, PAGE).ok_or_else(|| too_large(end as u64))?;
-        let step = (cap as u64).clamp(PAGE, MAX_GROWTH_STEP);
-        let wanted = (cap as u64).saturating_add(step).max(needed);
+        let ahead = round_up((cap as u64 / 4).clamp(PAGE, MAX_HEADROOM), PAGE).unwrap_or(PAGE);
+        let wanted = needed.saturating_add(ahead);
         let needed = usize::try_from(needed).map_err(|_| too_large(needed))?;
         let wanted = usize::try_from(wanted).unwrap_or(needed);
         match self.reserve_exact(wanted) {

@@ -73,14 +73,13 @@ impl std::fmt::Debug for ArenaWriter {
 }
 
 impl ArenaWriter {
-    /// Starts a writer on a fresh segment: writes the "building" header, then reserves
-    /// `capacity` bytes (a multiple of the page size).
+    /// Starts a writer on a fresh segment: writes the "building" header to it and to the file
+    /// the arena will be written out to, if any.
     pub(crate) fn start(
         seg: Segment,
         site: Site,
         locator: Locator,
         header: Header,
-        capacity: usize,
     ) -> Result<ArenaWriter> {
         let mut builder = ArenaWriter {
             seg,
@@ -93,17 +92,19 @@ impl ArenaWriter {
             validated: Vec::new(),
             pos: format::HEADER_LEN,
         };
-        // The "building" header goes on the segment before the reservation, which can take a
-        // while: a builder killed while reserving then leaves a segment whose header names its
-        // dead creator (an orphan `inspect::gc` can collect), not an empty file nobody can place.
+        // The "building" header goes on a named segment or file first: a builder killed later
+        // then leaves a segment whose header names its dead creator (an orphan `inspect::gc`
+        // can collect), and `Arena::wait_named` waits on it.
         let head = builder.header.encode();
-        std::os::unix::fs::FileExt::write_all_at(builder.seg.file(), &head, 0).map_err(|e| {
-            let what = builder.seg.what().to_owned();
-            Error::os(format!("writing the header of {what}"), &what, e)
-        })?;
-        builder.seg.reserve_exact(capacity)?;
-        builder.seg.bytes_mut()[..format::HEADER_LEN].copy_from_slice(&head);
+        if let Some(mirror) = builder.seg.mirror() {
+            std::os::unix::fs::FileExt::write_all_at(mirror, &head, 0).map_err(|e| {
+                let what = builder.seg.what().to_owned();
+                Error::os(format!("writing the header of {what}"), &what, e)
+            })?;
+        }
+        builder.seg.ensure(format::HEADER_LEN)?;
         builder.seg.note_written(format::HEADER_LEN);
+        builder.seg.bytes_mut()[..format::HEADER_LEN].copy_from_slice(&head);
         Ok(builder)
     }
 
@@ -186,7 +187,8 @@ impl ArenaWriter {
                 },
             )?;
         }
-        if trusted {
+        // A row only where nothing but this writer can change the bytes before `seal`.
+        if trusted && self.seg.protected() {
             self.validated
                 .push((self.entries.len(), crate::trust::key_of::<T::Archived>()));
         }
@@ -483,6 +485,13 @@ impl ArenaWriter {
     ) -> Result<()> {
         self.check_process()?;
         self.check_new_name(name)?;
+        if elem_size == 0 {
+            // No bytes would hold the count: `()` or `[T; 0]` elements cannot be stored.
+            return Err(Error::InvalidArray {
+                entry: name.to_owned(),
+                reason: format!("its element type {type_name} is zero-sized"),
+            });
+        }
         let len = elem_size
             .checked_mul(count)
             .ok_or_else(|| Error::TooLarge {
@@ -592,17 +601,20 @@ impl ArenaWriter {
         crate::ArenaId(self.header.arena_id)
     }
 
-    /// Writes the table of contents and the sealed header, then makes the segment read-only:
-    /// - memfd: shrinks it to size, unmaps the writable mapping, adds
-    ///   `F_SEAL_WRITE | F_SEAL_GROW | F_SEAL_SHRINK | F_SEAL_SEAL` and maps it read-only;
-    /// - named segment: copies the finished bytes into a fresh sealed memfd, shrinks the
-    ///   segment and sets mode 0400;
-    /// - file: copies the finished bytes into a fresh sealed memfd, shrinks the file, syncs it
-    ///   to disk, sets mode 0400 and renames it into place.
+    /// Writes the table of contents and the sealed header, then makes the arena read-only. Every
+    /// arena is built in a private memfd (see [`ArenaOptions::create`](crate::ArenaOptions::create));
+    /// sealing:
+    /// - named segment or file: writes the finished bytes out to the segment or the temporary
+    ///   file (payloads first, the sealed header last) and sets mode 0400; a file is then
+    ///   synced to disk and renamed into place;
+    /// - then, for every target: unmaps the writable mapping, adds
+    ///   `F_SEAL_WRITE | F_SEAL_GROW | F_SEAL_SHRINK | F_SEAL_SEAL` to the memfd and maps it
+    ///   read-only.
     ///
-    /// The returned arena always maps a kernel-sealed memfd, so no write to the segment or file
-    /// can change what it reads; for a named segment or a file that is a copy (its size in
-    /// memory, for as long as the arena lives, on top of the segment itself), while its
+    /// The returned arena always maps that kernel-sealed memfd, the bytes this writer wrote and
+    /// validated, so no write to the segment or file, before or after `seal`, can change what it
+    /// reads. For a named segment or a file that costs a copy of the arena in memory, for as
+    /// long as the arena lives, on top of the segment or file itself; its
     /// [`locator`](Arena::locator) still names the segment or file, which other processes
     /// reach through [`Arena::load_named`] and [`Arena::load_file`] (handles do that).
     ///
@@ -686,7 +698,7 @@ impl ArenaWriter {
         Ok((toc_off, total, toc))
     }
 
-    /// Makes the written segment read-only and maps it as an arena.
+    /// Writes a named segment's or file's copy out, seals the memfd and maps it as the arena.
     fn finish(self, total: usize) -> Result<Arena> {
         let ArenaWriter {
             seg,
@@ -695,45 +707,40 @@ impl ArenaWriter {
             validated,
             ..
         } = self;
-        let (map, file, what) = seg.into_parts();
+        let (map, file, mirror, what) = seg.into_parts();
         let io = |context: &str| {
             let what = what.clone();
             let context = format!("{context} {what}");
             move |e| Error::os(context, &what, e)
         };
-        if let (Site::File { .. }, Some(map)) = (&site, &map) {
-            map.flush().map_err(io("flushing"))?;
+        // A named segment or file is written out from the memfd: its payloads first, then the
+        // sealed header, so a reader that sees the header sealed finds every byte it names. The
+        // builder never maps the segment or file, so nothing done to it can reach this
+        // process's memory, and the arena returned here reads the memfd.
+        if let Some(mirror) = &mirror {
+            let bytes = &map.bytes()[..total];
+            write_out(
+                mirror,
+                &bytes[format::HEADER_LEN..],
+                format::HEADER_LEN as u64,
+            )
+            .and_then(|()| write_out(mirror, &bytes[..format::HEADER_LEN], 0))
+            .and_then(|()| mirror.set_len(total as u64))
+            .map_err(io("writing out"))?;
         }
-        // A named segment or file stays writable by any process of the user, so the arena
-        // returned here reads a sealed memfd copy of the finished bytes, never the segment in
-        // place (issue 11, case 5). The copy comes first: a failure leaves the site to remove
-        // what the writer made.
-        let copy = match (&site, &map) {
-            (Site::Memfd, _) => None,
-            (_, map) => {
-                let bytes = map.as_ref().map_or(&[][..], |m| m.bytes());
-                Some(crate::image::sealed_copy(total, &what, |dst| {
-                    dst.copy_from_slice(&bytes[..total]);
-                    Ok(())
-                })?)
-            }
-        };
         // Unmap the writable mapping: a memfd refuses F_SEAL_WRITE while one exists.
         drop(map);
-        file.set_len(total as u64).map_err(io("shrinking"))?;
-        let backing = match &mut site {
-            Site::Memfd => {
-                os::seal_memfd(&file).map_err(|e| Error::Io {
-                    context: format!(
-                        "sealing {what} (EBUSY means another process still maps it writable, \
-                         for example a child forked during the build)"
-                    ),
-                    source: e,
-                })?;
-                Backing::Memfd
-            }
-            Site::Shm { name, unlink, .. } => {
-                os::chmod(&file, 0o400).map_err(io("making read-only"))?;
+        os::seal_memfd(&file).map_err(|e| Error::Io {
+            context: format!(
+                "sealing {what} (EBUSY means another process still maps it writable, for \
+                 example a child forked during the build)"
+            ),
+            source: e,
+        })?;
+        let backing = match (&mut site, &mirror) {
+            (Site::Memfd, _) | (_, None) => Backing::Memfd,
+            (Site::Shm { name, unlink, .. }, Some(mirror)) => {
+                os::chmod(mirror, 0o400).map_err(io("making read-only"))?;
                 // The arena now owns the name and unlinks it on drop unless persisted.
                 *unlink = false;
                 Backing::Shm {
@@ -741,15 +748,18 @@ impl ArenaWriter {
                     owner_pid: os::pid(),
                 }
             }
-            Site::File {
-                tmp,
-                path,
-                overwrite,
-                done,
-                ..
-            } => {
-                file.sync_all().map_err(io("syncing"))?;
-                os::chmod(&file, 0o400).map_err(io("making read-only"))?;
+            (
+                Site::File {
+                    tmp,
+                    path,
+                    overwrite,
+                    done,
+                    ..
+                },
+                Some(mirror),
+            ) => {
+                mirror.sync_all().map_err(io("syncing"))?;
+                os::chmod(mirror, 0o400).map_err(io("making read-only"))?;
                 let renamed = if *overwrite {
                     os::rename_replace(tmp, path)
                 } else {
@@ -760,10 +770,9 @@ impl ArenaWriter {
                 Backing::File
             }
         };
-        // The arena maps the sealed memfd: this one, or the copy of the named segment or file
-        // (whose name or path stays the arena's locator, for handles and other processes).
-        let sealed = copy.unwrap_or(file);
-        Arena::from_sealed_segment(sealed, backing, locator, &validated)
+        // The arena maps the sealed memfd; a named segment's name or a file's path stays its
+        // locator, for handles and other processes.
+        Arena::from_sealed_segment(file, backing, locator, &validated)
     }
 }
 
@@ -772,9 +781,18 @@ fn name_hash(name: &str) -> u64 {
     xxhash_rust::xxh3::xxh3_64(name.as_bytes())
 }
 
-/// Copies `src` into `dst` (of equal length) and returns the xxh3 checksum of the bytes, hashing
-/// each chunk right after copying it, while it is still in cache, instead of reading the whole
-/// payload a second time.
+/// Writes all of `bytes` to `file` at `offset` with `pwrite`, in pieces of at most 64 MiB.
+fn write_out(file: &std::fs::File, bytes: &[u8], offset: u64) -> std::io::Result<()> {
+    use std::os::unix::fs::FileExt;
+    const PIECE: usize = 64 << 20;
+    let mut at = offset;
+    for piece in bytes.chunks(PIECE) {
+        file.write_all_at(piece, at)?;
+        at += piece.len() as u64;
+    }
+    Ok(())
+}
+
 /// Checks that `shape` holds `count` elements and has at most [`format::MAX_NDIM`] dimensions.
 /// The reader's E16 (docs/FORMAT.md) for a shape about to be written.
 fn check_shape(name: &str, count: usize, shape: &[u64], elem_size: usize) -> Result<()> {
@@ -793,6 +811,9 @@ fn check_shape(name: &str, count: usize, shape: &[u64], elem_size: usize) -> Res
     Ok(())
 }
 
+/// Copies `src` into `dst` (of equal length) and returns the xxh3 checksum of the bytes, hashing
+/// each chunk right after copying it, while it is still in cache, instead of reading the whole
+/// payload a second time.
 fn copy_and_checksum(dst: &mut [u8], src: &[u8]) -> u64 {
     const CHUNK: usize = 128 << 10;
     let mut hasher = xxhash_rust::xxh3::Xxh3::new();

@@ -72,13 +72,30 @@ impl MemfdKind {
     }
 }
 
-/// An anonymous memfd that allows sealing, close-on-exec, named for what it holds.
+/// An anonymous memfd that allows sealing, close-on-exec, named for what it holds, mode 0400,
+/// sealed against shrinking.
+///
+/// Mode 0400: memfds start as 0777, and any process of the user can reach this one through
+/// `/proc/PID/fd/N`; read-only, only root can open it for writing (and then `F_SEAL_FUTURE_WRITE`,
+/// see [`seal_future_writes`], is what stops writes). `F_SEAL_SHRINK` from the start: a mapping
+/// of it can never lose its pages under the mapper (no SIGBUS), whoever truncates.
 pub(crate) fn memfd_create(kind: MemfdKind) -> io::Result<File> {
     let flags = rustix::fs::MemfdFlags::CLOEXEC | rustix::fs::MemfdFlags::ALLOW_SEALING;
     let fd = rustix::fs::memfd_create(kind.debug_name(), flags).map_err(errno)?;
-    // memfds start as 0777; only this user may reach it through /proc anyway, but say so.
-    rustix::fs::fchmod(&fd, Mode::from_raw_mode(0o600)).map_err(errno)?;
+    rustix::fs::fchmod(&fd, Mode::from_raw_mode(0o400)).map_err(errno)?;
+    rustix::fs::fcntl_add_seals(&fd, SealFlags::SHRINK).map_err(errno)?;
     Ok(File::from(fd))
+}
+
+/// Adds `F_SEAL_FUTURE_WRITE` to a memfd: from now on no `write(2)` and no new writable shared
+/// mapping, from any process; mappings that exist (the writer's own) stay writable, and the file
+/// can still grow. `Ok(false)` on a kernel older than 5.1, which does not know the seal.
+pub(crate) fn seal_future_writes(file: &File) -> io::Result<bool> {
+    match rustix::fs::fcntl_add_seals(file, SealFlags::FUTURE_WRITE) {
+        Ok(()) => Ok(true),
+        Err(rustix::io::Errno::INVAL) => Ok(false),
+        Err(e) => Err(errno(e)),
+    }
 }
 
 /// Creates `/dev/shm/<name>` exclusively, mode 0600, read-write.
@@ -104,26 +121,53 @@ pub(crate) fn shm_unlink(name: &str) -> io::Result<()> {
 
 /// Creates a file exclusively (never through a symlink), mode 0600, read-write.
 pub(crate) fn create_excl(path: &Path) -> io::Result<File> {
-    let flags = OFlags::CREATE | OFlags::EXCL | OFlags::RDWR | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    let flags = OFlags::CREATE
+        | OFlags::EXCL
+        | OFlags::RDWR
+        | OFlags::NOFOLLOW
+        | OFlags::CLOEXEC
+        | OFlags::NOCTTY;
     let fd = rustix::fs::open(path, flags, Mode::from_raw_mode(0o600)).map_err(errno)?;
     Ok(File::from(fd))
 }
 
-/// Opens a file read-only without following a symlink in the last component. `O_NONBLOCK`: a
-/// FIFO opens at once instead of waiting for a writer (the caller then refuses anything but a
-/// regular file before reading); on a regular file the flag changes nothing.
-pub(crate) fn open_ro(path: &Path) -> io::Result<File> {
-    let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NONBLOCK;
-    let fd = rustix::fs::open(path, flags, Mode::empty()).map_err(errno)?;
+/// Opens `path` read-only without opening anything but a regular file: first with `O_PATH`,
+/// which opens nothing (no device driver runs, no FIFO or terminal is touched), then `fstat`;
+/// only a regular file is then opened for reading, through `/proc/self/fd/N` of that very
+/// `O_PATH` descriptor (so the file checked is the file opened), with `O_NOCTTY | O_NONBLOCK`.
+/// Anything else comes back as the `O_PATH` descriptor itself, which `fstat` describes and no
+/// read gets through, for the caller's regular-file check to refuse. A symlink in the last
+/// component is followed only if `follow` (else `ELOOP`, as `O_NOFOLLOW` gives).
+pub(crate) fn open_regular_or_path(path: &Path, follow: bool) -> io::Result<File> {
+    let mut flags = OFlags::PATH | OFlags::CLOEXEC;
+    if !follow {
+        flags |= OFlags::NOFOLLOW;
+    }
+    let at = rustix::fs::open(path, flags, Mode::empty()).map_err(errno)?;
+    let st = rustix::fs::fstat(&at).map_err(errno)?;
+    match rustix::fs::FileType::from_raw_mode(st.st_mode as _) {
+        rustix::fs::FileType::RegularFile => {}
+        rustix::fs::FileType::Symlink => return Err(errno(rustix::io::Errno::LOOP)),
+        _ => return Ok(File::from(at)),
+    }
+    use std::os::fd::AsRawFd;
+    let again = format!("/proc/self/fd/{}", at.as_raw_fd());
+    let flags = OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOCTTY | OFlags::NONBLOCK;
+    let fd = rustix::fs::open(again.as_str(), flags, Mode::empty()).map_err(errno)?;
     Ok(File::from(fd))
 }
 
+/// Opens a file read-only without following a symlink in the last component, and without
+/// opening anything but a regular file ([`open_regular_or_path`]): a FIFO or device comes back
+/// unopened, for the caller's regular-file check to refuse before reading.
+pub(crate) fn open_ro(path: &Path) -> io::Result<File> {
+    open_regular_or_path(path, false)
+}
+
 /// Opens a path read-only, following symlinks (for `/proc/PID/fd/N`, which is one), without
-/// blocking on a FIFO.
+/// opening anything but a regular file ([`open_regular_or_path`]).
 pub(crate) fn open_ro_follow(path: &Path) -> io::Result<File> {
-    let flags = OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NONBLOCK;
-    let fd = rustix::fs::open(path, flags, Mode::empty()).map_err(errno)?;
-    Ok(File::from(fd))
+    open_regular_or_path(path, true)
 }
 
 /// Renames `from` to `to`, failing with `AlreadyExists` if `to` exists.
@@ -227,6 +271,12 @@ pub(crate) fn file_info(file: &File) -> io::Result<FileInfo> {
         mode: (st.st_mode as u32) & 0o7777,
         is_regular: ft == rustix::fs::FileType::RegularFile,
     })
+}
+
+/// The device and inode numbers of a descriptor's file: what the file is, while it exists.
+pub(crate) fn file_identity(fd: impl std::os::fd::AsFd) -> io::Result<(u64, u64)> {
+    let st = rustix::fs::fstat(fd).map_err(errno)?;
+    Ok((st.st_dev as u64, st.st_ino as u64))
 }
 
 /// The inode number of a descriptor's file (a memfd's is unique while it exists).
@@ -357,15 +407,11 @@ pub(crate) fn parse_maps_dev(field: &str) -> Option<u64> {
     Some(makedev(major, minor))
 }
 
-/// Opens a path read-only for a header read: never blocks (a FIFO in /dev/shm, say) and, unless
-/// `follow`, never follows a symlink in the last component.
+/// Opens a path read-only for a header read: never opens anything but a regular file
+/// ([`open_regular_or_path`]) and, unless `follow`, never follows a symlink in the last
+/// component.
 pub(crate) fn open_ro_nonblock(path: &Path, follow: bool) -> io::Result<File> {
-    let mut flags = OFlags::RDONLY | OFlags::NONBLOCK | OFlags::CLOEXEC;
-    if !follow {
-        flags |= OFlags::NOFOLLOW;
-    }
-    let fd = rustix::fs::open(path, flags, Mode::empty()).map_err(errno)?;
-    Ok(File::from(fd))
+    open_regular_or_path(path, follow)
 }
 
 /// Nanoseconds since the Unix epoch.
@@ -376,14 +422,18 @@ pub(crate) fn now_ns() -> u64 {
         .unwrap_or(0)
 }
 
-/// A writable shared mapping of a whole file that the builder grows as it writes.
+/// A writable shared mapping of a memfd that the builder grows as it writes: `len` bytes of
+/// address space, of which the first `valid` are backed by the file and handed out as slices.
 ///
-/// INVARIANTS: `map.len()` equals the file's length at all times (the builder reserves before it
-/// grows the mapping), and nothing else in this process maps the file writably. `map` exists
-/// only in process `pid` (it is `MADV_DONTFORK`): in any other process (a fork child) its
-/// address range may hold unrelated memory, so there it is never dropped (no `munmap`).
+/// INVARIANTS: the file carries `F_SEAL_SHRINK` (checked when mapped), so once it holds `valid`
+/// bytes it always does, whoever tries to truncate it; `valid <= map.len()`, and the file is at
+/// least `valid` bytes long (the builder reserves before it raises `valid`). Only `..valid` is
+/// ever turned into a slice: the address space past the end of the file would fault. `map`
+/// exists only in process `pid` (it is `MADV_DONTFORK`): in any other process (a fork child)
+/// its address range may hold unrelated memory, so there it is never dropped (no `munmap`).
 pub(crate) struct MapMut {
     map: ManuallyDrop<MmapMut>,
+    valid: usize,
     pid: u32,
 }
 
@@ -399,16 +449,29 @@ impl Drop for MapMut {
 }
 
 impl MapMut {
-    /// Maps the first `len` bytes of `file`, which must be at least that long.
-    pub(crate) fn new(file: &File, len: usize) -> io::Result<MapMut> {
-        // SAFETY: the caller reserved `len` bytes of `file`, so no access through the mapping is
-        // past the end of the file. The file is one the builder created exclusively (an
-        // anonymous memfd, or a 0600 O_EXCL shm object or file) and only the builder writes it;
-        // another process of the same user could still truncate a named object, which
-        // docs/DESIGN.md documents as outside what a named backing can promise.
+    /// Maps `len` bytes of address space over `file` (at least one byte), of which the first
+    /// `valid` must already be in the file. `file` must carry `F_SEAL_SHRINK`
+    /// ([`memfd_create`] adds it); anything else is refused with `EPERM`.
+    pub(crate) fn new(file: &File, len: usize, valid: usize) -> io::Result<MapMut> {
+        let shrink_sealed = rustix::fs::fcntl_get_seals(file)
+            .map_err(errno)?
+            .contains(SealFlags::SHRINK);
+        let size = rustix::fs::fstat(file).map_err(errno)?.st_size as u64;
+        if !shrink_sealed || valid > len || (valid as u64) > size {
+            return Err(errno(rustix::io::Errno::PERM));
+        }
+        // SAFETY: the mapping is shared and writable over a file that holds at least `valid`
+        // bytes (checked above) and can never shrink (`F_SEAL_SHRINK`, checked above, cannot be
+        // removed), so the `valid` bytes handed out as slices stay backed whatever any process
+        // does; the address space past them is never read or written until the file has grown
+        // over it (`set_valid`). The writer is the only writer of the bytes: the builder seals
+        // the memfd with `F_SEAL_FUTURE_WRITE` right after mapping it (docs/DESIGN.md, "Trust
+        // model", says what that leaves to chance), and this process maps it writable nowhere
+        // else.
         let map = unsafe { MmapOptions::new().len(len).map_mut(file)? };
         let map = MapMut {
             map: ManuallyDrop::new(map),
+            valid,
             pid: pid(),
         };
         map.dont_fork()?;
@@ -422,30 +485,44 @@ impl MapMut {
         self.map.advise(memmap2::Advice::DontFork)
     }
 
-    /// Grows the mapping to `new_len` bytes; the file must already be that long.
+    /// Grows the address space to `new_len` bytes (it may move; `valid` stays).
     pub(crate) fn grow(&mut self, new_len: usize) -> io::Result<()> {
+        if new_len <= self.map.len() {
+            return Ok(());
+        }
         // SAFETY: `&mut self` proves no reference into the old mapping is alive, so the mapping
-        // may move; the caller reserved `new_len` bytes of the file first.
+        // may move; `mremap` of a mapping that exists is allowed under `F_SEAL_FUTURE_WRITE`
+        // (only new mappings are refused), and it keeps the bytes and flags (`MADV_DONTFORK`
+        // included) of the pages it moves.
         unsafe { self.map.remap(new_len, RemapOptions::new().may_move(true)) }
     }
 
+    /// Records that the file now holds at least `valid` bytes (the caller reserved them), so
+    /// they may be handed out. Never lowers the mark, and never past the address space.
+    pub(crate) fn set_valid(&mut self, valid: usize) {
+        debug_assert!(valid <= self.map.len());
+        self.valid = self.valid.max(valid.min(self.map.len()));
+    }
+
+    /// Bytes of address space.
     #[inline]
     pub(crate) fn len(&self) -> usize {
         self.map.len()
     }
 
+    /// Bytes backed by the file, and handed out.
+    #[inline]
+    pub(crate) fn valid(&self) -> usize {
+        self.valid
+    }
+
     pub(crate) fn bytes(&self) -> &[u8] {
-        &self.map
+        &self.map[..self.valid]
     }
 
     #[inline]
     pub(crate) fn bytes_mut(&mut self) -> &mut [u8] {
-        &mut self.map
-    }
-
-    /// Writes dirty pages back to the file (`msync`).
-    pub(crate) fn flush(&self) -> io::Result<()> {
-        self.map.flush()
+        &mut self.map[..self.valid]
     }
 }
 

@@ -373,11 +373,11 @@ pub(crate) fn fd_info(fd: BorrowedFd<'_>) -> io::Result<super::FileInfo> {
     })
 }
 
-/// Opens a file read-only without blocking on a FIFO or device and without following a symlink
-/// in the last component; refuses anything but a regular file before any read.
+/// Opens a file read-only without opening a FIFO or device (see
+/// [`open_regular_or_path`](super::open_regular_or_path)) and without following a symlink in
+/// the last component; refuses anything but a regular file before any read.
 pub(crate) fn open_regular_ro(path: &Path) -> io::Result<(File, u64)> {
-    let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NONBLOCK;
-    let fd = rustix::fs::open(path, flags, Mode::empty()).map_err(errno)?;
+    let fd = super::open_regular_or_path(path, false)?;
     let info = fd_info(fd.as_fd())?;
     if !info.is_regular {
         return Err(io::Error::new(
@@ -385,7 +385,7 @@ pub(crate) fn open_regular_ro(path: &Path) -> io::Result<(File, u64)> {
             "not a regular file",
         ));
     }
-    Ok((File::from(fd), info.size))
+    Ok((fd, info.size))
 }
 
 /// Size of the generation page, and where its fields are (docs/DESIGN.md, "Service protocol").
