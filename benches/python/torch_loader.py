@@ -19,7 +19,9 @@ makes every batch, so the variants differ only in where the data lives:
 For each multiprocessing context {fork, forkserver, spawn} x variant, a fresh Python process
 builds the data, makes the Dataset, and runs one shuffled epoch, reporting: each worker's
 `Anonymous:` (/proc/PID/smaps_rollup) after its first batch and after the epoch, and the
-growth between; the total Pss of the parent, the workers and the forkserver (if any) at the end
+growth between; the same for its private anonymous memory (`private_anon_kib`: a fork child's
+inherited heap is in `Anonymous:` from the start and stays there when a write copies a page, so
+only this shows the copies); the total Pss of the parent, the workers and the forkserver (if any) at the end
 of the epoch (arena pages are counted once, split between their mappers); the time from creating
 the DataLoader iterator to the first batch; batches per second from the first batch to the last.
 Variants run interleaved (context by context, variant by variant, round by round).
@@ -154,6 +156,27 @@ def rollup(pid: int) -> dict[str, int]:
     return out
 
 
+def private_anon_kib(pid: int) -> int:
+    """Anonymous memory mapped by this process alone: over /proc/PID/smaps, each mapping's
+    anonymous pages that are also private (min of `Anonymous:` and `Private_Clean:` +
+    `Private_Dirty:`). A fork child's inherited heap counts in `Anonymous:` from the start and
+    stays there when a write copies it (the copy is anonymous too); this counts the copies."""
+    total = 0
+    anon = priv = 0
+    with open(f"/proc/{pid}/smaps") as f:
+        for line in f:
+            if line.startswith("Anonymous:"):
+                anon = int(line.split()[1])
+            elif line.startswith("Private_Clean:"):
+                priv = int(line.split()[1])
+            elif line.startswith("Private_Dirty:"):
+                priv += int(line.split()[1])
+            elif line.startswith("VmFlags:"):  # the last field of each mapping
+                total += min(anon, priv)
+                anon = priv = 0
+    return total
+
+
 def forkserver_pid() -> int | None:
     from multiprocessing import forkserver
 
@@ -177,12 +200,14 @@ def run_one(context: str, variant: str, n: int, workers: int, batch: int) -> dic
     t1 = time.perf_counter()
     pids = [w.pid for w in it._workers]
     anon_first = [rollup(p)["Anonymous"] for p in pids]
+    priv_first = [private_anon_kib(p) for p in pids]
     rows = len(first["label"])
     for _ in range(nb - 1):
         rows += len(next(it)["label"])
     t2 = time.perf_counter()
     # Every batch is in; the workers are alive until the iterator is asked for one more.
     ends = [rollup(p) for p in pids]
+    priv_end = [private_anon_kib(p) for p in pids]
     procs = [os.getpid(), *pids]
     fs = forkserver_pid() if context == "forkserver" else None
     if fs:
@@ -203,6 +228,8 @@ def run_one(context: str, variant: str, n: int, workers: int, batch: int) -> dic
         "worker_anon_first_mib": [a / 1024 for a in anon_first],
         "worker_anon_end_mib": [e["Anonymous"] / 1024 for e in ends],
         "worker_growth_mib": [(e["Anonymous"] - a) / 1024 for e, a in zip(ends, anon_first)],
+        "worker_private_first_mib": [a / 1024 for a in priv_first],
+        "worker_private_growth_mib": [(e - a) / 1024 for e, a in zip(priv_end, priv_first)],
         "total_pss_mib": pss / 1024,
         "parent_anon_mib": parent["Anonymous"] / 1024,
         "load": os.getloadavg()[0],
@@ -249,7 +276,8 @@ def main() -> int:
                 results.append(res)
                 print(f"  round {r} {context:10s} {variant:10s} first batch {res['first_batch_s']:6.2f} s  "
                       f"{res['batches_per_s']:6.1f} batches/s  worker growth "
-                      f"{max(res['worker_growth_mib']):7.1f} MiB  Pss {res['total_pss_mib']:7.0f} MiB  "
+                      f"{max(res['worker_growth_mib']):7.1f} MiB  private anon growth "
+                      f"{max(res['worker_private_growth_mib']):7.1f} MiB  Pss {res['total_pss_mib']:7.0f} MiB  "
                       f"load {res['load']:.1f}", flush=True)
     if args.json:
         with open(args.json, "w") as f:
@@ -271,9 +299,9 @@ def print_table(results: list[dict], contexts: list[str], variants: list[str]) -
     base_bps = med([r["batches_per_s"] for r in base]) if base else None
     print()
     print("| context | variant | worker `Anonymous:` after 1st batch → end (MiB, max of workers) | growth (MiB, max) "
-          "| total Pss (MiB) | prep (s) | iterator → 1st batch (s) | vs plain fork | batches/s | vs plain fork "
+          "| private anon after 1st batch (MiB) | private anon growth (MiB) | total Pss (MiB) | prep (s) | iterator → 1st batch (s) | vs plain fork | batches/s | vs plain fork "
           "| vs serialized, same context |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for c in contexts:
         ser = pick(c, "serialized")
         ser_bps = med([r["batches_per_s"] for r in ser]) if ser else None
@@ -287,11 +315,13 @@ def print_table(results: list[dict], contexts: list[str], variants: list[str]) -
             a1 = med([max(r["worker_anon_end_mib"]) for r in rs])
             g = med([max(r["worker_growth_mib"]) for r in rs])
             pss = med([r["total_pss_mib"] for r in rs])
+            p0 = med([max(r["worker_private_first_mib"]) for r in rs])
+            pg = med([max(r["worker_private_growth_mib"]) for r in rs])
             prep = med([r["prep_s"] for r in rs])
             rf = f"{first / base_first:.2f}×" if base_first else "–"
             rb = f"{bps / base_bps:.2f}×" if base_bps else "–"
             rs_ = f"{bps / ser_bps:.2f}×" if ser_bps and v != "serialized" else "–"
-            print(f"| {c} | {v} | {a0:.1f} → {a1:.1f} | {g:.1f} | {pss:.0f} | {prep:.1f} | {first:.2f} | {rf} "
+            print(f"| {c} | {v} | {a0:.1f} → {a1:.1f} | {g:.1f} | {p0:.1f} | {pg:.1f} | {pss:.0f} | {prep:.1f} | {first:.2f} | {rf} "
                   f"| {bps:.1f} | {rb} | {rs_} |")
 
 
