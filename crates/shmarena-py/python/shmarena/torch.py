@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import collections.abc as _abc
 import pickle
+import sys
 import threading
 import warnings
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, Sequence
@@ -77,31 +78,51 @@ def __dir__() -> list[str]:
 
 def plain(value: Any) -> Any:
     """``value`` with a view of a stored dict, list or tuple replaced by a full copy."""
-    if isinstance(value, (MapView, ListView)):
+    t = type(value)
+    if t is MapView or t is ListView:
         return value.to_python()
     return value
+
+
+# Types `writable` returns at once (no array can hide in them).
+_LEAVES = frozenset({int, float, str, bytes, bool, complex, type(None)})
 
 
 def writable(sample: Any) -> Any:
     """``sample`` with every read-only numpy array in it (at any depth of tuples, lists and
     dicts) replaced by a writable copy, so that ``torch.as_tensor`` and ``default_collate`` take
-    it without warning and nothing can write the shared pages. Writable arrays and everything
-    else are returned as they are (the containers are rebuilt only when something changed)."""
+    it without warning and nothing can write the shared pages. Writable arrays, numpy scalars
+    and everything else are returned as they are; a container is copied only if something in
+    it was replaced."""
     t = type(sample)
-    if t is tuple or t is list:
-        out = [writable(x) for x in sample]
-        if all(a is b for a, b in zip(out, sample)):
+    if t in _LEAVES:
+        return sample
+    if t is list or t is tuple:
+        out = None
+        for k, x in enumerate(sample):
+            if type(x) in _LEAVES:
+                continue
+            y = writable(x)
+            if y is not x:
+                if out is None:
+                    out = list(sample)
+                out[k] = y
+        if out is None:
             return sample
-        return t(out)
+        return out if t is list else tuple(out)
     if t is dict:
-        changed = {k: writable(v) for k, v in sample.items()}
-        if all(changed[k] is v for k, v in sample.items()):
-            return sample
-        return changed
-    flags = getattr(sample, "flags", None)
-    if flags is not None and not flags.writeable and hasattr(sample, "__array_interface__"):
-        import numpy as np
-
+        changed = None
+        for k, x in sample.items():
+            if type(x) in _LEAVES:
+                continue
+            y = writable(x)
+            if y is not x:
+                if changed is None:
+                    changed = dict(sample)
+                changed[k] = y
+        return sample if changed is None else changed
+    np = sys.modules.get("numpy")  # no numpy imported: no array to copy
+    if np is not None and isinstance(sample, np.ndarray) and not sample.flags.writeable:
         return np.array(sample, subok=False)
     return sample
 
@@ -120,9 +141,13 @@ class SharedList(_abc.Sequence):  # type: ignore[type-arg]
         return len(self.view)
 
     def __getitem__(self, index: Any) -> Any:
-        if isinstance(index, slice):
-            return SharedList(self.view[index])
-        return plain(self.view[index])
+        x = self.view[index]
+        t = type(x)
+        if t is ListView:
+            return SharedList(x) if type(index) is slice else x.to_python()
+        if t is MapView:
+            return x.to_python()
+        return x
 
     def __iter__(self) -> Iterator[Any]:
         for x in self.view:
