@@ -134,6 +134,18 @@ def test_share_samples_are_writable_and_records_plain():
     assert isinstance(view.records, shmarena.ListView) and isinstance(view.records[0], shmarena.MapView)
 
 
+def test_writable_copies_only_read_only_arrays(arena):
+    row = arena["features"][2]
+    sample = {"x": row, "meta": [1, "a", (row, np.float32(2.0))], "ok": np.zeros(2)}
+    out = shmarena.torch.writable(sample)
+    assert out["x"].flags.writeable and type(out["x"]) is np.ndarray and out["x"].tolist() == row.tolist()
+    assert out["meta"][2][0].flags.writeable and type(out["meta"][2]) is tuple
+    assert type(out["meta"][2][1]) is np.float32  # scalars stay scalars
+    assert out["ok"] is sample["ok"] and sample["x"] is row  # writable arrays kept; input unchanged
+    plain = {"a": [1, 2.0, "s", None], "b": (np.ones(1),)}
+    assert shmarena.torch.writable(plain) is plain
+
+
 def test_not_writable_warning_is_caught_by_the_check(arena):
     """The check of the tests above can fail: rows of the arena array handed to collate as they
     are (read-only) make torch warn, which strict_collate turns into an error."""

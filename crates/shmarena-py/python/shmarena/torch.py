@@ -403,7 +403,7 @@ def _shared_class(cls: type) -> type:
         sub = _classes.get(cls)
         if sub is not None:
             return sub
-        base_getitem = cls.__getitem__  # type: ignore[attr-defined]
+        base_getitem = getattr(cls, "__getitem__")
 
         def __getitem__(self: Any, index: Any) -> Any:
             return writable(base_getitem(self, index))
@@ -432,6 +432,6 @@ def _make(cls: type, state: Mapping[str, Any]) -> Any:
     """An instance of ``cls``'s shared subclass with ``state`` as its ``__dict__`` (what a
     shared Dataset unpickles to; ``__init__`` is not called)."""
     sub = _shared_class(cls)
-    obj = object.__new__(sub)
+    obj: Any = object.__new__(sub)
     obj.__dict__.update(state)
     return obj
