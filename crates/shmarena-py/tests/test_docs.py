@@ -8,7 +8,6 @@ A block that cannot run on its own is marked in its info string with the reason:
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import re
 import subprocess
@@ -23,8 +22,6 @@ TIMEOUT = 180
 # ```lang rest-of-info-string ... ``` (fences of three or more backticks, not indented).
 FENCE = re.compile(r"^(`{3,})([^`\n]*)\n(.*?)^\1[ \t]*$", re.MULTILINE | re.DOTALL)
 PYTHON = {"python", "py", "python3"}
-# Blocks that need torch (docs/TORCH.md) skip, saying so, where torch is not installed.
-TORCH_BLOCK = re.compile(r"^\s*(import|from) (torch|shmarena\.torch)\b", re.MULTILINE)
 
 
 def doc_files() -> list[Path]:
@@ -65,8 +62,6 @@ def test_python_block_runs_as_written(where, info, code, tmp_path):
         reason = rest[len("no-run") :].lstrip(": ").strip()
         assert reason, f"{where}: a no-run block must say why (```python no-run: <why>)"
         pytest.skip(f"{where}: {reason}")
-    if TORCH_BLOCK.search(code) and importlib.util.find_spec("torch") is None:
-        pytest.skip(f"{where}: torch is not installed (ci.sh installs it: pip install torch)")
     script = tmp_path / "block.py"
     script.write_text(code)
     out = subprocess.run(
