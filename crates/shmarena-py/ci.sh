@@ -21,6 +21,9 @@ pip=("$work/venv/bin/python" -m pip --disable-pip-version-check --quiet)
 # pandas: tests/test_pandas.py and the to_pandas block of docs/PYTHON.md (issue 23).
 "${pip[@]}" install 'pandas>=2.0'
 "${pip[@]}" install 'ray>=2.9' || echo "ray could not be installed for $("$py" --version): its tests will skip"
+# shmarena.torch (tests/test_torch.py, docs/TORCH.md): PyPI's torch wheel (with its CUDA libraries,
+# about 5 GB; 149 s to install on the 2-core test machine). If it cannot be installed, those tests skip.
+"${pip[@]}" install 'torch>=2.1' || echo "torch could not be installed for $("$py" --version): its tests will skip"
 # maturin's build backend runs the `maturin` command, so the venv's bin must come first on PATH.
 export PATH="$work/venv/bin:$PATH"
 # The documented install command (with the maturin just installed, so nothing else is fetched).
