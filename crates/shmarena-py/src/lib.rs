@@ -114,6 +114,8 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("BadHandleError", py.get_type::<BadHandleError>())?;
     m.add("WrongThreadError", py.get_type::<WrongThreadError>())?;
     m.add("MAX_DEPTH", from_py::MAX_DEPTH)?;
+    // The crate's version, which maturin also writes into the wheel's metadata.
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     service::register(m)?;
     Ok(())
 }

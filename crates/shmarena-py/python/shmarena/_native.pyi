@@ -39,6 +39,7 @@ _Key = Union[str, int, bytes]
 _Item = Any
 
 MAX_DEPTH: int
+__version__: str
 
 class ShmarenaError(Exception): ...
 class StaleHandleError(ShmarenaError): ...
