@@ -2,7 +2,6 @@
 
 use std::io::Write;
 use std::ops::Range;
-use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
@@ -171,10 +170,10 @@ fn default_hex_window(e: &Entry) -> Range<u64> {
     }
 }
 
-pub(crate) fn dump(args: &DumpArgs, json: bool, out: &mut dyn Write) -> Result<ExitCode> {
-    let target = crate::target(&args.arena)?;
-    let arena = crate::open(target.locator(), &args.arena)?;
-    let arena = crate::check_handle(arena, &target)?;
+pub(crate) fn dump(args: &DumpArgs, json: bool, out: &mut dyn Write) -> Result<i32> {
+    let target = crate::arena::target(&args.arena)?;
+    let arena = crate::arena::open(target.locator(), &args.arena)?;
+    let arena = crate::arena::check_handle(arena, &target)?;
     let wanted = match (&args.entry, target.handle()) {
         (Some(name), _) => name.clone(),
         (None, Some(h)) => arena
@@ -224,7 +223,7 @@ pub(crate) fn dump(args: &DumpArgs, json: bool, out: &mut dyn Write) -> Result<E
             (None, Some(r)) => parse_range(r, entry.len)?,
         };
         out.write_all(&payload[bytes.start as usize..bytes.end as usize])?;
-        return Ok(ExitCode::SUCCESS);
+        return Ok(0);
     }
 
     match elem {
@@ -259,7 +258,7 @@ fn dump_elements(
     size: usize,
     format: Format,
     out: &mut dyn Write,
-) -> Result<ExitCode> {
+) -> Result<i32> {
     let range = match &args.range {
         Some(r) => parse_range(r, entry.count)?,
         None => 0..entry.count.min(DEFAULT_ELEMENTS),
@@ -310,7 +309,7 @@ fn dump_elements(
             t.print(out)?;
         }
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(0)
 }
 
 fn dump_hex(
@@ -319,7 +318,7 @@ fn dump_hex(
     payload: &[u8],
     format: Format,
     out: &mut dyn Write,
-) -> Result<ExitCode> {
+) -> Result<i32> {
     let range = match &args.range {
         Some(r) => parse_range(r, entry.len)?,
         None => default_hex_window(entry),
@@ -345,7 +344,7 @@ fn dump_hex(
         });
         serde_json::to_writer(&mut *out, &v)?;
         writeln!(out)?;
-        return Ok(ExitCode::SUCCESS);
+        return Ok(0);
     }
     writeln!(
         out,
@@ -391,7 +390,7 @@ fn dump_hex(
         writeln!(out, "+{line_start:08x}  {hex} |{text}|{mark}")?;
         line_start = line_end;
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(0)
 }
 
 #[cfg(test)]

@@ -1109,3 +1109,59 @@ fn a_fifo_is_reported_not_waited_on() {
     std::fs::remove_file(&shm).unwrap();
     scope.finish();
 }
+
+/// The memfds this process holds that `list --json` shows with this arena id.
+fn my_memfd_rows(id: &str) -> Vec<Value> {
+    let me = std::process::id();
+    run(&["list", "--json"])
+        .ok()
+        .json()
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| {
+            r["id"] == id
+                && matches!(
+                    r["arena"].as_str().unwrap().parse::<Locator>(),
+                    Ok(Locator::Memfd { pid, .. }) if pid == me
+                )
+        })
+        .cloned()
+        .collect()
+}
+
+/// Every memfd that holds an arena is listed, whatever made it: the sealed copy a named
+/// writer's `seal` returns, `load_named`'s and `load_file`'s copies (and so `arena-serve`'s
+/// images), not only arenas built in a memfd.
+#[test]
+fn sealed_copies_are_listed() {
+    let scope = Scope::new();
+    let name = scope.name("copies");
+    let mut b = ArenaOptions::new().named(&name).create().unwrap();
+    fill(&mut b);
+    let sealed = b.seal().unwrap();
+    let id = sealed.id().to_string();
+    assert!(
+        my_memfd_rows(&id).len() == 1,
+        "the seal's copy: {:?}",
+        my_memfd_rows(&id)
+    );
+    let loaded = Arena::load_named(&name).unwrap();
+    let path = scope.path("copies.arena");
+    sealed.save(&path).unwrap();
+    let from_file = Arena::load_file(&path).unwrap();
+    // Three copies of the same bytes, so three rows with one id.
+    let rows = my_memfd_rows(&id);
+    assert_eq!(rows.len(), 3, "{rows:?}");
+    for row in &rows {
+        assert_eq!(row["backing"], "memfd", "{row}");
+        assert_eq!(row["state"], "sealed", "{row}");
+        let arena = row["arena"].as_str().unwrap();
+        let info = run(&["info", arena, "--json"]).ok().json();
+        assert_eq!(info["kernel_sealed"], true, "{info}");
+        run(&["verify", arena]).ok();
+    }
+    drop((sealed, loaded, from_file));
+    assert!(my_memfd_rows(&id).is_empty());
+    scope.finish();
+}

@@ -18,7 +18,7 @@ use std::time::{Duration, SystemTime};
 use anyhow::{bail, Context, Result};
 use clap::Parser;
 use shmarena::service::{PublishOptions, Publisher};
-use shmarena::Arena;
+use shmarena::{error_chain, Arena};
 
 const AFTER_HELP: &str = "\
 Each NAME=PATH publishes the arena image at PATH as NAME (readers call
@@ -177,14 +177,18 @@ fn run(cli: Cli) -> Result<()> {
                             s.name,
                             s.path.display()
                         ),
-                        Err(e) => eprintln!("arena-serve: publishing {}: {e:#}", s.name),
+                        Err(e) => {
+                            eprintln!("arena-serve: publishing {}: {}", s.name, error_chain(&e))
+                        }
                     }
                 }
+                // The whole cause chain: "cannot read file X" alone does not say why.
                 Err(e) => eprintln!(
-                    "arena-serve: keeping generation {} of {}: {}: {e}",
+                    "arena-serve: keeping generation {} of {}: {}: {}",
                     s.publisher.generation(),
                     s.name,
-                    s.path.display()
+                    s.path.display(),
+                    error_chain(&e)
                 ),
             }
         }
@@ -201,7 +205,7 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("arena-serve: {e:#}");
+            eprintln!("arena-serve: {}", error_chain(e.as_ref()));
             ExitCode::from(1)
         }
     }

@@ -139,3 +139,154 @@ fn a_missing_or_bad_image_fails_at_start() {
     assert_eq!(out.status.code(), Some(1));
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// Starts `arena-serve NAME=PATH` polling every 20 ms and waits for "ready"; the daemon is
+/// killed and reaped when the guard drops.
+struct Daemon {
+    child: std::process::Child,
+    out: BufReader<std::process::ChildStdout>,
+    err: BufReader<std::process::ChildStderr>,
+}
+
+impl Daemon {
+    fn start(name: &str, path: &Path) -> Daemon {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_arena-serve"))
+            .arg(format!("{name}={}", path.display()))
+            .args(["--poll-ms", "20"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut out = BufReader::new(child.stdout.take().unwrap());
+        let err = BufReader::new(child.stderr.take().unwrap());
+        wait_line(&mut out, "ready");
+        Daemon { child, out, err }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs `arena-inspect ARGS` (the library entry point the binary calls) and returns its exit
+/// status and standard output.
+fn inspect(args: &[&str]) -> (i32, String) {
+    let (mut out, mut err) = (Vec::new(), Vec::new());
+    let code = arena_inspect::run_with_output(
+        std::iter::once("arena-inspect").chain(args.iter().copied()),
+        &mut out,
+        &mut err,
+    );
+    let out = String::from_utf8(out).unwrap();
+    assert!(
+        code == 0,
+        "arena-inspect {args:?}: {code}\n{out}\n{}",
+        String::from_utf8_lossy(&err)
+    );
+    (code, out)
+}
+
+/// `arena-inspect list` shows the image `arena-serve` serves (a sealed copy of the file in a
+/// memfd), with the daemon and a connected reader among its users.
+#[test]
+fn inspect_lists_the_served_arena() {
+    let dir = tmp_dir("list");
+    let path = dir.join("lex.arena");
+    let name = format!("serve{}list", std::process::id());
+    image(&path, 1);
+    let daemon = Daemon::start(&name, &path);
+    let reader = Arena::connect(&name).unwrap();
+    let id = reader.id().to_string();
+
+    let (_, json) = inspect(&["list", "--json"]);
+    let rows: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let row = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["id"] == id.as_str())
+        .unwrap_or_else(|| panic!("the served arena {id} is not listed:\n{json}"));
+    assert_eq!(row["backing"], "memfd", "{row}");
+    assert_eq!(row["state"], "sealed", "{row}");
+    assert!(
+        row["users"].as_u64().unwrap() >= 2,
+        "daemon and reader: {row}"
+    );
+    let locator = row["arena"].as_str().unwrap().to_owned();
+    let daemon_pid = daemon.child.id();
+    let me = std::process::id();
+    assert!(
+        locator.starts_with(&format!("memfd:{daemon_pid}:"))
+            || locator.starts_with(&format!("memfd:{me}:")),
+        "{locator}"
+    );
+    // The table names it too, and `who` finds both processes.
+    let (_, table) = inspect(&["list"]);
+    assert!(table.contains(&locator), "{table}");
+    let (_, who) = inspect(&["who", &locator, "--json"]);
+    let who: serde_json::Value = serde_json::from_str(&who).unwrap();
+    let pids: Vec<u64> = who
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["pid"].as_u64().unwrap())
+        .collect();
+    assert!(
+        pids.contains(&u64::from(daemon_pid)) && pids.contains(&u64::from(me)),
+        "{pids:?}"
+    );
+    drop(reader);
+    drop(daemon);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// Writes `bytes` beside `path` and renames it over `path`, as a publisher of images does.
+fn replace(path: &Path, bytes: &[u8]) {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, bytes).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
+/// A rejected image's log line names the cause, not only "cannot read file X": a truncated
+/// image says how many bytes it needs, a damaged one which entry's checksum fails.
+#[test]
+fn a_rejected_image_is_logged_with_its_cause() {
+    let dir = tmp_dir("cause");
+    let path = dir.join("lex.arena");
+    let name = format!("serve{}cause", std::process::id());
+    image(&path, 1);
+    let good = std::fs::read(&path).unwrap();
+    std::fs::write(dir.join("good.arena"), &good).unwrap();
+    let mut daemon = Daemon::start(&name, &path);
+
+    replace(&path, &good[..good.len() / 2]);
+    let line = wait_line(&mut daemon.err, "arena-serve: keeping generation 1");
+    assert!(line.contains("lex.arena"), "{line}");
+    assert!(
+        line.contains(&format!("truncated: needs {} bytes", good.len())),
+        "{line}"
+    );
+
+    // One byte of the "version" entry's payload flipped.
+    let offset = Arena::load_file(dir.join("good.arena"))
+        .unwrap()
+        .layout()
+        .entries
+        .iter()
+        .find(|e| e.name == "version")
+        .unwrap()
+        .offset as usize;
+    let mut bad = good.clone();
+    bad[offset] ^= 0xff;
+    replace(&path, &bad);
+    let line = wait_line(&mut daemon.err, "arena-serve: keeping generation 1");
+    assert!(
+        line.contains("entry \"version\": payload checksum mismatch"),
+        "{line}"
+    );
+    drop(daemon);
+    std::fs::remove_dir_all(&dir).unwrap();
+}

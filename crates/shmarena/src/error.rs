@@ -309,3 +309,30 @@ impl Error {
         }
     }
 }
+
+/// An error and its causes ([`std::error::Error::source`], outermost first) on one line, joined
+/// with `: `. A cause whose text the line already contains is left out, so a layer that repeats
+/// its source's message does not print it twice.
+///
+/// This is how `arena-inspect`, `arena-serve` and the Python bindings print errors.
+///
+/// ```
+/// let e = shmarena::Arena::load_file("/nonexistent/lex.arena").unwrap_err();
+/// let line = shmarena::error_chain(&e);
+/// // The library's message, then the OS error it wraps.
+/// assert!(line.starts_with(&e.to_string()), "{line}");
+/// assert!(line.ends_with("No such file or directory (os error 2)"), "{line}");
+/// ```
+pub fn error_chain(e: &(dyn std::error::Error + '_)) -> String {
+    let mut line = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let text = c.to_string();
+        if !line.contains(&text) {
+            line.push_str(": ");
+            line.push_str(&text);
+        }
+        cause = c.source();
+    }
+    line
+}

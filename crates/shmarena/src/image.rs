@@ -154,7 +154,7 @@ pub(crate) fn sealed_copy(
     what: &str,
     fill: impl FnOnce(&mut [u8]) -> Result<()>,
 ) -> Result<std::fs::File> {
-    let memfd = os::memfd_create("shmarena-image")
+    let memfd = os::memfd_create(os::MemfdKind::ArenaCopy)
         .map_err(|e| Error::os(format!("creating a memfd for {what}"), what, e))?;
     os::reserve(&memfd, 0, len as u64).map_err(|e| match Error::os("", what, e) {
         Error::NoSpace { what, source, .. } => Error::NoSpace {

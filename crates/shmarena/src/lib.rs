@@ -183,7 +183,7 @@ pub use archive::{ArenaSerializer, ArenaValidator};
 pub use arena::{Arena, ArenaId, OpenOptions};
 pub use attach::{attach, detach, detach_all, expect_id};
 pub use entries::EntryInfo;
-pub use error::{Error, Result};
+pub use error::{error_chain, Error, Result};
 pub use handle::{Handle, SliceHandle};
 pub use locator::{validate_entry_name, validate_segment_name, Locator, MAX_SEGMENT_NAME};
 pub use options::ArenaOptions;

@@ -29,7 +29,7 @@ pub(crate) enum Target {
 pub(crate) fn create(target: &Target, overwrite: bool, id: &[u8; 16]) -> Result<(File, Site)> {
     Ok(match target {
         Target::Memfd => {
-            let file = os::memfd_create("shmarena").map_err(|e| Error::Io {
+            let file = os::memfd_create(os::MemfdKind::Arena).map_err(|e| Error::Io {
                 context: "creating a memfd".into(),
                 source: e,
             })?;

@@ -164,7 +164,9 @@ fn status_from(locator: Locator, probe: Probe, scan: &Scan) -> ArenaStatus {
 
 /// Every arena visible to this user: named segments in `/dev/shm` that start with the magic
 /// (readable ones; a header that does not parse is listed with its error), and memfd arenas
-/// held by live processes (found through `/proc/*/fd` links named `/memfd:shmarena`).
+/// held by live processes: built in place, or sealed copies (loads of files and named segments,
+/// `arena-serve`'s images, what a named or file writer's seal returns), found through
+/// `/proc/*/fd` links named `/memfd:shmarena` or `/memfd:shmarena-image`.
 ///
 /// Named segments come first, sorted by name, then memfds by pid and descriptor.
 pub fn list() -> Result<Vec<ArenaStatus>> {

@@ -6,16 +6,12 @@ use std::os::unix::fs::MetadataExt;
 
 use crate::os;
 
-/// The debug name the builder gives its memfds; `/proc/PID/fd/N` links read
-/// `/memfd:shmarena (deleted)`.
-const MEMFD_LINK_PREFIX: &str = "/memfd:shmarena";
-
-/// Whether a `/proc/PID/fd` link or `/proc/PID/maps` path names a shmarena memfd (and not, say,
-/// a memfd called `shmarena-cache`).
+/// Whether a `/proc/PID/fd` link or `/proc/PID/maps` path names a memfd that holds an arena:
+/// one this crate made for an arena or a copy of one (not its generation pages, and not, say,
+/// a memfd called `shmarena-cache`). The names come from [`os::MemfdKind`], which every memfd
+/// this crate makes is created with.
 pub(crate) fn is_arena_memfd(target: &str) -> bool {
-    target
-        .strip_prefix(MEMFD_LINK_PREFIX)
-        .is_some_and(|rest| rest.is_empty() || rest.starts_with(' '))
+    os::MemfdKind::of_proc_path(target).is_some_and(os::MemfdKind::holds_arena)
 }
 
 /// The identity of an open file: device and inode, as `fstat` reports them. Two paths or
@@ -216,5 +212,22 @@ mod tests {
         assert!(is_arena_memfd("/memfd:shmarena"));
         assert!(!is_arena_memfd("/memfd:shmarena-cache (deleted)"));
         assert!(!is_arena_memfd("/dev/shm/shmarena"));
+        assert!(is_arena_memfd("/memfd:shmarena-image (deleted)"));
+        assert!(!is_arena_memfd("/memfd:shmarena-generation (deleted)"));
+        assert!(!is_arena_memfd("/memfd:shmarena (deleted) x"));
+    }
+
+    /// What the scan matches is what `memfd_create` makes: the `/proc/self/fd` link of a memfd
+    /// of each kind names that kind.
+    #[test]
+    fn memfd_names_round_trip() {
+        use std::os::fd::AsRawFd;
+        for kind in os::MemfdKind::ALL {
+            let file = os::memfd_create(kind).unwrap();
+            let link = fs::read_link(format!("/proc/self/fd/{}", file.as_raw_fd())).unwrap();
+            let link = link.to_str().unwrap();
+            assert_eq!(os::MemfdKind::of_proc_path(link), Some(kind), "{link}");
+            assert_eq!(is_arena_memfd(link), kind.holds_arena(), "{link}");
+        }
     }
 }

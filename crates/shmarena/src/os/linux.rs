@@ -25,10 +25,57 @@ fn errno(e: rustix::io::Errno) -> io::Error {
     io::Error::from_raw_os_error(e.raw_os_error())
 }
 
-/// An anonymous memfd that allows sealing, close-on-exec.
-pub(crate) fn memfd_create(debug_name: &str) -> io::Result<File> {
+/// What a memfd this crate makes holds. Its debug name says so: `/proc/PID/fd/N` links and
+/// `/proc/PID/maps` paths read `/memfd:NAME (deleted)`, and `inspect` finds arenas by that name.
+/// Every memfd is made through [`memfd_create`] with one of these, so the names made and the
+/// names looked for cannot drift apart.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum MemfdKind {
+    /// An arena built in place (`ArenaOptions::new()`).
+    Arena,
+    /// A sealed copy of an arena's bytes: a load of a file or named segment (`arena-serve`'s
+    /// images among them), and the arena a named or file writer's seal returns.
+    ArenaCopy,
+    /// The service's one-page generation counter; not an arena.
+    GenerationPage,
+}
+
+impl MemfdKind {
+    /// Every kind.
+    pub(crate) const ALL: [MemfdKind; 3] = [
+        MemfdKind::Arena,
+        MemfdKind::ArenaCopy,
+        MemfdKind::GenerationPage,
+    ];
+
+    /// The debug name given to `memfd_create`.
+    pub(crate) const fn debug_name(self) -> &'static str {
+        match self {
+            MemfdKind::Arena => "shmarena",
+            MemfdKind::ArenaCopy => "shmarena-image",
+            MemfdKind::GenerationPage => "shmarena-generation",
+        }
+    }
+
+    /// Whether memfds of this kind hold an arena.
+    pub(crate) const fn holds_arena(self) -> bool {
+        matches!(self, MemfdKind::Arena | MemfdKind::ArenaCopy)
+    }
+
+    /// The kind a `/proc/PID/fd` link or `/proc/PID/maps` path names (`/memfd:NAME`, with or
+    /// without ` (deleted)`), if it is a memfd this crate made; `None` for anything else, such
+    /// as another program's memfd called `shmarena-cache`.
+    pub(crate) fn of_proc_path(path: &str) -> Option<MemfdKind> {
+        let name = path.strip_prefix("/memfd:")?;
+        let name = name.strip_suffix(" (deleted)").unwrap_or(name);
+        MemfdKind::ALL.into_iter().find(|k| k.debug_name() == name)
+    }
+}
+
+/// An anonymous memfd that allows sealing, close-on-exec, named for what it holds.
+pub(crate) fn memfd_create(kind: MemfdKind) -> io::Result<File> {
     let flags = rustix::fs::MemfdFlags::CLOEXEC | rustix::fs::MemfdFlags::ALLOW_SEALING;
-    let fd = rustix::fs::memfd_create(debug_name, flags).map_err(errno)?;
+    let fd = rustix::fs::memfd_create(kind.debug_name(), flags).map_err(errno)?;
     // memfds start as 0777; only this user may reach it through /proc anyway, but say so.
     rustix::fs::fchmod(&fd, Mode::from_raw_mode(0o600)).map_err(errno)?;
     Ok(File::from(fd))

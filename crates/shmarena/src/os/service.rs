@@ -375,7 +375,7 @@ pub(crate) struct CounterPage {
 impl CounterPage {
     /// A new page holding the magic and `counter`.
     pub(crate) fn new(counter: u32) -> io::Result<CounterPage> {
-        let file = super::memfd_create("shmarena-generation")?;
+        let file = super::memfd_create(super::MemfdKind::GenerationPage)?;
         file.set_len(PAGE_LEN as u64)?;
         // SAFETY: the memfd was just created by this process and is exactly PAGE_LEN bytes
         // long; it will be sealed against shrinking before anyone else sees it, so no access
