@@ -26,6 +26,8 @@
 //! - `builder.rs`: `Builder` and `shmarena.build`.
 //! - `service.rs`: `Publisher`, `Subscription`, `shmarena.connect`/`subscribe`/`load` and
 //!   the service's exception types (`Arena.publish` reaches it through `shmarena._publish`).
+//! - `inspect.rs`: `inspect_main`, the arena-inspect commands run by arena-inspect's library
+//!   (`python -m shmarena`); it uses nothing else of this crate.
 //! - `lib.rs`: the module and its cache functions.
 
 mod arena;
@@ -35,6 +37,7 @@ mod dtype;
 mod errors;
 mod from_py;
 mod handle;
+mod inspect;
 mod lifecycle;
 mod list;
 mod map;
@@ -108,6 +111,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(_close_owned, m)?)?;
     m.add_function(wrap_pyfunction!(_attached_ids, m)?)?;
     m.add_function(wrap_pyfunction!(lifecycle::remove, m)?)?;
+    m.add_function(wrap_pyfunction!(inspect::inspect_main, m)?)?;
     m.add("ShmarenaError", py.get_type::<ShmarenaError>())?;
     m.add("StaleHandleError", py.get_type::<StaleHandleError>())?;
     m.add("WrongProcessError", py.get_type::<WrongProcessError>())?;
