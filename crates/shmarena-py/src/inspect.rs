@@ -38,9 +38,7 @@ impl Write for PyStream<'_> {
         match self.stream.call_method1("write", (bytes,)) {
             // A raw stream may take fewer bytes than offered; a buffered one returns the length
             // or, for some file-likes, None (all written).
-            Ok(n) => Ok(n
-                .extract::<usize>()
-                .map_or(buf.len(), |n| n.min(buf.len()))),
+            Ok(n) => Ok(n.extract::<usize>().map_or(buf.len(), |n| n.min(buf.len()))),
             Err(e) => Err(self.io_error(e)),
         }
     }

@@ -28,7 +28,7 @@
 //!   the service's exception types (`Arena.publish` reaches it through `shmarena._publish`).
 //! - `inspect.rs`: `inspect_main`, the arena-inspect commands run by arena-inspect's library
 //!   (`python -m shmarena`); it uses nothing else of this crate.
-//! - `lib.rs`: the module and its cache functions.
+//! - `lib.rs`: the module (one interpreter per process) and its cache functions.
 
 mod arena;
 mod buffer;
@@ -49,6 +49,9 @@ mod to_py;
 mod value;
 mod view;
 
+use std::sync::atomic::{AtomicI64, Ordering};
+
+use pyo3::exceptions::PyImportError;
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 
@@ -94,9 +97,45 @@ fn _close_owned() -> PyResult<()> {
     Ok(())
 }
 
+/// The interpreter that imported this module first (`i64::MIN`: none yet).
+static FIRST_INTERPRETER: AtomicI64 = AtomicI64::new(i64::MIN);
+
+/// Refuses a second interpreter of this process: the module's state (its types, exception
+/// classes and the attach cache) is per process and holds objects of the interpreter that made
+/// them. CPython refuses isolated subinterpreters itself (PEP 684: the module does not declare
+/// per-interpreter support); this catches the legacy ones that share the main GIL (mod_wsgi,
+/// `_interpreters.create("legacy")`), where the import would otherwise succeed.
+fn check_interpreter(py: Python<'_>) -> PyResult<()> {
+    // `_interpreters.get_current()` is `(id, whence)` on 3.13+; `_xxsubinterpreters`' (3.12 and
+    // older) is an InterpreterID that `int()` converts. Without either there are no
+    // subinterpreters to tell apart.
+    let current = if let Ok(m) = py.import("_interpreters") {
+        m.call_method0("get_current")?.get_item(0)?
+    } else if let Ok(m) = py.import("_xxsubinterpreters") {
+        m.call_method0("get_current")?
+    } else {
+        return Ok(());
+    };
+    let id: i64 = py
+        .import("builtins")?
+        .getattr("int")?
+        .call1((current,))?
+        .extract()?;
+    match FIRST_INTERPRETER.compare_exchange(i64::MIN, id, Ordering::SeqCst, Ordering::SeqCst) {
+        Ok(_) => Ok(()),
+        Err(first) if first == id => Ok(()),
+        Err(first) => Err(PyImportError::new_err(format!(
+            "shmarena cannot be imported in interpreter {id}: it was imported in interpreter \
+             {first} of this process, and it supports one interpreter per process \
+             (subinterpreters are not supported)"
+        ))),
+    }
+}
+
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let py = m.py();
+    check_interpreter(py)?;
     m.add_class::<builder::PyBuilder>()?;
     m.add_class::<PyArena>()?;
     m.add_class::<MapView>()?;

@@ -4,6 +4,7 @@ extension built for this interpreter."""
 from __future__ import annotations
 
 import importlib.metadata as md
+import subprocess
 import sys
 from pathlib import Path
 
@@ -53,3 +54,60 @@ def test_extension_is_abi3_from_python_311():
     else:
         assert native.startswith("_native.cpython-310"), native
 
+
+
+SUBINTERPRETER = """
+import sys
+try:
+    import _interpreters as interp  # 3.13+
+except ImportError:
+    import _xxsubinterpreters as interp
+
+def import_in_subinterpreter(legacy):
+    if hasattr(interp, "exec"):
+        iid = interp.create("legacy" if legacy else "isolated")
+    else:
+        iid = interp.create(isolated=not legacy)
+    try:
+        if hasattr(interp, "exec"):
+            err = interp.exec(iid, "import shmarena")
+            return None if err is None else err.formatted
+        try:
+            interp.run_string(iid, "import shmarena")
+        except Exception as e:
+            return f"{type(e).__name__}: {e}"
+        return None
+    finally:
+        interp.destroy(iid)
+
+if sys.argv[1] == "main-first":
+    import shmarena
+for legacy in (True, False):
+    print(import_in_subinterpreter(legacy))
+if sys.argv[1] == "sub-first":
+    try:
+        import shmarena
+        print("main: imported")
+    except ImportError as e:
+        print(f"main: ImportError: {e}")
+"""
+
+
+def test_subinterpreters_cannot_import_it():
+    """A second interpreter in the process gets an ImportError, never a module whose types and
+    caches belong to another interpreter: isolated ones (CPython refuses a module without
+    per-interpreter support) and legacy ones sharing the main GIL (the module's own check)."""
+    out = subprocess.run(
+        [sys.executable, "-c", SUBINTERPRETER, "main-first"], capture_output=True, text=True, timeout=60
+    )
+    assert out.returncode == 0, out.stderr
+    legacy, isolated = out.stdout.splitlines()
+    assert "ImportError" in legacy and "subinterpreters are not supported" in legacy, legacy
+    if sys.version_info >= (3, 12):  # isolated interpreters (own GIL) exist from 3.12
+        assert "ImportError" in isolated, isolated
+    # The first importer wins: a subinterpreter that imported it first keeps the main one out.
+    out = subprocess.run(
+        [sys.executable, "-c", SUBINTERPRETER, "sub-first"], capture_output=True, text=True, timeout=60
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines()[-1].startswith("main: ImportError"), out.stdout
