@@ -3,21 +3,72 @@
 
 use anyhow::{Context, Result};
 use shmarena::format::FormatError;
-use shmarena::inspect::Target;
+use shmarena::inspect::{self, Served, Target};
 use shmarena::{Arena, Locator, OpenOptions};
 
-/// Parses an ARENA argument once: a locator or a handle string (see [`inspect::Target`]).
-pub(crate) fn target(arg: &str) -> Result<Target> {
-    arg.parse()
-        .with_context(|| format!("bad arena name {arg:?}"))
+/// How an ARENA argument names a published name: `pub:NAME`.
+pub(crate) const PUBLISHED_PREFIX: &str = "pub:";
+
+/// What an ARENA argument names, ready to open: a locator, a handle string (see
+/// [`inspect::Target`]), or `pub:NAME`.
+pub(crate) struct Named {
+    target: Target,
+    /// For `pub:NAME`: the generation being served when the command started. This process
+    /// holds its descriptor while the command runs, and `target` is that descriptor, so a
+    /// swap meanwhile changes nothing about what the command reads.
+    served: Option<Served>,
 }
 
-/// A handle names an arena id as well as a place: refuse a newer arena at the same place (the
-/// library's stale-handle rule, [`shmarena::expect_id`]).
-pub(crate) fn check_handle(arena: Arena, target: &Target) -> Result<Arena> {
-    match target.handle() {
-        Some(h) => Ok(shmarena::expect_id(arena, h.arena_id())?),
-        None => Ok(arena),
+impl Named {
+    /// Where the arena is read from.
+    pub(crate) fn locator(&self) -> &Locator {
+        self.target.locator()
+    }
+
+    /// The handle, if the argument was a handle string.
+    pub(crate) fn handle(&self) -> Option<&shmarena::handle::RawHandle> {
+        self.target.handle()
+    }
+
+    /// The generation served, if the argument was `pub:NAME`.
+    pub(crate) fn served(&self) -> Option<&Served> {
+        self.served.as_ref()
+    }
+
+    /// Whether `pid` should be left out of the arena's users: this process, when it holds
+    /// the arena only because the argument was `pub:NAME`.
+    pub(crate) fn is_own_hold(&self, pid: u32) -> bool {
+        self.served.is_some() && pid == std::process::id()
+    }
+}
+
+/// Parses an ARENA argument once. `pub:NAME` asks the publisher of NAME (this user's) for the
+/// generation it serves now, as `arena-inspect published` does.
+pub(crate) fn target(arg: &str) -> Result<Named> {
+    if let Some(name) = arg.strip_prefix(PUBLISHED_PREFIX) {
+        let served = inspect::serving(name).with_context(|| format!("cannot reach {arg}"))?;
+        return Ok(Named {
+            target: Target::Arena(served.locator()),
+            served: Some(served),
+        });
+    }
+    let target = arg
+        .parse()
+        .with_context(|| format!("bad arena name {arg:?}"))?;
+    Ok(Named {
+        target,
+        served: None,
+    })
+}
+
+/// A handle names an arena id as well as a place, and so does `pub:NAME` (the id its publisher
+/// announced): refuse another arena at that place (the library's stale-handle rule,
+/// [`shmarena::expect_id`]).
+pub(crate) fn check_handle(arena: Arena, named: &Named) -> Result<Arena> {
+    match (named.handle(), named.served()) {
+        (Some(h), _) => Ok(shmarena::expect_id(arena, h.arena_id())?),
+        (None, Some(s)) => Ok(shmarena::expect_id(arena, s.arena_id)?),
+        (None, None) => Ok(arena),
     }
 }
 

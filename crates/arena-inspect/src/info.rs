@@ -6,10 +6,10 @@ use anyhow::{Context, Result};
 use serde::Serialize;
 use serde_json::json;
 use shmarena::format::{Entry, FormatError, Header};
-use shmarena::inspect;
+use shmarena::inspect::{self, ArenaStatus};
 use shmarena::{error_chain, Locator, OpenOptions};
 
-use crate::arena::{backing, check_handle, is_building, is_corruption, open_error, target};
+use crate::arena::{backing, check_handle, is_building, is_corruption, open_error, target, Named};
 use crate::output::{self, Table};
 
 #[derive(Serialize)]
@@ -121,9 +121,130 @@ fn print_header(out: &mut dyn Write, arg: &str, h: &HeaderJson) -> io::Result<()
     Ok(())
 }
 
+/// What the thing inspected is, as opposed to the private copy this process may read: its
+/// seals, size, owner, memory and users (this process left out when it holds the arena only
+/// for `pub:NAME`), and for `pub:NAME` what the publisher said.
+struct Facts {
+    /// Where the arena lives: the publisher's descriptor for `pub:NAME` (if found).
+    locator: Locator,
+    status: Option<ArenaStatus>,
+    published: Option<serde_json::Value>,
+}
+
+impl Facts {
+    fn new(named: &Named, status: Option<ArenaStatus>) -> Facts {
+        let mut status = status;
+        if let Some(s) = &mut status {
+            s.holders.retain(|h| !named.is_own_hold(h.pid));
+        }
+        let served = named.served();
+        Facts {
+            locator: served
+                .and_then(|s| s.publisher_locator.clone())
+                .unwrap_or_else(|| named.locator().clone()),
+            status,
+            published: served.map(|s| {
+                json!({
+                    "name": s.name,
+                    "publisher_pid": s.publisher,
+                    "generation": s.generation,
+                    "id": s.arena_id.to_string(),
+                    "serving": s.publisher_locator.as_ref().map(|l| l.to_string()),
+                })
+            }),
+        }
+    }
+
+    /// The fields every `info --json` object has.
+    fn json(&self, arg: &str) -> serde_json::Map<String, serde_json::Value> {
+        let s = self.status.as_ref();
+        let v = json!({
+            "arena": arg,
+            "locator": self.locator.to_string(),
+            "backing": backing(&self.locator),
+            "kernel_sealed": s.map(|s| s.kernel_sealed),
+            "copy": s.map(|s| s.copy),
+            "size": s.map(|s| s.size),
+            "allocated": s.map(|s| s.allocated),
+            "uid": s.map(|s| s.uid),
+            "mode": s.map(|s| format!("{:o}", s.mode)),
+            "users": s.map(|s| s.holders.len()),
+            "published": self.published,
+        });
+        match v {
+            serde_json::Value::Object(m) => m,
+            _ => unreachable!("json! of an object literal"),
+        }
+    }
+
+    fn print(&self, out: &mut dyn Write) -> io::Result<()> {
+        if let Some(p) = &self.published {
+            writeln!(
+                out,
+                "published:      as {} by pid {}, generation {}{}",
+                p["name"].as_str().unwrap_or("?"),
+                p["publisher_pid"],
+                p["generation"],
+                p["serving"]
+                    .as_str()
+                    .map_or(String::new(), |l| format!(", served from {l}"))
+            )?;
+        }
+        let Some(s) = &self.status else {
+            return Ok(());
+        };
+        let (what, medium) = match &self.locator {
+            Locator::Shm { .. } => ("named segment", "memory"),
+            Locator::File { .. } => ("file", "disk"),
+            _ => ("memfd", "memory"),
+        };
+        let sealed = match (&self.locator, s.kernel_sealed) {
+            (_, true) => "yes (a sealed memfd: its bytes cannot change)".to_owned(),
+            (Locator::Memfd { .. }, false) => {
+                "no (a memfd without the write, grow and shrink seals: its bytes may change)"
+                    .to_owned()
+            }
+            (_, false) => format!(
+                "no (a {what}: a process that may write it can change its bytes; what is \
+                 shown here was read from a sealed private copy)"
+            ),
+        };
+        writeln!(out, "kernel-sealed:  {sealed}")?;
+        if s.copy {
+            writeln!(
+                out,
+                "copy:           yes (a sealed copy of the arena, made by loading a file or a \
+                 named segment; the creator above built the arena, not this memfd)"
+            )?;
+        }
+        writeln!(
+            out,
+            "{:<16}uid {}, mode {:o}, {} bytes",
+            format!("{what}:"),
+            s.uid,
+            s.mode,
+            s.size
+        )?;
+        let note = match medium {
+            "disk" => "the file's blocks",
+            _ => "every page written, whether anyone maps it or not",
+        };
+        writeln!(
+            out,
+            "allocated:      {} of {medium} ({note})",
+            output::size(s.allocated)
+        )?;
+        writeln!(
+            out,
+            "users:          {} processes map or hold it",
+            s.holders.len()
+        )
+    }
+}
+
 pub(crate) fn info(arg: &str, json: bool, out: &mut dyn Write) -> Result<i32> {
-    let target = target(arg)?;
-    let loc = target.locator();
+    let named = target(arg)?;
+    let loc = named.locator();
     // Before opening, so this process is not counted among the users.
     let status = inspect::status(loc).ok();
     let opened = OpenOptions::new().allow_foreign_owner(true).open(loc);
@@ -134,54 +255,26 @@ pub(crate) fn info(arg: &str, json: bool, out: &mut dyn Write) -> Result<i32> {
             if is_corruption(&e)
                 || matches!(e.format_error(), Some(FormatError::Incompatible { .. })) =>
         {
-            return info_unopened(arg, loc, e, json, out);
+            return info_unopened(arg, &named, e, json, out);
         }
         Err(e) => return Err(open_error(e, loc, arg)),
     };
-    let arena = check_handle(arena, &target)?;
+    let arena = check_handle(arena, &named)?;
+    let facts = Facts::new(&named, status);
     let layout = arena.layout();
     let header = header_json(&layout.header);
     let entries: Vec<EntryJson> = layout.entries.iter().map(entry_json).collect();
     if json {
-        let v = json!({
-            "arena": arg,
-            "locator": arena.locator().to_string(),
-            "backing": backing(arena.locator()),
-            "kernel_sealed": arena.is_kernel_sealed(),
-            "size": status.as_ref().map(|s| s.size),
-            "uid": status.as_ref().map(|s| s.uid),
-            "mode": status.as_ref().map(|s| format!("{:o}", s.mode)),
-            "users": status.as_ref().map(|s| s.holders.len()),
-            "header": header,
-            "entries": entries,
-            "error": null,
-        });
+        let mut v = facts.json(arg);
+        v.insert("header".into(), serde_json::to_value(&header)?);
+        v.insert("entries".into(), serde_json::to_value(&entries)?);
+        v.insert("error".into(), serde_json::Value::Null);
         serde_json::to_writer_pretty(&mut *out, &v)?;
         writeln!(out)?;
         return Ok(0);
     }
     print_header(out, arg, &header)?;
-    writeln!(
-        out,
-        "kernel-sealed:  {}",
-        if arena.is_kernel_sealed() {
-            "yes (sealed memfd: its bytes cannot change)"
-        } else {
-            "no (its bytes may change while mapped)"
-        }
-    )?;
-    if let Some(s) = &status {
-        writeln!(
-            out,
-            "segment:        uid {}, mode {:o}, {} bytes",
-            s.uid, s.mode, s.size
-        )?;
-        writeln!(
-            out,
-            "users:          {} processes map or hold it",
-            s.holders.len()
-        )?;
-    }
+    facts.print(out)?;
     writeln!(out)?;
     if entries.is_empty() {
         writeln!(out, "no entries")?;
@@ -220,14 +313,15 @@ pub(crate) fn info(arg: &str, json: bool, out: &mut dyn Write) -> Result<i32> {
 /// `info` for an arena that does not open: the header if it parses, and the error.
 fn info_unopened(
     arg: &str,
-    loc: &Locator,
+    named: &Named,
     err: shmarena::Error,
     json: bool,
     out: &mut dyn Write,
 ) -> Result<i32> {
     let building = is_building(&err);
-    let status = inspect::status(loc).with_context(|| format!("cannot open {arg}"))?;
+    let status = inspect::status(named.locator()).with_context(|| format!("cannot open {arg}"))?;
     let header = status.header.as_ref().ok().map(header_json);
+    let facts = Facts::new(named, Some(status));
     let code = if building {
         0
     } else if is_corruption(&err) {
@@ -236,18 +330,10 @@ fn info_unopened(
         2
     };
     if json {
-        let v = json!({
-            "arena": arg,
-            "locator": loc.to_string(),
-            "backing": backing(loc),
-            "size": status.size,
-            "uid": status.uid,
-            "mode": format!("{:o}", status.mode),
-            "users": status.holders.len(),
-            "header": header,
-            "entries": null,
-            "error": error_chain(&err),
-        });
+        let mut v = facts.json(arg);
+        v.insert("header".into(), serde_json::to_value(&header)?);
+        v.insert("entries".into(), serde_json::Value::Null);
+        v.insert("error".into(), error_chain(&err).into());
         serde_json::to_writer_pretty(&mut *out, &v)?;
         writeln!(out)?;
         return Ok(code);
@@ -256,16 +342,7 @@ fn info_unopened(
         Some(h) => print_header(out, arg, h)?,
         None => writeln!(out, "arena:          {arg}")?,
     }
-    writeln!(
-        out,
-        "segment:        uid {}, mode {:o}, {} bytes",
-        status.uid, status.mode, status.size
-    )?;
-    writeln!(
-        out,
-        "users:          {} processes map or hold it",
-        status.holders.len()
-    )?;
+    facts.print(out)?;
     writeln!(out)?;
     if building {
         writeln!(out, "no table of contents yet: {}", error_chain(&err))?;

@@ -46,6 +46,9 @@ Naming an arena (ARENA):
                           say the backing explicitly (the form `list` prints)
   shmarena1:...           a handle string (Handle::to_string); `dump` then needs
                           no ENTRY, and a handle to a replaced arena is refused
+  pub:NAME                the generation published as NAME (Arena::publish,
+                          arena-serve) when the command runs: asked of its
+                          publisher as a client would (see `published`)
 
 Exit status: 0 ok; 1 the arena is corrupt, truncated, not an arena or (verify) not
 sealed; 2 usage error, not found, permission denied or another error.
@@ -63,6 +66,7 @@ Examples:
   arena-inspect dump \"$HANDLE\"            the entry a handle string names
   arena-inspect who lexicon               which processes map it, and what it costs each
   arena-inspect published                 names published with Arena::publish or arena-serve
+  arena-inspect info pub:lexicon          the generation served as lexicon now
   arena-inspect gc --dry-run              what gc would remove, and why it keeps the rest
   arena-inspect gc --prefix myjob-        remove orphans whose names start with myjob-
   arena-inspect gc --include-persisted    also remove orphans their builder persisted";
@@ -83,7 +87,8 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// List every arena this user can see: named segments in /dev/shm that carry the arena
-    /// magic, and memfd arenas held by live processes.
+    /// magic, and memfd arenas held by live processes (built in a memfd, or sealed copies:
+    /// loaded files and segments, arena-serve's images).
     List,
     /// Show an arena's header and table of contents (works on a segment still being built).
     Info {
@@ -100,14 +105,16 @@ enum Command {
     /// the rkyv root marked.
     Dump(dump::DumpArgs),
     /// List the processes that map an arena or hold a descriptor to it, with what it costs
-    /// each in memory: PSS (its share of the arena's resident pages), TOUCHED (arena pages it
-    /// has touched: shared, not its own memory) and ANON (the process's own anonymous memory).
+    /// each in memory: PSS (its share of the arena's resident pages it maps), TOUCHED (arena
+    /// pages it has touched: shared, not its own memory) and ANON (the process's own anonymous
+    /// memory), under what the arena costs the machine (its allocated pages, mapped or not).
     Who {
         /// The arena.
         arena: String,
     },
-    /// List the names published on this machine (Arena::publish, arena-serve): publisher pid,
-    /// generation, size and the processes reading the generation being served.
+    /// List the names published on this machine (Arena::publish, arena-serve): the argument
+    /// that names each (`pub:NAME`), publisher pid, generation, size, the publisher's
+    /// descriptor of the generation served, and the processes reading it.
     Published,
     /// Remove named segments of this user whose creator is dead and that no process maps or
     /// holds open; report what was removed, the bytes freed, and why anything else was kept.
@@ -161,14 +168,12 @@ where
     I: IntoIterator<Item = T>,
     T: Into<std::ffi::OsString> + Clone,
 {
-    let cli = match Cli::try_parse_from(args) {
+    // `print` styles clap's text when the stream is a terminal.
+    let cli = match parse(args, |e| {
+        let _ = e.print();
+    }) {
         Ok(cli) => cli,
-        Err(e) => {
-            // `--help` and `--version` arrive here too, with status 0 and text for stdout;
-            // `print` styles it when the stream is a terminal.
-            let _ = e.print();
-            return e.exit_code();
-        }
+        Err(code) => return code,
     };
     let stdout = io::stdout();
     let mut out = BufWriter::new(stdout.lock());
@@ -195,19 +200,32 @@ where
     I: IntoIterator<Item = T>,
     T: Into<std::ffi::OsString> + Clone,
 {
-    let cli = match Cli::try_parse_from(args) {
-        Ok(cli) => cli,
-        Err(e) => {
-            let text = e.render().to_string();
-            let _ = if e.use_stderr() {
-                err.write_all(text.as_bytes())
-            } else {
-                out.write_all(text.as_bytes())
-            };
-            return e.exit_code();
-        }
+    let rendered = |e: &clap::Error| {
+        let text = e.render().to_string();
+        let _ = if e.use_stderr() {
+            err.write_all(text.as_bytes())
+        } else {
+            out.write_all(text.as_bytes())
+        };
     };
-    execute(&cli, out, err)
+    match parse(args, rendered) {
+        Ok(cli) => execute(&cli, out, err),
+        Err(code) => code,
+    }
+}
+
+/// Parses the command line. A clap error (a usage error, or `--help` and `--version`, which
+/// end here too with status 0 and text for stdout) goes to `report`, and its exit status is
+/// returned as the error.
+fn parse<I, T>(args: I, report: impl FnOnce(&clap::Error)) -> std::result::Result<Cli, i32>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    Cli::try_parse_from(args).map_err(|e| {
+        report(&e);
+        e.exit_code()
+    })
 }
 
 /// Runs a parsed command line: the command's output to `out`, an error to `err`.

@@ -26,6 +26,9 @@ struct ListRow {
     users: usize,
     uid: u32,
     mode: String,
+    /// A sealed copy (a loaded file or segment, arena-serve's image), not the memfd it was
+    /// built in: its owner is the arena's builder.
+    copy: bool,
 }
 
 fn list_row(s: &ArenaStatus) -> ListRow {
@@ -45,6 +48,7 @@ fn list_row(s: &ArenaStatus) -> ListRow {
         users: s.holders.len(),
         uid: s.uid,
         mode: format!("{:o}", s.mode),
+        copy: s.copy,
     }
 }
 
@@ -80,10 +84,11 @@ pub(crate) fn list(json: bool, out: &mut dyn Write) -> Result<i32> {
             owner_cell(s),
             s.age().map_or("-".into(), output::age),
             s.holders.len().to_string(),
-            s.header
-                .as_ref()
-                .err()
-                .map_or(String::new(), |e| e.to_string()),
+            match (&s.header, s.copy) {
+                (Err(e), _) => e.to_string(),
+                (Ok(_), true) => "a copy: OWNER built the arena, not this memfd".into(),
+                (Ok(_), false) => String::new(),
+            },
         ]);
     }
     t.print(out)?;

@@ -6,6 +6,7 @@ use anyhow::Result;
 use serde_json::json;
 use shmarena::inspect;
 
+use crate::arena::PUBLISHED_PREFIX;
 use crate::output::{self, Table};
 
 pub(crate) fn published(json: bool, out: &mut dyn Write) -> Result<i32> {
@@ -16,6 +17,8 @@ pub(crate) fn published(json: bool, out: &mut dyn Write) -> Result<i32> {
             .map(|p| {
                 json!({
                     "name": p.name,
+                    "arena": (Some(p.uid) == own_uid()).then(|| arena_arg(p)),
+                    "serving": p.serving.as_ref().map(|l| l.to_string()),
                     "uid": p.uid,
                     "publisher_pid": p.publisher,
                     "command": p.command,
@@ -41,12 +44,12 @@ pub(crate) fn published(json: bool, out: &mut dyn Write) -> Result<i32> {
         return Ok(0);
     }
     let mut t = Table::new(&[
-        "NAME", ">UID", ">PID", "COMMAND", ">GEN", ">SIZE", ">READERS", "NOTE",
+        "ARENA", ">UID", ">PID", "COMMAND", ">GEN", ">SIZE", "SERVING", ">READERS", "NOTE",
     ]);
     for p in &names {
         let readers: Vec<String> = p.readers.iter().map(|h| h.pid.to_string()).collect();
         t.row(vec![
-            p.name.clone(),
+            arena_arg(p),
             p.uid.to_string(),
             p.publisher.map_or("?".into(), |pid| pid.to_string()),
             if p.command.is_empty() {
@@ -56,6 +59,7 @@ pub(crate) fn published(json: bool, out: &mut dyn Write) -> Result<i32> {
             },
             p.generation.map_or("?".into(), |g| g.to_string()),
             p.size.map_or("?".into(), output::size),
+            p.serving.as_ref().map_or("-".into(), |l| l.to_string()),
             if readers.is_empty() {
                 "0".into()
             } else {
@@ -65,5 +69,28 @@ pub(crate) fn published(json: bool, out: &mut dyn Write) -> Result<i32> {
         ]);
     }
     t.print(out)?;
+    writeln!(
+        out,
+        "\nARENA: what to give info, verify, dump or who; it names the generation served at the \
+         time (for this user's names; another user's name is shown bare).\n\
+         SERVING: the publisher's descriptor of the generation served now; it names nothing, or \
+         another arena, after the next publish."
+    )?;
     Ok(0)
+}
+
+/// This process's effective uid (the owner of `/proc/self`).
+fn own_uid() -> Option<u32> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata("/proc/self").ok().map(|m| m.uid())
+}
+
+/// How to name a published arena on the command line: `pub:NAME` for this user's names (the
+/// namespace `pub:` looks in), the bare name for another user's.
+fn arena_arg(p: &inspect::Published) -> String {
+    if Some(p.uid) == own_uid() {
+        format!("{PUBLISHED_PREFIX}{}", p.name)
+    } else {
+        p.name.clone()
+    }
 }

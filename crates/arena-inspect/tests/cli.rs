@@ -478,8 +478,21 @@ fn published_names() {
         .find(|r| r["pid"] == reader)
         .unwrap_or_else(|| panic!("reader {reader} not listed: {row}"));
     assert_eq!(child_row["mapped"], true, "{row}");
+    // The argument that names it, and where its publisher holds this generation.
+    assert_eq!(row["arena"], format!("pub:{name}"), "{row}");
+    let serving: Locator = row["serving"].as_str().unwrap().parse().unwrap();
+    assert!(
+        matches!(serving, Locator::Memfd { pid, .. } if pid == me),
+        "{row}"
+    );
+    let info = run(&["info", &serving.to_string(), "--json"]).ok().json();
+    assert_eq!(info["header"]["id"], first.id().to_string(), "{info}");
     let table = run(&["published"]).ok().stdout;
-    let line = table.lines().find(|l| l.starts_with(&name)).unwrap();
+    let line = table
+        .lines()
+        .find(|l| l.starts_with(&format!("pub:{name} ")))
+        .unwrap_or_else(|| panic!("{table}"));
+    assert!(line.contains(&serving.to_string()), "{table}");
     assert!(
         line.contains(&me.to_string()) && line.contains(&reader.to_string()),
         "{table}"
@@ -523,6 +536,7 @@ fn memfd_arena_of_another_process() {
 
     let row = list_row(&arg).unwrap_or_else(|| panic!("{arg} not listed"));
     assert_eq!(row["owner_pid"], pid);
+    assert_eq!(row["copy"], false, "built in this memfd: {row}");
     assert_eq!(row["owner_alive"], true);
     assert_eq!(row["users"], 1);
     run(&["verify", &arg]).ok();
@@ -1156,6 +1170,7 @@ fn sealed_copies_are_listed() {
     for row in &rows {
         assert_eq!(row["backing"], "memfd", "{row}");
         assert_eq!(row["state"], "sealed", "{row}");
+        assert_eq!(row["copy"], true, "{row}");
         let arena = row["arena"].as_str().unwrap();
         let info = run(&["info", arena, "--json"]).ok().json();
         assert_eq!(info["kernel_sealed"], true, "{info}");
@@ -1163,5 +1178,131 @@ fn sealed_copies_are_listed() {
     }
     drop((sealed, loaded, from_file));
     assert!(my_memfd_rows(&id).is_empty());
+    scope.finish();
+}
+
+/// `pub:NAME` names whatever generation is served when the command runs, across swaps (a
+/// `memfd:PID:FD` copied from `published` names nothing, or another arena, after one), and
+/// what `info` says of it is about the published memfd: sealed, with its publisher.
+#[test]
+fn published_name_across_swaps() {
+    let scope = Scope::new();
+    let me = std::process::id();
+    let name = scope.name("swaps");
+    let arg = format!("pub:{name}");
+    let publish = |version: u64| {
+        let mut b = ArenaOptions::new().create().unwrap();
+        b.put_slice("version", &[version]).unwrap();
+        b.seal().unwrap()
+    };
+    let first = publish(1);
+    let publisher = first.publish(&name).unwrap();
+    drop(first);
+    let mut copied: Option<(String, String)> = None;
+    for version in 1..=11u64 {
+        if version > 1 {
+            let next = publish(version);
+            assert_eq!(publisher.publish(next).unwrap(), version);
+        }
+        let info = run(&["info", &arg, "--json"]).ok().json();
+        assert_eq!(info["published"]["generation"], version, "{info}");
+        assert_eq!(info["published"]["publisher_pid"], me, "{info}");
+        assert_eq!(info["kernel_sealed"], true, "{info}");
+        assert_eq!(info["header"]["id"], info["published"]["id"], "{info}");
+        // The inspector's own descriptor is not among the users, nor its locator shown.
+        let locator: Locator = info["locator"].as_str().unwrap().parse().unwrap();
+        assert!(
+            matches!(locator, Locator::Memfd { pid, .. } if pid == me),
+            "{info}"
+        );
+        assert_eq!(
+            info["locator"], info["published"]["serving"],
+            "the publisher's descriptor: {info}"
+        );
+        let d = run(&["dump", &arg, "version", "--json"]).ok().json();
+        assert_eq!(d["values"], serde_json::json!([version]), "{d}");
+        let v = run(&["verify", &arg]).ok();
+        assert!(v.stdout.contains(&format!("\n{arg}: ok:")), "{}", v.stdout);
+        if version == 1 {
+            let id = info["header"]["id"].as_str().unwrap().to_owned();
+            copied = Some((info["locator"].as_str().unwrap().to_owned(), id));
+        }
+    }
+    // The descriptor copied at generation 1 no longer names generation 1.
+    let (old, old_id) = copied.unwrap();
+    let r = run(&["info", &old, "--json"]);
+    assert!(
+        r.code != 0 || r.json()["header"]["id"] != old_id.as_str(),
+        "{}",
+        r.stdout
+    );
+    let text = run(&["info", &arg]).ok().stdout;
+    assert!(
+        text.contains(&format!(
+            "published:      as {name} by pid {me}, generation 11"
+        )),
+        "{text}"
+    );
+    assert!(text.contains("kernel-sealed:  yes"), "{text}");
+    drop(publisher);
+    let gone = run(&["info", &arg]);
+    assert_eq!(gone.code, 2, "{}", gone.stderr);
+    assert!(
+        gone.stderr.contains(&format!("cannot reach {arg}")),
+        "{}",
+        gone.stderr
+    );
+    scope.finish();
+}
+
+/// `info` states facts about the thing inspected: a named segment or a file is not kernel
+/// sealed (only the private copy the inspector reads is); `who` reports what the arena costs
+/// the machine beside each process's share, and does not claim the shares add up to it.
+#[test]
+fn facts_about_the_thing_inspected() {
+    let scope = Scope::new();
+    let name = scope.name("facts");
+    let mut b = ArenaOptions::new().named(&name).create().unwrap();
+    // 4 MiB of payload, of which this process touches one page through its mapping.
+    b.put_slice("big", &vec![7u8; 4 << 20]).unwrap();
+    let sealed = b.seal().unwrap();
+    let path = scope.path("facts.arena");
+    sealed.save(&path).unwrap();
+    for arg in [name.clone(), path.display().to_string()] {
+        let info = run(&["info", &arg, "--json"]).ok().json();
+        assert_eq!(info["kernel_sealed"], false, "{info}");
+        let text = run(&["info", &arg]).ok().stdout;
+        assert!(text.contains("kernel-sealed:  no (a "), "{text}");
+        assert!(text.contains("sealed private copy"), "{text}");
+    }
+    // A memfd arena built here: the builder wrote every page through a mapping it has since
+    // dropped, and this process's read-only mapping has touched only the header and one page.
+    let mut b = ArenaOptions::new().create().unwrap();
+    b.put_slice("big", &vec![7u8; 4 << 20]).unwrap();
+    let copy = b.seal().unwrap();
+    assert_eq!(copy.slice::<u8>("big").unwrap()[0], 7);
+    let memfd = spell(copy.locator());
+    let who = run(&["who", &memfd, "--json"]).ok().json();
+    let me = who
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["pid"] == std::process::id())
+        .unwrap_or_else(|| panic!("{who}"))
+        .clone();
+    let allocated = me["arena_allocated_bytes"].as_u64().unwrap();
+    let pss = me["pss_bytes"].as_u64().unwrap();
+    assert!(allocated >= 4 << 20, "{me}");
+    assert!(
+        pss < allocated / 4,
+        "the share of a few touched pages: {me}"
+    );
+    let text = run(&["who", &memfd]).ok().stdout;
+    assert!(text.contains("of memory allocated"), "{text}");
+    assert!(
+        !text.contains("adds up to the arena's resident size"),
+        "{text}"
+    );
+    drop((sealed, copy));
     scope.finish();
 }

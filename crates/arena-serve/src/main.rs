@@ -4,11 +4,20 @@
 //! Each `NAME=PATH` is loaded into a sealed memfd (checked once: header, table of contents and
 //! payload checksums), published as `NAME` with `shmarena::service`, and watched: when a new
 //! image is renamed over `PATH`, it is loaded and published as the next generation. A failed
-//! load leaves the served generation in place. SIGTERM or SIGINT stop it cleanly; readers keep
-//! what they mapped. All OS access goes through `shmarena` and `signal-hook`; this binary
-//! parses arguments, calls the library and prints. Run `arena-serve --help`.
+//! load leaves the served generation in place, and the log line says why (the whole cause
+//! chain). SIGTERM or SIGINT stop it cleanly; readers keep what they mapped.
+//!
+//! Replaced images are noticed with inotify on each image's directory (`watch.rs`), at once;
+//! every `--poll-ms` the daemon also compares each PATH's inode, size and mtime, which catches
+//! what inotify cannot see (a directory on the way to PATH that is a symlink switched to
+//! another directory, as Kubernetes updates a mounted ConfigMap; network filesystems) and is all
+//! it has if inotify cannot be set up. All OS access goes through `shmarena`, `signal-hook`
+//! and rustix's safe inotify calls; this binary parses arguments, calls the library and prints.
+//! Run `arena-serve --help`.
 
 #![forbid(unsafe_code)]
+
+mod watch;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -25,7 +34,15 @@ Each NAME=PATH publishes the arena image at PATH as NAME (readers call
 shmarena::connect(\"NAME\") or shmarena::subscribe(\"NAME\")). Replace an image by
 writing the new one beside it and renaming it over PATH (Arena::save does this):
 arena-serve then publishes it as the next generation. An image that fails its
-checks is reported and the current generation stays.
+checks is reported, with the cause, and the current generation stays.
+
+Replacements are noticed at once through inotify on each PATH's directory (a
+rename onto PATH, or PATH closed after writing). Every --poll-ms the daemon also
+compares each PATH's inode, size and modification time: that catches what
+inotify does not see (a directory on the way to PATH that is a symlink switched
+to another directory, as Kubernetes updates a mounted ConfigMap; network
+filesystems), and is the only check with --no-inotify or if inotify cannot be set up (then it
+says so at start). PATH itself must not be a symlink.
 
 Lines on standard output:
   published NAME generation G from PATH (N bytes, E entries)
@@ -44,9 +61,13 @@ struct Cli {
     /// NAME=PATH pairs: publish the image at PATH as NAME.
     #[arg(required = true, value_name = "NAME=PATH")]
     serve: Vec<String>,
-    /// How often to check each PATH for a replaced image, in milliseconds.
-    #[arg(long, default_value_t = 200, value_name = "MS")]
+    /// How often to check each PATH for a replaced image, in milliseconds, besides inotify
+    /// (which notices a rename onto PATH at once).
+    #[arg(long, default_value_t = 1000, value_name = "MS")]
     poll_ms: u64,
+    /// Do not use inotify: notice replaced images by the check every --poll-ms only.
+    #[arg(long)]
+    no_inotify: bool,
     /// Also serve clients running as this uid (repeatable).
     #[arg(long, value_name = "UID")]
     allow_uid: Vec<u32>,
@@ -119,22 +140,38 @@ fn run(cli: Cli) -> Result<()> {
         opts = opts.allow_gid(*gid);
     }
     // Signals first, so a SIGTERM during a long load still ends us cleanly.
-    let (tx, rx) = mpsc::channel::<i32>();
+    let (tx, rx) = mpsc::channel::<watch::Wake>();
     let mut signals = signal_hook::iterator::Signals::new([
         signal_hook::consts::SIGTERM,
         signal_hook::consts::SIGINT,
     ])
     .context("installing the SIGTERM and SIGINT handlers")?;
     let sig_handle = signals.handle();
+    let sig_tx = tx.clone();
     let sig_thread = std::thread::spawn(move || {
-        if let Some(sig) = signals.forever().next() {
-            let _ = tx.send(sig);
+        if signals.forever().next().is_some() {
+            let _ = sig_tx.send(watch::Wake::Signal);
         }
     });
 
+    let pairs = cli
+        .serve
+        .iter()
+        .map(|p| parse_pair(p))
+        .collect::<Result<Vec<_>>>()?;
+    // Watches first, then each stamp and load: a replacement after the stamp is noticed.
+    let paths: Vec<PathBuf> = pairs.iter().map(|(_, p)| p.clone()).collect();
+    if cli.no_inotify {
+        drop(tx);
+    } else if let Err(e) = watch::spawn(&paths, tx) {
+        eprintln!(
+            "arena-serve: inotify unavailable ({e}); checking for replaced images every {} ms",
+            cli.poll_ms
+        );
+    }
+
     let mut served = Vec::new();
-    for pair in &cli.serve {
-        let (name, path) = parse_pair(pair)?;
+    for (name, path) in pairs {
         let seen = stamp(&path);
         let arena = Arena::load_file(&path)
             .with_context(|| format!("loading {} for {name:?}", path.display()))?;
@@ -159,8 +196,8 @@ fn run(cli: Cli) -> Result<()> {
     let poll = Duration::from_millis(cli.poll_ms.max(1));
     loop {
         match rx.recv_timeout(poll) {
-            Ok(_) | Err(mpsc::RecvTimeoutError::Disconnected) => break,
-            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            Ok(watch::Wake::Signal) | Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            Ok(watch::Wake::Changed) | Err(mpsc::RecvTimeoutError::Timeout) => {}
         }
         for s in &mut served {
             let now = stamp(&s.path);

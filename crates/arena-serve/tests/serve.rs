@@ -150,9 +150,14 @@ struct Daemon {
 
 impl Daemon {
     fn start(name: &str, path: &Path) -> Daemon {
+        Daemon::start_polling(name, path, 20)
+    }
+
+    /// With `--poll-ms POLL_MS`.
+    fn start_polling(name: &str, path: &Path, poll_ms: u64) -> Daemon {
         let mut child = Command::new(env!("CARGO_BIN_EXE_arena-serve"))
             .arg(format!("{name}={}", path.display()))
-            .args(["--poll-ms", "20"])
+            .args(["--poll-ms", &poll_ms.to_string()])
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -287,6 +292,89 @@ fn a_rejected_image_is_logged_with_its_cause() {
         line.contains("entry \"version\": payload checksum mismatch"),
         "{line}"
     );
+    // A good image after the bad ones: served as the next generation.
+    replace(&path, &good);
+    let line = wait_line(&mut daemon.out, "published");
+    assert!(line.contains("generation 2"), "{line}");
     drop(daemon);
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// Kills `pid` unless told to stand down within `after`, so that a daemon that never prints the
+/// line a test waits for ends the wait (its output closes) instead of hanging the test.
+fn watchdog(pid: u32, after: std::time::Duration) -> std::sync::mpsc::Sender<()> {
+    let (tx, rx) = std::sync::mpsc::channel::<()>();
+    std::thread::spawn(move || {
+        if let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = rx.recv_timeout(after) {
+            let _ = Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status();
+        }
+    });
+    tx
+}
+
+/// inotify: with the periodic check ten minutes apart, a rename over PATH is still published
+/// at once, and so is an image written in place.
+#[test]
+fn inotify_notices_a_replaced_image() {
+    let dir = tmp_dir("inotify");
+    let path = dir.join("lex.arena");
+    let name = format!("serve{}inotify", std::process::id());
+    image(&path, 1);
+    let mut daemon = Daemon::start_polling(&name, &path, 600_000);
+    let stand_down = watchdog(daemon.child.id(), std::time::Duration::from_secs(30));
+
+    let started = std::time::Instant::now();
+    image(&path, 2); // Arena::save: written beside PATH, renamed over it
+    let line = wait_line(&mut daemon.out, "published");
+    assert!(line.contains("generation 2"), "{line}");
+    let v = Arena::connect(&name)
+        .unwrap()
+        .slice::<u64>("version")
+        .unwrap()[0];
+    assert_eq!(v, 2);
+
+    // Written in place (truncated and rewritten, then closed).
+    image(&dir.join("v3.arena"), 3);
+    std::fs::write(&path, std::fs::read(dir.join("v3.arena")).unwrap()).unwrap();
+    let line = wait_line(&mut daemon.out, "published");
+    assert!(line.contains("generation 3"), "{line}");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(30),
+        "noticed by inotify, not by the ten-minute check"
+    );
+    let _ = stand_down.send(());
+    drop(daemon);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// The periodic check catches what inotify on PATH's directory cannot see: that directory is
+/// reached through a symlink which is switched to another directory (how Kubernetes updates a
+/// mounted ConfigMap), so the watched directory itself never changes.
+#[test]
+fn the_periodic_check_follows_a_switched_directory() {
+    let dir = tmp_dir("switch");
+    for (v, sub) in [(1, "v1"), (2, "v2")] {
+        std::fs::create_dir_all(dir.join(sub)).unwrap();
+        image(&dir.join(sub).join("lex.arena"), v);
+    }
+    let current = dir.join("current");
+    std::os::unix::fs::symlink("v1", &current).unwrap();
+    let path = current.join("lex.arena");
+    let mut daemon = Daemon::start_polling(&name_for("switch"), &path, 50);
+    let stand_down = watchdog(daemon.child.id(), std::time::Duration::from_secs(30));
+    // Switch `current` to v2 atomically: a new symlink renamed over it.
+    let next = dir.join("next");
+    std::os::unix::fs::symlink("v2", &next).unwrap();
+    std::fs::rename(&next, &current).unwrap();
+    let line = wait_line(&mut daemon.out, "published");
+    assert!(line.contains("generation 2"), "{line}");
+    let _ = stand_down.send(());
+    drop(daemon);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+fn name_for(tag: &str) -> String {
+    format!("serve{}{tag}", std::process::id())
 }

@@ -30,19 +30,10 @@ create_exception!(
     "Bytes given to `shmarena._restore` are not a shmarena handle."
 );
 
-/// An error and its sources, joined with `: `.
+/// An error and its sources, joined with `: ` ([`shmarena::error_chain`], the printer the
+/// command-line tools use too).
 pub(crate) fn chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        let msg = c.to_string();
-        if !s.contains(&msg) {
-            s.push_str(": ");
-            s.push_str(&msg);
-        }
-        cur = c.source();
-    }
-    s
+    shmarena::error_chain(e)
 }
 
 /// A library error as a Python `ShmarenaError`.

@@ -54,7 +54,7 @@ use crate::os;
 
 pub use gc::{gc, GcOptions, GcReport, Removed, SkipReason, Skipped};
 use probe::{locator_path, probe_path, Probe};
-pub use published::{published, Published};
+pub use published::{published, serving, Published, Served};
 use scan::Scan;
 pub use scan::{FileKey, Holder, MemoryCost};
 pub use target::{is_handle_string, Target};
@@ -102,8 +102,19 @@ pub struct ArenaStatus {
     pub key: FileKey,
     /// Size of the segment or file in bytes (`st_size`).
     pub size: u64,
-    /// Bytes of memory or disk it occupies (`st_blocks * 512`).
+    /// Bytes of memory or disk it occupies (`st_blocks * 512`). For a memfd or a named segment
+    /// that is what it costs the machine in memory (RAM, or swap if swapped out): every page
+    /// written, whether or not any process maps or has touched it. For a file, disk blocks.
     pub allocated: u64,
+    /// Whether the segment itself carries the kernel's write, grow and shrink seals, so its
+    /// bytes can never change (only a memfd can). A named segment or a file never is, even
+    /// though the [`Arena`](crate::Arena) opened from one reads a sealed private copy.
+    pub kernel_sealed: bool,
+    /// A memfd holding a sealed copy of an arena (made by loading a file or a named segment,
+    /// as `arena-serve` does, or returned by a named or file writer's seal) rather than the
+    /// memfd the arena was built in. Its header's creator is the arena's builder, not the
+    /// process that made the copy, so a dead creator is normal for a copy.
+    pub copy: bool,
     /// Owning user id.
     pub uid: u32,
     /// Permission bits.
@@ -146,7 +157,18 @@ impl ArenaStatus {
     }
 }
 
+/// Whether `locator` names a memfd made as a sealed copy of an arena (by its debug name).
+fn is_copy(locator: &Locator) -> bool {
+    let Locator::Memfd { pid, fd } = locator else {
+        return false;
+    };
+    fs::read_link(os::fd_path(*pid, *fd)).is_ok_and(|link| {
+        link.to_str().and_then(os::MemfdKind::of_proc_path) == Some(os::MemfdKind::ArenaCopy)
+    })
+}
+
 fn status_from(locator: Locator, probe: Probe, scan: &Scan) -> ArenaStatus {
+    let copy = is_copy(&locator);
     let key = FileKey::of(&probe.meta);
     let owner = probe.header.as_ref().ok().map(Owner::of);
     ArenaStatus {
@@ -154,6 +176,8 @@ fn status_from(locator: Locator, probe: Probe, scan: &Scan) -> ArenaStatus {
         key,
         size: probe.meta.len(),
         allocated: probe.meta.blocks() * 512,
+        kernel_sealed: probe.sealed,
+        copy,
         uid: probe.meta.uid(),
         mode: probe.meta.mode() & 0o7777,
         header: probe.header,
@@ -258,7 +282,8 @@ pub fn status(locator: &Locator) -> Result<ArenaStatus> {
 
 /// The processes that map the arena or hold a descriptor to it, by pid, with their commands and
 /// what their use of it costs in memory ([`Holder::memory`]: the `Pss` and `Rss` of their
-/// mappings of the arena, and their own anonymous memory).
+/// mappings of the arena, and their own anonymous memory). What the arena itself costs, mapped
+/// or not, is [`ArenaStatus::allocated`]: see [`usage`] for both at once.
 ///
 /// ```no_run
 /// # fn main() -> shmarena::Result<()> {
@@ -269,16 +294,27 @@ pub fn status(locator: &Locator) -> Result<ArenaStatus> {
 /// # Ok(()) }
 /// ```
 pub fn who(locator: &Locator) -> Result<Vec<Holder>> {
-    let st = status(locator)?;
+    Ok(usage(locator)?.holders)
+}
+
+/// [`status`], with each holder's memory cost filled in as [`who`] does: what each process's use
+/// costs beside what the arena costs the machine ([`ArenaStatus::allocated`], which counts
+/// pages no process maps or has touched).
+///
+/// ```no_run
+/// # fn main() -> shmarena::Result<()> {
+/// let u = shmarena::inspect::usage(&"lexicon".parse()?)?;
+/// let pss: u64 = u.holders.iter().filter_map(|h| h.memory).map(|m| m.pss).sum();
+/// println!("{} bytes allocated, {pss} of them resident and mapped", u.allocated);
+/// # Ok(()) }
+/// ```
+pub fn usage(locator: &Locator) -> Result<ArenaStatus> {
+    let mut st = status(locator)?;
     let key = st.key;
-    Ok(st
-        .holders
-        .into_iter()
-        .map(|mut h| {
-            h.memory = MemoryCost::read(h.pid, &key);
-            h
-        })
-        .collect())
+    for h in &mut st.holders {
+        h.memory = MemoryCost::read(h.pid, &key);
+    }
+    Ok(st)
 }
 
 #[cfg(test)]

@@ -17,10 +17,12 @@ fn read_header(file: &mut File) -> io::Result<std::result::Result<Header, Format
     Ok(Header::parse(&buf))
 }
 
-/// An open segment: what `fstat` says and its header.
+/// An open segment: what `fstat` says, its header, and whether it is kernel-sealed.
 pub(crate) struct Probe {
     pub(crate) meta: fs::Metadata,
     pub(crate) header: std::result::Result<Header, FormatError>,
+    /// It carries the write, grow and shrink seals (only a memfd can).
+    pub(crate) sealed: bool,
 }
 
 pub(crate) fn probe_path(path: &Path, follow: bool) -> io::Result<Probe> {
@@ -30,10 +32,16 @@ pub(crate) fn probe_path(path: &Path, follow: bool) -> io::Result<Probe> {
         return Ok(Probe {
             meta,
             header: Err(FormatError::BadMagic),
+            sealed: false,
         });
     }
+    let sealed = os::seals(&file).is_some_and(|s| s.immutable());
     let header = read_header(&mut file)?;
-    Ok(Probe { meta, header })
+    Ok(Probe {
+        meta,
+        header,
+        sealed,
+    })
 }
 
 /// The path a locator is reached through.

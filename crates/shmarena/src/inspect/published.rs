@@ -4,15 +4,17 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::fs::File;
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::time::Duration;
 
 use super::scan::{FileKey, Holder, Scan};
+use crate::error::{Error, Result};
+use crate::locator::Locator;
 use crate::os;
 use crate::os::procfs;
 use crate::os::service as sock;
 use crate::service::wire::{Message, STATUS_OK};
-use crate::service::MESSAGE_LEN;
+use crate::service::{socket_name, RefusedBy, ServiceError, MESSAGE_LEN};
 use crate::ArenaId;
 
 /// How long [`published`] waits for each publisher's answer.
@@ -36,6 +38,10 @@ pub struct Published {
     pub size: Option<u64>,
     /// Id of the arena being served, if the publisher answered.
     pub arena_id: Option<ArenaId>,
+    /// Where the publisher holds the arena being served (`memfd:PID:FD`), if it answered and
+    /// its descriptors could be read. This names the generation only until the next one is
+    /// published; `pub:NAME` (`arena-inspect`) follows the name.
+    pub serving: Option<Locator>,
     /// The processes other than the publisher (and this one) that map the arena being served
     /// or hold a descriptor to it: the connected readers of this generation. Only processes
     /// this user may inspect are seen.
@@ -44,14 +50,20 @@ pub struct Published {
     pub error: Option<String>,
 }
 
-/// What a publisher said.
+/// What a publisher said to one handshake.
 struct Answer {
+    /// The listener's pid (`SO_PEERCRED`), if the connection got that far.
     peer_pid: Option<u32>,
-    generation: Option<u64>,
-    size: Option<u64>,
-    arena_id: Option<ArenaId>,
-    key: Option<FileKey>,
-    error: Option<String>,
+    reply: std::result::Result<Reply, ServiceError>,
+}
+
+/// A publisher's answer: what it serves, and the arena's descriptor.
+struct Reply {
+    generation: u64,
+    size: u64,
+    arena_id: ArenaId,
+    /// The descriptor sent with the answer (closed when dropped; never mapped here).
+    fd: Option<OwnedFd>,
 }
 
 /// Every name published on this machine (in this network namespace), sorted by uid and name.
@@ -96,11 +108,14 @@ pub fn published() -> Vec<Published> {
         else {
             continue;
         };
-        let answer = ask(&l.name, uid);
-        found.push((l.inode, uid, name, answer));
+        let Answer { peer_pid, reply } = ask(&l.name, &name, uid);
+        let key = reply.as_ref().ok().and_then(Reply::key);
+        // The descriptor was only `fstat`ed: it closes here, before the scan, so that this
+        // process is not among the readers.
+        let reply = reply.map(|r| Reply { fd: None, ..r });
+        found.push((l.inode, uid, name, peer_pid, reply, key));
     }
-    // The descriptors received are closed by now; find who else holds each arena.
-    let keys: HashSet<FileKey> = found.iter().filter_map(|f| f.3.key).collect();
+    let keys: HashSet<FileKey> = found.iter().filter_map(|f| f.5).collect();
     let scan = if keys.is_empty() {
         Scan::default()
     } else {
@@ -109,24 +124,33 @@ pub fn published() -> Vec<Published> {
     let me = os::pid();
     let mut out: Vec<Published> = found
         .into_iter()
-        .map(|(inode, uid, name, a)| {
-            let publisher = holder_of.get(&inode).copied().or(a.peer_pid);
-            let readers = a.key.map_or_else(Vec::new, |k| {
+        .map(|(inode, uid, name, peer_pid, reply, key)| {
+            let publisher = holder_of.get(&inode).copied().or(peer_pid);
+            let (reply, error) = match reply {
+                Ok(r) => (Some(r), None),
+                Err(e) => (None, Some(e.to_string())),
+            };
+            let readers = key.map_or_else(Vec::new, |k| {
                 scan.holders(&k)
                     .into_iter()
                     .filter(|h| Some(h.pid) != publisher && h.pid != me)
                     .collect()
             });
+            let serving = match (publisher, key) {
+                (Some(pid), Some(k)) => memfd_of(pid, &k),
+                _ => None,
+            };
             Published {
                 name,
                 uid,
                 publisher,
                 command: publisher.map(os::command).unwrap_or_default(),
-                generation: a.generation,
-                size: a.size,
-                arena_id: a.arena_id,
+                generation: reply.as_ref().map(|r| r.generation),
+                size: reply.as_ref().map(|r| r.size),
+                arena_id: reply.as_ref().map(|r| r.arena_id),
+                serving,
                 readers,
-                error: a.error,
+                error,
             }
         })
         .collect();
@@ -134,69 +158,181 @@ pub fn published() -> Vec<Published> {
     out
 }
 
-/// One client handshake with the listener `socket` in the namespace of `uid`.
-fn ask(socket: &str, uid: u32) -> Answer {
-    let mut a = Answer {
-        peer_pid: None,
-        generation: None,
-        size: None,
-        arena_id: None,
-        key: None,
-        error: None,
+impl Reply {
+    fn key(&self) -> Option<FileKey> {
+        let fd = self.fd.as_ref()?.try_clone().ok()?;
+        File::from(fd).metadata().ok().map(|m| FileKey::of(&m))
+    }
+}
+
+/// Where process `pid` holds the file `key` as a memfd arena: `memfd:PID:FD`, the lowest such
+/// descriptor; `None` if it holds none or its descriptors cannot be read.
+fn memfd_of(pid: u32, key: &FileKey) -> Option<Locator> {
+    os::fd_links(pid)
+        .into_iter()
+        .filter(|(_, link)| link.to_str().is_some_and(super::scan::is_arena_memfd))
+        .filter(|(fd, _)| {
+            std::fs::metadata(os::fd_path(pid, *fd)).is_ok_and(|m| FileKey::of(&m) == *key)
+        })
+        .map(|(fd, _)| fd)
+        .min()
+        .map(|fd| Locator::Memfd { pid, fd })
+}
+
+/// One client handshake with the listener `socket` of the published `name` in the namespace
+/// of `uid`: the same first step as [`connect`](crate::connect), without mapping anything.
+fn ask(socket: &str, name: &str, uid: u32) -> Answer {
+    let mut peer_pid = None;
+    let reply = handshake(socket, name, uid, &mut peer_pid);
+    Answer { peer_pid, reply }
+}
+
+fn handshake(
+    socket: &str,
+    name: &str,
+    uid: u32,
+    peer_pid: &mut Option<u32>,
+) -> std::result::Result<Reply, ServiceError> {
+    let name = name.to_owned();
+    let timeout = |name: String| ServiceError::Timeout {
+        name,
+        after: ASK_TIMEOUT,
     };
-    let conn = match sock::connect_abstract(socket.as_bytes(), ASK_TIMEOUT) {
-        Ok(c) => c,
-        Err(e) => {
-            a.error = Some(format!("connecting: {e}"));
-            return a;
-        }
-    };
-    match sock::peer_cred(conn.as_fd()) {
-        Ok(peer) => {
-            a.peer_pid = Some(peer.pid);
-            if peer.uid != uid {
-                a.error = Some(format!(
-                    "the listener runs as uid {}, not {uid}: a squatter on the name",
-                    peer.uid
-                ));
-                return a;
+    let conn = sock::connect_abstract(socket.as_bytes(), ASK_TIMEOUT).map_err(|e| {
+        match rustix::io::Errno::from_io_error(&e) {
+            Some(rustix::io::Errno::CONNREFUSED | rustix::io::Errno::NOENT) => {
+                ServiceError::NotPublished { name: name.clone() }
             }
+            Some(rustix::io::Errno::AGAIN | rustix::io::Errno::TIMEDOUT) => timeout(name.clone()),
+            _ => ServiceError::Io {
+                context: format!("connecting to published name {name:?}"),
+                source: e,
+            },
         }
-        Err(e) => {
-            a.error = Some(format!("reading the publisher's credentials: {e}"));
-            return a;
-        }
+    })?;
+    let peer = sock::peer_cred(conn.as_fd()).map_err(|e| ServiceError::Io {
+        context: format!("reading the credentials of the publisher of {name:?}"),
+        source: e,
+    })?;
+    *peer_pid = Some(peer.pid);
+    if peer.uid != uid {
+        return Err(ServiceError::Refused {
+            name,
+            by: RefusedBy::Client,
+            uid: peer.uid,
+            gid: peer.gid,
+        });
     }
     let mut buf = [0u8; MESSAGE_LEN];
-    let got = match sock::recv_with_fds(conn.as_fd(), &mut buf, ASK_TIMEOUT, Duration::ZERO) {
-        Ok(g) => g,
-        Err(e) => {
-            a.error = Some(format!("receiving the answer: {e}"));
-            return a;
-        }
-    };
-    let msg = match Message::decode(&buf[..got.len]) {
-        Ok(m) => m,
-        Err(e) => {
-            a.error = Some(format!("the answer does not decode: {e:?}"));
-            return a;
-        }
-    };
+    let got =
+        sock::recv_with_fds(conn.as_fd(), &mut buf, ASK_TIMEOUT, Duration::ZERO).map_err(|e| {
+            match e.kind() {
+                std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock => {
+                    timeout(name.clone())
+                }
+                _ => ServiceError::ServerDied {
+                    name: name.clone(),
+                    detail: e.to_string(),
+                },
+            }
+        })?;
+    let msg = Message::decode(&buf[..got.len]).map_err(|e| ServiceError::Protocol {
+        name: name.clone(),
+        detail: format!("the answer does not decode: {e:?}"),
+    })?;
     if msg.status != STATUS_OK {
-        a.error = Some(format!(
-            "the publisher refused this user (uid {})",
-            msg.client_uid
-        ));
-        return a;
+        return Err(ServiceError::Refused {
+            name,
+            by: RefusedBy::Server,
+            uid: msg.client_uid,
+            gid: rustix::process::getegid().as_raw(),
+        });
     }
-    a.generation = Some(msg.generation);
-    a.size = Some(msg.arena_len);
-    a.arena_id = Some(ArenaId::from_bytes(msg.arena_id));
-    // Only fstat the arena's descriptor (dropping `got` closes both).
-    if let Some(fd) = got.fds.into_iter().next() {
-        if let Ok(meta) = File::from(fd).metadata() {
-            a.key = Some(FileKey::of(&meta));
+    Ok(Reply {
+        generation: msg.generation,
+        size: msg.arena_len,
+        arena_id: ArenaId::from_bytes(msg.arena_id),
+        fd: got.fds.into_iter().next(),
+    })
+}
+
+/// The generation being served under a published name of this user, as one client handshake
+/// ([`serving`]) found it. This process holds the arena's descriptor until this is dropped, so
+/// that generation stays readable through [`locator`](Self::locator) whatever the publisher
+/// publishes meanwhile.
+#[derive(Debug)]
+pub struct Served {
+    /// The published name.
+    pub name: String,
+    /// The publishing process (the listener's `SO_PEERCRED` pid).
+    pub publisher: u32,
+    /// The generation being served.
+    pub generation: u64,
+    /// Size of the arena in bytes, as the publisher says.
+    pub size: u64,
+    /// Id of the arena, as the publisher says.
+    pub arena_id: ArenaId,
+    /// Where the publisher holds it (`memfd:PID:FD`), if its descriptors could be read. This
+    /// names the generation only until the publisher publishes the next one.
+    pub publisher_locator: Option<Locator>,
+    /// Device and inode of the arena's memfd.
+    pub key: FileKey,
+    fd: OwnedFd,
+}
+
+impl Served {
+    /// The descriptor this process holds, as a locator (`memfd:SELF:FD`): it names this
+    /// generation for as long as `self` lives.
+    pub fn locator(&self) -> Locator {
+        Locator::Memfd {
+            pid: os::pid(),
+            fd: self.fd.as_raw_fd(),
         }
     }
-    a
+}
+
+/// Asks the publisher of `name` (this user's namespace) what it serves, with the handshake
+/// [`published`] uses, and keeps the arena's descriptor it sends: the way `arena-inspect`
+/// reaches `pub:NAME`.
+///
+/// Errors are [`Error::Service`]: [`ServiceError::NotPublished`] if nobody listens,
+/// [`ServiceError::Refused`], [`ServiceError::Timeout`], [`ServiceError::ServerDied`],
+/// [`ServiceError::Protocol`] (among them an answer with no descriptor).
+///
+/// ```no_run
+/// # fn main() -> shmarena::Result<()> {
+/// let served = shmarena::inspect::serving("lexicon")?;
+/// let arena = shmarena::OpenOptions::new().open(&served.locator())?;
+/// assert_eq!(arena.id(), served.arena_id);
+/// # Ok(()) }
+/// ```
+pub fn serving(name: &str) -> Result<Served> {
+    let uid = os::euid();
+    let socket = socket_name(uid, name)?;
+    let name = name.strip_prefix('/').unwrap_or(name);
+    let Answer { peer_pid, reply } = ask(&socket, name, uid);
+    let reply = reply?;
+    let protocol = |detail: &str| {
+        Error::Service(ServiceError::Protocol {
+            name: name.to_owned(),
+            detail: detail.to_owned(),
+        })
+    };
+    let key = reply
+        .key()
+        .ok_or_else(|| protocol("the answer carries no readable descriptor"))?;
+    let fd = reply
+        .fd
+        .ok_or_else(|| protocol("the answer carries no descriptor"))?;
+    let publisher = peer_pid.ok_or_else(|| protocol("no publisher credentials"))?;
+    Ok(Served {
+        name: name.to_owned(),
+        publisher,
+        generation: reply.generation,
+        size: reply.size,
+        arena_id: reply.arena_id,
+        publisher_locator: memfd_of(publisher, &key),
+        key,
+        fd,
+    })
 }

@@ -58,8 +58,11 @@ pub struct Holder {
 /// The arena's pages are shared: a page one process touched is resident once however many
 /// processes map it. `touched` counts every such page in full in each process that touched it,
 /// so adding `touched` across processes overcounts; `pss` divides each page among the processes
-/// that map it, so the `pss` of all processes adds up to the arena's resident size. Neither is
-/// memory the process owns: that is `anonymous`.
+/// that map it, so the `pss` of all processes adds up to the arena's pages that are both
+/// resident and mapped by someone. That can be far less than what the arena costs the machine
+/// ([`ArenaStatus::allocated`](super::ArenaStatus::allocated)): a memfd's pages stay in memory
+/// while any process holds it, whether anyone maps or touches them. Neither is memory the
+/// process owns: that is `anonymous`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct MemoryCost {
     /// Proportional set size of its mappings of the arena (`Pss`): its share of the arena's
