@@ -1,44 +1,113 @@
 #!/usr/bin/env bash
-# Builds the Python bindings the way a user installs them, runs their pytest suite (which also
-# runs every Python block of the docs and the examples), and type-checks examples/python with
-# mypy against the installed package's stubs.
-# Run from anywhere: `bash crates/shmarena-py/ci.sh`. Needs python3 (>= 3.11) with venv and
-# network access to PyPI for maturin, numpy, pytest, mypy and the engines the integration tests
-# drive (dask[distributed], joblib, ray). If ray cannot be installed, its tests skip and say why
-# (`-rs` prints each skip's reason).
+# The Python bindings as pip users get them: builds the wheels (build-wheel.sh), installs them,
+# not the source, into fresh venvs with no Rust toolchain on PATH, and runs the pytest suite
+# (which also runs every Python block of the docs and the examples, and compares
+# `python -m shmarena` with the arena-inspect binary) under each CPython:
+#
+#   full suite   CPython 3.11: requirements-test-full.txt (the dask, joblib and ray engine
+#                tests too), then mypy on examples/python against the installed stubs;
+#   smoke        CPython 3.10, 3.12 and 3.13: the same suite with requirements-test.txt only;
+#                the engine tests skip there and say so (`-rs`).
+#
+# Run from anywhere: `bash crates/shmarena-py/ci.sh`. Needs what build-wheel.sh needs (Rust,
+# python3 with venv, PyPI), those four CPythons (python3.X on PATH, $PYTHON3X or pyenv's), and
+# PyPI for the test dependencies. SHMARENA_CI_FULL=3.X and SHMARENA_CI_SMOKE="3.X ..." change the
+# split; a CPython that cannot be found fails the run. ARENA_INSPECT names the arena-inspect
+# binary the comparison tests run (.ci/run builds it); without it this script builds it with
+# cargo, before the Rust-free phase.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
-py="${PYTHON:-python3}"
+root="$(cd "$here/../.." && pwd)"
+full="${SHMARENA_CI_FULL-3.11}"
+smoke="${SHMARENA_CI_SMOKE-3.10 3.12 3.13}"
+# shellcheck source=find-python.sh
+. "$here/find-python.sh"
 
-"$py" -c 'import sys; assert sys.version_info >= (3, 11), "shmarena needs Python >= 3.11"'
+say() { printf '\n--- %s\n' "$*"; }
+started=$SECONDS
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
-"$py" -m venv "$work/venv"
-pip=("$work/venv/bin/python" -m pip --disable-pip-version-check --quiet)
-"${pip[@]}" install 'maturin>=1.16,<2' 'numpy>=1.23' 'pytest>=7' 'pytest-timeout>=2' 'mypy>=1.10'
-# The engines of tests/test_engines.py and tests/test_dask_plugin.py (shmarena.dask, shmarena.ray).
-"${pip[@]}" install 'dask[distributed]>=2024.1' 'joblib>=1.3'
-# pandas: tests/test_pandas.py and the to_pandas block of docs/PYTHON.md (issue 23).
-"${pip[@]}" install 'pandas>=2.0'
-"${pip[@]}" install 'ray>=2.9' || echo "ray could not be installed for $("$py" --version): its tests will skip"
-# shmarena.torch (tests/test_torch.py, docs/TORCH.md): PyPI's torch wheel (with its CUDA libraries,
-# about 5 GB; 149 s to install on the 2-core test machine). If it cannot be installed, those tests skip.
-"${pip[@]}" install 'torch>=2.1' || echo "torch could not be installed for $("$py" --version): its tests will skip"
-# maturin's build backend runs the `maturin` command, so the venv's bin must come first on PATH.
-export PATH="$work/venv/bin:$PATH"
-# The documented install command (with the maturin just installed, so nothing else is fetched).
-"${pip[@]}" install --no-build-isolation "$here"
 
-cd "$here"
-rc=0
-"$work/venv/bin/python" -m pytest -q -rs -p no:cacheprovider tests || rc=$?
-if [ "$rc" -ne 0 ]; then
-    # 1: tests failed, 2: interrupted, 3: internal error, 4: usage error, 5: no tests collected.
-    echo "python tests failed (pytest exit code $rc)"
-    exit "$rc"
+# Every interpreter first, so that a missing one fails before the long steps.
+declare -A python_of
+for v in $full $smoke; do
+    python_of[$v]="$(find_python "$v")" || {
+        echo "ci.sh: no CPython $v found (put python$v on PATH, set PYTHON${v/./}, or leave it" \
+            "out of SHMARENA_CI_FULL / SHMARENA_CI_SMOKE)" >&2
+        exit 1
+    }
+done
+
+say "wheels: bash crates/shmarena-py/build-wheel.sh"
+t=$SECONDS
+bash "$here/build-wheel.sh" "$work/wheels"
+echo "built in $((SECONDS - t)) s"
+
+if [ -z "${ARENA_INSPECT:-}" ]; then
+    say "arena-inspect binary for the comparison tests (cargo build -p arena-inspect)"
+    (cd "$root" && cargo build -p arena-inspect)
+    target_dir="$(cd "$root" && cargo metadata --format-version 1 --no-deps |
+        python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')"
+    ARENA_INSPECT="$target_dir/debug/arena-inspect"
 fi
-# The documented patterns must type-check without casts (examples/python uses them).
-if ! "$work/venv/bin/python" -m mypy --cache-dir "$work/mypy-cache" "$here/../../examples/python"; then
-    echo "mypy found errors in examples/python"
+export ARENA_INSPECT
+echo "ARENA_INSPECT=$ARENA_INSPECT"
+
+# From here on no Rust: PATH without any directory that holds cargo, rustc or rustup.
+rust_free_path=""
+IFS=: read -r -a dirs <<<"$PATH"
+for d in "${dirs[@]}"; do
+    [ -n "$d" ] || continue
+    if [ -e "$d/cargo" ] || [ -e "$d/rustc" ] || [ -e "$d/rustup" ]; then
+        continue
+    fi
+    rust_free_path="${rust_free_path:+$rust_free_path:}$d"
+done
+export PATH="$rust_free_path"
+unset CARGO_HOME RUSTUP_HOME RUSTC CARGO
+if command -v cargo >/dev/null || command -v rustc >/dev/null; then
+    echo "ci.sh: cargo or rustc is still on PATH ($PATH)" >&2
     exit 1
 fi
+
+# run_suite VERSION REQUIREMENTS [full]: a fresh venv, the wheel, the test dependencies, pytest.
+run_suite() {
+    local v="$1" reqs="$2" kind="${3:-smoke}" venv="$work/venv-$1" t rc=0
+    say "CPython $v ($kind): ${python_of[$v]}"
+    "${python_of[$v]}" -m venv "$venv"
+    local pip=("$venv/bin/python" -m pip --disable-pip-version-check --quiet)
+    # Only wheels, from the directory build-wheel.sh wrote and from PyPI: nothing is compiled.
+    t=$SECONDS
+    "${pip[@]}" install --only-binary :all: --no-deps --no-index --find-links "$work/wheels" shmarena
+    echo "installed the shmarena wheel in $((SECONDS - t)) s: $("$venv/bin/python" -m pip \
+        --disable-pip-version-check list 2>/dev/null | grep -i '^shmarena ')"
+    t=$SECONDS
+    "${pip[@]}" install --only-binary :all: -r "$here/$reqs"
+    echo "installed $reqs in $((SECONDS - t)) s"
+    "$venv/bin/python" -c 'import shmarena, sys; print("import shmarena", shmarena.__version__, "on", sys.version.split()[0])'
+
+    t=$SECONDS
+    (cd "$here" && "$venv/bin/python" -m pytest -q -rs -p no:cacheprovider tests) || rc=$?
+    if [ "$rc" -ne 0 ]; then
+        # 1: tests failed, 2: interrupted, 3: internal error, 4: usage error, 5: no tests collected.
+        echo "python tests failed on CPython $v (pytest exit code $rc)"
+        exit "$rc"
+    fi
+    echo "CPython $v: suite passed in $((SECONDS - t)) s"
+    if [ "$kind" = full ]; then
+        # The documented patterns must type-check without casts (examples/python uses them).
+        if ! "$venv/bin/python" -m mypy --cache-dir "$work/mypy-cache" "$root/examples/python"; then
+            echo "mypy found errors in examples/python"
+            exit 1
+        fi
+    fi
+    rm -rf "$venv"
+}
+
+for v in $full; do
+    run_suite "$v" requirements-test-full.txt full
+done
+for v in $smoke; do
+    run_suite "$v" requirements-test.txt
+done
+say "python: full suite on ${full:-none}, smoke on ${smoke:-none}; $((SECONDS - started)) s in all"

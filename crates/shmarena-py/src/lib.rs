@@ -27,7 +27,9 @@
 //! - `builder.rs`: `Builder` and `shmarena.build`.
 //! - `service.rs`: `Publisher`, `Subscription`, `shmarena.connect`/`subscribe`/`load` and
 //!   the service's exception types (`Arena.publish` reaches it through `shmarena._publish`).
-//! - `lib.rs`: the module and its cache functions.
+//! - `inspect.rs`: `inspect_main`, the arena-inspect commands run by arena-inspect's library
+//!   (`python -m shmarena`); it uses nothing else of this crate.
+//! - `lib.rs`: the module (one interpreter per process) and its cache functions.
 
 mod arena;
 mod buffer;
@@ -36,6 +38,7 @@ mod dtype;
 mod errors;
 mod from_py;
 mod handle;
+mod inspect;
 mod lifecycle;
 mod list;
 mod map;
@@ -47,6 +50,9 @@ mod to_py;
 mod value;
 mod view;
 
+use std::sync::atomic::{AtomicI64, Ordering};
+
+use pyo3::exceptions::PyImportError;
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 
@@ -93,9 +99,45 @@ fn _close_owned() -> PyResult<()> {
     Ok(())
 }
 
+/// The interpreter that imported this module first (`i64::MIN`: none yet).
+static FIRST_INTERPRETER: AtomicI64 = AtomicI64::new(i64::MIN);
+
+/// Refuses a second interpreter of this process: the module's state (its types, exception
+/// classes and the attach cache) is per process and holds objects of the interpreter that made
+/// them. CPython refuses isolated subinterpreters itself (PEP 684: the module does not declare
+/// per-interpreter support); this catches the legacy ones that share the main GIL (mod_wsgi,
+/// `_interpreters.create("legacy")`), where the import would otherwise succeed.
+fn check_interpreter(py: Python<'_>) -> PyResult<()> {
+    // `_interpreters.get_current()` is `(id, whence)` on 3.13+; `_xxsubinterpreters`' (3.12 and
+    // older) is an InterpreterID that `int()` converts. Without either there are no
+    // subinterpreters to tell apart.
+    let current = if let Ok(m) = py.import("_interpreters") {
+        m.call_method0("get_current")?.get_item(0)?
+    } else if let Ok(m) = py.import("_xxsubinterpreters") {
+        m.call_method0("get_current")?
+    } else {
+        return Ok(());
+    };
+    let id: i64 = py
+        .import("builtins")?
+        .getattr("int")?
+        .call1((current,))?
+        .extract()?;
+    match FIRST_INTERPRETER.compare_exchange(i64::MIN, id, Ordering::SeqCst, Ordering::SeqCst) {
+        Ok(_) => Ok(()),
+        Err(first) if first == id => Ok(()),
+        Err(first) => Err(PyImportError::new_err(format!(
+            "shmarena cannot be imported in interpreter {id}: it was imported in interpreter \
+             {first} of this process, and it supports one interpreter per process \
+             (subinterpreters are not supported)"
+        ))),
+    }
+}
+
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let py = m.py();
+    check_interpreter(py)?;
     m.add_class::<builder::PyBuilder>()?;
     m.add_class::<PyArena>()?;
     m.add_class::<MapView>()?;
@@ -112,6 +154,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(_close_owned, m)?)?;
     m.add_function(wrap_pyfunction!(_attached_ids, m)?)?;
     m.add_function(wrap_pyfunction!(lifecycle::remove, m)?)?;
+    m.add_function(wrap_pyfunction!(inspect::inspect_main, m)?)?;
     m.add("ShmarenaError", py.get_type::<ShmarenaError>())?;
     m.add("StaleHandleError", py.get_type::<StaleHandleError>())?;
     m.add("WrongProcessError", py.get_type::<WrongProcessError>())?;
@@ -124,6 +167,8 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("CorruptedError", py.get_type::<CorruptedError>())?;
     m.add("StillBuildingError", py.get_type::<StillBuildingError>())?;
     m.add("MAX_DEPTH", from_py::MAX_DEPTH)?;
+    // The crate's version, which maturin also writes into the wheel's metadata.
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     service::register(m)?;
     Ok(())
 }

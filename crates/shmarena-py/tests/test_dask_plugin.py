@@ -12,7 +12,7 @@ import pytest
 import shmarena
 import workers
 
-distributed = pytest.importorskip("distributed", reason="dask[distributed] is not installed (ci.sh installs it)")
+distributed = pytest.importorskip("distributed", reason="dask[distributed] is not installed (ci.sh: requirements-test-full.txt)")
 import shmarena.dask  # noqa: E402
 
 pytestmark = pytest.mark.timeout(240)

@@ -55,7 +55,7 @@ def check(results, expected_sum, n_tasks):
 
 
 def test_joblib_loky(big):
-    joblib = pytest.importorskip("joblib", reason="joblib is not installed (ci.sh installs it)")
+    joblib = pytest.importorskip("joblib", reason="joblib is not installed (ci.sh: requirements-test-full.txt)")
     arena, expected = big
     lex, mat = arena["lexicon"], arena["matrix"]
     try:
@@ -82,7 +82,7 @@ def test_process_pool_executor(big, method):
 
 @pytest.fixture(scope="module")
 def dask_client():
-    distributed = pytest.importorskip("distributed", reason="dask[distributed] is not installed (ci.sh installs it)")
+    distributed = pytest.importorskip("distributed", reason="dask[distributed] is not installed (ci.sh: requirements-test-full.txt)")
     with distributed.LocalCluster(
         n_workers=2, processes=True, threads_per_worker=1, dashboard_address=None
     ) as cluster, distributed.Client(cluster, timeout=60) as client:
@@ -100,7 +100,7 @@ def test_dask_local_cluster_views_as_arguments(big, dask_client):
 
 @pytest.fixture(scope="module")
 def ray_session():
-    ray = pytest.importorskip("ray", reason="ray is not installed (ci.sh installs it when it can)")
+    ray = pytest.importorskip("ray", reason="ray is not installed (ci.sh: requirements-test-full.txt)")
     old = os.environ.get("PYTHONPATH")
     # Ray's workers are started by its raylet, not by us: they find tests/workers.py this way.
     os.environ["PYTHONPATH"] = HERE + (os.pathsep + old if old else "")

@@ -56,6 +56,8 @@ from ._native import (  # the arena service and image files (service.rs)
     subscribe,
 )
 
+__version__: str = _native.__version__  # the Cargo crate's version, as in the wheel's metadata
+
 __all__ = [
     "Arena",
     "BadHandleError",

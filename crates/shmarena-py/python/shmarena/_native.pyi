@@ -3,7 +3,7 @@
 from collections.abc import ItemsView, Iterable, Iterator, KeysView, Mapping, Sequence, ValuesView
 from os import PathLike
 from types import TracebackType
-from typing import Any, Literal, Union, final, overload
+from typing import Any, Literal, Protocol, Union, final, overload
 
 import numpy as np
 
@@ -34,6 +34,7 @@ __all__ = [
     "StillBuildingError",
     "MAX_DEPTH",
     "remove",
+    "inspect_main",
 ]
 
 # Stored dict keys are str, int or bytes.
@@ -45,6 +46,7 @@ _Key = Union[str, int, bytes]
 _Item = Any
 
 MAX_DEPTH: int
+__version__: str
 
 class ShmarenaError(Exception): ...
 class StaleHandleError(ShmarenaError): ...
@@ -222,6 +224,17 @@ def _pickled_rows_trusted() -> bool: ...
 def _attached_count() -> int: ...
 def _attached_ids() -> list[str]: ...
 def _close_owned() -> None: ...
+
+class _BinaryWriter(Protocol):
+    def write(self, data: bytes, /) -> object: ...
+
+def inspect_main(
+    argv: Sequence[str],
+    stdout: _BinaryWriter | None = None,
+    stderr: _BinaryWriter | None = None,
+) -> int:
+    """Runs an arena-inspect command line (argv[0] is the program name) and returns its exit
+    status; output to file descriptors 1 and 2 unless binary streams are given."""
 
 # The arena service and image files (service.rs).
 
