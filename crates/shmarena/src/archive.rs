@@ -18,6 +18,30 @@ pub type ArenaSerializer<'a, 'w> =
 /// The validator shmarena checks archived entries with (rkyv's high-level validator).
 pub type ArenaValidator<'a> = HighValidator<'a, rancor::Error>;
 
+/// How deep an archived value may nest: pointers (boxes, vectors, strings, maps) inside the
+/// objects other pointers point to, counted from the root. bytecheck checks a value by recursion,
+/// one level of its stack a nesting level, so bytes forged to nest a million levels deep would
+/// overflow any thread's stack before they failed a check. Past this depth a value is refused
+/// as corrupted, at build (`put`) and on every read, whatever the type; the same data nested
+/// less deeply, or flattened into a vector of indexes, is unaffected.
+pub const MAX_NESTING: usize = 1024;
+
+/// Validates the archived `T` rooted at `root_pos` of `payload` with [`ArenaValidator`], refusing
+/// values that nest deeper than [`MAX_NESTING`].
+pub(crate) fn validate_at<T>(payload: &[u8], root_pos: usize) -> Result<&T, rancor::Error>
+where
+    T: rkyv::Portable + for<'a> rkyv::bytecheck::CheckBytes<ArenaValidator<'a>>,
+{
+    let mut context = rkyv::validation::Validator::new(
+        rkyv::validation::archive::ArchiveValidator::with_max_depth(
+            payload,
+            std::num::NonZeroUsize::new(MAX_NESTING + 1),
+        ),
+        rkyv::validation::shared::SharedValidator::new(),
+    );
+    rkyv::api::access_pos_with_context::<T, _, rancor::Error>(payload, root_pos, &mut context)
+}
+
 /// Bytes staged in the writer before they are copied into the segment: small enough to stay in
 /// a core's L2 cache, large enough that the copies into the segment are few and long.
 const STAGE: usize = 64 << 10;

@@ -10,7 +10,6 @@ use std::sync::{Arc, OnceLock};
 
 use bytemuck::Pod;
 use rkyv::bytecheck::CheckBytes;
-use rkyv::rancor;
 use rkyv::{Archive, Portable};
 
 use crate::archive::ArenaValidator;
@@ -931,8 +930,8 @@ impl Arena {
             //   arena's bytes is taken as evidence.
             unsafe { rkyv::api::access_pos_unchecked::<T::Archived>(payload, root_pos) }
         } else {
-            let root = rkyv::api::high::access_pos::<T::Archived, rancor::Error>(payload, root_pos)
-                .map_err(|e| {
+            let root =
+                crate::archive::validate_at::<T::Archived>(payload, root_pos).map_err(|e| {
                     self.corrupted(format!("entry {name:?} does not validate as {want}: {e}"))
                 })?;
             self.shared.trust.insert(index, key);

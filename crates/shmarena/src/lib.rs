@@ -206,7 +206,7 @@ mod os;
 
 #[doc(hidden)]
 pub use archive::SegmentWriter;
-pub use archive::{ArenaSerializer, ArenaValidator};
+pub use archive::{ArenaSerializer, ArenaValidator, MAX_NESTING};
 pub use arena::{Arena, ArenaId, OpenOptions};
 pub use attach::{attach, detach, detach_all, expect_id, keep_vouched_rows, trust_inherited_rows};
 pub use entries::EntryInfo;

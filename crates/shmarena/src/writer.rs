@@ -180,12 +180,12 @@ impl ArenaWriter {
             PutCheck::Skip => false,
         };
         if run_bytecheck {
-            rkyv::api::high::access_pos::<T::Archived, rancor::Error>(payload, root_pos).map_err(
-                |e| Error::Serialize {
+            crate::archive::validate_at::<T::Archived>(payload, root_pos).map_err(|e| {
+                Error::Serialize {
                     entry: name.to_owned(),
                     message: format!("the archive rkyv wrote does not validate: {e}"),
-                },
-            )?;
+                }
+            })?;
         }
         // A row only where nothing but this writer can change the bytes before `seal`.
         if trusted && self.seg.protected() {
