@@ -193,6 +193,13 @@ def test_old_arenas_with_the_side_table_still_read():
         arena.close()
 
 
+SMOKE = pytest.mark.skipif(
+    os.environ.get("SHMARENA_SMOKE") == "1",
+    reason="the whole conformance agreement runs in the full suite only (ci.sh's smoke runs skip it)",
+)
+
+
+@SMOKE
 @pytest.mark.skipif(not os.environ.get("ARENA_INSPECT"), reason="set ARENA_INSPECT to arena-inspect")
 def test_python_arenas_agree_with_arena_inspect_and_the_bindings(tmp_path):
     """Three judges, one class: the spec-only reader, `arena-inspect verify` and the bindings
@@ -216,6 +223,7 @@ def test_python_arenas_agree_with_arena_inspect_and_the_bindings(tmp_path):
     assert n > 5000
 
 
+@SMOKE
 @pytest.mark.skipif(
     not os.environ.get("SHMARENA_CONFORMANCE_FIXTURES"),
     reason="set SHMARENA_CONFORMANCE_FIXTURES to the conformance_fixtures example's output",
