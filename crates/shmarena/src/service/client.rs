@@ -121,7 +121,8 @@ impl ConnectOptions {
 
     /// Connects and attaches the arena published as `name`.
     pub fn connect(&self, name: &str) -> Result<Arena> {
-        Ok(self.fetch(name)?.arena)
+        // The generation page comes with every answer; only a subscription maps and reads it.
+        Ok(self.fetch_with(name, false)?.arena)
     }
 
     /// Connects and returns a [`Subscription`] that follows the name's generations.
@@ -139,9 +140,28 @@ impl ConnectOptions {
         })
     }
 
-    /// The handshake, step by step: connect, check the peer's uid, receive the answer and its
-    /// descriptors, check them, receive the trust rows if they would be taken, open the arena.
+    /// [`fetch_with`](Self::fetch_with) for a subscription: the generation page mapped.
     fn fetch(&self, name: &str) -> Result<Fetched> {
+        let f = self.fetch_with(name, true)?;
+        match f.page {
+            Some(page) => Ok(Fetched {
+                name: f.name,
+                arena: f.arena,
+                generation: f.generation,
+                page,
+            }),
+            // `fetch_with(_, true)` maps the page or fails.
+            None => Err(Error::Service(ServiceError::Protocol {
+                name: f.name,
+                detail: "the generation page was not mapped".into(),
+            })),
+        }
+    }
+
+    /// The handshake, step by step: connect, check the peer's uid, receive the answer and its
+    /// descriptors, check them (mapping the generation page if `map_page`), receive the trust
+    /// rows if they would be taken, open the arena.
+    fn fetch_with(&self, name: &str, map_page: bool) -> Result<Fetched<Option<sock::CounterView>>> {
         let server_uid = self.server_uid.unwrap_or_else(os::euid);
         let sock_name = socket_name(server_uid, name)?;
         let h = Handshake {
@@ -152,7 +172,7 @@ impl ConnectOptions {
         let conn = h.connect(&sock_name)?;
         let peer = h.check_peer(conn.as_fd())?;
         let (msg, fds) = h.receive_answer(conn.as_fd())?;
-        let received = h.check_descriptors(&msg, fds)?;
+        let received = h.check_descriptors(&msg, fds, map_page)?;
         let rows = if h.rows_wanted(&sock_name, peer) {
             h.receive_rows(conn.as_fd(), &msg)?
         } else {
@@ -170,12 +190,13 @@ struct Handshake<'a> {
     server_uid: u32,
 }
 
-/// The descriptors of an answer, checked: the arena's sealed memfd and the generation page.
+/// The descriptors of an answer, checked: the arena's sealed memfd and the generation page
+/// (mapped only for a subscription).
 struct Descriptors {
     arena_fd: OwnedFd,
     info: os::FileInfo,
     seals: os::Seals,
-    page: sock::CounterView,
+    page: Option<sock::CounterView>,
 }
 
 impl Handshake<'_> {
@@ -298,8 +319,13 @@ impl Handshake<'_> {
     }
 
     /// Step 4: the arena's descriptor must be a memfd with the write, grow, shrink and seal
-    /// seals, as long as the answer says; the generation page must map.
-    fn check_descriptors(&self, msg: &Message, fds: Vec<OwnedFd>) -> Result<Descriptors> {
+    /// seals, as long as the answer says; the generation page must map (if `map_page`).
+    fn check_descriptors(
+        &self,
+        msg: &Message,
+        fds: Vec<OwnedFd>,
+        map_page: bool,
+    ) -> Result<Descriptors> {
         let mut fds = fds.into_iter();
         let (Some(arena_fd), Some(page_fd)) = (fds.next(), fds.next()) else {
             return Err(self.protocol("expected 2 descriptors".into()));
@@ -331,7 +357,11 @@ impl Handshake<'_> {
                 info.size, msg.arena_len
             )));
         }
-        let page = sock::CounterView::new(page_fd).map_err(not_sealed)?;
+        let page = if map_page {
+            Some(sock::CounterView::new(page_fd).map_err(not_sealed)?)
+        } else {
+            None
+        };
         Ok(Descriptors {
             arena_fd,
             info,
@@ -379,7 +409,12 @@ impl Handshake<'_> {
 
     /// Step 6: open the arena from its memfd, check it is the one the answer names, and take
     /// the rows of a publisher of this very build.
-    fn open(self, msg: Message, d: Descriptors, rows: Option<Rows>) -> Result<Fetched> {
+    fn open(
+        self,
+        msg: Message,
+        d: Descriptors,
+        rows: Option<Rows>,
+    ) -> Result<Fetched<Option<sock::CounterView>>> {
         let arena = OpenOptions::new()
             .always_validate(self.opts.always_validate)
             .allow_foreign_owner(self.server_uid != os::euid())
@@ -442,11 +477,13 @@ fn me_gid() -> u32 {
     rustix::process::getegid().as_raw()
 }
 
-struct Fetched {
+/// What a handshake brought: the arena, its generation, and the generation page (`P` is
+/// `Option<CounterView>` until a subscription's fetch has checked it is there).
+struct Fetched<P = sock::CounterView> {
     name: String,
     arena: Arena,
     generation: u64,
-    page: sock::CounterView,
+    page: P,
 }
 
 /// Connects to the arena published as `name` by a process of this user and attaches it (see
