@@ -175,8 +175,8 @@
 //! `arena` (opening, checked access) → `image` (image files, sealed copies) → `writer` and
 //! `options` (building and sealing) → `view` (typed views) → `entries` → `attach` → `handle` →
 //! `stable` → `service` → `inspect` → `lifecycle` (named segments by name). Each module imports
-//! only modules to its left, but for two imports that close the one circle left: `error` names
-//! the service's `ServiceError`, and `arena`'s opens by locator call into `image`.
+//! only modules to its left, but for one import that closes the one circle left: `arena`'s opens
+//! by locator call into `image`. (The service's errors live in `error` beside the others.)
 //! docs/DESIGN.md has the table, which `tests/layout.rs` checks against the code.
 
 #[cfg(not(target_os = "linux"))]
