@@ -34,6 +34,7 @@
 //! its own mapping. The kernel frees a generation when the last process lets go of it.
 
 mod client;
+pub mod generations;
 mod publisher;
 pub(crate) mod wire;
 
