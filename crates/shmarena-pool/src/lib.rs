@@ -158,13 +158,50 @@
 //!
 //! # New generations of the data (feature `shmarena`)
 //!
-//! With the `shmarena` feature, the module `generations` hands each task the current generation of an
-//! arena published by name (`shmarena::Publisher`, `arena-serve`): each worker holds a
-//! subscription, and a task sees exactly one generation from start to end. A subscription
-//! also follows a restarted publisher, and a task run while nobody serves the name gets
-//! `shmarena::service::ServiceError::PublisherGone` rather than the gone publisher's data.
+//! With the `shmarena` feature, the module `generations` (a re-export of
+//! `shmarena::service::generations`, which uses nothing of the pool) hands each task the current
+//! generation of an arena published by name (`shmarena::Publisher`, `arena-serve`): each
+//! worker holds a subscription, and a task sees exactly one generation from start to end. A
+//! subscription also follows a restarted publisher, and a task run while nobody serves the name
+//! gets `shmarena::service::ServiceError::PublisherGone` rather than the gone publisher's data.
 //!
-//! The module is compiled, and documented, only with the feature: `cargo doc -p shmarena-pool
+//! ```no_run
+//! # #[cfg(feature = "shmarena")]
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use shmarena_pool::{generations, Job, Mode, Pool};
+//!
+//! /// Scores one word with the lexicon generation current when the task starts.
+//! fn score(word: String) -> (u64, f32) {
+//!     generations::with_generation("lexicon", |lexicon, generation| {
+//!         let weights = lexicon.slice::<f32>("weights").expect("weights");
+//!         (generation, weights[word.len() % weights.len()])
+//!     })
+//!     .expect("the lexicon is published")
+//! }
+//! static SCORE: Job<String, (u64, f32)> = Job::new("score", score);
+//!
+//! // In `main`, first line:
+//! shmarena_pool::serve_worker_if_child(&[&SCORE]);
+//! let mut pool = Pool::builder().mode(Mode::Spawn).workers(4).build()?;
+//! for (generation, score) in pool.map(&SCORE, ["a".to_string(), "bb".to_string()])? {
+//!     println!("{score} (lexicon generation {generation})");
+//! }
+//!
+//! // Fork mode: a closure, wrapped.
+//! let mut pool = Pool::builder().workers(2).build()?;
+//! let job = generations::generational("lexicon", |lexicon, generation, i: u32| {
+//!     (generation, lexicon.slice::<u32>("ids").map(|ids| ids[i as usize]).unwrap_or(0))
+//! });
+//! for r in pool.imap(&job, 0..100u32)? {
+//!     let (generation, id) = r??;
+//!     println!("{id} from generation {generation}");
+//! }
+//! # Ok(()) }
+//! # #[cfg(not(feature = "shmarena"))]
+//! # fn main() {}
+//! ```
+//!
+//! The re-export is compiled, and documented, only with the feature: `cargo doc -p shmarena-pool
 //! --features shmarena` locally; docs.rs builds with every feature
 //! (`[package.metadata.docs.rs] all-features = true` in its Cargo.toml).
 //!
@@ -180,8 +217,6 @@ compile_error!("shmarena-pool supports Linux only for now (pidfds, /proc, PR_SET
 mod codec;
 mod engine;
 mod error;
-#[cfg(feature = "shmarena")]
-pub mod generations;
 mod job;
 mod pool;
 mod spawner;
@@ -195,3 +230,8 @@ pub use error::PoolError;
 pub use job::{Job, PoolJob, WorkerJob};
 pub use pool::{HookError, Imap, ImapUnordered, Mode, Pool, PoolBuilder};
 pub use worker::serve_worker_if_child;
+
+// Uses nothing of the pool; kept at this path for the pool's users.
+#[cfg(feature = "shmarena")]
+#[doc(inline)]
+pub use shmarena::service::generations;

@@ -1,9 +1,9 @@
-//! A sealed arena: opening it in any backing, and checked access to its entries.
+//! A sealed arena: mapping it from a file in any backing, and checked access to its entries.
+//! Opening one by locator, descriptor or name is `open.rs`.
 
 use std::fmt;
 use std::fs::File;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
-use std::path::Path;
+use std::os::fd::{AsFd, BorrowedFd};
 use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -15,7 +15,7 @@ use rkyv::{Archive, Portable};
 use crate::archive::ArenaValidator;
 use crate::error::{Error, Result};
 use crate::format::{self, Entry, FormatError, Kind, Layout};
-use crate::locator::{validate_segment_name, Locator};
+use crate::locator::Locator;
 use crate::os;
 use crate::trust::{self, Row, TrustTable, TypeKey};
 
@@ -86,213 +86,18 @@ pub(crate) enum Backing {
     File,
 }
 
-/// Options for opening an existing arena.
-///
-/// ```no_run
-/// # fn main() -> shmarena::Result<()> {
-/// let loc: shmarena::Locator = "lexicon".parse()?;
-/// let arena = shmarena::OpenOptions::new().always_validate(true).open(&loc)?;
-/// # Ok(()) }
-/// ```
-#[derive(Clone, Debug, Default)]
-#[must_use]
-pub struct OpenOptions {
-    allow_foreign_owner: bool,
-    always_validate: bool,
+/// What mapping an arena takes from [`OpenOptions`](crate::OpenOptions): the owner rules and
+/// whether archived entries are always validated.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct OpenRules {
+    pub(crate) allow_foreign_owner: bool,
+    pub(crate) always_validate: bool,
 }
 
-/// How [`Arena::open_mapped`] may map a file.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Mapping {
-    /// Only a memfd with the write, grow and shrink seals (the safe opens); anything else is
-    /// [`Error::NotSealed`].
-    SealedOnly,
-    /// Anything: the caller of an `unsafe` open promised that nobody writes or truncates the
-    /// file while it is mapped.
-    InPlace,
-}
-
-impl OpenOptions {
-    /// Default options: refuse segments of other users; take the trust rows a trusted channel
-    /// the program opted into brings with a sealed memfd (see [`Arena::trusts`]).
-    pub fn new() -> OpenOptions {
-        OpenOptions::default()
-    }
-
-    /// Accept a segment or file owned by another user, or writable by group or others.
-    /// Its archived entries are always validated. Off by default.
-    pub fn allow_foreign_owner(mut self, yes: bool) -> OpenOptions {
-        self.allow_foreign_owner = yes;
-        self
-    }
-
-    /// Validate archived entries with bytecheck on first access as each type, ignoring the
-    /// trust rows of the writer and of trusted channels (a validation in this process is still
-    /// cached). Off by default.
-    pub fn always_validate(mut self, yes: bool) -> OpenOptions {
-        self.always_validate = yes;
-        self
-    }
-
-    /// Opens the arena a locator names, never mapping bytes that could change under it:
-    ///
-    /// - `memfd:PID:FD`: [`open_memfd`](Self::open_memfd) (a sealed memfd, mapped in place);
-    /// - `shm:NAME` and `file:PATH`: the segment or file is copied into a fresh sealed memfd of
-    ///   this process with `pread`, as [`Arena::load_named`] and [`Arena::load_file`] do (O(size)
-    ///   time and memory, once per call), after the owner check of
-    ///   [`allow_foreign_owner`](Self::allow_foreign_owner). Unlike those, it does not check
-    ///   payload checksums up front (call [`Arena::verify`]); archived entries are validated on
-    ///   first access either way. The arena's [`locator`](Arena::locator) is then the copy's.
-    ///
-    /// To map a named segment or file in place, see the `unsafe`
-    /// [`open_named`](Self::open_named) and [`open_file`](Self::open_file).
-    pub fn open(&self, locator: &Locator) -> Result<Arena> {
-        match locator {
-            Locator::Memfd { pid, fd } => self.open_memfd(*pid, *fd),
-            Locator::Shm { name } => crate::image::load_named(name, Some(self)),
-            Locator::File { path } => crate::image::load_file(path, Some(self)),
-        }
-    }
-
-    /// Maps a named segment read-only in place (`O_RDONLY`, `PROT_READ`, symlinks not
-    /// followed, `O_NONBLOCK`: a FIFO is refused, never waited on). Archived entries are
-    /// validated on first access in this process and the result is cached.
-    ///
-    /// The safe way to read a named segment is [`Arena::load_named`] (or [`open`](Self::open)),
-    /// which copies it into a sealed memfd.
-    ///
-    /// # Safety
-    ///
-    /// A named segment is an ordinary file in `/dev/shm`: any process of its owner can change
-    /// its mode, rewrite it or truncate it, and the kernel does not stop it. The caller promises
-    /// that **no process writes to or truncates the segment while this arena (or any view or
-    /// clone of it) is alive**. A write after a validated read lets later reads see bytes that
-    /// were never checked (out-of-bounds reads, undefined behaviour); a truncation turns reads
-    /// into SIGBUS.
-    ///
-    /// # Example
-    ///
-    /// ```
-    /// # fn main() -> shmarena::Result<()> {
-    /// # let name = format!("doc-open-named-{}", std::process::id());
-    /// let mut b = shmarena::ArenaOptions::new().named(&name).create()?;
-    /// b.put_slice("primes", &[2u32, 3, 5])?;
-    /// let built = b.seal()?;
-    /// // SAFETY: this process built the segment and nothing else writes to it while mapped.
-    /// let arena = unsafe { shmarena::OpenOptions::new().open_named(&name)? };
-    /// assert_eq!(&*arena.slice::<u32>("primes")?, &[2, 3, 5]);
-    /// # drop(built); Ok(()) }
-    /// ```
-    pub unsafe fn open_named(&self, name: &str) -> Result<Arena> {
-        let name = validate_segment_name(name)?;
-        let locator = Locator::Shm {
-            name: name.to_owned(),
-        };
-        let what = locator.describe();
-        let file =
-            os::shm_open_ro(name).map_err(|e| Error::os(format!("opening {what}"), &what, e))?;
-        Arena::open_mapped(file, locator, Backing::ShmReader, self, Mapping::InPlace)
-    }
-
-    /// Maps an arena file read-only in place (symlinks in the last component are not followed;
-    /// `O_NONBLOCK`: a FIFO is refused, never waited on). Archived entries are validated on
-    /// first access in this process and the result is cached.
-    ///
-    /// The safe way to read a file is [`Arena::load_file`] (or [`open`](Self::open)), which
-    /// copies it into a sealed memfd.
-    ///
-    /// # Safety
-    ///
-    /// The caller promises that **no process writes to or truncates the file while this arena
-    /// (or any view or clone of it) is alive**, as for [`open_named`](Self::open_named).
-    /// Replacing the file by renaming another over it (what [`Arena::save`] and a file-target
-    /// [`ArenaWriter`](crate::ArenaWriter) do) is fine: the mapping keeps the old inode.
-    ///
-    /// # Example
-    ///
-    /// ```
-    /// # fn main() -> shmarena::Result<()> {
-    /// # let path = std::env::temp_dir().join(format!("shmarena-doc-open-file-{}", std::process::id()));
-    /// let mut b = shmarena::ArenaOptions::new().create()?;
-    /// b.put_slice("primes", &[2u32, 3, 5])?;
-    /// b.seal()?.save(&path)?;
-    /// // SAFETY: nothing writes to the file in place while it is mapped (`save` renames).
-    /// let arena = unsafe { shmarena::OpenOptions::new().open_file(&path)? };
-    /// assert_eq!(&*arena.slice::<u32>("primes")?, &[2, 3, 5]);
-    /// # std::fs::remove_file(&path).unwrap(); Ok(()) }
-    /// ```
-    pub unsafe fn open_file(&self, path: impl AsRef<Path>) -> Result<Arena> {
-        let path = path.as_ref();
-        let locator = Locator::File {
-            path: path.to_owned(),
-        };
-        let what = locator.describe();
-        let file = os::open_ro(path).map_err(|e| Error::os(format!("opening {what}"), &what, e))?;
-        Arena::open_mapped(file, locator, Backing::File, self, Mapping::InPlace)
-    }
-
-    /// Opens the memfd arena that process `pid` holds as descriptor `fd`, through
-    /// `/proc/<pid>/fd/<fd>`. Works for processes of the same user. Only a memfd with the
-    /// write, grow and shrink seals is mapped; anything else is [`Error::NotSealed`] (or
-    /// [`Error::Format`] if it is not a sealed arena at all). The open does not block on a FIFO.
-    pub fn open_memfd(&self, pid: u32, fd: i32) -> Result<Arena> {
-        let locator = Locator::Memfd { pid, fd };
-        let what = locator.describe();
-        if fd < 0 {
-            return Err(Error::InvalidName {
-                name: fd.to_string(),
-                reason: "descriptor numbers are not negative".into(),
-            });
-        }
-        let path = format!("/proc/{pid}/fd/{fd}");
-        let file = os::open_ro_follow(Path::new(&path))
-            .map_err(|e| Error::os(format!("opening {what} ({path})"), &what, e))?;
-        Arena::open_mapped(file, locator, Backing::Memfd, self, Mapping::SealedOnly)
-    }
-
-    /// Opens an arena from a descriptor this process already holds, such as a memfd inherited
-    /// from a parent. The arena takes ownership of the descriptor. Only a memfd with the write,
-    /// grow and shrink seals is mapped; anything else is [`Error::NotSealed`] (or
-    /// [`Error::Format`] if it is not a sealed arena at all).
-    pub fn open_fd(&self, fd: OwnedFd) -> Result<Arena> {
-        let locator = Locator::Memfd {
-            pid: os::pid(),
-            fd: fd.as_raw_fd(),
-        };
-        Arena::open_mapped(
-            File::from(fd),
-            locator,
-            Backing::Memfd,
-            self,
-            Mapping::SealedOnly,
-        )
-    }
-
-    /// [`open_fd`](Self::open_fd) of a descriptor whose `fstat` and seals the caller has just
-    /// read (`info`, `seals`): the same checks, without reading them again.
-    pub(crate) fn open_fd_with(
-        &self,
-        fd: OwnedFd,
-        info: os::FileInfo,
-        seals: os::Seals,
-    ) -> Result<Arena> {
-        let locator = Locator::Memfd {
-            pid: os::pid(),
-            fd: fd.as_raw_fd(),
-        };
-        Arena::open_mapped_with(
-            File::from(fd),
-            locator,
-            Backing::Memfd,
-            self,
-            Mapping::SealedOnly,
-            info,
-            Some(seals),
-        )
-    }
-
-    /// The owner and mode rules of [`allow_foreign_owner`](Self::allow_foreign_owner) for a
-    /// file described by `info` (`immutable`: it carries the write, grow and shrink seals).
+impl OpenRules {
+    /// The owner and mode rules of
+    /// [`OpenOptions::allow_foreign_owner`](crate::OpenOptions::allow_foreign_owner) for a file
+    /// described by `info` (`immutable`: it carries the write, grow and shrink seals).
     pub(crate) fn check_owner(
         &self,
         what: &str,
@@ -328,6 +133,17 @@ impl OpenOptions {
         }
         Ok(())
     }
+}
+
+/// How [`Arena::open_mapped`] may map a file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Mapping {
+    /// Only a memfd with the write, grow and shrink seals (the safe opens); anything else is
+    /// [`Error::NotSealed`].
+    SealedOnly,
+    /// Anything: the caller of an `unsafe` open promised that nobody writes or truncates the
+    /// file while it is mapped.
+    InPlace,
 }
 
 /// A sealed, read-only arena. Cheap to clone (an `Arc`); views keep it alive.
@@ -475,60 +291,6 @@ fn refuse_unsealed(file: &File, what: &str) -> Error {
 }
 
 impl Arena {
-    /// Opens the arena a locator names, with default [`OpenOptions`]: a sealed memfd is mapped
-    /// in place, a named segment or file is copied into a sealed memfd. See
-    /// [`OpenOptions::open`].
-    pub fn open(locator: &Locator) -> Result<Arena> {
-        OpenOptions::new().open(locator)
-    }
-
-    /// Maps a named segment read-only in place. See [`OpenOptions::open_named`]; the safe way
-    /// is [`Arena::load_named`].
-    ///
-    /// Safe code cannot call it: the caller must promise that nothing writes to the segment
-    /// while it is mapped.
-    ///
-    /// ```compile_fail,E0133
-    /// let arena = shmarena::Arena::open_named("lexicon");
-    /// ```
-    ///
-    /// # Safety
-    ///
-    /// No process writes to or truncates the segment while the arena (or any view or clone of
-    /// it) is alive; see [`OpenOptions::open_named`].
-    pub unsafe fn open_named(name: &str) -> Result<Arena> {
-        // SAFETY: the caller makes the promise of `OpenOptions::open_named`, which this forwards.
-        unsafe { OpenOptions::new().open_named(name) }
-    }
-
-    /// Maps an arena file read-only in place. See [`OpenOptions::open_file`]; the safe way is
-    /// [`Arena::load_file`].
-    ///
-    /// Safe code cannot call it:
-    ///
-    /// ```compile_fail,E0133
-    /// let arena = shmarena::Arena::open_file("/data/lexicon.arena");
-    /// ```
-    ///
-    /// # Safety
-    ///
-    /// No process writes to or truncates the file while the arena (or any view or clone of it)
-    /// is alive; see [`OpenOptions::open_file`].
-    pub unsafe fn open_file(path: impl AsRef<Path>) -> Result<Arena> {
-        // SAFETY: the caller makes the promise of `OpenOptions::open_file`, which this forwards.
-        unsafe { OpenOptions::new().open_file(path) }
-    }
-
-    /// Opens another process's memfd arena. See [`OpenOptions::open_memfd`].
-    pub fn open_memfd(pid: u32, fd: i32) -> Result<Arena> {
-        OpenOptions::new().open_memfd(pid, fd)
-    }
-
-    /// Opens an arena from an owned descriptor. See [`OpenOptions::open_fd`].
-    pub fn open_fd(fd: OwnedFd) -> Result<Arena> {
-        OpenOptions::new().open_fd(fd)
-    }
-
     /// Maps the sealed memfd its builder has just made; `locator` is where the builder made the
     /// arena (the memfd, or the named segment or file it wrote out to), and `validated` the
     /// (entry, archived type) pairs the builder validated at `put`: they become the arena's
@@ -548,7 +310,7 @@ impl Arena {
             file,
             locator,
             backing,
-            &OpenOptions::new(),
+            OpenRules::default(),
             Mapping::SealedOnly,
         );
         debug_assert!(
@@ -702,27 +464,29 @@ impl Arena {
         })
     }
 
-    fn open_mapped(
+    /// Maps `file` as the sealed arena `locator` names, under `rules` and `mapping`, after the
+    /// owner, seal and header checks.
+    pub(crate) fn open_mapped(
         file: File,
         locator: Locator,
         backing: Backing,
-        opts: &OpenOptions,
+        rules: OpenRules,
         mapping: Mapping,
     ) -> Result<Arena> {
         let what = locator.describe();
         let info =
             os::file_info(&file).map_err(|e| Error::os(format!("inspecting {what}"), &what, e))?;
         let seals = os::seals(&file);
-        Arena::open_mapped_with(file, locator, backing, opts, mapping, info, seals)
+        Arena::open_mapped_with(file, locator, backing, rules, mapping, info, seals)
     }
 
     /// [`open_mapped`](Self::open_mapped) with the file's `fstat` and seals already read (by
     /// the service client, which checks them before it opens the arena).
-    fn open_mapped_with(
+    pub(crate) fn open_mapped_with(
         file: File,
         locator: Locator,
         backing: Backing,
-        opts: &OpenOptions,
+        rules: OpenRules,
         mapping: Mapping,
         info: os::FileInfo,
         seals: Option<os::Seals>,
@@ -735,7 +499,7 @@ impl Arena {
         }
         let me = os::euid();
         let immutable = seals.is_some_and(|s| s.immutable());
-        opts.check_owner(&what, &info, immutable)?;
+        rules.check_owner(&what, &info, immutable)?;
         if info.size == 0 {
             return Err(Error::format(&what, FormatError::BadMagic));
         }
@@ -766,7 +530,7 @@ impl Arena {
                 locator,
                 what,
                 sealed,
-                always_validate: opts.always_validate,
+                always_validate: rules.always_validate,
                 backing,
                 persist: AtomicBool::new(false),
                 trust,

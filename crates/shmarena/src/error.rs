@@ -2,6 +2,7 @@
 
 use std::fmt;
 use std::io;
+use std::time::Duration;
 
 use crate::format::FormatError;
 
@@ -107,7 +108,7 @@ pub enum Error {
         reason: String,
     },
     /// Publishing or connecting to a published arena failed (see [`crate::service`]).
-    Service(crate::service::ServiceError),
+    Service(ServiceError),
     /// Any other OS error, with what was being done.
     Io {
         /// What was being done, naming the segment or path.
@@ -257,8 +258,8 @@ impl std::error::Error for Error {
     }
 }
 
-impl From<crate::service::ServiceError> for Error {
-    fn from(e: crate::service::ServiceError) -> Error {
+impl From<ServiceError> for Error {
+    fn from(e: ServiceError) -> Error {
         Error::Service(e)
     }
 }
@@ -309,6 +310,213 @@ impl Error {
                 context: context.into(),
                 source: err,
             },
+        }
+    }
+}
+
+/// Which side refused a connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RefusedBy {
+    /// The publisher refused this client's credentials.
+    Server,
+    /// This client refused the process listening on the name (another uid: a squatter).
+    Client,
+}
+
+/// What went wrong publishing or connecting (see [`crate::service`]). Wrapped in
+/// [`Error::Service`].
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum ServiceError {
+    /// Nobody listens on the name (never published, or the publisher is gone).
+    NotPublished {
+        /// The published name.
+        name: String,
+        /// Other uids whose publishers serve the same name on this host (from
+        /// `/proc/net/unix`): connecting to one of them needs
+        /// [`ConnectOptions::server_uid`](crate::ConnectOptions::server_uid).
+        other_uids: Vec<u32>,
+    },
+    /// Another live socket already holds the name.
+    AlreadyPublished {
+        /// The published name.
+        name: String,
+        /// Whether the holder is a publisher of this very process (one not yet closed).
+        by_this_process: bool,
+    },
+    /// One side refused the other's credentials.
+    Refused {
+        /// The published name.
+        name: String,
+        /// Which side refused.
+        by: RefusedBy,
+        /// The uid that was refused: this client's (by the server) or the server's (by us).
+        uid: u32,
+        /// The gid that was refused along with it.
+        gid: u32,
+    },
+    /// The server closed the connection or reset it before a whole answer arrived.
+    ServerDied {
+        /// The published name.
+        name: String,
+        /// What had arrived.
+        detail: String,
+    },
+    /// The server did not answer in time.
+    Timeout {
+        /// The published name.
+        name: String,
+        /// How long the client waited.
+        after: Duration,
+    },
+    /// A descriptor is not a memfd with the write, grow, shrink and seal seals (received from a
+    /// server, or given to a publisher), or the generation page is not as specified.
+    NotSealedMemfd {
+        /// The published name.
+        name: String,
+        /// What is wrong with it.
+        detail: String,
+    },
+    /// The server speaks another protocol version.
+    VersionMismatch {
+        /// The published name.
+        name: String,
+        /// The version the server sent.
+        found: u16,
+        /// The version this build speaks.
+        expected: u16,
+    },
+    /// The answer is malformed (bad magic, wrong descriptor count, mismatched arena id).
+    Protocol {
+        /// The published name.
+        name: String,
+        /// What is wrong.
+        detail: String,
+    },
+    /// The publisher a [`Subscription`](crate::Subscription) followed closed or died, and
+    /// connecting again to the name failed (nobody serves it now, or a new publisher did not
+    /// answer): the subscription still holds the gone publisher's last generation
+    /// ([`Subscription::last`](crate::Subscription::last)) and tries again on the next
+    /// [`Subscription::current`](crate::Subscription::current).
+    PublisherGone {
+        /// The published name.
+        name: String,
+        /// Whether it closed cleanly (`true`) or ended without closing (`false`: killed, or its
+        /// serving thread ended).
+        closed: bool,
+        /// The generation the subscription still holds.
+        generation: u64,
+        /// How long since the subscription first found it gone.
+        stale_for: Duration,
+        /// Why connecting again failed.
+        cause: Box<Error>,
+    },
+    /// An OS error, with what was being done.
+    Io {
+        /// What was being done, naming the published name.
+        context: String,
+        /// The OS error.
+        source: io::Error,
+    },
+}
+
+impl fmt::Display for ServiceError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ServiceError::NotPublished { name, other_uids } => {
+                write!(
+                    f,
+                    "no arena is published as {name:?} (nobody listens on the name)"
+                )?;
+                match other_uids.as_slice() {
+                    [] => Ok(()),
+                    [uid] => write!(
+                        f,
+                        "; uid {uid} publishes it: to connect to another user's publisher, \
+                         name its uid (server_uid)"
+                    ),
+                    uids => write!(
+                        f,
+                        "; uids {uids:?} publish it: to connect to another user's publisher, \
+                         name its uid (server_uid)"
+                    ),
+                }
+            }
+            ServiceError::AlreadyPublished {
+                name,
+                by_this_process,
+            } => {
+                write!(f, "an arena is already published as {name:?}")?;
+                if *by_this_process {
+                    write!(
+                        f,
+                        " by this process: a publisher of it is still open here (publish \
+                         through it to serve a new generation, or close it first)"
+                    )?;
+                }
+                Ok(())
+            }
+            ServiceError::Refused { name, by, uid, gid } => match by {
+                RefusedBy::Server => write!(
+                    f,
+                    "the publisher of {name:?} refused this client (uid {uid}, gid {gid})"
+                ),
+                RefusedBy::Client => write!(
+                    f,
+                    "refused the server listening as {name:?}: it runs as uid {uid} (gid {gid}), \
+                     not the expected publisher uid"
+                ),
+            },
+            ServiceError::ServerDied { name, detail } => {
+                write!(f, "the publisher of {name:?} died mid-handshake: {detail}")
+            }
+            ServiceError::Timeout { name, after } => {
+                write!(
+                    f,
+                    "the publisher of {name:?} did not answer within {after:?}"
+                )
+            }
+            ServiceError::NotSealedMemfd { name, detail } => {
+                write!(
+                    f,
+                    "arena published as {name:?} is not a sealed memfd: {detail}"
+                )
+            }
+            ServiceError::VersionMismatch {
+                name,
+                found,
+                expected,
+            } => write!(
+                f,
+                "the publisher of {name:?} speaks service protocol version {found}, \
+                 this build speaks {expected}"
+            ),
+            ServiceError::Protocol { name, detail } => {
+                write!(f, "bad answer from the publisher of {name:?}: {detail}")
+            }
+            ServiceError::PublisherGone {
+                name,
+                closed,
+                generation,
+                stale_for,
+                ..
+            } => write!(
+                f,
+                "the publisher of {name:?} {} and no publisher answers on the name now \
+                 (generation {generation} held, stale for {stale_for:?})",
+                if *closed { "closed" } else { "died" }
+            ),
+            ServiceError::Io { context, source } => write!(f, "{context}: {source}"),
+        }
+    }
+}
+
+impl std::error::Error for ServiceError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            ServiceError::Io { source, .. } => Some(source),
+            ServiceError::PublisherGone { cause, .. } => Some(&**cause),
+            _ => None,
         }
     }
 }

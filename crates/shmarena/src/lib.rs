@@ -146,7 +146,7 @@
 //!
 //! # Where `unsafe` lives
 //!
-//! Five files, each block with its `// SAFETY:` argument:
+//! Six files, each block with its `// SAFETY:` argument:
 //!
 //! - `os/linux.rs`: creating, growing (`mremap`) and read-only mapping of a segment, dropping
 //!   the writer's mapping only in the process that made it, the pre-exec hook that passes
@@ -156,6 +156,8 @@
 //! - `view.rs`: dereferencing a [`View`] or [`SliceView`], and their `Send`/`Sync` impls;
 //! - `arena.rs`: reading an archived entry the trust table vouches for without re-validation,
 //!   and the `unsafe fn` `Arena::accept_trust_token` (a trusted channel's rows).
+//! - `open.rs`: `Arena::open_named` and `Arena::open_file` forwarding their caller's promise
+//!   to their [`OpenOptions`] twins.
 //!
 //! The public `unsafe fn`s, each with its `# Safety` section, are those where the caller vouches
 //! for what the library cannot check: [`ArenaWriter::put_trusted`] (the value's rkyv impls write
@@ -172,11 +174,11 @@
 //!
 //! `format` (bytes, no I/O) → `os` (system calls) → `trust` (the rows that let a read skip
 //! bytecheck) → `error` → `locator` → `segment` (the growable segment) → `archive` (rkyv glue) →
-//! `arena` (opening, checked access) → `image` (image files, sealed copies) → `writer` and
-//! `options` (building and sealing) → `view` (typed views) → `entries` → `attach` → `handle` →
-//! `stable` → `service` → `inspect` → `lifecycle` (named segments by name). Each module imports
-//! only modules to its left, but for two imports that close the one circle left: `error` names
-//! the service's `ServiceError`, and `arena`'s opens by locator call into `image`.
+//! `arena` (mapping, checked access) → `open` (reaching an arena by locator, descriptor, name or
+//! path; loads) → `image` (saving image files) → `writer` and `options` (building and sealing) →
+//! `view` (typed views) → `entries` → `attach` → `handle` → `stable` → `service` → `inspect` →
+//! `lifecycle` (named segments by name). Each module imports only modules to its left: there is
+//! no import circle.
 //! docs/DESIGN.md has the table, which `tests/layout.rs` checks against the code.
 
 #[cfg(not(target_os = "linux"))]
@@ -193,6 +195,7 @@ mod image;
 pub mod inspect;
 mod lifecycle;
 mod locator;
+mod open;
 mod options;
 mod segment;
 pub mod service;
@@ -207,12 +210,13 @@ mod os;
 #[doc(hidden)]
 pub use archive::SegmentWriter;
 pub use archive::{ArenaSerializer, ArenaValidator, MAX_NESTING};
-pub use arena::{Arena, ArenaId, OpenOptions};
+pub use arena::{Arena, ArenaId};
 pub use attach::{attach, detach, detach_all, expect_id, keep_vouched_rows, trust_inherited_rows};
 pub use entries::EntryInfo;
 pub use error::{error_chain, Error, Result};
 pub use handle::{Handle, SliceHandle};
 pub use locator::{validate_entry_name, validate_segment_name, Locator, MAX_SEGMENT_NAME};
+pub use open::OpenOptions;
 pub use options::ArenaOptions;
 pub use os::release_free_memory;
 pub use service::{connect, subscribe, ConnectOptions, PublishOptions, Publisher, Subscription};

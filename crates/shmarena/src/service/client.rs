@@ -10,8 +10,9 @@ use super::wire::{
     ROW_LEN, STATUS_OK,
 };
 use super::{socket_name, RefusedBy, ServiceError};
-use crate::arena::{Arena, OpenOptions};
+use crate::arena::Arena;
 use crate::error::{Error, Result};
+use crate::open::OpenOptions;
 use crate::os;
 use crate::os::service as sock;
 
