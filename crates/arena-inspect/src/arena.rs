@@ -116,7 +116,7 @@ pub(crate) fn is_corruption(e: &shmarena::Error) -> bool {
     )
 }
 
-/// Whether the arena is still being built (or its builder died).
+/// Whether the arena is still being built (or its writer died).
 pub(crate) fn is_building(e: &shmarena::Error) -> bool {
     matches!(e.format_error(), Some(FormatError::StillBuilding))
 }

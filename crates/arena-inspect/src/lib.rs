@@ -71,7 +71,7 @@ Examples:
   arena-inspect info pub:lexicon          the generation served as lexicon now
   arena-inspect gc --dry-run              what gc would remove, and why it keeps the rest
   arena-inspect gc --prefix myjob-        remove orphans whose names start with myjob-
-  arena-inspect gc --include-persisted    also remove orphans their builder persisted";
+  arena-inspect gc --include-persisted    also remove orphans their writer persisted";
 
 /// Inspect shmarena arenas: list them, show and verify their contents, find who uses them, and
 /// remove orphaned named segments.
@@ -129,7 +129,7 @@ enum Command {
         /// Only consider segments whose names start with this prefix.
         #[arg(long)]
         prefix: Option<String>,
-        /// Also remove orphans their builder persisted (kept by default).
+        /// Also remove orphans their writer persisted (kept by default).
         #[arg(long)]
         include_persisted: bool,
     },

@@ -27,7 +27,7 @@ struct ListRow {
     uid: u32,
     mode: String,
     /// A sealed copy (a loaded file or segment, arena-serve's image), not the memfd it was
-    /// built in: its owner is the arena's builder.
+    /// built in: its owner is the arena's writer.
     copy: bool,
 }
 

@@ -33,7 +33,7 @@ pub(crate) fn verify(arg: &str, json: bool, out: &mut dyn Write) -> Result<i32> 
             if is_building(&e) {
                 if let Some(o) = inspect::status(loc).ok().and_then(|s| s.owner) {
                     let state = if o.alive { "is alive" } else { "is dead" };
-                    msg = format!("{msg}; its builder (pid {}) {state}", o.pid);
+                    msg = format!("{msg}; its writer (pid {}) {state}", o.pid);
                 }
             }
             if json {

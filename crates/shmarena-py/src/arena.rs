@@ -16,6 +16,7 @@ use crate::errors::{corrupted, lib_err, type_mismatch};
 use crate::handle::{self, Handle};
 use crate::package::helper;
 use crate::pickle::{self, Reduced};
+use crate::publisher::{self, PyPublisher};
 use crate::registry::{ArenaState, META_ENTRY};
 use crate::to_py::{make_array, node_to_py};
 use crate::value::ArchivedValue;
@@ -246,18 +247,18 @@ impl PyArena {
 
     /// Publishes this arena (a sealed memfd) as `name` for any process of this user: see
     /// `shmarena.connect` and `shmarena.subscribe`. Served by a thread of this process until the
-    /// returned `Publisher` is closed or this process exits. (`service.rs` implements it, reached
-    /// through the package so that this file does not import a later one.)
+    /// returned `Publisher` is closed or this process exits.
     #[pyo3(signature = (name, *, allow_uids = Vec::new(), allow_gids = Vec::new(), timeout = None))]
-    fn publish<'py>(
-        slf: &Bound<'py, Self>,
+    fn publish(
+        &self,
+        py: Python<'_>,
         name: &str,
         allow_uids: Vec<u32>,
         allow_gids: Vec<u32>,
         timeout: Option<f64>,
-    ) -> PyResult<Bound<'py, PyAny>> {
-        static PUBLISH: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
-        helper(slf.py(), &PUBLISH, "_publish")?.call1((slf, name, allow_uids, allow_gids, timeout))
+    ) -> PyResult<PyPublisher> {
+        let arena = self.state.arena.clone();
+        publisher::publish(py, arena, name, allow_uids, allow_gids, timeout)
     }
 
     /// The entry `name` as a pandas object: `arena[name].to_pandas(**kwargs)` for a map or a

@@ -139,7 +139,7 @@ impl PyBuilder {
                     other => ShmarenaError::new_err(errors::chain(other)),
                 };
                 // When sealing failed for lack of room, the builder comes back unchanged.
-                self.inner = e.into_builder();
+                self.inner = e.into_writer();
                 return Err(err);
             }
         };

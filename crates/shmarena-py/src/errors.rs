@@ -1,4 +1,5 @@
-//! Python exception types and the mapping from `shmarena::Error`.
+//! Python exception types and the mapping from `shmarena::Error` (the service's errors to their
+//! own types with [`service_err`]).
 
 use pyo3::create_exception;
 use pyo3::exceptions::{PyException, PyTypeError, PyValueError};
@@ -6,6 +7,7 @@ use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::PyType;
 use pyo3::PyErr;
+use shmarena::service::ServiceError as LibServiceError;
 
 create_exception!(
     shmarena,
@@ -132,4 +134,60 @@ pub(crate) fn type_mismatch(msg: String) -> PyErr {
 /// A `CorruptedError` with `msg`.
 pub(crate) fn corrupted(msg: String) -> PyErr {
     CorruptedError::new_err(msg)
+}
+
+create_exception!(
+    shmarena,
+    ServiceError,
+    ShmarenaError,
+    "Publishing or connecting by name failed; the message names the published name and the cause."
+);
+create_exception!(
+    shmarena,
+    NotPublishedError,
+    ServiceError,
+    "Nobody publishes the name (never published, or the publisher is gone)."
+);
+create_exception!(
+    shmarena,
+    AlreadyPublishedError,
+    ServiceError,
+    "Another live process (or Publisher) already publishes the name."
+);
+create_exception!(
+    shmarena,
+    RefusedError,
+    ServiceError,
+    "The publisher refused this client's uid, or this client refused a publisher of another uid."
+);
+
+/// A library error as a Python exception: service errors get their own types.
+pub(crate) fn service_err(e: shmarena::Error) -> PyErr {
+    match &e {
+        shmarena::Error::Service(s) => {
+            let msg = chain(&e);
+            match s {
+                LibServiceError::NotPublished { other_uids, .. } if !other_uids.is_empty() => {
+                    NotPublishedError::new_err(format!(
+                        "{msg} (shmarena.connect(name, server_uid={}))",
+                        other_uids[0]
+                    ))
+                }
+                LibServiceError::NotPublished { .. } => NotPublishedError::new_err(msg),
+                LibServiceError::AlreadyPublished {
+                    name,
+                    by_this_process: true,
+                } => AlreadyPublishedError::new_err(format!(
+                    "an arena is already published as {name:?} by this process: a Publisher of \
+                     it is still open here (a notebook cell run twice?); call that Publisher's \
+                     publish(arena) to serve a new generation, or its close() before publishing \
+                     the name again"
+                )),
+                LibServiceError::AlreadyPublished { .. } => AlreadyPublishedError::new_err(msg),
+                LibServiceError::Refused { .. } => RefusedError::new_err(msg),
+                _ => ServiceError::new_err(msg),
+            }
+        }
+        _ => lib_err(e),
+    }
 }

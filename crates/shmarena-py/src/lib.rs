@@ -3,7 +3,8 @@
 //!
 //! One job per file; each imports only files listed above it, so there is no import circle:
 //!
-//! - `errors.rs`: the Python exception types and the mapping from `shmarena::Error`.
+//! - `errors.rs`: the Python exception types (the service's too) and the mapping from
+//!   `shmarena::Error`.
 //! - `value.rs`: the archived value type (`Value`) that `Builder.put` stores.
 //! - `dtype.rs`: numpy dtype strings of the library's POD primitives, both ways.
 //! - `registry.rs`: per-process state of each arena (`ArenaState`): the mapping, the entry
@@ -14,6 +15,7 @@
 //!   `unsafe` calls (`Arena::accept_trust_token`, `ConnectOptions::trust_publisher_rows`).
 //! - `package.rs`: the pure-Python package's helpers the native code calls.
 //! - `pickle.rs`: the handle naming an arena or view, and `__reduce__`'s tuple.
+//! - `publisher.rs`: the `Publisher` type and publishing an arena by name (`Arena.publish`).
 //! - `buffer.rs`: the read-only buffer-protocol object numpy arrays read from, with the
 //!   buffer-protocol FFI's `unsafe`.
 //! - `view.rs`: the `MapView` and `ListView` types (an entry root plus a path).
@@ -25,8 +27,8 @@
 //! - `lifecycle.rs`: what `build` checks before creating a segment (with hints in its errors),
 //!   `shmarena.remove` for named arenas, and the builder's thread check.
 //! - `builder.rs`: `Builder` and `shmarena.build`.
-//! - `service.rs`: `Publisher`, `Subscription`, `shmarena.connect`/`subscribe`/`load` and
-//!   the service's exception types (`Arena.publish` reaches it through `shmarena._publish`).
+//! - `service.rs`: the `Publisher`'s methods, `Subscription`, `shmarena.connect`/`subscribe`/
+//!   `load`, and the registration of the service's types.
 //! - `inspect.rs`: `inspect_main`, the arena-inspect commands run by arena-inspect's library
 //!   (`python -m shmarena`); it uses nothing else of this crate.
 //! - `lib.rs`: the module (one interpreter per process) and its cache functions.
@@ -44,6 +46,7 @@ mod list;
 mod map;
 mod package;
 mod pickle;
+mod publisher;
 mod registry;
 mod service;
 mod to_py;

@@ -1,5 +1,5 @@
 //! The pure-Python package `shmarena` as the native code sees it: the helper functions it calls
-//! (`_make_array`, `_copy_array`, `_restore`, `_publish`), each looked up once per process.
+//! (`_make_array`, `_copy_array`, `_to_pandas`, the views' reprs), each looked up once per process.
 
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;

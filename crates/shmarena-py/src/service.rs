@@ -1,87 +1,18 @@
-//! The arena service from Python: `Arena.publish` gives a `Publisher` (through
-//! `shmarena._publish`, so `arena.rs` does not import this file), `shmarena.connect` an `Arena`,
+//! The arena service from Python: the `Publisher`'s methods (the type and `Arena.publish` are
+//! in `publisher.rs`), `shmarena.connect` an `Arena`,
 //! `shmarena.subscribe` a `Subscription`; and `shmarena.load` for arena image files (`Arena.save`
 //! is in `arena.rs`). A thin layer over `shmarena::service` and `shmarena::Arena::load_file`.
 
 use std::path::PathBuf;
 use std::sync::Mutex;
-use std::time::Duration;
 
-use pyo3::create_exception;
-use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
-use shmarena::service::ServiceError as LibServiceError;
 
 use crate::arena::PyArena;
-use crate::errors::{chain, lib_err, ShmarenaError};
-
-create_exception!(
-    shmarena,
-    ServiceError,
-    ShmarenaError,
-    "Publishing or connecting by name failed; the message names the published name and the cause."
-);
-create_exception!(
-    shmarena,
-    NotPublishedError,
-    ServiceError,
-    "Nobody publishes the name (never published, or the publisher is gone)."
-);
-create_exception!(
-    shmarena,
-    AlreadyPublishedError,
-    ServiceError,
-    "Another live process (or Publisher) already publishes the name."
-);
-create_exception!(
-    shmarena,
-    RefusedError,
-    ServiceError,
-    "The publisher refused this client's uid, or this client refused a publisher of another uid."
-);
-
-/// A library error as a Python exception: service errors get their own types.
-pub(crate) fn service_err(e: shmarena::Error) -> PyErr {
-    match &e {
-        shmarena::Error::Service(s) => {
-            let msg = chain(&e);
-            match s {
-                LibServiceError::NotPublished { other_uids, .. } if !other_uids.is_empty() => {
-                    NotPublishedError::new_err(format!(
-                        "{msg} (shmarena.connect(name, server_uid={}))",
-                        other_uids[0]
-                    ))
-                }
-                LibServiceError::NotPublished { .. } => NotPublishedError::new_err(msg),
-                LibServiceError::AlreadyPublished {
-                    name,
-                    by_this_process: true,
-                } => AlreadyPublishedError::new_err(format!(
-                    "an arena is already published as {name:?} by this process: a Publisher of \
-                     it is still open here (a notebook cell run twice?); call that Publisher's \
-                     publish(arena) to serve a new generation, or its close() before publishing \
-                     the name again"
-                )),
-                LibServiceError::AlreadyPublished { .. } => AlreadyPublishedError::new_err(msg),
-                LibServiceError::Refused { .. } => RefusedError::new_err(msg),
-                _ => ServiceError::new_err(msg),
-            }
-        }
-        _ => lib_err(e),
-    }
-}
-
-fn timeout_of(seconds: Option<f64>) -> PyResult<Option<Duration>> {
-    seconds
-        .map(|s| {
-            Duration::try_from_secs_f64(s).map_err(|_| {
-                PyValueError::new_err(format!(
-                    "timeout must be a non-negative number of seconds, not {s}"
-                ))
-            })
-        })
-        .transpose()
-}
+use crate::errors::{
+    lib_err, service_err, AlreadyPublishedError, NotPublishedError, RefusedError, ServiceError,
+};
+use crate::publisher::{timeout_of, PyPublisher};
 
 fn connect_options(
     timeout: Option<f64>,
@@ -99,85 +30,6 @@ fn connect_options(
         opts = opts.server_uid(uid);
     }
     Ok(opts)
-}
-
-/// Serves an arena under a name until closed; `publish(arena)` serves a new generation.
-///
-/// Only the process that created it serves: a fork child that inherits the object cannot
-/// publish or close it (the serving thread is not in the child), and dropping it there does
-/// nothing.
-#[pyclass(frozen, module = "shmarena", name = "Publisher")]
-pub(crate) struct PyPublisher {
-    inner: Mutex<Option<shmarena::Publisher>>,
-    name: String,
-    pid: u32,
-}
-
-impl PyPublisher {
-    fn with<R>(&self, f: impl FnOnce(&shmarena::Publisher) -> PyResult<R>) -> PyResult<R> {
-        if std::process::id() != self.pid {
-            return Err(ServiceError::new_err(format!(
-                "the publisher of {:?} belongs to process {}, not this one (a fork child \
-                 inherits the object but not the thread that serves the name)",
-                self.name, self.pid
-            )));
-        }
-        let guard = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        match guard.as_ref() {
-            Some(p) => f(p),
-            None => Err(ServiceError::new_err(format!(
-                "the publisher of {:?} is closed",
-                self.name
-            ))),
-        }
-    }
-}
-
-impl Drop for PyPublisher {
-    fn drop(&mut self) {
-        let p = self
-            .inner
-            .get_mut()
-            .unwrap_or_else(|e| e.into_inner())
-            .take();
-        if std::process::id() != self.pid {
-            // Dropping it here would stop the parent's serving thread (the stop pipe is shared)
-            // and join a thread this process does not have.
-            std::mem::forget(p);
-        }
-    }
-}
-
-/// Publishes `arena` as `name`: what `Arena.publish` calls (through `shmarena._publish`).
-#[pyfunction]
-pub(crate) fn _publish(
-    py: Python<'_>,
-    arena: &Bound<'_, PyArena>,
-    name: &str,
-    allow_uids: Vec<u32>,
-    allow_gids: Vec<u32>,
-    timeout: Option<f64>,
-) -> PyResult<PyPublisher> {
-    let mut opts = shmarena::PublishOptions::new();
-    for uid in allow_uids {
-        opts = opts.allow_uid(uid);
-    }
-    for gid in allow_gids {
-        opts = opts.allow_gid(gid);
-    }
-    if let Some(t) = timeout_of(timeout)? {
-        opts = opts.timeout(t);
-    }
-    let lib_arena = arena.get().state.arena.clone();
-    let owned = name.to_owned();
-    let p = py
-        .detach(move || opts.publish(&owned, lib_arena))
-        .map_err(service_err)?;
-    Ok(PyPublisher {
-        name: p.name().to_owned(),
-        inner: Mutex::new(Some(p)),
-        pid: std::process::id(),
-    })
 }
 
 #[pymethods]
@@ -394,7 +246,6 @@ pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(connect, m)?)?;
     m.add_function(wrap_pyfunction!(subscribe, m)?)?;
     m.add_function(wrap_pyfunction!(load, m)?)?;
-    m.add_function(wrap_pyfunction!(_publish, m)?)?;
     m.add("ServiceError", py.get_type::<ServiceError>())?;
     m.add("NotPublishedError", py.get_type::<NotPublishedError>())?;
     m.add(

@@ -33,7 +33,7 @@ pub const MAX_ENTRY_NAME: usize = 255;
 /// written; the hash still covers the whole name).
 pub const MAX_TYPE_NAME: usize = 1024;
 
-/// `state` value of an arena whose builder has not sealed it (or died).
+/// `state` value of an arena whose writer has not sealed it (or died).
 pub const STATE_BUILDING: u32 = 1;
 /// `state` value of a finished, read-only arena.
 pub const STATE_SEALED: u32 = 2;
@@ -48,7 +48,7 @@ pub const RKYV_MAJOR: u8 = 0;
 /// See [`RKYV_MAJOR`].
 pub const RKYV_MINOR: u8 = 8;
 
-/// Entry flag: the builder validated this archived entry with bytecheck before sealing, or
+/// Entry flag: the writer validated this archived entry with bytecheck before sealing, or
 /// vouched for it (`ArenaWriter::put_trusted`). Information only: readers never trust it.
 pub const FLAG_VALIDATED: u8 = 1;
 /// Entry flag (format version 2): the entry records a shape (`ndim` and the dimensions).
@@ -351,7 +351,7 @@ pub enum FormatError {
         /// Bytes available.
         len: u64,
     },
-    /// The header says the arena is still being built (or its builder died).
+    /// The header says the arena is still being built (or its writer died).
     StillBuilding,
     /// A field is out of range or a checksum does not match.
     Corrupted {
@@ -386,7 +386,7 @@ impl fmt::Display for FormatError {
             FormatError::StillBuilding => {
                 write!(
                     f,
-                    "still being built (not sealed; its builder may have died)"
+                    "still being built (not sealed; its writer may have died)"
                 )
             }
             FormatError::Corrupted { detail } => write!(f, "corrupted: {detail}"),
@@ -471,9 +471,9 @@ pub struct Header {
     pub total_len: u64,
     /// Random id, fixed at creation.
     pub arena_id: [u8; 16],
-    /// Process id of the builder.
+    /// Process id of the process that wrote the arena.
     pub creator_pid: u32,
-    /// Start time of the builder process, in clock ticks after boot (`/proc/PID/stat` field 22).
+    /// Start time of the writer process, in clock ticks after boot (`/proc/PID/stat` field 22).
     pub creator_start: u64,
     /// Creation time, in nanoseconds since the Unix epoch.
     pub created_ns: u64,
@@ -695,7 +695,7 @@ impl Entry {
         self.offset as usize..(self.offset + self.len) as usize
     }
 
-    /// Whether the builder validated this archived entry before sealing, or vouched for it
+    /// Whether the writer validated this archived entry before sealing, or vouched for it
     /// (`put_trusted`). Information only, like every byte of the arena.
     pub fn validated_at_build(&self) -> bool {
         self.flags & FLAG_VALIDATED != 0

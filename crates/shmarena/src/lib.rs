@@ -14,7 +14,7 @@
 //! b.put("lexicon", &lexicon)?;
 //! b.put_slice("centroids", &[0.0f32, 1.0, 2.0, 3.0])?;
 //!
-//! // Seal: read-only from here, enforced by the kernel; the builder is consumed.
+//! // Seal: read-only from here, enforced by the kernel; the writer is consumed.
 //! let arena = b.seal()?;
 //!
 //! // Read in place: `View` derefs to the archived map, `SliceView` to `[f32]`.
@@ -35,7 +35,7 @@
 //! | backing | made by | reached by | freed |
 //! |---|---|---|---|
 //! | sealed memfd (default) | [`ArenaOptions::new`] | fork (inherited), an inherited fd ([`Arena::open_fd`]), `/proc/PID/fd/N` ([`Arena::open_memfd`]) | by the kernel when the last fd or mapping goes, even on SIGKILL |
-//! | named segment | [`ArenaOptions::named`] | any process of the user: copied into a sealed memfd ([`Arena::load_named`], [`Arena::open`], handles), or mapped in place by the `unsafe` [`Arena::open_named`] | unlinked when the builder's arena drops, unless [`Arena::persist`]ed |
+//! | named segment | [`ArenaOptions::named`] | any process of the user: copied into a sealed memfd ([`Arena::load_named`], [`Arena::open`], handles), or mapped in place by the `unsafe` [`Arena::open_named`] | unlinked when the writer's arena drops, unless [`Arena::persist`]ed |
 //! | file | [`ArenaOptions::file`] | any process that can read it: copied ([`Arena::load_file`], [`Arena::open`], handles), or mapped in place by the `unsafe` [`Arena::open_file`] | never (it is an image) |
 //!
 //! All three hold the same bytes, laid out as docs/FORMAT.md describes. Every arena is built in
@@ -43,7 +43,7 @@
 //! it, against writes from anywhere but that mapping (`F_SEAL_SHRINK`, `F_SEAL_FUTURE_WRITE`):
 //! no process can change or truncate what the writer validated before it seals. A named
 //! segment or a file receives a copy of the finished bytes at [`ArenaWriter::seal`], and the
-//! [`Arena`] `seal` returns maps the memfd, so the builder's process holds the arena's size
+//! [`Arena`] `seal` returns maps the memfd, so the writer's process holds the arena's size
 //! twice (the segment and the memfd) while that arena lives.
 //!
 //! A sealed memfd can also be [published](Arena::publish) by name: any process of the user then
@@ -84,7 +84,7 @@
 //!   need no validation.
 //! - Named segments and files can be rewritten or truncated by any process of their owner, so
 //!   the safe API never maps one: it copies it into a sealed memfd with `pread`
-//!   ([`Arena::load_named`], [`Arena::load_file`]), and the builder never maps one at all: it
+//!   ([`Arena::load_named`], [`Arena::load_file`]), and the writer never maps one at all: it
 //!   writes the sealed bytes out to it, and its own arena is its sealed memfd. Mapping one in
 //!   place is the
 //!   `unsafe` [`Arena::open_named`] / [`Arena::open_file`], whose caller promises that nothing
@@ -123,11 +123,11 @@
 //!
 //! A [`ArenaWriter`] writes a header that says "building"; [`ArenaWriter::seal`] writes the table of
 //! contents, flips the header to "sealed" and makes the segment read-only. A reader refuses an
-//! arena that is not sealed with [`Error::Format`] ([`format::FormatError::StillBuilding`]). A dropped builder removes what it made.
+//! arena that is not sealed with [`Error::Format`] ([`format::FormatError::StillBuilding`]). A dropped writer removes what it made.
 //!
-//! A named segment lives until the builder's arena drops, unless [`Arena::persist`]ed; a
+//! A named segment lives until the writer's arena drops, unless [`Arena::persist`]ed; a
 //! reader that may start first waits with [`Arena::wait_named`]; any process of the user
-//! removes one by name with [`Arena::remove_named`] (an orphan of a killed builder, or a
+//! removes one by name with [`Arena::remove_named`] (an orphan of a killed writer, or a
 //! persisted arena); [`inspect::gc`] removes orphans and keeps persisted segments.
 //!
 //! # Platform support

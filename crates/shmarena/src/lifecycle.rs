@@ -14,7 +14,7 @@ use crate::locator::{validate_segment_name, Locator};
 use crate::os;
 
 /// What is at a name now: the open segment and its header bytes (possibly fewer than a full
-/// header, or zeros, while the builder is still setting it up).
+/// header, or zeros, while the writer is still setting it up).
 fn read_header(name: &str, what: &str) -> Result<(File, Vec<u8>)> {
     let file = os::shm_open_ro(name).map_err(|e| Error::os(format!("opening {what}"), what, e))?;
     let mut buf = vec![0u8; HEADER_LEN];
@@ -37,7 +37,7 @@ fn read_header(name: &str, what: &str) -> Result<(File, Vec<u8>)> {
 }
 
 impl Arena {
-    /// Removes named segment `name` from any process of its user: an orphan whose builder was
+    /// Removes named segment `name` from any process of its user: an orphan whose writer was
     /// killed, a [`persist`](Arena::persist)ed arena nobody needs any more, or one another
     /// process built. Mappings that exist stay valid; no process can open the name any more.
     ///
@@ -78,7 +78,7 @@ impl Arena {
                 source: None,
             });
         }
-        // A builder fills the header right after creating the segment: an empty or all-zero
+        // A writer fills the header right after creating the segment: an empty or all-zero
         // header is an arena being set up; anything else must carry the magic.
         let blank = header.iter().all(|&b| b == 0);
         if !blank && !header.starts_with(&crate::format::MAGIC) {
@@ -88,12 +88,12 @@ impl Arena {
     }
 
     /// Waits until a sealed arena is at named segment `name`, for at most `timeout`: for a
-    /// reader that may start before the builder has finished. It only waits; open the arena
+    /// reader that may start before the writer has finished. It only waits; open the arena
     /// afterwards as usual.
     ///
     /// Returns `Ok(())` once the segment's header says sealed. Waits while the name does not
     /// exist or the arena is still being built; gives up at once, with the cause, if the
-    /// segment is not an arena or cannot be read, or if its builder died before sealing
+    /// segment is not an arena or cannot be read, or if its writer died before sealing
     /// ([`Error::Format`] with [`FormatError::StillBuilding`]: remove the orphan with
     /// [`Arena::remove_named`]). After `timeout`, [`Error::Timeout`] says what was there last.
     ///
@@ -101,7 +101,7 @@ impl Arena {
     /// # fn main() -> shmarena::Result<()> {
     /// use std::time::Duration;
     /// shmarena::Arena::wait_named("lexicon", Duration::from_secs(60))?;
-    /// // The builder has sealed it: open it now.
+    /// // The writer has sealed it: open it now.
     /// # Ok(()) }
     /// ```
     pub fn wait_named(name: &str, timeout: Duration) -> Result<()> {
@@ -120,7 +120,7 @@ impl Arena {
                         Err(e) if !Owner::of(&h).alive => {
                             return Err(Error::format(
                                 &format!(
-                                    "{what} (its builder, pid {}, exited before sealing it)",
+                                    "{what} (its writer, pid {}, exited before sealing it)",
                                     h.creator_pid
                                 ),
                                 e,

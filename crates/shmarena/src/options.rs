@@ -61,7 +61,7 @@ impl ArenaOptions {
         self
     }
 
-    /// Bytes of address space to map up front (default and least 64 MiB). It costs no memory: the builder reserves memory as entries are written, and the
+    /// Bytes of address space to map up front (default and least 64 MiB). It costs no memory: the writer reserves memory as entries are written, and the
     /// sealed arena is about the size its entries need whatever the capacity. Past it the
     /// mapping grows (and may move) as needed; a good guess for a very large arena saves those
     /// remaps.

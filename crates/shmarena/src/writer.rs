@@ -21,9 +21,9 @@ use crate::trust::TypeKey;
 /// An arena under construction. Add entries with the `put` methods, then [`seal`](Self::seal)
 /// it; until then no reader can open it as sealed.
 ///
-/// A failed `put` leaves the builder as it was before the call.
+/// A failed `put` leaves the writer as it was before the call.
 ///
-/// Dropping a builder without sealing removes what it made: the memfd is freed, a named segment
+/// Dropping a writer without sealing removes what it made: the memfd is freed, a named segment
 /// unlinked and a temporary file removed.
 ///
 /// A writer belongs to the process that created it. In a child forked while it builds (a
@@ -81,7 +81,7 @@ impl ArenaWriter {
         locator: Locator,
         header: Header,
     ) -> Result<ArenaWriter> {
-        let mut builder = ArenaWriter {
+        let mut writer = ArenaWriter {
             seg,
             pid: os::pid(),
             site,
@@ -92,20 +92,20 @@ impl ArenaWriter {
             validated: Vec::new(),
             pos: format::HEADER_LEN,
         };
-        // The "building" header goes on a named segment or file first: a builder killed later
+        // The "building" header goes on a named segment or file first: a writer killed later
         // then leaves a segment whose header names its dead creator (an orphan `inspect::gc`
         // can collect), and `Arena::wait_named` waits on it.
-        let head = builder.header.encode();
-        if let Some(mirror) = builder.seg.mirror() {
+        let head = writer.header.encode();
+        if let Some(mirror) = writer.seg.mirror() {
             std::os::unix::fs::FileExt::write_all_at(mirror, &head, 0).map_err(|e| {
-                let what = builder.seg.what().to_owned();
+                let what = writer.seg.what().to_owned();
                 Error::os(format!("writing the header of {what}"), &what, e)
             })?;
         }
-        builder.seg.ensure(format::HEADER_LEN)?;
-        builder.seg.note_written(format::HEADER_LEN);
-        builder.seg.bytes_mut()[..format::HEADER_LEN].copy_from_slice(&head);
-        Ok(builder)
+        writer.seg.ensure(format::HEADER_LEN)?;
+        writer.seg.note_written(format::HEADER_LEN);
+        writer.seg.bytes_mut()[..format::HEADER_LEN].copy_from_slice(&head);
+        Ok(writer)
     }
 
     /// Archives `value` with rkyv straight into the segment, with no intermediate buffer, then
@@ -419,7 +419,7 @@ impl ArenaWriter {
     }
 
     /// Reserves `count` elements of `T` in the segment and lets `fill` write them in place, with
-    /// no source copy. The slice starts zeroed. If `fill` panics, the builder is unchanged.
+    /// no source copy. The slice starts zeroed. If `fill` panics, the writer is unchanged.
     ///
     /// ```
     /// # fn main() -> shmarena::Result<()> {
@@ -618,12 +618,12 @@ impl ArenaWriter {
     /// [`locator`](Arena::locator) still names the segment or file, which other processes
     /// reach through [`Arena::load_named`] and [`Arena::load_file`] (handles do that).
     ///
-    /// The builder is consumed. If sealing fails before anything changed (no room for the
-    /// table of contents), [`SealError::into_builder`] gives it back; after that point, a
+    /// The writer is consumed. If sealing fails before anything changed (no room for the
+    /// table of contents), [`SealError::into_writer`] gives it back; after that point, a
     /// failure removes everything it made.
     ///
     /// That hand-back is why the error type is [`SealError`], not [`Error`]. It converts into
-    /// [`Error`] with `?` (the builder, if any, is dropped then), so in a function returning
+    /// [`Error`] with `?` (the writer, if any, is dropped then), so in a function returning
     /// [`shmarena::Result`](crate::Result) write `Ok(b.seal()?)`, or
     /// `b.seal().map_err(Into::into)`:
     ///
@@ -646,21 +646,21 @@ impl ArenaWriter {
     /// ```
     ///
     /// In another process than the writer's (a fork child), it fails with
-    /// [`Error::WrongProcess`] and hands the builder back; drop it there, which removes nothing.
+    /// [`Error::WrongProcess`] and hands the writer back; drop it there, which removes nothing.
     pub fn seal(mut self) -> std::result::Result<Arena, SealError> {
         if let Err(error) = self.check_process() {
             return Err(SealError {
                 error,
-                builder: Some(Box::new(self)),
+                writer: Some(Box::new(self)),
             });
         }
         let (toc_off, total, toc) = match self.place_toc() {
             Ok(placed) => placed,
-            // Nothing has changed yet: hand the builder back.
+            // Nothing has changed yet: hand the writer back.
             Err(error) => {
                 return Err(SealError {
                     error,
-                    builder: Some(Box::new(self)),
+                    writer: Some(Box::new(self)),
                 })
             }
         };
@@ -682,7 +682,7 @@ impl ArenaWriter {
         self.seg.bytes_mut()[..format::HEADER_LEN].copy_from_slice(&head);
         self.finish(total).map_err(|error| SealError {
             error,
-            builder: None,
+            writer: None,
         })
     }
 
@@ -715,7 +715,7 @@ impl ArenaWriter {
         };
         // A named segment or file is written out from the memfd: its payloads first, then the
         // sealed header, so a reader that sees the header sealed finds every byte it names. The
-        // builder never maps the segment or file, so nothing done to it can reach this
+        // writer never maps the segment or file, so nothing done to it can reach this
         // process's memory, and the arena returned here reads the memfd.
         if let Some(mirror) = &mirror {
             let bytes = &map.bytes()[..total];
@@ -825,14 +825,14 @@ fn copy_and_checksum(dst: &mut [u8], src: &[u8]) -> u64 {
 }
 
 /// A failed [`ArenaWriter::seal`]. If it failed before changing anything (no space left for the
-/// table of contents, say), it hands the builder back, so the work is not lost: free some space
+/// table of contents, say), it hands the writer back, so the work is not lost: free some space
 /// and seal again.
 ///
-/// It converts into [`Error`], so `builder.seal()?` works in functions returning
+/// It converts into [`Error`], so `writer.seal()?` works in functions returning
 /// [`shmarena::Result`](crate::Result).
 pub struct SealError {
     error: Error,
-    builder: Option<Box<ArenaWriter>>,
+    writer: Option<Box<ArenaWriter>>,
 }
 
 impl SealError {
@@ -841,12 +841,18 @@ impl SealError {
         &self.error
     }
 
-    /// The builder, unchanged, if sealing failed before it changed anything.
-    pub fn into_builder(self) -> Option<ArenaWriter> {
-        self.builder.map(|b| *b)
+    /// The writer, unchanged, if sealing failed before it changed anything.
+    pub fn into_writer(self) -> Option<ArenaWriter> {
+        self.writer.map(|w| *w)
     }
 
-    /// The error, dropping the builder (which removes what it made).
+    /// The writer, unchanged, if sealing failed before it changed anything.
+    #[deprecated(note = "renamed into_writer")]
+    pub fn into_builder(self) -> Option<ArenaWriter> {
+        self.into_writer()
+    }
+
+    /// The error, dropping the writer (which removes what it made).
     pub fn into_error(self) -> Error {
         self.error
     }
@@ -856,7 +862,7 @@ impl std::fmt::Debug for SealError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SealError")
             .field("error", &self.error)
-            .field("builder_returned", &self.builder.is_some())
+            .field("writer_returned", &self.writer.is_some())
             .finish()
     }
 }
@@ -864,8 +870,8 @@ impl std::fmt::Debug for SealError {
 /// Says only that sealing failed; [`source`](std::error::Error::source) returns the cause.
 impl std::fmt::Display for SealError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        if self.builder.is_some() {
-            f.write_str("cannot seal the arena (the builder is handed back unchanged)")
+        if self.writer.is_some() {
+            f.write_str("cannot seal the arena (the writer is handed back unchanged)")
         } else {
             f.write_str("cannot seal the arena")
         }

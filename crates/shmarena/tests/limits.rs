@@ -21,7 +21,7 @@ fn nospace_child_entry() {
     let e = b.put_bytes("big", &big).unwrap_err();
     assert!(matches!(e, Error::NoSpace { .. }), "named: {e}");
     assert!(e.to_string().contains("sa-nospace"), "{e}");
-    // The builder lost nothing: it still seals with the entry that fit.
+    // The writer lost nothing: it still seals with the entry that fit.
     let arena = b.seal().unwrap();
     assert_eq!(&*arena.bytes("small").unwrap(), &[1u8; 1000]);
     drop(arena);
@@ -36,7 +36,7 @@ fn nospace_child_entry() {
     let e = b.put("vec", &big).unwrap_err();
     assert!(matches!(e, Error::NoSpace { .. }), "file: {e}");
     // Many small writes (each string's bytes) that the writer stages and copies in pieces:
-    // the copy that does not fit fails, and the builder still takes what fits afterwards.
+    // the copy that does not fit fails, and the writer still takes what fits afterwards.
     let words: Vec<String> = (0..400_000)
         .map(|i| format!("word number {i:>12}"))
         .collect();
@@ -58,7 +58,7 @@ fn nospace_child_entry() {
         "temporary file left behind"
     );
 
-    // Sealing with no room left for the table of contents hands the builder back.
+    // Sealing with no room left for the table of contents hands the writer back.
     let mut b = ArenaOptions::new()
         .named("sa-nospace-toc")
         .create()
@@ -75,7 +75,7 @@ fn nospace_child_entry() {
     assert!(added > 1000, "only {added} entries fit");
     let failed = b.seal().unwrap_err();
     assert!(matches!(failed.error(), Error::NoSpace { .. }), "{failed}");
-    let b = failed.into_builder().expect("the builder comes back");
+    let b = failed.into_writer().expect("the writer comes back");
     assert_eq!(b.entry_count(), added);
     drop(b);
     assert!(

@@ -73,10 +73,10 @@ fn writer_after_fork_entry() {
                     if !e.error().to_string().contains("after fork") {
                         code |= 16;
                     }
-                    // The builder comes back; dropping it here must unmap, truncate and unlink
+                    // The writer comes back; dropping it here must unmap, truncate and unlink
                     // nothing (the parent checks).
-                    match e.into_builder() {
-                        Some(builder) => drop(builder),
+                    match e.into_writer() {
+                        Some(writer) => drop(writer),
                         None => code |= 64,
                     }
                 }

@@ -50,7 +50,6 @@ from ._native import (  # the arena service and image files (service.rs)
     RefusedError,
     ServiceError,
     Subscription,
-    _publish,
     connect,
     load,
     subscribe,

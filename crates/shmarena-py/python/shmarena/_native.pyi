@@ -62,8 +62,8 @@ class StillBuildingError(FormatError): ...
 
 @final
 class Builder:
-    """An arena being built; a context manager that seals on success and discards on error.
-    It belongs to the thread that called ``build()``: another thread gets ``WrongThreadError``."""
+    """An arena being built (what ``build()`` returns; Rust's ``ArenaWriter``); a context
+    manager that seals on success and discards on error. It belongs to the thread that called ``build()``: another thread gets ``WrongThreadError``."""
 
     def put(self, name: str, value: object) -> None:
         """Archives a JSON-like value: dict (str/int/bytes keys), list, tuple, str, bytes, int

@@ -100,7 +100,7 @@ pub enum SkipReason {
         /// The OS error.
         detail: String,
     },
-    /// Its builder [persisted](crate::Arena::persist) it: it is meant to outlive its builder
+    /// Its writer [persisted](crate::Arena::persist) it: it is meant to outlive its writer
     /// (see [`GcOptions::include_persisted`] and [`Arena::remove_named`](crate::Arena::remove_named)).
     Persisted,
 }
@@ -121,7 +121,7 @@ impl fmt::Display for SkipReason {
             SkipReason::RemoveFailed { detail } => write!(f, "removing failed: {detail}"),
             SkipReason::Persisted => write!(
                 f,
-                "persisted by its builder (remove it with Arena::remove_named, or gc with \
+                "persisted by its writer (remove it with Arena::remove_named, or gc with \
                  include_persisted)"
             ),
         }
@@ -174,7 +174,7 @@ impl GcReport {
 }
 
 /// Removes the named segments in `/dev/shm` of this user whose creator is dead and that no
-/// process maps or holds open: arenas whose builder was killed mid-build. Arenas their builder
+/// process maps or holds open: arenas whose writer was killed mid-build. Arenas their writer
 /// [persisted](crate::Arena::persist) are kept unless [`GcOptions::include_persisted`]. Every other entry in `/dev/shm` (matching the prefix, if one is given)
 /// is reported as skipped with the reason: another user's, not an arena, unreadable header,
 /// creator alive, still in use.

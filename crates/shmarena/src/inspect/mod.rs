@@ -112,7 +112,7 @@ pub struct ArenaStatus {
     pub kernel_sealed: bool,
     /// A memfd holding a sealed copy of an arena (made by loading a file or a named segment,
     /// as `arena-serve` does, or returned by a named or file writer's seal) rather than the
-    /// memfd the arena was built in. Its header's creator is the arena's builder, not the
+    /// memfd the arena was built in. Its header's creator is the arena's writer, not the
     /// process that made the copy, so a dead creator is normal for a copy.
     pub copy: bool,
     /// Owning user id.

@@ -422,12 +422,12 @@ pub(crate) fn now_ns() -> u64 {
         .unwrap_or(0)
 }
 
-/// A writable shared mapping of a memfd that the builder grows as it writes: `len` bytes of
+/// A writable shared mapping of a memfd that the writer grows as it writes: `len` bytes of
 /// address space, of which the first `valid` are backed by the file and handed out as slices.
 ///
 /// INVARIANTS: the file carries `F_SEAL_SHRINK` (checked when mapped), so once it holds `valid`
 /// bytes it always does, whoever tries to truncate it; `valid <= map.len()`, and the file is at
-/// least `valid` bytes long (the builder reserves before it raises `valid`). Only `..valid` is
+/// least `valid` bytes long (the writer reserves before it raises `valid`). Only `..valid` is
 /// ever turned into a slice: the address space past the end of the file would fault. `map`
 /// exists only in process `pid` (it is `MADV_DONTFORK`): in any other process (a fork child)
 /// its address range may hold unrelated memory, so there it is never dropped (no `munmap`).
@@ -464,7 +464,7 @@ impl MapMut {
         // bytes (checked above) and can never shrink (`F_SEAL_SHRINK`, checked above, cannot be
         // removed), so the `valid` bytes handed out as slices stay backed whatever any process
         // does; the address space past them is never read or written until the file has grown
-        // over it (`set_valid`). The writer is the only writer of the bytes: the builder seals
+        // over it (`set_valid`). The writer is the only writer of the bytes: it seals
         // the memfd with `F_SEAL_FUTURE_WRITE` right after mapping it (docs/DESIGN.md, "Trust
         // model", says what that leaves to chance), and this process maps it writable nowhere
         // else.
@@ -478,7 +478,7 @@ impl MapMut {
         Ok(map)
     }
 
-    /// Keeps the writable mapping out of children forked while the builder works (by any thread
+    /// Keeps the writable mapping out of children forked while the writer works (by any thread
     /// of this process): a child holding it would make `F_SEAL_WRITE` fail with EBUSY, and could
     /// write to the arena being built.
     fn dont_fork(&self) -> io::Result<()> {
