@@ -26,6 +26,19 @@ pub type ArenaValidator<'a> = HighValidator<'a, rancor::Error>;
 /// less deeply, or flattened into a vector of indexes, is unaffected.
 pub const MAX_NESTING: usize = 1024;
 
+/// A monomorphized [`validate_at`] that says only whether the bytes pass: what a writer keeps
+/// beside each trust row it records at `put`, to check the entry again once `seal` has frozen
+/// the bytes.
+pub(crate) type Recheck = fn(&[u8], usize) -> bool;
+
+/// [`validate_at`] as a [`Recheck`].
+pub(crate) fn passes<T>(payload: &[u8], root_pos: usize) -> bool
+where
+    T: rkyv::Portable + for<'a> rkyv::bytecheck::CheckBytes<ArenaValidator<'a>>,
+{
+    validate_at::<T>(payload, root_pos).is_ok()
+}
+
 /// Validates the archived `T` rooted at `root_pos` of `payload` with [`ArenaValidator`], refusing
 /// values that nest deeper than [`MAX_NESTING`].
 pub(crate) fn validate_at<T>(payload: &[u8], root_pos: usize) -> Result<&T, rancor::Error>

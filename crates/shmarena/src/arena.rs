@@ -299,7 +299,7 @@ impl Arena {
         file: File,
         backing: Backing,
         locator: Locator,
-        validated: &[(usize, TypeKey)],
+        validated: &[(usize, TypeKey, crate::archive::Recheck)],
     ) -> Result<Arena> {
         // The builder of this process wrote every byte and sealed `file`, the memfd it built in
         // (for any target: a named segment or file got a copy written out); `backing` says
@@ -319,8 +319,21 @@ impl Arena {
         );
         let arena = arena?;
         if arena.shared.sealed {
-            for &(index, key) in validated {
-                arena.shared.trust.insert(index, key);
+            // Each row is confirmed on the sealed bytes before it is kept: until `seal` another
+            // process of the user could have held a writable mapping of the memfd, made in the
+            // few system calls between `memfd_create` and `F_SEAL_FUTURE_WRITE` (the owner can
+            // `chmod` it through `/proc/PID/fd/N`) and dropped before the write seal, and
+            // changed an entry after `put` validated it. The seals now forbid any change, so
+            // this check is the one the row rests on; an entry that fails it gets no row, and
+            // its readers validate it (and find it corrupted).
+            for &(index, key, recheck) in validated {
+                let Some(entry) = arena.shared.layout.entries.get(index) else {
+                    continue;
+                };
+                let payload = &arena.shared.map.bytes()[entry.range()];
+                if recheck(payload, entry.root_pos as usize) {
+                    arena.shared.trust.insert(index, key);
+                }
             }
         }
         Ok(arena)

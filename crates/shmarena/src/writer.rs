@@ -45,7 +45,7 @@ pub struct ArenaWriter {
     name_hashes: HashSet<u64>,
     /// (entry index, archived type) pairs `put` validated, in this process's memory: the
     /// sealed arena's first trust rows.
-    validated: Vec<(usize, TypeKey)>,
+    validated: Vec<(usize, TypeKey, crate::archive::Recheck)>,
     /// Next free byte.
     pos: usize,
 }
@@ -189,8 +189,11 @@ impl ArenaWriter {
         }
         // A row only where nothing but this writer can change the bytes before `seal`.
         if trusted && self.seg.protected() {
-            self.validated
-                .push((self.entries.len(), crate::trust::key_of::<T::Archived>()));
+            self.validated.push((
+                self.entries.len(),
+                crate::trust::key_of::<T::Archived>(),
+                crate::archive::passes::<T::Archived>,
+            ));
         }
         self.push(Entry {
             name: name.to_owned(),
@@ -240,9 +243,10 @@ impl ArenaWriter {
     /// rkyv writes for `value` are a valid archive: the entry is trusted as if `put` had
     /// validated it, so this process and the readers that inherit its trust (fork children,
     /// [`share_with`](crate::Arena::share_with), service sessions, Python pickles) read it
-    /// without bytecheck. It builds as fast as [`put_unvalidated`](Self::put_unvalidated)
-    /// (bytecheck of a 1M-entry `HashMap<String, u32>` is about 15 % of its `put`; see
-    /// docs/BENCHMARKS.md) without moving the check to every reader.
+    /// without bytecheck. Its `put` is as fast as [`put_unvalidated`](Self::put_unvalidated);
+    /// [`seal`](Self::seal) still checks the entry once on the sealed bytes before it keeps the
+    /// row (as it does for every `put` entry: another process of the user could have written to
+    /// the building memfd; see docs/DESIGN.md, "The writer's bytes are its own").
     ///
     /// Debug builds (`debug_assertions`) validate anyway and return
     /// [`Error::Serialize`] for an archive that does not validate.

@@ -76,8 +76,9 @@ impl MemfdKind {
 /// sealed against shrinking.
 ///
 /// Mode 0400: memfds start as 0777, and any process of the user can reach this one through
-/// `/proc/PID/fd/N`; read-only, only root can open it for writing (and then `F_SEAL_FUTURE_WRITE`,
-/// see [`seal_future_writes`], is what stops writes). `F_SEAL_SHRINK` from the start: a mapping
+/// `/proc/PID/fd/N`. The mode does not stop that process (its owner may `chmod` it back through
+/// the same path): what stops writes is `F_SEAL_FUTURE_WRITE` (see [`seal_future_writes`]), and
+/// what a writer trusts is checked again once the bytes are sealed (`Arena::from_sealed_segment`). `F_SEAL_SHRINK` from the start: a mapping
 /// of it can never lose its pages under the mapper (no SIGBUS), whoever truncates.
 pub(crate) fn memfd_create(kind: MemfdKind) -> io::Result<File> {
     let flags = rustix::fs::MemfdFlags::CLOEXEC | rustix::fs::MemfdFlags::ALLOW_SEALING;
