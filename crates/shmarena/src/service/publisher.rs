@@ -117,15 +117,25 @@ impl PublishOptions {
             rows_cache: Mutex::new(None),
         });
         let served = Arc::clone(&inner);
+        let served_name = sock_name.clone();
+        // Listed before the thread serves, and unlisted before its listener closes (when the
+        // thread ends, whether `drop` stopped it or it failed): once the name is free, any
+        // thread of this process could bind it, and must not count as this publisher.
+        LOCAL_NAMES.lock().push(sock_name.clone());
         let thread = std::thread::Builder::new()
             .name(format!("shmarena-publish-{name}"))
-            .spawn(move || serve(&served, listener, stop_r))
-            .map_err(|e| io_err(&name, "starting the serving thread", e))?;
-        LOCAL_NAMES.lock().push(sock_name.clone());
+            .spawn(move || {
+                serve(&served, &listener, stop_r);
+                forget_local(&served_name);
+                drop(listener);
+            })
+            .map_err(|e| {
+                forget_local(&sock_name);
+                io_err(&name, "starting the serving thread", e)
+            })?;
         Ok(Publisher {
             inner,
             name,
-            sock_name,
             stop_w,
             thread: Some(thread),
         })
@@ -136,6 +146,14 @@ impl PublishOptions {
 /// rows from a listener of its own process only when it is one of these: any thread could bind
 /// a name no publisher of this process holds and answer with forged rows.
 static LOCAL_NAMES: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+/// Takes `sock_name` off the names this process serves (one entry: a name is bound once).
+fn forget_local(sock_name: &str) {
+    let mut names = LOCAL_NAMES.lock();
+    if let Some(i) = names.iter().position(|n| n == sock_name) {
+        names.swap_remove(i);
+    }
+}
 
 /// Whether a publisher of this process serves socket name `sock_name`.
 pub(crate) fn served_here(sock_name: &str) -> bool {
@@ -213,8 +231,6 @@ struct Inner {
 pub struct Publisher {
     inner: Arc<Inner>,
     name: String,
-    /// The abstract socket name it listens on (see [`served_here`]).
-    sock_name: String,
     stop_w: OwnedFd,
     thread: Option<JoinHandle<()>>,
 }
@@ -289,13 +305,10 @@ impl Publisher {
 
 impl Drop for Publisher {
     fn drop(&mut self) {
+        // The serving thread unlists the name before its listener closes (see `publish`).
         let _ = sock::poke(self.stop_w.as_fd());
         if let Some(t) = self.thread.take() {
             let _ = t.join();
-        }
-        let mut names = LOCAL_NAMES.lock();
-        if let Some(i) = names.iter().position(|n| *n == self.sock_name) {
-            names.swap_remove(i);
         }
     }
 }
@@ -351,7 +364,7 @@ impl Pending {
 /// listener stays readable: retrying at once would spin. The loop records the error (see
 /// [`Publisher::serve_error`]) and leaves the listener out of its `poll` for 1 ms, doubling to
 /// 1 s, while it goes on serving the pending connections.
-fn serve(inner: &Inner, listener: OwnedFd, stop: OwnedFd) {
+fn serve(inner: &Inner, listener: &OwnedFd, stop: OwnedFd) {
     const MIN_BACKOFF: Duration = Duration::from_millis(1);
     const MAX_BACKOFF: Duration = Duration::from_secs(1);
     // The page says "serving" while this thread runs, and the kernel marks it if the thread
